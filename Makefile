@@ -1,0 +1,40 @@
+# Two entry points for a fresh machine (see README):
+#   make train   set up .venv, train the default model on CIFAR-10, print its test accuracy
+#   make test    set up .venv, run the test suite
+# On a machine without an NVIDIA GPU the venv gets torch==2.13.0 (CPU build); an open
+# range would pull gigabytes of CUDA packages. On a GPU machine the venv sees the
+# machine's own torch (--system-site-packages) and installs none.
+
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+TORCH  ?= torch==2.13.0
+EXTRAS ?= dev,plots
+HAS_GPU := $(shell command -v nvidia-smi >/dev/null 2>&1 && echo 1)
+# The shared JPEG copy, when it sits beside the checkout; CIFARLAB_DATA overrides it.
+SHARED_DATA := $(wildcard ../shared/data/cifar10-jpeg75.tar.gz)
+export CIFARLAB_DATA ?= $(SHARED_DATA)
+
+.PHONY: setup train test bench clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml Makefile
+ifeq ($(HAS_GPU),1)
+	$(PYTHON) -m venv --system-site-packages $(VENV)
+	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install "$(TORCH)"
+else
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet "$(TORCH)"
+endif
+	$(PY) -m pip install --quiet -e ".[$(EXTRAS)]"
+	touch $@
+
+train: setup
+	$(VENV)/bin/cifarlab train --model default
+
+test: setup
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) build src/*.egg-info .pytest_cache

@@ -1,0 +1,34 @@
+"""Errors a user can act on.
+
+Each carries one line that names the problem and what to do; the CLI prints it without
+a traceback and exits non-zero. Programming errors stay ordinary exceptions.
+"""
+
+
+class CifarlabError(Exception):
+    """A problem with the user's input or environment, explained in one line."""
+
+    exit_code = 1
+
+
+class DataError(CifarlabError):
+    """A data set that cannot be found, read or trusted."""
+
+
+class ModelError(CifarlabError, KeyError):
+    """An unknown model name or bad model arguments."""
+
+    def __str__(self) -> str:  # KeyError would repr() the message
+        return str(self.args[0]) if self.args else ""
+
+
+class ConfigError(CifarlabError, ValueError):
+    """A configuration value that is unknown or out of range."""
+
+
+class TrainingDiverged(CifarlabError):
+    """The loss became non-finite or exploded."""
+
+
+class ImageError(CifarlabError):
+    """A file that is not a readable image."""
