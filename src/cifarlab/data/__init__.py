@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+from cifarlab.data.augment import Augment, build_augment
+from cifarlab.data.load import load_cifar, read_source
+from cifarlab.data.loader import DeviceLoader
+from cifarlab.data.preprocess import channel_stats, to_grayscale
 from cifarlab.data.synthetic import random_cifar
 from cifarlab.data.types import CifarData, DataInfo, Split, stratified_indices
 
-__all__ = ["CifarData", "DataInfo", "Split", "stratified_indices", "random_cifar"]
+__all__ = ["Augment", "CifarData", "DataInfo", "DeviceLoader", "Split", "build_augment",
+           "channel_stats", "load_cifar", "random_cifar", "read_source", "stratified_indices",
+           "to_grayscale"]
