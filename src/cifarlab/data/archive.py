@@ -33,7 +33,7 @@ def read_members(path: Path) -> tuple[list[tuple[str, bytes]], list[str]]:
     if path.is_dir():
         return _read_dir(path)
     if not path.is_file():
-        raise DataError(f"{path}: no such file or folder; pass a CIFAR archive or folder (--data PATH)")
+        raise DataError(f"{path} does not exist; pass an existing CIFAR archive or folder (--data PATH)")
     try:
         if path.name.lower().endswith(".zip"):
             return _read_zip(path)
