@@ -1,0 +1,263 @@
+"""``train(config)`` and ``resume(run_dir)``: the one entry point the CLI, studies and benchmarks share.
+
+A fit selects its best epoch on the validation split only; the test split is evaluated
+once, at the end, on that checkpoint, and reported (never used to choose anything).
+"""
+
+from __future__ import annotations
+
+import random
+import statistics
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable
+
+import numpy as np
+import torch
+from torch import nn
+
+from cifarlab.engine import callbacks as cbs
+from cifarlab.engine.checkpoint import load_checkpoint, restore_rng, unwrap
+from cifarlab.engine.config import TrainConfig
+from cifarlab.engine.evaluate import evaluate_model, write_confusion
+from cifarlab.engine.hardware import describe, hardware_info, pick_device
+from cifarlab.engine.loop import Learner
+from cifarlab.engine.losses import build_loss
+from cifarlab.engine.optim import build_optimizer, build_schedule
+from cifarlab.engine.runs import new_run_dir, write_json
+from cifarlab.errors import CifarlabError, ConfigError
+
+# factories called with (config, run_dir) that may return a callback to add to every run;
+# later issues append to this (e.g. the SQLite run registry) instead of editing train()
+DEFAULT_CALLBACKS: list[Callable[[TrainConfig, Path], cbs.Callback | None]] = []
+
+
+class TrainingInterrupted(CifarlabError):
+    """Ctrl-C during training; last.pt holds the last finished epoch."""
+
+    exit_code = 130
+
+    def __init__(self, message: str, run_dir: Path, epoch: int):
+        super().__init__(message)
+        self.run_dir, self.epoch = run_dir, epoch
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    summary: dict
+    model: nn.Module
+
+
+def train(config: TrainConfig | dict | None = None, callbacks: Iterable[cbs.Callback] = (),
+          data=None) -> RunResult:
+    """Train a model as ``config`` says, in a new run folder. ``data``: a CifarData to use
+    instead of loading ``config.data`` (tests, studies that share one copy in memory)."""
+    cfg = _as_config(config)
+    if cfg.model == "default":
+        cfg.model = TrainConfig().model
+    device = pick_device(cfg.device)
+    data = _load_data(cfg, data)
+    _seed_everything(cfg.seed)
+    run_dir = new_run_dir(cfg)
+    write_json(run_dir / "config.json", cfg.to_dict())
+    learner = _build(cfg, data, device, run_dir, callbacks)
+    return _fit_and_report(learner, cfg, data, run_dir)
+
+
+def resume(run_dir: str | Path, epochs: int | None = None, callbacks: Iterable[cbs.Callback] = (),
+           data=None, progress: bool | None = None) -> RunResult:
+    """Continue a run from its last.pt exactly; ``epochs`` may raise the planned total."""
+    run_dir = Path(run_dir)
+    if not (run_dir / "last.pt").is_file():
+        raise CifarlabError(f"{run_dir} has no last.pt to resume from (no epoch finished there)")
+    ckpt = load_checkpoint(run_dir / "last.pt", prefer="last.pt")
+    cfg = TrainConfig.from_dict(ckpt["config"])
+    if epochs is not None:
+        cfg.override({"epochs": epochs})
+    if progress is not None:
+        cfg.progress = progress
+    device = pick_device(cfg.device)
+    data = _load_data(cfg, data)
+    _seed_everything(cfg.seed)
+    learner = _build(cfg, data, device, run_dir, callbacks)
+    _restore(learner, ckpt)
+    write_json(run_dir / "config.json", cfg.to_dict())
+    return _fit_and_report(learner, cfg, data, run_dir)
+
+
+def _as_config(config) -> TrainConfig:
+    if config is None:
+        return TrainConfig()
+    if isinstance(config, TrainConfig):
+        return TrainConfig.from_dict({}, base=config)
+    if isinstance(config, dict):
+        return TrainConfig.from_dict(config)
+    raise ConfigError(f"config must be a TrainConfig or a dict, got {type(config).__name__}")
+
+
+def _seed_everything(seed: int) -> None:
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+    random.seed(seed)
+
+
+def _load_data(cfg: TrainConfig, data):
+    from cifarlab.data import CifarData, load_cifar
+    if not isinstance(data, CifarData):
+        data = load_cifar(data or cfg.data, val=cfg.val, seed=cfg.seed, progress=cfg.progress)
+    if cfg.train_subset or cfg.test_subset:
+        data = data.subset(train=cfg.train_subset, test=cfg.test_subset, seed=cfg.seed)
+    if len(data.train) == 0:
+        raise ConfigError("the training split is empty; check --data and --train-subset")
+    return data
+
+
+# ---------------------------------------------------------------- building a learner
+def _build(cfg: TrainConfig, data, device: torch.device, run_dir: Path, extra) -> Learner:
+    from cifarlab.data import DeviceLoader, build_augment, channel_stats
+    from cifarlab.models import create_model
+    mean, std = channel_stats(data.train.images, cfg.grayscale)
+    loader_args = dict(device=device, mean=mean, std=std, grayscale=cfg.grayscale,
+                       channels_last=cfg.channels_last)
+    n = len(data.train)
+    train_loader = DeviceLoader(data.train, cfg.batch_size, shuffle=True, augment=build_augment(cfg.augment),
+                                seed=cfg.seed, drop_last=n % cfg.batch_size == 1 and n > 1, **loader_args)
+    val_loader = (DeviceLoader(data.val, max(cfg.batch_size, 500), shuffle=False, **loader_args)
+                  if len(data.val) else None)
+    kwargs = dict(cfg.model_kwargs)
+    if cfg.grayscale == 1:
+        kwargs.setdefault("in_chans", 1)
+    model = create_model(cfg.model, num_classes=data.num_classes, **kwargs).to(device)
+    if cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = build_optimizer(model.parameters(), cfg)
+    schedule = build_schedule(cfg, len(train_loader))
+    meta = {"model": {"name": cfg.model, "kwargs": kwargs, "num_classes": data.num_classes},
+            "config": cfg.to_dict(), "classes": list(data.classes),
+            "normalize": {"mean": mean, "std": std, "grayscale": cfg.grayscale},
+            "data": {"source": data.info.source, "format": data.info.format, "train": len(data.train),
+                     "val": len(data.val), "test": len(data.test)}}
+    fit_model = torch.compile(model) if cfg.compile else model
+    learner = Learner(fit_model, build_loss(cfg.loss, data.num_classes, cfg.label_smoothing), optimizer,
+                      schedule, train_loader, val_loader, cfg.epochs, device,
+                      amp=cfg.amp and device.type == "cuda", binary=cfg.loss == "bce", meta=meta)
+    for cb in [*_standard_callbacks(cfg, run_dir, device), *extra]:
+        learner.add_callback(cb)
+    return learner
+
+
+def _standard_callbacks(cfg: TrainConfig, run_dir: Path, device: torch.device) -> list[cbs.Callback]:
+    out: list[cbs.Callback] = [
+        cbs.LRScheduler(cfg.plateau_monitor),
+        cbs.DivergenceGuard(cfg.diverge_factor, optimizer=cfg.optimizer,
+                            check_every=1 if device.type == "cpu" else 10),
+        cbs.Checkpointer(run_dir, cfg.select_metric),
+        cbs.MetricsLogger(run_dir),
+    ]
+    if cfg.early_stop:
+        out.append(cbs.EarlyStopping(cfg.early_monitor, cfg.early_patience, cfg.early_min_delta, cfg.early_mode))
+    if cfg.tensorboard:
+        out.append(cbs.TensorBoardLogger(run_dir))
+    if cfg.plots:
+        out.append(cbs.Plotter(run_dir))
+    if cfg.progress:
+        out.append(cbs.ProgressBar())
+    out += [cb for make in DEFAULT_CALLBACKS if (cb := make(cfg, run_dir)) is not None]
+    return out
+
+
+def _restore(learner: Learner, ckpt: dict) -> None:
+    unwrap(learner.model).load_state_dict(ckpt["state_dict"])
+    learner.optimizer.load_state_dict(ckpt["optimizer"])
+    learner.schedule.load_state_dict(ckpt["scheduler"])
+    learner.epoch, learner.step = ckpt["epoch"], ckpt["step"]
+    learner.history = list(ckpt["metrics"])
+    learner.load_callback_states(ckpt.get("callbacks", {}))
+    learner.resumed = True
+    restore_rng(ckpt["rng"])  # last: nothing between here and the first batch draws numbers
+
+
+# ---------------------------------------------------------------- fit, test once, report
+def _fit_and_report(learner: Learner, cfg: TrainConfig, data, run_dir: Path) -> RunResult:
+    hw = hardware_info(learner.device)
+    if cfg.progress:
+        _say(f"{describe(hw)}\nrun folder {run_dir} | {cfg.model} | train {len(data.train)} "
+             f"val {len(data.val)} test {len(data.test)} | {cfg.epochs} epochs")
+    start = time.perf_counter()
+    try:
+        learner.fit()
+    except KeyboardInterrupt:
+        raise _interrupted(learner, run_dir) from None
+    fit_seconds = time.perf_counter() - start
+    summary = _test_and_summarize(learner, cfg, data, run_dir, hw, fit_seconds)
+    write_json(run_dir / "summary.json", summary)
+    if cfg.progress:
+        _say(_summary_line(summary))
+    return RunResult(run_dir, summary, unwrap(learner.model))
+
+
+def _interrupted(learner: Learner, run_dir: Path) -> TrainingInterrupted:
+    done = learner.epoch
+    if done == 0 and not (run_dir / "last.pt").exists():
+        return TrainingInterrupted(f"interrupted during epoch 1; no epoch finished, nothing to resume "
+                                   f"(run folder {run_dir})", run_dir, 0)
+    return TrainingInterrupted(f"interrupted after epoch {done}; resume with: cifarlab train --resume "
+                               f"{run_dir}", run_dir, done)
+
+
+def _test_and_summarize(learner: Learner, cfg, data, run_dir: Path, hw: dict, seconds: float) -> dict:
+    from cifarlab.data import DeviceLoader
+    ckpt_name = "best.pt" if (run_dir / "best.pt").exists() else "last.pt"
+    model = unwrap(learner.model)
+    if (run_dir / ckpt_name).exists():
+        model.load_state_dict(load_checkpoint(run_dir / ckpt_name)["state_dict"])
+    norm = learner.meta["normalize"]
+    test = {}
+    if len(data.test):
+        loader = DeviceLoader(data.test, 500, learner.device, norm["mean"], norm["std"], shuffle=False,
+                              grayscale=norm["grayscale"], channels_last=cfg.channels_last)
+        test = evaluate_model(model, loader, data.classes, learner.device, cfg.loss, amp=learner.amp)
+        write_confusion({**test, "split": "test"}, run_dir, png=cfg.plots)
+    return _summary(learner, cfg, run_dir, hw, seconds, test, ckpt_name)
+
+
+def _summary(learner: Learner, cfg, run_dir: Path, hw: dict, seconds: float, test: dict, ckpt: str) -> dict:
+    saver = learner.callback(cbs.Checkpointer)
+    history = learner.history
+    best = next((h for h in history if saver and h["epoch"] == saver.best_epoch), history[-1] if history else {})
+    rates = [h["images_per_s"] for h in history]
+    has_val = any("val_acc" in h for h in history)
+    from cifarlab.models import count_params
+    params = count_params(unwrap(learner.model))
+    out = {
+        "run_dir": str(run_dir), "model": cfg.model, "recipe": cfg.recipe,
+        "epochs_run": learner.epoch, "epochs_planned": cfg.epochs, "stopped": learner.stop_reason or None,
+        "selection": {"checkpoint": ckpt, "metric": saver.used if saver else None,
+                      "epoch": best.get("epoch"),
+                      "note": None if has_val else "val=0: no validation split, the last epoch is used"},
+        "val_best": {k: best[k] for k in ("epoch", "val_acc", "val_loss", "val_binary_acc") if k in best},
+        "test": {k: test[k] for k in ("n", "top1", "top5", "loss", "binary_accuracy", "per_class") if k in test},
+        "training_time_s": round(seconds, 2),
+        "images_per_s": round(statistics.median(rates), 1) if rates else None,
+        "params": {"trainable": params.trainable, "non_trainable": params.non_trainable},
+        "hardware": hw, "data": learner.meta["data"],
+    }
+    return out
+
+
+def _summary_line(s: dict) -> str:
+    t = s["test"]
+    head = f"test top-1 {t['top1']:.4f}  top-5 {t['top5']:.4f}" if t else "no test split"
+    if "binary_accuracy" in t:
+        head += f"  (binary_accuracy {t['binary_accuracy']:.4f}, not an accuracy over classes)"
+    sel = s["selection"]
+    where = sel["note"] or f"best {sel['metric']} at epoch {sel['epoch']}"
+    return (f"{head} | checkpoint {sel['checkpoint']} ({where}) | {s['epochs_run']} epochs in "
+            f"{s['training_time_s']:.0f}s, {s['images_per_s']} img/s | {s['run_dir']}")
+
+
+def _say(text: str) -> None:
+    from rich.console import Console
+    Console(stderr=True, soft_wrap=True).print(text, highlight=False)

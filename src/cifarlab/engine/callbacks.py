@@ -1,0 +1,372 @@
+"""Small behaviours hooked on the loop's events (fastai-style).
+
+Write one by subclassing ``Callback`` and overriding the events you need; each receives
+the ``Learner``. ``order`` sorts callbacks (lower runs first on every event);
+``main_only`` callbacks are skipped on DDP ranks other than 0 (they write files);
+``state_dict``/``load_state_dict`` let a callback's counters survive ``--resume``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+
+from cifarlab.errors import TrainingDiverged
+
+# order bands: schedules first (they set the lr a batch uses), then guards, then the
+# callbacks that decide (early stopping), then the ones that record (checkpoint, logs).
+ORDER_SCHEDULE, ORDER_GUARD, ORDER_DECIDE, ORDER_SAVE, ORDER_LOG, ORDER_SHOW = 10, 20, 30, 40, 50, 60
+
+
+class Callback:
+    order = 50
+    main_only = False
+
+    def before_fit(self, learn) -> None: ...
+    def before_epoch(self, learn) -> None: ...
+    def before_batch(self, learn) -> None: ...
+    def after_backward(self, learn) -> None: ...
+    def after_batch(self, learn) -> None: ...
+    def before_validate(self, learn) -> None: ...
+    def after_validate(self, learn) -> None: ...
+    def after_epoch(self, learn) -> None: ...
+    def after_fit(self, learn) -> None: ...
+
+    def state_key(self) -> str:
+        return type(self).__name__
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
+
+
+def monitored(learn, name: str) -> tuple[str, float | None]:
+    """The value of metric ``name`` this epoch, falling back from val_* to train_* without val."""
+    m = learn.metrics
+    if name not in m and name.startswith("val_"):
+        name = "train_" + name[4:]
+    return name, m.get(name)
+
+
+# ---------------------------------------------------------------- schedule
+class LRScheduler(Callback):
+    """Sets the lr: per batch (onecycle, cosine), per epoch (step), on a metric (plateau)."""
+
+    order = ORDER_SCHEDULE
+
+    def __init__(self, monitor: str = "val_loss"):
+        self.monitor = monitor
+
+    def before_epoch(self, learn) -> None:
+        from cifarlab.engine.optim import Constant, Step, set_lr
+        if isinstance(learn.schedule, (Step, Constant)):
+            set_lr(learn.optimizer, learn.schedule.lr_at_epoch(learn.epoch))
+
+    def before_batch(self, learn) -> None:
+        from cifarlab.engine.optim import set_lr
+        if learn.schedule.per_batch:
+            set_lr(learn.optimizer, learn.schedule.lr_at_step(learn.step))
+
+    def after_epoch(self, learn) -> None:
+        from cifarlab.engine.optim import Plateau, get_lr, set_lr
+        if isinstance(learn.schedule, Plateau):
+            _, value = monitored(learn, self.monitor)
+            if value is not None:
+                set_lr(learn.optimizer, learn.schedule.observe(value, get_lr(learn.optimizer)))
+
+
+# ---------------------------------------------------------------- guards
+class DivergenceGuard(Callback):
+    """Stops with one line when the loss is non-finite or ``factor`` x its starting value."""
+
+    order = ORDER_GUARD
+
+    def __init__(self, factor: float = 20.0, warm_batches: int = 3, optimizer: str = "", check_every: int = 1):
+        self.factor, self.warm, self.optimizer_name = factor, warm_batches, optimizer
+        self.check_every = check_every
+        self.initial: list[float] = []
+
+    def after_batch(self, learn) -> None:
+        if learn.step % self.check_every and learn.batch_idx != len(learn.train_loader) - 1:
+            return
+        value = float(learn.loss)
+        if len(self.initial) < self.warm and math.isfinite(value):
+            self.initial.append(value)
+        start = sum(self.initial) / len(self.initial) if self.initial else None
+        if not math.isfinite(value):
+            self._fail(learn, f"loss became {value}")
+        if start is not None and len(self.initial) >= self.warm and value > self.factor * start:
+            self._fail(learn, f"loss exploded to {value:.4g} ({value / start:.0f}x its start {start:.3g})")
+
+    def _fail(self, learn, what: str) -> None:
+        from cifarlab.engine.optim import get_lr
+        lr = get_lr(learn.optimizer)
+        opt = self.optimizer_name or type(learn.optimizer).__name__.lower()
+        raise TrainingDiverged(
+            f"{what} at epoch {learn.epoch + 1} step {learn.batch_idx + 1} — the learning rate "
+            f"{lr:g} is probably too high for {opt}; try --lr {lr / 10:g}")
+
+    def state_dict(self) -> dict:
+        return {"initial": list(self.initial)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.initial = list(state.get("initial", []))
+
+
+class EarlyStopping(Callback):
+    """Keras EarlyStopping: stop after ``patience`` epochs without an improvement > min_delta."""
+
+    order = ORDER_DECIDE
+
+    def __init__(self, monitor: str = "val_loss", patience: int = 10, min_delta: float = 0.0,
+                 mode: str = "auto"):
+        from cifarlab.engine.optim import metric_mode
+        self.monitor, self.patience, self.min_delta = monitor, patience, abs(min_delta)
+        self.mode = metric_mode(monitor, mode)
+        self.best: float | None = None
+        self.wait = 0
+
+    def after_epoch(self, learn) -> None:
+        name, value = monitored(learn, self.monitor)
+        if value is None:
+            return
+        better = self.best is None or (value < self.best - self.min_delta if self.mode == "min"
+                                       else value > self.best + self.min_delta)
+        if better:
+            self.best, self.wait = value, 0
+            return
+        self.wait += 1
+        if self.wait >= self.patience:
+            learn.stop = True
+            learn.stop_reason = (f"early stopping: {name} did not improve for {self.patience} "
+                                 f"epochs (best {self.best:.4f})")
+
+    def state_dict(self) -> dict:
+        return {"best": self.best, "wait": self.wait}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.best, self.wait = state.get("best"), state.get("wait", 0)
+
+
+# ---------------------------------------------------------------- saving
+class Checkpointer(Callback):
+    """best.pt on the selection metric (validation, never test) and last.pt every epoch."""
+
+    order = ORDER_SAVE
+    main_only = True
+
+    def __init__(self, run_dir: str | Path, monitor: str = "val_acc", mode: str = "auto"):
+        from cifarlab.engine.optim import metric_mode
+        self.run_dir, self.monitor = Path(run_dir), monitor
+        self.mode = metric_mode(monitor, mode)
+        self.best: float | None = None
+        self.best_epoch: int | None = None
+        self.used = monitor  # the metric really used (train_* when there is no val set)
+
+    def after_epoch(self, learn) -> None:
+        from cifarlab.engine.checkpoint import build_checkpoint, save_checkpoint
+        name, value = monitored(learn, self.monitor)
+        no_val = not name.startswith("val_")
+        better = value is not None and (self.best is None or (value < self.best if self.mode == "min"
+                                                             else value > self.best))
+        if no_val or better:  # without validation data the last epoch is the one kept
+            self.best, self.best_epoch, self.used = value, learn.epoch, name if not no_val else "last epoch"
+        ckpt = build_checkpoint(learn)  # carries this callback's new state
+        if self.best_epoch == learn.epoch:
+            save_checkpoint(ckpt, self.run_dir / "best.pt")
+        save_checkpoint(ckpt, self.run_dir / "last.pt")
+
+    def state_dict(self) -> dict:
+        return {"best": self.best, "best_epoch": self.best_epoch, "used": self.used}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.best, self.best_epoch = state.get("best"), state.get("best_epoch")
+        self.used = state.get("used", self.monitor)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+class MetricsLogger(Callback):
+    """metrics.csv and metrics.jsonl, one row per epoch, rewritten from history on resume."""
+
+    order = ORDER_LOG
+    main_only = True
+    first_columns = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr",
+                     "epoch_time", "images_per_s"]
+
+    def __init__(self, run_dir: str | Path):
+        self.run_dir = Path(run_dir)
+
+    def before_fit(self, learn) -> None:
+        self._write(learn.history)  # drops rows of an epoch the checkpoint did not keep
+
+    def after_epoch(self, learn) -> None:
+        self._write(learn.history)
+
+    def _write(self, rows: list[dict]) -> None:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        cols = self._columns(rows)
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=cols, extrasaction="ignore", lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+        atomic_write_text(self.run_dir / "metrics.csv", buf.getvalue())
+        atomic_write_text(self.run_dir / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
+
+    def _columns(self, rows: list[dict]) -> list[str]:
+        keys = [k for r in rows for k in r]
+        cols = [c for c in self.first_columns if c in keys or c.startswith(("train", "epoch", "lr"))]
+        return cols + sorted(set(keys) - set(cols))
+
+
+class TensorBoardLogger(Callback):
+    """Scalars under run_dir/tb when the tensorboard package is importable; else nothing."""
+
+    order = ORDER_LOG
+    main_only = True
+
+    def __init__(self, run_dir: str | Path, every: int = 50):
+        self.log_dir, self.every, self.writer = Path(run_dir) / "tb", every, None
+
+    def before_fit(self, learn) -> None:
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:  # optional: pip install 'cifarlab[tensorboard]'
+            return
+        self.writer = SummaryWriter(str(self.log_dir), purge_step=learn.step or None)
+
+    def after_batch(self, learn) -> None:
+        if self.writer is not None and learn.step % self.every == 0:
+            self.writer.add_scalar("batch/loss", float(learn.loss), learn.step)
+
+    def after_epoch(self, learn) -> None:
+        if self.writer is None:
+            return
+        for key, value in learn.metrics.items():
+            if key != "epoch" and isinstance(value, (int, float)):
+                self.writer.add_scalar(key.replace("_", "/", 1), value, learn.epoch)
+        self.writer.flush()
+
+    def after_fit(self, learn) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+class Plotter(Callback):
+    """curves.png (accuracy and loss, train vs validation) after slow epochs and at the end."""
+
+    order = ORDER_LOG + 1
+    main_only = True
+
+    def __init__(self, run_dir: str | Path, every_seconds: float = 20.0):
+        self.run_dir, self.every_seconds = Path(run_dir), every_seconds
+
+    def after_epoch(self, learn) -> None:
+        if learn.metrics.get("epoch_time", 0) >= self.every_seconds:
+            self._draw(learn)
+
+    def after_fit(self, learn) -> None:
+        self._draw(learn)
+
+    def _draw(self, learn) -> None:
+        from cifarlab.engine import plots
+        if plots.available():
+            plots.save_curves(learn.history, self.run_dir / "curves.png")
+
+
+# ---------------------------------------------------------------- display
+class ProgressBar(Callback):
+    """A rich progress bar per epoch (loss, accuracy, lr, images/s) and one line per epoch."""
+
+    order = ORDER_SHOW
+    main_only = True
+
+    def __init__(self, console=None, refresh_every: int = 5):
+        from rich.console import Console
+        self.console = console or Console(stderr=True, soft_wrap=True)
+        self.refresh_every = refresh_every
+        self.progress = None
+
+    def before_epoch(self, learn) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+        self.total = len(learn.train_loader)
+        self.seen, self.correct, self.loss_sum, self.batches = 0, 0, 0.0, 0
+        import time
+        self.start = time.perf_counter()
+        if self.console.is_terminal:
+            self.progress = Progress(TextColumn(f"epoch {learn.epoch + 1}/{learn.epochs}"), BarColumn(),
+                                     MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
+                                     TimeRemainingColumn(), console=self.console, transient=True)
+            self.progress.start()
+            self.task = self.progress.add_task("train", total=self.total, info="")
+
+    def after_batch(self, learn) -> None:
+        from cifarlab.engine.metrics import topk_correct
+        i = learn.batch_idx + 1
+        if i % self.refresh_every and i != self.total:
+            return
+        self.seen_info = self._info(learn, topk_correct(learn.logits.detach(), learn.y))
+        if self.progress is not None:
+            self.progress.update(self.task, completed=i, info=self.seen_info)
+        elif i % max(1, self.total // 10) < self.refresh_every and i != self.total:
+            self.console.print(f"epoch {learn.epoch + 1}/{learn.epochs} batch {i}/{self.total} {self.seen_info}",
+                               highlight=False)
+
+    def _info(self, learn, correct: int) -> str:
+        import time
+        from cifarlab.engine.optim import get_lr
+        n = len(learn.y)
+        self.loss_sum += float(learn.loss)
+        self.correct, self.batches, self.seen = self.correct + correct, self.batches + 1, self.seen + n
+        rate = (learn.batch_idx + 1) * n / max(time.perf_counter() - self.start, 1e-9)
+        return (f"loss {self.loss_sum / self.batches:.4f} acc {self.correct / self.seen:.3f} "
+                f"lr {get_lr(learn.optimizer):.3g} {rate:.0f} img/s")
+
+    def after_epoch(self, learn) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+            self.progress = None
+        m = learn.metrics
+        parts = [f"epoch {m['epoch']}/{learn.epochs}", f"loss {m['train_loss']:.4f}", f"acc {m['train_acc']:.4f}"]
+        if "val_loss" in m:
+            parts += [f"val_loss {m['val_loss']:.4f}", f"val_acc {m['val_acc']:.4f}"]
+        if "val_binary_acc" in m:
+            parts.append(f"val_binary_acc {m['val_binary_acc']:.4f}")
+        parts += [f"lr {m['lr']:.3g}", f"{m['images_per_s']:.0f} img/s", f"{m['epoch_time']:.1f}s"]
+        self.console.print("  ".join(parts), highlight=False)
+
+    def after_fit(self, learn) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+        if learn.stop_reason:
+            self.console.print(learn.stop_reason, highlight=False)
+
+
+class StopAfter(Callback):
+    """Raises KeyboardInterrupt after ``epochs`` epochs: how tests simulate Ctrl-C."""
+
+    order = ORDER_SHOW + 10
+
+    def __init__(self, epochs: int, batch: int | None = None):
+        self.epochs, self.batch = epochs, batch
+
+    def after_batch(self, learn) -> None:
+        if self.batch is not None and learn.epoch == self.epochs and learn.batch_idx + 1 == self.batch:
+            raise KeyboardInterrupt
+
+    def after_epoch(self, learn) -> None:
+        if self.batch is None and learn.epoch == self.epochs:
+            raise KeyboardInterrupt
+

@@ -1,0 +1,114 @@
+"""Evaluate a checkpoint on a split: top-1, top-5, per-class accuracy, confusion matrix, TTA."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from cifarlab.engine.checkpoint import load_checkpoint, load_model
+from cifarlab.engine.config import TrainConfig
+from cifarlab.engine.hardware import pick_device
+from cifarlab.engine.loop import run_eval
+from cifarlab.engine.losses import build_loss
+from cifarlab.engine.metrics import confusion_matrix, per_class_accuracy
+from cifarlab.errors import ConfigError, DataError
+
+TTA_MODES = ("none", "flip", "flip-translate")
+
+
+def tta_views(x: torch.Tensor, mode: str | bool = "flip") -> list[torch.Tensor]:
+    """The views whose logits are averaged: the batch, its mirror, and with "flip-translate"
+    both shifted by one pixel up-left and down-right (edges replicated)."""
+    mode = _tta_mode(mode)
+    if mode == "none":
+        return [x]
+    views = [x, x.flip(-1)]
+    if mode == "flip-translate":
+        padded = torch.nn.functional.pad(torch.cat(views), (1, 1, 1, 1), mode="replicate")
+        h, w = x.shape[-2:]
+        for dy, dx in ((0, 0), (2, 2)):  # (1,1) would be the unshifted view
+            shifted = padded[..., dy:dy + h, dx:dx + w]
+            views += list(shifted.chunk(2))
+    return views
+
+
+def _tta_mode(mode: str | bool | None) -> str:
+    if mode is True:
+        return "flip"
+    if not mode:
+        return "none"
+    if mode not in TTA_MODES:
+        raise ConfigError(f"tta={mode!r} is not one of: {', '.join(TTA_MODES)}")
+    return mode
+
+
+def evaluate_model(model, loader, classes: list[str], device: torch.device, loss: str = "ce",
+                   tta: str | bool = False, amp: bool = False) -> dict:
+    """Metrics of ``model`` on every batch of ``loader`` (eval mode, logits averaged over TTA views)."""
+    mode = _tta_mode(tta)
+    views = (lambda x: tta_views(x, mode)) if mode != "none" else None
+    loss_fn = build_loss(loss, len(classes))
+    acc = run_eval(model, loader, loss_fn, device, amp, keep_predictions=True, views=views)
+    y_true, y_pred = acc.predictions()
+    conf = confusion_matrix(y_true, y_pred, len(classes))
+    per_class = per_class_accuracy(conf)
+    out = {"n": acc.n, "top1": acc.correct1 / max(acc.n, 1), "top5": acc.correct5 / max(acc.n, 1),
+           "loss": acc.loss_sum / max(acc.n, 1),
+           "per_class": {c: (None if np.isnan(a) else float(a)) for c, a in zip(classes, per_class)},
+           "confusion": conf.tolist(), "classes": list(classes), "tta": mode}
+    if loss == "bce":
+        out["binary_accuracy"] = acc.binary / max(acc.entries, 1)
+    return out
+
+
+def evaluate(run_or_checkpoint, data=None, tta: str | bool = False, split: str = "test",
+             batch_size: int = 500, device: str | None = None) -> dict:
+    """Evaluate a run folder (its best.pt) or a checkpoint file on the test (or val) split.
+
+    ``data`` is a CifarData, a path, or None for the source the run was trained on
+    (the same val size and seed, so ``split="val"`` is the same validation set).
+    """
+    from cifarlab.data import DeviceLoader
+    ckpt = load_checkpoint(run_or_checkpoint)
+    dev = pick_device(device or "auto")
+    model, meta = load_model(ckpt, dev)
+    cfg = TrainConfig.from_dict(meta["config"])
+    data = _data_for(cfg, data)
+    if list(data.classes) != list(meta["classes"]):
+        raise DataError(f"the data's classes {data.classes[:3]}... differ from the checkpoint's "
+                        f"{meta['classes'][:3]}...; evaluate on the data set it was trained on")
+    if split not in ("test", "val"):
+        raise ConfigError(f"split={split!r} must be test or val")
+    part = getattr(data, split)
+    if len(part) == 0:
+        raise DataError(f"the {split} split is empty (the run used val=0?); use --split test")
+    norm = meta["normalize"]
+    loader = DeviceLoader(part, batch_size, dev, norm["mean"], norm["std"], shuffle=False,
+                          grayscale=norm.get("grayscale"))
+    out = evaluate_model(model, loader, meta["classes"], dev, cfg.loss, tta, cfg.amp)
+    out.update(checkpoint=ckpt["path"], split=split, epoch=meta["epoch"], model=meta["model"]["name"])
+    return out
+
+
+def _data_for(cfg: TrainConfig, data):
+    from cifarlab.data import CifarData, load_cifar
+    if isinstance(data, CifarData):
+        return data
+    return load_cifar(data or cfg.data, val=cfg.val, seed=cfg.seed, progress=False)
+
+
+def write_confusion(result: dict, out_dir: str | Path, stem: str = "confusion", png: bool = True) -> list[Path]:
+    """confusion.csv always, confusion.png when matplotlib is installed; returns the paths."""
+    from cifarlab.engine import plots
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    conf, classes = np.asarray(result["confusion"]), result["classes"]
+    written = [out_dir / f"{stem}.csv"]
+    plots.save_confusion_csv(conf, classes, written[0])
+    if png and plots.available():
+        written.append(out_dir / f"{stem}.png")
+        title = f"{result.get('split', 'test')}: top-1 {result['top1']:.2%} (n={result['n']})"
+        plots.save_confusion(conf, classes, written[1], title)
+    return written

@@ -1,0 +1,44 @@
+"""Run folders: ``runs/<name>/`` holding config, metrics, checkpoints, figures and summary."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from cifarlab.engine.callbacks import atomic_write_text
+from cifarlab.engine.config import TrainConfig
+from cifarlab.errors import ConfigError
+
+
+def new_run_dir(cfg: TrainConfig) -> Path:
+    """``runs_dir/name``; the default name is ``<model>-<YYYYmmdd-HHMMSS>`` (made unique)."""
+    parent = Path(cfg.runs_dir)
+    if cfg.name:
+        run = parent / cfg.name
+        if (run / "last.pt").exists() or (run / "config.json").exists():
+            raise ConfigError(f"run folder {run} already exists; resume it with "
+                              f"`cifarlab train --resume {run}` or pick another --name")
+        run.mkdir(parents=True, exist_ok=True)
+        return run
+    stem = f"{cfg.model}-{time.strftime('%Y%m%d-%H%M%S')}"
+    for i in range(1, 1000):
+        run = parent / (stem if i == 1 else f"{stem}-{i}")
+        try:
+            run.mkdir(parents=True)
+            return run
+        except FileExistsError:
+            continue
+    raise ConfigError(f"could not create a fresh run folder under {parent}")
+
+
+def write_json(path: str | Path, obj) -> None:
+    atomic_write_text(Path(path), json.dumps(obj, indent=2, default=_jsonable) + "\n")
+
+
+def _jsonable(obj):
+    if hasattr(obj, "tolist"):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"{type(obj).__name__} is not JSON serializable")
