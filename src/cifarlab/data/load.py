@@ -6,7 +6,6 @@ import dataclasses
 import os
 from pathlib import Path
 
-import numpy as np
 
 from cifarlab.data import archive, cache, download as dl, imagefolder, official
 from cifarlab.data.split import carve_val, class_counts
