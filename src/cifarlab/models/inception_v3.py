@@ -18,7 +18,7 @@ def _avg_pool() -> nn.Module:
     return nn.AvgPool2d(3, 1, padding=1, count_include_pad=False)  # Keras 'same' average pool
 
 
-class _Branches(nn.Module):
+class InceptionModule(nn.Module):
     """Run branches on one input and concatenate; a branch may end in a split pair."""
 
     diagram_block = True
@@ -54,7 +54,7 @@ def _conv(cin: int, cout: int, k, act: str, stride: int = 1, bias: bool = True) 
 def module_a(cin: int, cfg, act: str) -> tuple[nn.Module, int]:
     """Inception module 1: 1x1 | 1x1->3x3 | 1x1->3x3->3x3 | avgpool->1x1."""
     (c1,), (r3, c3), (r33, c33), (pp,) = cfg
-    return _Branches(
+    return InceptionModule(
         _conv(cin, c1, 1, act),
         nn.Sequential(_conv(cin, r3, 1, act), _conv(r3, c3, 3, act)),
         nn.Sequential(_conv(cin, r33, 1, act), _conv(r33, c33, 3, act), _conv(c33, c33, 3, act)),
@@ -64,7 +64,7 @@ def module_a(cin: int, cfg, act: str) -> tuple[nn.Module, int]:
 def reduce_a(cin: int, cfg, act: str) -> tuple[nn.Module, int]:
     """Reduction 1: 3x3/2 | 1x1->3x3->3x3/2 | maxpool 3/2."""
     (c1,), (r, c) = cfg
-    return _Branches(
+    return InceptionModule(
         _conv(cin, c1, 3, act, stride=2),
         nn.Sequential(_conv(cin, r, 1, act), _conv(r, c, 3, act), _conv(c, c, 3, act, stride=2)),
         nn.MaxPool2d(3, 2, padding=1)), c1 + c + cin
@@ -73,7 +73,7 @@ def reduce_a(cin: int, cfg, act: str) -> tuple[nn.Module, int]:
 def module_b(cin: int, cfg, act: str) -> tuple[nn.Module, int]:
     """Inception module 2: 1x1 | 1x1->1x7->7x1 | 1x1->7x1->1x7->7x1->1x7 | avgpool->1x1."""
     (c1,), (r2, a2, b2), (r3, a3, b3, c3, d3), (pp,) = cfg
-    return _Branches(
+    return InceptionModule(
         _conv(cin, c1, 1, act),
         nn.Sequential(_conv(cin, r2, 1, act), _conv(r2, a2, (1, 7), act, bias=False),
                       _conv(a2, b2, (7, 1), act, bias=False)),
@@ -86,7 +86,7 @@ def module_b(cin: int, cfg, act: str) -> tuple[nn.Module, int]:
 def reduce_b(cin: int, cfg, act: str) -> tuple[nn.Module, int]:
     """Reduction 2: 1x1->3x3/2 | 1x1->1x7->7x1->3x3/2 | maxpool 3/2."""
     (r1, c1), (r, a, b, c) = cfg
-    return _Branches(
+    return InceptionModule(
         nn.Sequential(_conv(cin, r1, 1, act), _conv(r1, c1, 3, act, stride=2)),
         nn.Sequential(_conv(cin, r, 1, act), _conv(r, a, (1, 7), act, bias=False),
                       _conv(a, b, (7, 1), act, bias=False), _conv(b, c, 3, act, stride=2)),
@@ -96,7 +96,7 @@ def reduce_b(cin: int, cfg, act: str) -> tuple[nn.Module, int]:
 def module_c(cin: int, cfg, act: str) -> tuple[nn.Module, int]:
     """Inception module 3: 1x1 | 1x1->(1x3,3x1) | 1x1->3x3->(1x3,3x1) | avgpool->1x1."""
     (c1,), (r2, a2, b2), (r3, m3, a3, b3), (pp,) = cfg
-    return _Branches(
+    return InceptionModule(
         _conv(cin, c1, 1, act),
         nn.Sequential(_conv(cin, r2, 1, act), _Split(r2, a2, b2, act)),
         nn.Sequential(_conv(cin, r3, 1, act), _conv(r3, m3, 3, act), _Split(m3, a3, b3, act)),
