@@ -57,6 +57,8 @@ def train(config: TrainConfig | dict | None = None, callbacks: Iterable[cbs.Call
     cfg = _as_config(config)
     if cfg.model == "default":
         cfg.model = TrainConfig().model
+    if cfg.data and Path(cfg.data).exists():  # so evaluate/resume work from any folder
+        cfg.data = str(Path(cfg.data).resolve())
     device = pick_device(cfg.device)
     data = _load_data(cfg, data)
     _seed_everything(cfg.seed)

@@ -88,7 +88,7 @@ class DivergenceGuard(Callback):
 
     order = ORDER_GUARD
 
-    def __init__(self, factor: float = 20.0, warm_batches: int = 3, optimizer: str = "", check_every: int = 1):
+    def __init__(self, factor: float = 20.0, warm_batches: int = 1, optimizer: str = "", check_every: int = 1):
         self.factor, self.warm, self.optimizer_name = factor, warm_batches, optimizer
         self.check_every = check_every
         self.initial: list[float] = []
@@ -103,7 +103,7 @@ class DivergenceGuard(Callback):
         if not math.isfinite(value):
             self._fail(learn, f"loss became {value}")
         if start is not None and len(self.initial) >= self.warm and value > self.factor * start:
-            self._fail(learn, f"loss exploded to {value:.4g} ({value / start:.0f}x its start {start:.3g})")
+            self._fail(learn, f"loss exploded to {value:.4g} ({value / start:.3g}x its start {start:.3g})")
 
     def _fail(self, learn, what: str) -> None:
         from cifarlab.engine.optim import get_lr

@@ -14,9 +14,11 @@ import torch
 from cifarlab.errors import ConfigError
 
 
-def pick_device(name: str = "auto") -> torch.device:
+def pick_device(name: str | torch.device | None = "auto") -> torch.device:
     """cuda, then mps, then cpu for "auto"; a forced device that is missing is an error."""
-    if name == "auto":
+    if isinstance(name, torch.device):
+        return name
+    if name in (None, "auto"):
         if torch.cuda.is_available():
             return torch.device("cuda")
         if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
@@ -26,7 +28,10 @@ def pick_device(name: str = "auto") -> torch.device:
         raise ConfigError("device=cuda but torch sees no CUDA GPU; use --device cpu or auto")
     if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
         raise ConfigError("device=mps but this torch has no MPS support; use --device cpu or auto")
-    return torch.device(name)
+    try:
+        return torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"device={name!r} is not a device; use auto, cpu, cuda or mps") from None
 
 
 def cpu_model() -> str:

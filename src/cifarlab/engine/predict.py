@@ -134,7 +134,7 @@ class Predictor:
     """Load a checkpoint (file or run folder) once; ``predict`` many pictures."""
 
     def __init__(self, checkpoint, device: str | torch.device | None = None, max_pixels: int = MAX_PIXELS):
-        self.device = pick_device(device) if isinstance(device, str) or device is None else device
+        self.device = pick_device(device)
         self.model, self.meta = load_model(checkpoint, self.device)
         self.classes: list[str] = list(self.meta["classes"])
         norm = self.meta["normalize"]

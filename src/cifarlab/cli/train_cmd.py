@@ -1,0 +1,215 @@
+"""``cifarlab train``, ``cifarlab evaluate`` and ``cifarlab predict``: thin faces over the engine.
+
+Config precedence for ``train``: defaults < ``--recipe`` < ``--config file.json`` <
+explicit flags < ``--set KEY=VALUE``. Only flags the user typed override anything
+(argparse defaults are suppressed), so ``--recipe reference --epochs 3`` keeps the
+recipe's other values.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+S = argparse.SUPPRESS
+
+# (flag, config key, type, help); type None means a --flag/--no-flag switch
+_FLAGS = [
+    ("--model", "model", str, "model name (see `cifarlab models list`); 'default' = resnet20"),
+    ("--epochs", "epochs", int, "passes over the training split"),
+    ("--batch-size", "batch_size", int, "images per optimizer step"),
+    ("--seed", "seed", int, "seed for init, val split, shuffling, augmentation"),
+    ("--optimizer", "optimizer", str, "sgd | adam | adamw | rmsprop | adagrad | adadelta"),
+    ("--lr", "lr", float, "peak learning rate"),
+    ("--momentum", "momentum", float, "sgd/rmsprop momentum, beta1 of adam(w)"),
+    ("--weight-decay", "weight_decay", float, "L2 coefficient (decoupled for adamw)"),
+    ("--loss", "loss", str, "ce | bce (softmax + binary CE, Keras-style) | mse (on softmax)"),
+    ("--label-smoothing", "label_smoothing", float, "ce only"),
+    ("--schedule", "schedule", str, "constant | step | cosine | onecycle | plateau"),
+    ("--milestones", "milestones", str, "step schedule: epochs, e.g. 100,200"),
+    ("--gamma", "gamma", float, "step schedule: lr multiplier per milestone"),
+    ("--augment", "augment", str, "augmentation spec, e.g. crop:4,flip or none"),
+    ("--grayscale", "grayscale", int, "1 or 3: train on luminance with 1 or 3 channels"),
+    ("--data", "data", str, "CIFAR-10 archive or folder (default $CIFARLAB_DATA, then the cache)"),
+    ("--val", "val", int, "validation images carved from train (0 = none)"),
+    ("--train-subset", "train_subset", int, "train on only this many images"),
+    ("--test-subset", "test_subset", int, "test on only this many images"),
+    ("--early-stop", "early_stop", None, "stop when val_loss stalls (see --set early_patience=N)"),
+    ("--device", "device", str, "auto | cpu | cuda | mps"),
+    ("--amp", "amp", None, "bf16 autocast on cuda"),
+    ("--channels-last", "channels_last", None, "NHWC memory format"),
+    ("--compile", "compile", None, "torch.compile the model"),
+    ("--runs-dir", "runs_dir", str, "parent folder of run folders (default runs)"),
+    ("--name", "name", str, "run folder name (default <model>-<time>)"),
+    ("--tensorboard", "tensorboard", None, "TensorBoard events under tb/ when installed"),
+    ("--plots", "plots", None, "curves.png and confusion.png"),
+    ("--progress", "progress", None, "live progress on the terminal"),
+]
+
+
+def register(subparsers) -> None:
+    _register_train(subparsers)
+    _register_evaluate(subparsers)
+    _register_predict(subparsers)
+
+
+def _register_train(subparsers) -> None:
+    p = subparsers.add_parser("train", help="train a model; writes a run folder under runs/",
+                              description="Train a model. Precedence: defaults < --recipe < --config < flags < --set.")
+    p.add_argument("--recipe", default=S, help="named preset: default, reference, keras-inception, ...")
+    p.add_argument("--config", dest="config_file", default=S, metavar="FILE.json", help="config values as JSON")
+    p.add_argument("--set", dest="set_values", action="append", default=S, metavar="KEY=VALUE",
+                   help="any TrainConfig field, e.g. --set plateau_patience=4 (repeatable)")
+    p.add_argument("--resume", default=S, metavar="RUN_DIR", help="continue a run from its last.pt")
+    p.add_argument("--list-recipes", action="store_true", default=S, help="print the recipes and exit")
+    for flag, key, kind, text in _FLAGS:
+        if kind is None:
+            p.add_argument(flag, dest=key, action=argparse.BooleanOptionalAction, default=S, help=text)
+        else:
+            p.add_argument(flag, dest=key, type=kind, default=S, help=text)
+    p.set_defaults(func=run_train)
+
+
+def _register_evaluate(subparsers) -> None:
+    p = subparsers.add_parser("evaluate", help="top-1/top-5/per-class accuracy of a checkpoint")
+    p.add_argument("checkpoint", metavar="RUN|CHECKPOINT", help="run folder (uses best.pt) or .pt file")
+    p.add_argument("--tta", nargs="?", const="flip", default=None, choices=["flip", "flip-translate"],
+                   help="average logits over flipped (and 1-pixel shifted) views")
+    p.add_argument("--data", default=None, help="data source (default: the one the run used)")
+    p.add_argument("--split", default="test", choices=["test", "val"])
+    p.add_argument("--out", default=None, help="folder for confusion.png/csv (default: beside the checkpoint)")
+    p.add_argument("--device", default=None, help="auto | cpu | cuda | mps")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.set_defaults(func=run_evaluate)
+
+
+def _register_predict(subparsers) -> None:
+    p = subparsers.add_parser("predict", help="classify pictures (any size and mode) with a checkpoint")
+    p.add_argument("checkpoint", metavar="CHECKPOINT", help="run folder (uses best.pt) or .pt file")
+    p.add_argument("images", nargs="+", metavar="IMAGE|FOLDER")
+    p.add_argument("--top-k", type=int, default=3, help="classes shown per picture")
+    p.add_argument("--json", action="store_true", help="one JSON object per picture, one per line")
+    p.add_argument("--device", default=None, help="auto | cpu | cuda | mps")
+    p.set_defaults(func=run_predict)
+
+
+# ---------------------------------------------------------------- train
+def config_from_args(args: argparse.Namespace):
+    """The TrainConfig the flags describe (recipe, file, flags, --set; in that order)."""
+    from cifarlab.engine.config import TrainConfig
+    from cifarlab.engine.recipes import recipe_values
+    given = vars(args)
+    values: dict = {}
+    if "recipe" in given:
+        values.update(recipe_values(args.recipe), recipe=args.recipe)
+    cfg = TrainConfig.from_dict(values)
+    if "config_file" in given:
+        cfg = TrainConfig.from_json(args.config_file, base=cfg)
+    flags = {key: given[key] for _, key, _, _ in _FLAGS if key in given}
+    cfg.override(flags)
+    cfg.override(_parse_set(given.get("set_values", [])))
+    return cfg
+
+
+def _parse_set(items: list[str]) -> dict:
+    from cifarlab.errors import ConfigError
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ConfigError(f"--set {item!r} must look like KEY=VALUE")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from cifarlab.engine.api import TrainingInterrupted, resume, train
+    if "list_recipes" in vars(args):
+        return _print_recipes()
+    try:
+        if "resume" in vars(args):
+            result = resume(args.resume, **_resume_options(args))
+        else:
+            result = train(config_from_args(args))
+    except TrainingInterrupted as exc:
+        print(str(exc), file=sys.stderr)
+        return exc.exit_code
+    print(json.dumps({"run_dir": str(result.run_dir), "test": {k: v for k, v in result.summary["test"].items()
+                                                            if k != "per_class"}}))
+    return 0
+
+
+def _resume_options(args: argparse.Namespace) -> dict:
+    from cifarlab.errors import ConfigError
+    given = set(vars(args)) - {"command", "func", "resume"}
+    extra = given - {"epochs", "progress"}
+    if extra:
+        names = ", ".join("--" + k.replace("_", "-") for k in sorted(extra))
+        raise ConfigError(f"--resume continues with the run's own config; only --epochs may change (got {names})")
+    return {"epochs": getattr(args, "epochs", None), "progress": getattr(args, "progress", None)}
+
+
+def _print_recipes() -> int:
+    from cifarlab.engine.recipes import list_recipes
+    for name, text in list_recipes().items():
+        print(f"{name:16s} {text}")
+    return 0
+
+
+# ---------------------------------------------------------------- evaluate
+def run_evaluate(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from cifarlab.engine.checkpoint import resolve_checkpoint
+    from cifarlab.engine.evaluate import evaluate, write_confusion
+    result = evaluate(args.checkpoint, data=args.data, tta=args.tta or False, split=args.split, device=args.device)
+    out_dir = Path(args.out) if args.out else resolve_checkpoint(args.checkpoint).parent
+    stem = f"confusion-{args.split}" + (f"-tta-{args.tta}" if args.tta else "")
+    written = write_confusion(result, out_dir, stem)
+    if args.json:
+        print(json.dumps({k: v for k, v in result.items() if k != "confusion"}, indent=2))
+    else:
+        _print_evaluation(result, written)
+    return 0
+
+
+def _print_evaluation(result: dict, written) -> None:
+    from rich.console import Console
+    from rich.table import Table
+    table = Table(title=f"{result['model']} on {result['split']} (n={result['n']}, tta={result['tta']})")
+    table.add_column("class")
+    table.add_column("accuracy", justify="right")
+    for name, acc in result["per_class"].items():
+        table.add_row(name, "-" if acc is None else f"{acc:.2%}")
+    table.add_section()
+    table.add_row("top-1", f"{result['top1']:.2%}")
+    table.add_row("top-5", f"{result['top5']:.2%}")
+    if "binary_accuracy" in result:
+        table.add_row("binary_accuracy", f"{result['binary_accuracy']:.2%}")
+    console = Console(soft_wrap=True)
+    console.print(table)
+    console.print(f"top-1 {result['top1']:.4f}  top-5 {result['top5']:.4f}  | confusion matrix: "
+                  + ", ".join(str(p) for p in written), highlight=False)
+
+
+# ---------------------------------------------------------------- predict
+def run_predict(args: argparse.Namespace) -> int:
+    from cifarlab.engine.predict import Predictor
+    from cifarlab.errors import ConfigError
+    if args.top_k < 1:
+        raise ConfigError(f"--top-k {args.top_k} must be >= 1")
+    predictor = Predictor(args.checkpoint, device=args.device)
+    results = predictor.predict(args.images, top_k=args.top_k, on_error="report")
+    if not results:
+        raise ConfigError("no pictures found in " + " ".join(args.images))
+    failed = 0
+    for r in results:
+        if r.error:
+            failed += 1
+            print(f"cifarlab: error: {r.error}", file=sys.stderr)
+        elif args.json:
+            print(json.dumps(r.to_dict()))
+        else:
+            print(f"{r.source}: {r.label}  " + "  ".join(f"{c} {p:.3f}" for c, p in r.top))
+    return 1 if failed else 0

@@ -1,0 +1,225 @@
+"""The loop on tiny data: every optimizer, loss and schedule; resume; guards; run folder."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from cifarlab.data import random_cifar
+from cifarlab.engine import Callback, StopAfter, TrainingInterrupted, load_model, resume, train
+from cifarlab.engine.optim import OneCycle, Plateau, Step
+from cifarlab.errors import TrainingDiverged
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return random_cifar(n_train=160, n_test=40, val=40, seed=0)
+
+
+def cfg(tmp_path, **kw):
+    base = dict(model="lenet5_modern", epochs=1, batch_size=32, runs_dir=str(tmp_path / "runs"),
+                tensorboard=False, plots=False, progress=False, augment="none")
+    return {**base, **kw}
+
+
+@pytest.mark.parametrize("optimizer,lr", [("sgd", 0.05), ("adam", 1e-3), ("adamw", 1e-3), ("rmsprop", 1e-3),
+                                          ("adagrad", 0.01), ("adadelta", 1.0)])
+def test_every_optimizer_lowers_the_training_loss(tmp_path, tiny, optimizer, lr):
+    r = train(cfg(tmp_path, optimizer=optimizer, lr=lr, epochs=3, schedule="constant"), data=tiny)
+    hist = [json.loads(line) for line in (r.run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert len(hist) == 3
+    assert hist[-1]["train_loss"] < hist[0]["train_loss"]
+    assert all(math.isfinite(h["val_loss"]) for h in hist)
+
+
+@pytest.mark.parametrize("loss", ["ce", "bce", "mse"])
+def test_every_loss_trains_and_reports_top1(tmp_path, tiny, loss):
+    r = train(cfg(tmp_path, loss=loss, optimizer="adam", lr=3e-3, epochs=3, schedule="constant"), data=tiny)
+    test = r.summary["test"]
+    assert 0 <= test["top1"] <= 1 and test["top1"] <= test["top5"]
+    assert test["top1"] > 0.2, "tiny structured data is learnable with every loss"
+    assert ("binary_accuracy" in test) == (loss == "bce")
+    rows = list(csv.DictReader((r.run_dir / "metrics.csv").open()))
+    assert ("val_binary_acc" in rows[0]) == (loss == "bce")
+
+
+def test_schedules_follow_their_shape(tmp_path, tiny):
+    lrs = {}
+    for schedule in ["constant", "step", "cosine", "onecycle"]:
+        seen = []
+
+        class Spy(Callback):
+            order = 15  # after the scheduler has set the lr for the batch
+
+            def before_batch(self, learn):
+                seen.append(learn.optimizer.param_groups[0]["lr"])
+
+        train(cfg(tmp_path, schedule=schedule, epochs=4, lr=0.1, milestones=[2, 3], gamma=0.1, warmup=0.25),
+              callbacks=[Spy()], data=tiny)
+        lrs[schedule] = np.array(seen)
+    per_epoch = 4  # 120 training images (160 - 40 val) in batches of 32
+    assert np.allclose(lrs["constant"], 0.1)
+    assert np.allclose(lrs["step"], np.repeat([0.1, 0.1, 0.01, 0.001], per_epoch))
+    assert lrs["cosine"][3] == pytest.approx(0.1) and lrs["cosine"][-1] < 0.02
+    assert np.all(np.diff(lrs["cosine"][4:]) < 0)
+    one = lrs["onecycle"]
+    assert one[0] == pytest.approx(0.01) and one.max() == pytest.approx(0.1) and one[-1] < 0.01
+    assert np.argmax(one) == 4  # the peak ends the warm-up quarter of 16 steps
+
+
+def test_plateau_reduces_like_keras():
+    sched = Plateau(0.1, 100, 10, factor=0.3, patience=2, min_delta=1e-4, mode="min", min_lr=0.0)
+    lr = 0.1
+    seen = []
+    for value in [1.0, 0.9, 0.89995, 0.9, 0.8, 0.8, 0.8]:
+        lr = sched.observe(value, lr)
+        seen.append(lr)
+    # 0.89995 is not an improvement (< min_delta); 2 stalls -> x0.3; the wait resets after a cut
+    assert seen == pytest.approx([0.1, 0.1, 0.1, 0.03, 0.03, 0.03, 0.009])
+
+
+def test_plateau_schedule_in_a_run(tmp_path, tiny):
+    # lr so small nothing improves by min_delta: epoch 1 sets the best, then every stalled epoch
+    # (patience 1) halves the lr for the next one
+    r = train(cfg(tmp_path, schedule="plateau", optimizer="sgd", lr=1e-6, epochs=4, plateau_patience=1,
+                  plateau_min_delta=1.0, plateau_factor=0.5), data=tiny)
+    hist = [json.loads(line) for line in (r.run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [h["lr"] for h in hist] == pytest.approx([1e-6, 1e-6, 5e-7, 2.5e-7])  # lr each epoch trained with
+
+
+def test_step_and_onecycle_units():
+    assert Step(0.01, 0, 1, [100, 200], 0.1).lr_at_epoch(150) == pytest.approx(0.001)
+    assert Step(0.01, 0, 1, [100, 200], 0.1).lr_at_epoch(200) == pytest.approx(0.0001)
+    assert OneCycle(1.0, 100, 10, 0.2).lr_at_step(99) == pytest.approx(1 / 80)
+
+
+def test_early_stopping_stops_and_says_why(tmp_path, tiny):
+    r = train(cfg(tmp_path, epochs=10, lr=1e-7, optimizer="sgd", schedule="constant", early_stop=True,
+                  early_patience=2, early_min_delta=1.0), data=tiny)
+    assert r.summary["epochs_run"] == 3  # epoch 1 sets the best, 2 and 3 do not improve by 1.0
+    assert "early stopping" in r.summary["stopped"]
+
+
+def test_huge_lr_diverges_with_one_line(tmp_path, tiny):
+    with pytest.raises(TrainingDiverged) as info:
+        train(cfg(tmp_path, optimizer="adam", lr=1e4, epochs=3, schedule="constant", label_smoothing=0.0),
+              data=tiny)
+    msg = str(info.value)
+    assert "\n" not in msg and "epoch" in msg and "step" in msg
+    assert "learning rate 10000 is probably too high for adam; try --lr 1000" in msg
+
+
+def test_binary_accuracy_is_not_accuracy():
+    """All-zero probabilities on 10 balanced classes: 90% binary accuracy, 10% top-1."""
+    from cifarlab.engine.metrics import Accumulator
+    y = torch.arange(100) % 10
+    logits = torch.zeros(100, 10)  # softmax 0.1 each: every one-hot output predicted 0
+    acc = Accumulator()
+    acc.update(logits, y, loss=0.0)
+    m = acc.summary("val_", binary=True)
+    assert m["val_binary_acc"] == pytest.approx(0.9)
+    assert m["val_acc"] == pytest.approx(0.1)
+
+
+def test_bce_loss_matches_keras_formula():
+    from cifarlab.engine.losses import softmax_bce
+    logits = torch.tensor([[2.0, 0.0, -1.0], [0.0, 0.0, 0.0]])
+    y = torch.tensor([0, 2])
+    p = torch.softmax(logits, 1).clamp(1e-7, 1 - 1e-7)
+    t = torch.nn.functional.one_hot(y, 3).float()
+    expected = -(t * p.log() + (1 - t) * (1 - p).log()).mean()
+    assert softmax_bce(logits, y, 3).item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+class InputNoise(Callback):
+    """Draws from torch's global RNG every batch, as dropout does: resume must restore it."""
+
+    def before_batch(self, learn):
+        learn.x = learn.x + 0.1 * torch.randn_like(learn.x)
+
+
+@pytest.mark.parametrize("stop", [StopAfter(2), StopAfter(1, batch=3)], ids=["after-epoch-2", "mid-epoch-2"])
+def test_resume_is_bit_exact(tmp_path, tiny, stop):
+    base = cfg(tmp_path, epochs=4, augment="crop:4,flip", schedule="onecycle", lr=0.05)
+    full = train({**base, "name": "full"}, callbacks=[InputNoise()], data=tiny)
+    with pytest.raises(TrainingInterrupted) as info:
+        train({**base, "name": "cut"}, callbacks=[InputNoise(), stop], data=tiny)
+    run = tmp_path / "runs" / "cut"
+    assert str(info.value) == f"interrupted after epoch {info.value.epoch}; resume with: cifarlab train --resume {run}"
+    resumed = resume(run, callbacks=[InputNoise()], data=tiny)
+    a = torch.load(full.run_dir / "last.pt", weights_only=False)
+    b = torch.load(resumed.run_dir / "last.pt", weights_only=False)
+    for key in a["state_dict"]:
+        assert torch.equal(a["state_dict"][key], b["state_dict"][key]), key
+    assert [h["train_loss"] for h in a["metrics"]] == [h["train_loss"] for h in b["metrics"]]
+    assert len((run / "metrics.csv").read_text().splitlines()) == 1 + 4
+    assert resumed.summary["test"]["top1"] == full.summary["test"]["top1"]
+
+
+def test_resume_can_extend_epochs(tmp_path, tiny):
+    r = train(cfg(tmp_path, epochs=1, name="short"), data=tiny)
+    r2 = resume(r.run_dir, epochs=2, data=tiny)
+    assert r2.summary["epochs_run"] == 2
+    assert json.loads((r.run_dir / "config.json").read_text())["epochs"] == 2
+
+
+def test_run_folder_is_complete(tmp_path, tiny):
+    pytest.importorskip("matplotlib", reason="plots need matplotlib (in the dev extras)")
+    pytest.importorskip("tensorboard", reason="tb/ needs tensorboard (in the dev extras)")
+    r = train(cfg(tmp_path, epochs=2, tensorboard=True, plots=True), data=tiny)
+    run = r.run_dir
+    assert run.name.startswith("lenet5_modern-")
+    for name in ["config.json", "metrics.csv", "metrics.jsonl", "best.pt", "last.pt", "curves.png",
+                 "confusion.png", "confusion.csv", "summary.json"]:
+        assert (run / name).is_file() and (run / name).stat().st_size > 0, name
+    assert list((run / "tb").glob("events.out.tfevents.*"))
+    assert json.loads((run / "config.json").read_text())["model"] == "lenet5_modern"
+    rows = list(csv.DictReader((run / "metrics.csv").open()))
+    assert [int(r["epoch"]) for r in rows] == [1, 2]
+    for col in ["train_loss", "train_acc", "val_loss", "val_acc", "lr", "epoch_time", "images_per_s"]:
+        assert float(rows[0][col]) >= 0, col
+    summary = json.loads((run / "summary.json").read_text())
+    assert set(summary["test"]["per_class"]) == set(tiny.classes)
+    assert summary["selection"]["metric"] == "val_acc" and summary["val_best"]["epoch"] in (1, 2)
+    assert summary["hardware"]["cores"] >= 1 and summary["hardware"]["cpu"]
+    ckpt = torch.load(run / "best.pt", weights_only=False)
+    assert ckpt["format"] == "cifarlab-checkpoint/1"
+    assert set(ckpt) >= {"model", "state_dict", "optimizer", "scheduler", "rng", "epoch", "config", "metrics",
+                         "classes", "normalize", "versions"}
+    assert set(ckpt["rng"]) >= {"torch", "numpy", "python"}
+    model, meta = load_model(run / "best.pt")
+    assert meta["classes"] == tiny.classes and sum(p.numel() for p in model.parameters()) > 0
+    from PIL import Image
+    assert Image.open(run / "curves.png").size[0] > 100
+
+
+def test_without_validation_the_last_epoch_is_kept_and_said(tmp_path):
+    data = random_cifar(n_train=96, n_test=20, val=0, seed=1)
+    r = train(cfg(tmp_path, epochs=2, val=0), data=data)
+    assert "last epoch" in r.summary["selection"]["note"]
+    assert torch.load(r.run_dir / "best.pt", weights_only=False)["epoch"] == 2
+
+
+def test_grayscale_run_predicts_from_rgb(tmp_path, tiny):
+    from cifarlab.engine import Predictor
+    r = train(cfg(tmp_path, grayscale=1), data=tiny)
+    pred = Predictor(r.run_dir)
+    out = pred.predict([tiny.test.images[0]], top_k=2)
+    assert out[0].label in tiny.classes and len(out[0].top) == 2
+
+
+def test_nan_loss_names_epoch_and_step(tmp_path, tiny):
+    class PoisonGrads(Callback):
+        def after_backward(self, learn):
+            if learn.epoch == 1 and learn.batch_idx == 1:
+                for p in learn.model.parameters():
+                    p.grad.fill_(float("nan"))
+
+    with pytest.raises(TrainingDiverged, match=r"^loss became nan at epoch 2 step 3 — the learning rate"):
+        train(cfg(tmp_path, epochs=3, schedule="constant", optimizer="sgd", lr=0.01), callbacks=[PoisonGrads()],
+              data=tiny)
