@@ -66,11 +66,13 @@ def _print_models_table(rows: list[dict]) -> None:
 
     table = Table(title="cifarlab models (MACs per 32x32 image; Keras total = params + BN moving stats)")
     table.add_column("name", no_wrap=True, min_width=max(len(r["name"]) for r in rows))
-    for col, just in (("params", "right"), ("Keras total", "right"), ("MACs", "right"),
-                      ("reproduces", "left"), ("ref acc", "right")):
-        table.add_column(col, justify=just)
+    # numbers never wrap or truncate; only the free-text column gives way on narrow terminals
+    for col in ("params", "Keras total", "MACs"):
+        table.add_column(col, justify="right", no_wrap=True)
+    table.add_column("reproduces", ratio=1, min_width=12)
+    table.add_column("ref acc", justify="right", no_wrap=True)
     for r in rows:
-        mark = {True: " [green]= ref[/]", False: " [red]!= ref[/]", None: ""}[r["keras_total_matches"]]
+        mark = {True: " [green]=ref[/]", False: " [red]!=ref[/]", None: ""}[r["keras_total_matches"]]
         acc = f"{r['ref_accuracy']:.0%}" if r["ref_accuracy"] is not None else "-"
         table.add_row(r["name"], f"{r['params']:,}", f"{r['keras_total']:,}{mark}",
                       _si(r["macs"]), r["reproduces"], acc)
