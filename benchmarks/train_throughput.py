@@ -1,0 +1,113 @@
+"""Training throughput (images/s) of one model through the real training step.
+
+Prints the environment (python, torch, device, CPU, cores, threads, commit), then the
+median images/s over several timed chunks after warm-up. Random uint8 data of CIFAR's
+shape by default (the data source does not change the compute); ``--data`` uses a real
+subset. CPU timing: time.perf_counter; GPU: CUDA events + synchronize.
+
+    python benchmarks/train_throughput.py --model resnet20 --batch-size 128
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import time
+from pathlib import Path
+
+import torch
+
+from cifarlab.data import DeviceLoader, build_augment, random_cifar
+from cifarlab.engine.config import TrainConfig
+from cifarlab.engine.hardware import describe, hardware_info, pick_device
+from cifarlab.engine.loop import autocast
+from cifarlab.engine.losses import build_loss
+from cifarlab.engine.optim import build_optimizer
+from cifarlab.models import create_model
+
+
+def commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                              cwd=Path(__file__).parent, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def timed_chunk(step, batches, device) -> float:
+    """Seconds to run ``step`` over ``batches``, measured the right way for the device."""
+    if device.type == "cuda":
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        for x, y in batches:
+            step(x, y)
+        end.record()
+        torch.cuda.synchronize()
+        return start.elapsed_time(end) / 1000
+    t = time.perf_counter()
+    for x, y in batches:
+        step(x, y)
+    return time.perf_counter() - t
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", default="resnet20")
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--batches", type=int, default=8, help="batches per timed chunk")
+    p.add_argument("--chunks", type=int, default=5, help="timed chunks (median reported)")
+    p.add_argument("--warmup", type=int, default=3, help="untimed batches first")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    p.add_argument("--data", default=None, help="real CIFAR source; default random data of the right shape")
+    p.add_argument("--amp", action="store_true", help="bf16 autocast (cuda)")
+    args = p.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = pick_device(args.device)
+    n = args.batch_size * (args.batches * args.chunks + args.warmup)
+    if args.data:
+        from cifarlab.data import load_cifar
+        data = load_cifar(args.data, val=0, progress=False).subset(train=n)
+    else:
+        data = random_cifar(n_train=n, n_test=10)
+    cfg = TrainConfig(model=args.model, batch_size=args.batch_size)
+    model = create_model(cfg.model).to(device).train()
+    opt = build_optimizer(model.parameters(), cfg)
+    loss_fn = build_loss(cfg.loss, 10, cfg.label_smoothing)
+    loader = DeviceLoader(data.train, args.batch_size, device, (0.5,) * 3, (0.25,) * 3, shuffle=True,
+                          augment=build_augment(cfg.augment), drop_last=True)
+    batches = list(loader)  # augmentation is part of the loader, timed separately below
+
+    def step(x, y):
+        with autocast(device, args.amp):
+            loss = loss_fn(model(x), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    info = hardware_info(device)
+    print(f"python {info['python']} | torch {info['torch']} | commit {commit()}")
+    print(describe(info))
+    print(f"model {args.model} | batch {args.batch_size} | {'real' if args.data else 'random'} data | "
+          f"augment {cfg.augment} | optimizer {cfg.optimizer} | amp {args.amp and device.type == 'cuda'}")
+    timed_chunk(step, batches[:args.warmup], device)
+    rates = []
+    for c in range(args.chunks):
+        chunk = batches[args.warmup + c * args.batches: args.warmup + (c + 1) * args.batches]
+        seconds = timed_chunk(step, chunk, device)
+        rates.append(len(chunk) * args.batch_size / seconds)
+        print(f"chunk {c + 1}/{args.chunks}: {rates[-1]:.0f} images/s")
+    t = time.perf_counter()
+    for _ in loader:
+        pass
+    aug_rate = len(loader) * args.batch_size / (time.perf_counter() - t)
+    print(f"train step: median {statistics.median(rates):.0f} images/s (min {min(rates):.0f}, max {max(rates):.0f}, "
+          f"{args.chunks} chunks of {args.batches} batches) | loader+augment alone: {aug_rate:.0f} images/s")
+    epoch_s = 45000 / statistics.median(rates)
+    print(f"=> one epoch of 45,000 images: about {epoch_s / 60:.1f} min on this device")
+
+
+if __name__ == "__main__":
+    main()
