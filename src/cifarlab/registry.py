@@ -1,0 +1,325 @@
+"""The run registry: every training run, from any command, recorded in one SQLite file.
+
+``$CIFARLAB_HOME/runs.sqlite`` (``~/.cache/cifarlab`` when unset) holds one row per run
+folder: id, name, path, model, status, times, the resolved config, final metrics and the
+study it belongs to. Rows are written by ``RegistryCallback``, which the engine adds to
+every run through ``DEFAULT_CALLBACKS`` (``install()``; importing this module stays cheap:
+no torch, so ``cifarlab runs`` starts fast).
+
+Several processes (study workers, Optuna workers, a ``cifarlab train`` in another shell)
+write at once, so the database runs in WAL mode with a busy timeout, and every write is
+retried on ``database is locked``.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import contextvars
+import json
+import os
+import socket
+import sqlite3
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+from cifarlab.errors import ConfigError
+
+STATUSES = ("running", "finished", "failed", "interrupted")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    name TEXT NOT NULL,
+    path TEXT NOT NULL UNIQUE,
+    model TEXT,
+    status TEXT NOT NULL,
+    created REAL NOT NULL,
+    finished REAL,
+    config TEXT,
+    metrics TEXT,
+    study TEXT,
+    error TEXT,
+    pid INTEGER,
+    host TEXT
+);
+CREATE INDEX IF NOT EXISTS runs_model ON runs(model);
+CREATE INDEX IF NOT EXISTS runs_study ON runs(study);
+"""
+
+# the study a run belongs to, set by the study and tune runners around their train() calls
+_CURRENT_STUDY: contextvars.ContextVar[str | None] = contextvars.ContextVar("cifarlab_study", default=None)
+
+
+def default_path() -> Path:
+    home = os.environ.get("CIFARLAB_HOME") or Path.home() / ".cache" / "cifarlab"
+    return Path(home) / "runs.sqlite"
+
+
+@contextlib.contextmanager
+def study_context(name: str | None) -> Iterator[None]:
+    """Runs trained inside this block are recorded as part of study ``name``."""
+    token = _CURRENT_STUDY.set(name)
+    try:
+        yield
+    finally:
+        _CURRENT_STUDY.reset(token)
+
+
+class Registry:
+    """A handle on the runs database; cheap to create, one connection per call."""
+
+    def __init__(self, path: str | Path | None = None, retries: int = 20):
+        self.path = Path(path) if path else default_path()
+        self.retries = retries
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._write("executescript", _SCHEMA)
+
+    # ------------------------------------------------------------ plumbing
+    def _connect(self) -> sqlite3.Connection:
+        con = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        con.row_factory = sqlite3.Row
+        con.execute("PRAGMA busy_timeout = 30000")
+        # WAL lets readers proceed while one process writes; set once, it sticks to the file
+        con.execute("PRAGMA journal_mode = WAL")
+        return con
+
+    def _write(self, method: str, sql: str, params: tuple | dict = ()) -> int | None:
+        """One statement, retried with backoff while another process holds the lock."""
+        for attempt in range(self.retries):
+            try:
+                with contextlib.closing(self._connect()) as con:
+                    if method == "executescript":
+                        con.executescript(sql)
+                        return None
+                    return con.execute(sql, params).lastrowid
+            except sqlite3.OperationalError as exc:
+                if not _is_lock_error(exc) or attempt == self.retries - 1:
+                    raise
+                time.sleep(min(0.05 * 2 ** attempt, 2.0))
+        return None
+
+    def _query(self, sql: str, params: tuple = ()) -> list[dict]:
+        for attempt in range(self.retries):
+            try:
+                with contextlib.closing(self._connect()) as con:
+                    return [_row(r) for r in con.execute(sql, params).fetchall()]
+            except sqlite3.OperationalError as exc:
+                if not _is_lock_error(exc) or attempt == self.retries - 1:
+                    raise
+                time.sleep(min(0.05 * 2 ** attempt, 2.0))
+        return []
+
+    # ------------------------------------------------------------ writing
+    def start(self, run_dir: str | Path, config: dict, study: str | None = None) -> int:
+        """Insert (or, on resume, re-open) the row of ``run_dir`` as running; returns its id."""
+        path = str(Path(run_dir).resolve())
+        self._write("execute", """
+            INSERT INTO runs (name, path, model, status, created, config, study, pid, host)
+            VALUES (?, ?, ?, 'running', ?, ?, ?, ?, ?)
+            ON CONFLICT(path) DO UPDATE SET status='running', finished=NULL, error=NULL,
+                config=excluded.config, study=COALESCE(excluded.study, runs.study),
+                pid=excluded.pid, host=excluded.host""",
+            (Path(path).name, path, config.get("model"), time.time(), json.dumps(config), study,
+             os.getpid(), socket.gethostname()))
+        return self._query("SELECT id FROM runs WHERE path = ?", (path,))[0]["id"]
+
+    def finish(self, run_dir: str | Path, status: str, metrics: dict | None = None,
+               error: str | None = None) -> None:
+        """Set the final status; ``metrics`` are merged into what the row already has."""
+        if status not in STATUSES:
+            raise ValueError(f"status {status!r} not in {STATUSES}")
+        path = str(Path(run_dir).resolve())
+        rows = self._query("SELECT metrics FROM runs WHERE path = ?", (path,))
+        merged = {**(json.loads(rows[0]["metrics"] or "{}") if rows else {}), **(metrics or {})}
+        self._write("execute", "UPDATE runs SET status=?, finished=?, metrics=?, error=? WHERE path=?",
+                    (status, time.time(), json.dumps(merged), error, path))
+
+    def sync(self, run_dir: str | Path) -> None:
+        """Bring a row up to date with its folder: summary.json means finished with test metrics."""
+        run_dir = Path(run_dir)
+        summary = _read_summary(run_dir)
+        if summary is not None:
+            self.finish(run_dir, "finished", summary_metrics(summary))
+
+    def refresh(self) -> None:
+        """Settle rows left 'running' by a process that has ended, or finished without test metrics."""
+        here = socket.gethostname()
+        for row in self._query("SELECT * FROM runs WHERE status IN ('running', 'finished')"):
+            if "test_top1" not in row["metrics"] and (Path(row["path"]) / "summary.json").exists():
+                self.sync(row["path"])
+            elif row["status"] == "running" and row["host"] == here and not _alive(row["pid"]):
+                resumable = (Path(row["path"]) / "last.pt").exists()
+                self.finish(row["path"], "interrupted" if resumable else "failed",
+                            error="the training process ended without finishing")
+
+    # ------------------------------------------------------------ reading
+    def list(self, model: str | None = None, status: str | None = None, study: str | None = None,
+             limit: int | None = None) -> list[dict]:
+        """Rows, newest first, filtered by exact model / status / study."""
+        if status is not None and status not in STATUSES:
+            raise ConfigError(f"unknown status {status!r}; choose one of: {', '.join(STATUSES)}")
+        where, params = [], []
+        for column, value in (("model", model), ("status", status), ("study", study)):
+            if value is not None:
+                where.append(f"{column} = ?")
+                params.append(value)
+        sql = "SELECT * FROM runs" + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY id DESC"
+        if limit:
+            sql += f" LIMIT {int(limit)}"
+        return self._query(sql, tuple(params))
+
+    def get(self, ref: str | int) -> dict:
+        """A row by id or by run folder path (a folder not yet registered is read from disk)."""
+        text = str(ref)
+        if text.isdigit() and not Path(text).exists():
+            rows = self._query("SELECT * FROM runs WHERE id = ?", (int(text),))
+        else:
+            rows = self._query("SELECT * FROM runs WHERE path = ?", (str(Path(text).resolve()),))
+            if not rows and (Path(text) / "config.json").is_file():
+                return _row_from_folder(Path(text))
+        if not rows:
+            raise ConfigError(f"no run {text!r} in the registry {self.path}; list them with `cifarlab runs`")
+        return rows[0]
+
+
+# ---------------------------------------------------------------- the callback
+def summary_metrics(summary: dict) -> dict:
+    """The few final numbers kept in the registry, from a run's summary.json."""
+    test, best = summary.get("test") or {}, summary.get("val_best") or {}
+    out = {"test_top1": test.get("top1"), "test_loss": test.get("loss"), "val_best_acc": best.get("val_acc"),
+           "val_best_epoch": best.get("epoch"), "time_s": summary.get("training_time_s"),
+           "epochs": summary.get("epochs_run")}
+    return {k: v for k, v in out.items() if v is not None}
+
+
+def _history_metrics(history: list[dict]) -> dict:
+    vals = [h["val_acc"] for h in history if "val_acc" in h]
+    out = {"epochs": len(history), "time_s": round(sum(h.get("epoch_time", 0.0) for h in history), 2)}
+    if vals:
+        out["val_best_acc"] = max(vals)
+    return out
+
+
+class RegistryCallback:
+    """Records one run: running at before_fit, then finished / failed / interrupted.
+
+    The engine has no event for a fit that raises, so before_fit wraps the learner's epoch
+    step to see the exception (and re-raise it) — KeyboardInterrupt means interrupted,
+    anything else failed. Test metrics arrive with summary.json, after the fit: they are
+    filled in by ``sync`` (the study runner, at process exit, or ``cifarlab runs``).
+    """
+
+    order = 5  # before the guards, so before_fit registers before anything can fail
+    main_only = True
+
+    def __init__(self, run_dir: Path, config: dict, study: str | None, registry: Registry | None = None):
+        self.run_dir, self.config, self.study = Path(run_dir), config, study
+        self.registry = registry or Registry()
+
+    def before_fit(self, learn) -> None:
+        self.registry.start(self.run_dir, self.config, self.study)
+        _STARTED.add(str(self.run_dir))
+        inner = learn._one_epoch
+
+        def guarded_epoch() -> None:
+            try:
+                inner()
+            except KeyboardInterrupt:
+                self.registry.finish(self.run_dir, "interrupted", _history_metrics(learn.history),
+                                     error=f"interrupted after epoch {learn.epoch}")
+                raise
+            except Exception as exc:
+                self.registry.finish(self.run_dir, "failed", _history_metrics(learn.history),
+                                     error=f"{type(exc).__name__}: {exc}")
+                raise
+        learn._one_epoch = guarded_epoch
+
+    def after_fit(self, learn) -> None:
+        self.registry.finish(self.run_dir, "finished", _history_metrics(learn.history))
+
+    def __getattr__(self, name: str):
+        if name.startswith(("before_", "after_")):  # every other loop event: nothing to do
+            return _noop
+        raise AttributeError(name)
+
+    def state_key(self) -> str:
+        return "RegistryCallback"
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
+
+
+def _noop(learn) -> None:
+    pass
+
+
+def registry_callback(config, run_dir: Path) -> RegistryCallback | None:
+    """The DEFAULT_CALLBACKS factory; ``CIFARLAB_REGISTRY=0`` turns recording off."""
+    if os.environ.get("CIFARLAB_REGISTRY", "1") == "0":
+        return None
+    return RegistryCallback(run_dir, config.to_dict(), _CURRENT_STUDY.get())
+
+
+def install() -> None:
+    """Append the factory to the engine's DEFAULT_CALLBACKS once."""
+    from cifarlab.engine.api import DEFAULT_CALLBACKS
+    if registry_callback not in DEFAULT_CALLBACKS:
+        DEFAULT_CALLBACKS.append(registry_callback)
+
+
+# runs this process started: settled at exit so `cifarlab train` rows get their test metrics
+_STARTED: set[str] = set()
+
+
+@atexit.register
+def _settle_at_exit() -> None:
+    if not _STARTED:
+        return
+    with contextlib.suppress(Exception):  # never turn a clean exit into a traceback
+        reg = Registry()
+        for path in _STARTED:
+            reg.sync(path)
+
+
+# ---------------------------------------------------------------- helpers
+def _row(r: sqlite3.Row) -> dict:
+    out = dict(r)
+    out["config"] = json.loads(out["config"] or "{}")
+    out["metrics"] = json.loads(out["metrics"] or "{}")
+    return out
+
+
+def _row_from_folder(run_dir: Path) -> dict[str, Any]:
+    config = json.loads((run_dir / "config.json").read_text())
+    summary = _read_summary(run_dir)
+    return {"id": None, "name": run_dir.name, "path": str(run_dir.resolve()), "model": config.get("model"),
+            "status": "finished" if summary else "unknown", "config": config,
+            "metrics": summary_metrics(summary) if summary else {}, "study": None}
+
+
+def _read_summary(run_dir: Path) -> dict | None:
+    try:
+        return json.loads((run_dir / "summary.json").read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+def _is_lock_error(exc: sqlite3.OperationalError) -> bool:
+    return "locked" in str(exc) or "busy" in str(exc)
+
+
+def _alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

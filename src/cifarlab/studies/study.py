@@ -1,0 +1,322 @@
+"""Hyperparameter studies: a base config, factors to vary, seeds; one run folder per point.
+
+One factor at a time (the default, as in five-classic-cnns §6): every value of a factor is
+trained with all other settings at the base; a point that coincides with the base (or with
+another factor's point) is trained once and shared. ``grid=True`` trains every combination.
+
+A study folder holds ``study.json`` (the spec), ``runs/<point>-s<seed>/`` (ordinary run
+folders) and, once done, ``tables/``, ``figures/`` and ``report.md``/``report.html``.
+Running the same spec into the same folder again skips finished runs (those with
+summary.json), resumes a half-finished one from its last.pt (engine ``resume``, exact), and
+restarts one that stopped before its first epoch ended.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import json
+import re
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+from cifarlab.errors import ConfigError
+
+# config fields that say how to run, not what is studied: they may change between resumes
+_NOT_IDENTITY = ("runs_dir", "name", "progress", "plots", "tensorboard", "device")
+# fields that are not meaningful factors (output, bookkeeping, or a dict set through `act`)
+_NOT_FACTORS = ("model_kwargs", "runs_dir", "name", "progress", "recipe", "tensorboard", "plots")
+# factors that change the loaded data itself: the study cannot share one copy across runs
+_DATA_FACTORS = ("data", "val")
+
+
+@dataclass
+class StudySpec:
+    name: str
+    base: dict  # a full TrainConfig dict (resolved) that every run starts from
+    factors: list  # [[name, [typed values...]], ...]; name is a TrainConfig field or "act"
+    seeds: list = field(default_factory=lambda: [0])
+    grid: bool = False  # every combination instead of one factor at a time
+    preset: str | None = None  # e.g. "reference": its published numbers go beside ours
+    reduced: dict = field(default_factory=dict)  # explicit shrink options, shown in the report
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "StudySpec":
+        return cls(**{k: d[k] for k in (f.name for f in dataclasses.fields(cls)) if k in d})
+
+    def identity(self) -> dict:
+        """What must match for a rerun to continue this study (not where/how it prints)."""
+        d = json.loads(json.dumps(self.to_dict()))  # normalize tuples/floats as stored
+        d["base"] = {k: v for k, v in d["base"].items() if k not in _NOT_IDENTITY}
+        return d
+
+
+@dataclass
+class PlannedRun:
+    name: str  # folder name under runs/
+    seed: int
+    overrides: dict  # factor -> value relative to the base (empty for the base itself)
+    cells: list  # [(factor, value)] table cells this run serves; grid: [("grid", overrides)]
+    config: dict  # the full TrainConfig dict for train()
+
+
+# ---------------------------------------------------------------- building a spec
+def valid_factors() -> list[str]:
+    from cifarlab.engine import TrainConfig
+    return [f for f in TrainConfig.field_names() if f not in _NOT_FACTORS] + ["act"]
+
+
+def parse_vary(text: str, base: dict) -> tuple[str, list]:
+    """``"lr=1e-4,3e-4"`` -> ("lr", [0.0001, 0.0003]), each value typed by its config field."""
+    name, sep, values = text.partition("=")
+    name = name.strip().replace("-", "_")
+    if not sep or not values.strip():
+        raise ConfigError(f"--vary {text!r} should look like NAME=v1,v2,... (e.g. lr=1e-4,1e-3)")
+    if name not in valid_factors():
+        raise ConfigError(f"unknown factor {name!r}; valid factors: {', '.join(valid_factors())}")
+    return name, [typed_value(name, v.strip(), base) for v in values.split(",") if v.strip()]
+
+
+def typed_value(name: str, raw: Any, base: dict) -> Any:
+    """``raw`` converted and checked as the config would (act: against the activation list)."""
+    from cifarlab.engine import TrainConfig
+    if name == "act":
+        from cifarlab.models import ACTIVATIONS
+        if raw not in ACTIVATIONS:
+            raise ConfigError(f"act={raw!r} is not one of: {', '.join(ACTIVATIONS)}")
+        return raw
+    cfg = TrainConfig.from_dict({k: v for k, v in base.items()})
+    return getattr(cfg.override({name: raw}), name)
+
+
+def build_spec(*, model: str | None = None, vary: Iterable[str] = (), base_file: str | None = None,
+               sets: dict | None = None, seeds: int = 1, grid: bool = False, preset: str | None = None,
+               train_subset: int | None = None, test_subset: int | None = None,
+               epoch_scale: float | None = None, name: str | None = None) -> StudySpec:
+    """Base = preset (or defaults) < --base file < --model < --set < explicit shrink options."""
+    from cifarlab.engine import TrainConfig
+    from cifarlab.studies.presets import get_preset
+    p = get_preset(preset) if preset else None
+    cfg = TrainConfig.from_dict(p["base"]) if p else TrainConfig()
+    if base_file:
+        cfg = TrainConfig.from_json(base_file, base=cfg)
+    cfg.override({"model": model} if model else {}).override(dict(sets or {}))
+    reduced = _shrink(cfg, train_subset, test_subset, epoch_scale)
+    base = cfg.to_dict()
+    factors = [[f, list(v)] for f, v in (p["factors"] if p else [])]
+    for text in vary:
+        fname, values = parse_vary(text, base)
+        factors = [f for f in factors if f[0] != fname] + [[fname, values]]
+    if not factors:
+        raise ConfigError("a study needs at least one factor: --vary NAME=v1,v2 (or --preset reference)")
+    if epoch_scale:
+        factors = [[f, _scaled_epochs(v, epoch_scale) if f == "epochs" else v] for f, v in factors]
+    if seeds < 1:
+        raise ConfigError(f"--seeds {seeds} must be at least 1")
+    return StudySpec(name=name or _default_name(base, preset, factors), base=base, factors=factors,
+                     seeds=[base["seed"] + i for i in range(seeds)], grid=grid, preset=preset, reduced=reduced)
+
+
+def _shrink(cfg, train_subset, test_subset, epoch_scale) -> dict:
+    reduced = {}
+    if train_subset:
+        cfg.override({"train_subset": train_subset})
+        reduced["train_subset"] = train_subset
+    if test_subset:
+        cfg.override({"test_subset": test_subset})
+        reduced["test_subset"] = test_subset
+    if epoch_scale:
+        if epoch_scale <= 0:
+            raise ConfigError(f"--epoch-scale {epoch_scale} must be > 0")
+        reduced["epoch_scale"] = epoch_scale
+        cfg.override({"epochs": max(1, round(cfg.epochs * epoch_scale))})
+    return reduced
+
+
+def _scaled_epochs(values: list, scale: float) -> list:
+    out = []
+    for v in values:
+        e = max(1, round(v * scale))
+        if e not in out:
+            out.append(e)
+    return out
+
+
+def _default_name(base: dict, preset: str | None, factors: list) -> str:
+    return f"{preset or base['model']}-" + "-".join(f for f, _ in factors)
+
+
+# ---------------------------------------------------------------- planning
+def plan(spec: StudySpec) -> list[PlannedRun]:
+    """Every distinct (config, seed) the study needs, in a stable order, with the cells it serves."""
+    points = _grid_points(spec) if spec.grid else _one_factor_points(spec)
+    runs: dict[str, PlannedRun] = {}
+    for seed in spec.seeds:
+        for overrides, cell in points:
+            config = _config_for(spec.base, overrides, seed)
+            key = json.dumps({k: v for k, v in config.items() if k not in _NOT_IDENTITY}, sort_keys=True)
+            if key not in runs:
+                diff = _diff(spec.base, config)
+                runs[key] = PlannedRun(_run_name(diff, seed), seed, diff, [], config)
+            runs[key].cells.append(cell)
+    return list(runs.values())
+
+
+def _one_factor_points(spec: StudySpec) -> list[tuple[dict, tuple]]:
+    return [({f: v}, (f, v)) for f, values in spec.factors for v in values]
+
+
+def _grid_points(spec: StudySpec) -> list[tuple[dict, tuple]]:
+    names = [f for f, _ in spec.factors]
+    combos = itertools.product(*(values for _, values in spec.factors))
+    return [(dict(zip(names, combo)), ("grid", tuple(combo))) for combo in combos]
+
+
+def _config_for(base: dict, overrides: dict, seed: int) -> dict:
+    from cifarlab.engine import TrainConfig
+    d = {**base, "model_kwargs": dict(base.get("model_kwargs") or {}), "seed": seed}
+    for key, value in overrides.items():
+        if key == "act":
+            d["model_kwargs"]["act"] = value
+        else:
+            d[key] = value
+    return TrainConfig.from_dict(d).to_dict()
+
+
+def _diff(base: dict, config: dict) -> dict:
+    """The factor settings in which ``config`` differs from the base (seed aside)."""
+    out = {}
+    for key, value in config.items():
+        if key in ("seed", *_NOT_IDENTITY):
+            continue
+        if key == "model_kwargs":
+            act = value.get("act")
+            if act != (base.get("model_kwargs") or {}).get("act"):
+                out["act"] = act
+        elif base.get(key) != value:
+            out[key] = value
+    return out
+
+
+def _run_name(diff: dict, seed: int) -> str:
+    body = ",".join(f"{k}={_fmt(v)}" for k, v in diff.items()) or "base"
+    return re.sub(r"[^A-Za-z0-9_.,=+-]", "_", body) + f"-s{seed}"
+
+
+def _fmt(value: Any) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+# ---------------------------------------------------------------- running
+@dataclass
+class StudyResult:
+    out: Path
+    spec: StudySpec
+    runs: list  # PlannedRun, in plan order
+    trained: list = field(default_factory=list)  # names trained (or resumed) by this call
+    skipped: list = field(default_factory=list)  # names already finished before this call
+
+
+def open_study(out: str | Path, spec: StudySpec) -> Path:
+    """Create ``out`` with study.json, or check that the one there is this same study."""
+    from cifarlab.engine.runs import write_json
+    out = Path(out)
+    saved = out / "study.json"
+    if saved.exists():
+        old = load_spec(out)
+        if old.identity() != spec.identity():
+            changed = _changed_keys(old.identity(), spec.identity())
+            raise ConfigError(f"{out} holds a different study ({', '.join(changed)} differ); "
+                              f"use another --out, or rerun with the original command to continue it")
+        return out
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(saved, spec.to_dict())
+    return out
+
+
+def load_spec(out: str | Path) -> StudySpec:
+    path = Path(out) / "study.json"
+    try:
+        return _retype(StudySpec.from_dict(json.loads(path.read_text())))
+    except FileNotFoundError:
+        raise ConfigError(f"{out} is not a study folder (no study.json)") from None
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{path} is not valid JSON ({exc}); fix or remove it") from None
+
+
+def _retype(spec: StudySpec) -> StudySpec:
+    """JSON keeps 1e-3 and 0.001 alike, but a tuple comes back a list: make cells comparable."""
+    spec.factors = [[f, list(v)] for f, v in spec.factors]
+    return spec
+
+
+def _changed_keys(a: dict, b: dict) -> list[str]:
+    keys = [k for k in sorted(set(a) | set(b)) if k != "base" and a.get(k) != b.get(k)]
+    base_a, base_b = a.get("base", {}), b.get("base", {})
+    keys += [f"base.{k}" for k in sorted(set(base_a) | set(base_b)) if base_a.get(k) != base_b.get(k)]
+    return keys or ["the spec"]
+
+
+def run_study(spec: StudySpec, out: str | Path, *, data=None, callbacks: Iterable = (),
+              progress: bool = False, report: bool = True,
+              on_run: Callable[[int, int, PlannedRun, str], None] | None = None) -> StudyResult:
+    """Train every planned run not finished yet, then write tables, figures and the report.
+
+    ``data``: a CifarData shared by all runs (default: loaded once from the base config).
+    ``on_run(i, n, run, state)`` is told "skip", "start", "resume" or "done" for each run.
+    """
+    from cifarlab import registry
+    out = open_study(out, spec)
+    runs = plan(spec)
+    result = StudyResult(out, spec, runs)
+    registry.install()
+    data = data if data is not None else _shared_data(spec)
+    note = on_run or (lambda *a: None)
+    with registry.study_context(spec.name):
+        for i, run in enumerate(runs):
+            state = _run_one(run, out, data, list(callbacks), progress)
+            (result.skipped if state == "skip" else result.trained).append(run.name)
+            note(i, len(runs), run, state)
+    if report:
+        from cifarlab.studies.report import write_report
+        write_report(out)
+    return result
+
+
+def _run_one(run: PlannedRun, out: Path, data, callbacks: list, progress: bool) -> str:
+    from cifarlab import registry
+    from cifarlab.engine import resume, train
+    run_dir = out / "runs" / run.name
+    if (run_dir / "summary.json").exists():
+        return "skip"
+    if (run_dir / "last.pt").exists():
+        resume(run_dir, callbacks=callbacks, data=data, progress=progress)
+        state = "resume"
+    else:
+        if run_dir.exists():  # stopped before its first epoch ended: nothing worth keeping
+            shutil.rmtree(run_dir)
+        config = {**run.config, "runs_dir": str(out / "runs"), "name": run.name, "progress": progress}
+        train(config, callbacks=callbacks, data=data)
+        state = "start"
+    registry.Registry().sync(run_dir)
+    return state
+
+
+def _shared_data(spec: StudySpec):
+    """One in-memory copy for all runs (its validation split follows the base seed)."""
+    if any(f in _DATA_FACTORS for f, _ in spec.factors):
+        return None  # each run loads its own
+    from cifarlab.data import load_cifar
+    b = spec.base
+    return load_cifar(b["data"], val=b["val"], seed=b["seed"], progress=b.get("progress", True))
+
+
+def cell_value_key(value: Any) -> str:
+    """A stable text key for a factor value (tables, reference look-up)."""
+    return _fmt(value)
+
