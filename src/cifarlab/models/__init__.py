@@ -6,7 +6,7 @@ Importing this package registers every family; ``create_model(name)`` builds one
 from __future__ import annotations
 
 from cifarlab.models import (  # noqa: F401  (imported to register their models)
-    alexnet, googlenet, inception_colab, inception_v3, lenet, plaincnn, resnet, vgg,
+    airnet, alexnet, googlenet, inception_colab, inception_v3, lenet, plaincnn, resnet, vgg,
 )
 from cifarlab.models.layers import ACTIVATIONS
 from cifarlab.models.registry import (
