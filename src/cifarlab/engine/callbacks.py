@@ -193,9 +193,13 @@ class Checkpointer(Callback):
 
 def atomic_write_text(path: Path, text: str) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, path)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:  # Ctrl-C mid-write: leave the old file and no temp behind
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 class MetricsLogger(Callback):

@@ -1,0 +1,92 @@
+"""`cifarlab train / evaluate` in-process, Ctrl-C and resume, one-line errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from cifarlab.cli import main
+from cifarlab.data.synthetic import write_cifar10_python
+from cifarlab.engine import StopAfter
+from cifarlab.engine import api
+
+FAST = ["--model", "lenet5_modern", "--batch-size", "32", "--val", "40", "--no-tensorboard", "--no-progress",
+        "--augment", "none"]
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    return write_cifar10_python(tmp_path_factory.mktemp("data"), per_batch=40, n_test=40).path
+
+
+def test_train_then_evaluate(data_dir, tmp_path, capsys):
+    runs = tmp_path / "runs"
+    code = main(["train", "--data", str(data_dir), "--epochs", "2", "--runs-dir", str(runs), "--name", "a", *FAST])
+    out, _ = capsys.readouterr()
+    assert code == 0
+    result = json.loads(out.strip().splitlines()[-1])
+    assert result["run_dir"] == str(runs / "a") and 0 <= result["test"]["top1"] <= 1
+    assert json.loads((runs / "a" / "config.json").read_text())["data"] == str(Path(data_dir).resolve())
+
+    out_dir = tmp_path / "eval"
+    code = main(["evaluate", str(runs / "a"), "--tta", "flip-translate", "--out", str(out_dir)])
+    out, _ = capsys.readouterr()
+    assert code == 0 and "top-1" in out and "top-5" in out and "airplane" in out
+    assert (out_dir / "confusion-test-tta-flip-translate.csv").read_text().startswith("true\\predicted,airplane")
+
+    code = main(["evaluate", str(runs / "a" / "last.pt"), "--split", "val", "--json"])
+    report = json.loads(capsys.readouterr().out)
+    assert code == 0 and report["n"] == 40 and report["split"] == "val"
+
+
+def test_flag_errors_are_one_line(data_dir, tmp_path, capsys):
+    assert main(["train", "--data", str(data_dir), "--optimizer", "lbfgs"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("cifarlab: error: optimizer='lbfgs' is not one of") and err.count("\n") == 1
+    assert main(["evaluate", str(tmp_path / "nothing.pt")]) == 1
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_ctrl_c_prints_resume_line_and_resume_finishes(data_dir, tmp_path, capsys, monkeypatch):
+    runs = tmp_path / "runs"
+    monkeypatch.setattr(api, "DEFAULT_CALLBACKS", [lambda cfg, run: StopAfter(1)])
+    code = main(["train", "--data", str(data_dir), "--epochs", "3", "--runs-dir", str(runs), "--name", "b", *FAST])
+    err = capsys.readouterr().err
+    assert code == 130
+    assert err.strip() == f"interrupted after epoch 1; resume with: cifarlab train --resume {runs / 'b'}"
+    monkeypatch.setattr(api, "DEFAULT_CALLBACKS", [])
+    assert main(["train", "--resume", str(runs / "b"), "--lr", "1"]) == 1
+    assert "only --epochs may change" in capsys.readouterr().err
+    assert main(["train", "--resume", str(runs / "b"), "--no-progress"]) == 0
+    summary = json.loads((runs / "b" / "summary.json").read_text())
+    assert summary["epochs_run"] == 3
+    assert main(["train", "--data", str(data_dir), "--runs-dir", str(runs), "--name", "b", *FAST]) == 1
+    assert "already exists" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_sigint_to_a_real_process_exits_130_without_traceback(data_dir, tmp_path):
+    runs = tmp_path / "runs"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    cmd = [sys.executable, "-m", "cifarlab", "train", "--data", str(data_dir), "--epochs", "500",
+           "--runs-dir", str(runs), "--name", "c", *FAST]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    deadline = time.time() + 60
+    while not (runs / "c" / "last.pt").exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err
+    line = err.strip().splitlines()[-1]
+    assert line.startswith("interrupted after epoch ") and line.endswith(f"resume with: cifarlab train --resume {runs / 'c'}")
+    from cifarlab.engine import load_model
+    model, meta = load_model(runs / "c" / "last.pt")
+    assert meta["epoch"] >= 1
