@@ -132,7 +132,7 @@ class Registry:
             raise ValueError(f"status {status!r} not in {STATUSES}")
         path = str(Path(run_dir).resolve())
         rows = self._query("SELECT metrics FROM runs WHERE path = ?", (path,))
-        merged = {**(json.loads(rows[0]["metrics"] or "{}") if rows else {}), **(metrics or {})}
+        merged = {**(rows[0]["metrics"] if rows else {}), **(metrics or {})}
         self._write("execute", "UPDATE runs SET status=?, finished=?, metrics=?, error=? WHERE path=?",
                     (status, time.time(), json.dumps(merged), error, path))
 
@@ -289,8 +289,9 @@ def _settle_at_exit() -> None:
 # ---------------------------------------------------------------- helpers
 def _row(r: sqlite3.Row) -> dict:
     out = dict(r)
-    out["config"] = json.loads(out["config"] or "{}")
-    out["metrics"] = json.loads(out["metrics"] or "{}")
+    for key in ("config", "metrics"):
+        if key in out:
+            out[key] = json.loads(out[key] or "{}")
     return out
 
 

@@ -1,0 +1,198 @@
+"""``cifarlab study``, ``cifarlab tune`` and ``cifarlab runs``: many runs, their search and their record."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def register(subparsers) -> None:
+    _register_study(subparsers)
+    _register_tune(subparsers)
+    _register_runs(subparsers)
+
+
+def _base_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", help="model name (see `cifarlab models`)")
+    p.add_argument("--base", dest="base_file", metavar="CONFIG.json", help="base config values as JSON")
+    p.add_argument("--set", dest="set_values", action="append", default=[], metavar="KEY=VALUE",
+                   help="any TrainConfig field of the base, e.g. --set epochs=2 (repeatable)")
+    p.add_argument("--train-subset", type=int, help="train on only this many images (recorded as a reduction)")
+    p.add_argument("--test-subset", type=int, help="test on only this many images (recorded as a reduction)")
+    p.add_argument("--out", help="output folder")
+
+
+def _register_study(subparsers) -> None:
+    p = subparsers.add_parser(
+        "study", help="one-factor-at-a-time (or grid) hyperparameter study with tables, figures, report",
+        description="Train every value of each factor around a base config, over several seeds. "
+                    "Rerun the same command to continue an interrupted study.")
+    _base_args(p)
+    p.add_argument("--preset", help="named study: reference (five-classic-cnns §6)")
+    p.add_argument("--vary", action="append", default=[], metavar="NAME=v1,v2,...",
+                   help="a factor and its values, e.g. lr=1e-4,1e-3 or act=relu,tanh (repeatable)")
+    p.add_argument("--seeds", type=int, default=1, help="seeds per point (mean ± std over them)")
+    p.add_argument("--grid", action="store_true", help="every combination instead of one factor at a time")
+    p.add_argument("--epoch-scale", type=float, help="multiply the base epochs and the epochs factor (e.g. 0.2)")
+    p.add_argument("--name", help="study name (default from the preset/model and factors)")
+    p.add_argument("--report-only", action="store_true", help="rewrite tables/figures/report of --out and exit")
+    p.add_argument("--quiet", action="store_true", help="one line per run instead of per-epoch progress")
+    p.set_defaults(func=run_study_cmd)
+
+
+def _register_tune(subparsers) -> None:
+    p = subparsers.add_parser(
+        "tune", help="Optuna search (pip install 'cifarlab[tune]'); workers share one storage",
+        description="Search hyperparameters with Optuna; objective = best validation accuracy.")
+    _base_args(p)
+    p.add_argument("--trials", type=int, required=True, help="trials run by this command (split over --workers)")
+    p.add_argument("--storage", help="Optuna storage URL (default sqlite:///<out>/optuna.db); "
+                                     "postgresql://... to share across machines")
+    p.add_argument("--study-name", help="Optuna study name (default <model>-tune)")
+    p.add_argument("--workers", type=int, default=1, help="local worker processes on the same storage")
+    p.add_argument("--space", help="search space, e.g. 'lr=log:1e-4:1e-1,optimizer=sgd|adam,"
+                                    "label_smoothing=0:0.2' (default: lr, optimizer, weight_decay, "
+                                    "batch_size, label_smoothing, act)")
+    p.add_argument("--seed", type=int, default=0, help="sampler seed of the first worker (+i for worker i)")
+    p.set_defaults(func=run_tune_cmd)
+
+
+def _register_runs(subparsers) -> None:
+    p = subparsers.add_parser("runs", help="list, filter and compare recorded runs (SQLite registry)")
+    p.add_argument("--model")
+    p.add_argument("--status", help="running | finished | failed | interrupted")
+    p.add_argument("--study")
+    p.add_argument("--limit", type=int, default=50)
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    sub = p.add_subparsers(dest="runs_action", metavar="ACTION")
+    c = sub.add_parser("compare", help="configs side by side and curves overlaid")
+    c.add_argument("refs", nargs="+", metavar="ID|PATH")
+    c.add_argument("-o", "--output", help="PNG with the runs' curves overlaid")
+    c.add_argument("--all", action="store_true", help="show every config key, not only differing ones")
+    c.add_argument("--json", action="store_true")
+    p.set_defaults(func=run_runs_cmd)
+
+
+# ---------------------------------------------------------------- study
+def _sets(values: list[str]) -> dict:
+    from cifarlab.errors import ConfigError
+    out = {}
+    for item in values:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ConfigError(f"--set {item!r} should be KEY=VALUE")
+        out[key.strip().replace("-", "_")] = value
+    return out
+
+
+def run_study_cmd(args) -> int:
+    from rich.console import Console
+    from cifarlab.studies import build_spec, run_study, write_report
+    console = Console(stderr=True, soft_wrap=True)
+    if args.report_only:
+        if not args.out:
+            from cifarlab.errors import ConfigError
+            raise ConfigError("--report-only needs --out STUDY_FOLDER")
+        print(write_report(args.out))
+        return 0
+    spec = build_spec(model=args.model, vary=args.vary, base_file=args.base_file, sets=_sets(args.set_values),
+                      seeds=args.seeds, grid=args.grid, preset=args.preset, train_subset=args.train_subset,
+                      test_subset=args.test_subset, epoch_scale=args.epoch_scale, name=args.name)
+    out = args.out or f"studies/{spec.name}"
+
+    def note(i: int, n: int, run, state: str) -> None:
+        if state == "skip":
+            console.print(f"[{i + 1}/{n}] {run.name}: already finished", highlight=False)
+        else:
+            console.print(f"[{i + 1}/{n}] {run.name}: {'resumed' if state == 'resume' else 'trained'}",
+                          highlight=False)
+    try:
+        result = run_study(spec, out, progress=not args.quiet, on_run=note)
+    except KeyboardInterrupt:
+        console.print(f"study interrupted; run the same command again to continue ({out})")
+        return 130
+    console.print(f"{len(result.trained)} runs trained, {len(result.skipped)} already done; "
+                  f"report: {result.out / 'report.md'}", highlight=False)
+    return 0
+
+
+# ---------------------------------------------------------------- tune
+def run_tune_cmd(args) -> int:
+    from cifarlab.engine import TrainConfig
+    from cifarlab.studies.tune import DEFAULT_SPACE, tune
+    cfg = TrainConfig.from_json(args.base_file) if args.base_file else TrainConfig()
+    cfg.override({"model": args.model} if args.model else {}).override(_sets(args.set_values))
+    cfg.override({k: v for k, v in (("train_subset", args.train_subset), ("test_subset", args.test_subset)) if v})
+    cfg.progress = False  # K workers would draw K progress bars over each other
+    out = args.out or f"tune/{args.study_name or cfg.model + '-tune'}"
+    summary = tune(cfg.to_dict(), args.trials, out=out, storage=args.storage, study_name=args.study_name,
+                   workers=args.workers, space=args.space or DEFAULT_SPACE, seed=args.seed)
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+# ---------------------------------------------------------------- runs
+def run_runs_cmd(args) -> int:
+    from cifarlab.registry import Registry
+    reg = Registry()
+    reg.refresh()
+    if args.runs_action == "compare":
+        return _compare(reg, args)
+    rows = reg.list(model=args.model, status=args.status, study=args.study, limit=args.limit)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    _print_runs(rows, reg.path)
+    return 0
+
+
+def _print_runs(rows: list[dict], path) -> None:
+    import time
+    from rich.console import Console
+    from rich.table import Table
+    table = Table(title=f"runs in {path}")
+    for col in ("id", "name", "model", "status", "created", "test top1", "val best", "time (s)", "study"):
+        table.add_column(col, justify="right" if col in ("id", "test top1", "val best", "time (s)") else "left")
+    for r in rows:
+        m = r["metrics"]
+        table.add_row(str(r["id"]), r["name"], r["model"] or "", _status(r["status"]),
+                      time.strftime("%Y-%m-%d %H:%M", time.localtime(r["created"])),
+                      _f(m.get("test_top1")), _f(m.get("val_best_acc")), _f(m.get("time_s"), 1), r["study"] or "")
+    Console().print(table)
+
+
+def _status(status: str) -> str:
+    color = {"finished": "green", "running": "cyan", "failed": "red", "interrupted": "yellow"}.get(status, "white")
+    return f"[{color}]{status}[/{color}]"
+
+
+def _f(x, digits: int = 4) -> str:
+    return "" if x is None else f"{x:.{digits}f}"
+
+
+def _compare(reg, args) -> int:
+    from pathlib import Path
+    from rich.console import Console
+    from rich.table import Table
+    from cifarlab.studies.report import compare_figure, config_diff
+    rows = [reg.get(ref) for ref in args.refs]
+    keys, differing = config_diff([r["config"] for r in rows])
+    if args.json:
+        print(json.dumps({"runs": rows, "differing": sorted(differing)}, indent=2))
+    else:
+        table = Table(title=f"{len(rows)} runs: {len(differing)} config keys differ (highlighted)")
+        table.add_column("key")
+        for r in rows:
+            table.add_column(f"{r['id'] or ''} {r['name']}")
+        for key in keys:
+            if key in differing or args.all:
+                style = "bold yellow" if key in differing else ""
+                table.add_row(key, *[json.dumps(r["config"].get(key)) for r in rows], style=style)
+        for key in ("test_top1", "val_best_acc", "time_s"):
+            table.add_row(f"= {key}", *[_f(r["metrics"].get(key)) for r in rows], style="cyan")
+        Console().print(table)
+    if args.output:
+        compare_figure([Path(r["path"]) for r in rows], [f"{r['id'] or ''} {r['name']}" for r in rows], args.output)
+        print(f"curves: {args.output}", file=sys.stderr)
+    return 0
