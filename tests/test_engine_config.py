@@ -70,6 +70,11 @@ def test_cli_precedence_recipe_file_flags_set(tmp_path):
     assert cfg.recipe == "reference"
 
 
+def test_act_flag_fills_model_kwargs():
+    cfg = config_from_args(build_parser().parse_args(["train", "--act", "gelu", "--set", "epochs=2"]))
+    assert cfg.model_kwargs == {"act": "gelu"} and cfg.epochs == 2
+
+
 def test_cli_without_flags_keeps_defaults():
     cfg = config_from_args(build_parser().parse_args(["train"]))
     assert cfg.to_dict() == TrainConfig().to_dict()

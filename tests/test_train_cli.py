@@ -50,6 +50,8 @@ def test_flag_errors_are_one_line(data_dir, tmp_path, capsys):
     assert main(["train", "--data", str(data_dir), "--optimizer", "lbfgs"]) == 1
     err = capsys.readouterr().err
     assert err.startswith("cifarlab: error: optimizer='lbfgs' is not one of") and err.count("\n") == 1
+    assert main(["train", "--data", str(data_dir), "--model", "resnet21", "--runs-dir", str(tmp_path)]) == 1
+    assert "resnet21" in capsys.readouterr().err and not list(tmp_path.iterdir())
     assert main(["evaluate", str(tmp_path / "nothing.pt")]) == 1
     assert "does not exist" in capsys.readouterr().err
 

@@ -63,6 +63,7 @@ def _register_train(subparsers) -> None:
                    help="any TrainConfig field, e.g. --set plateau_patience=4 (repeatable)")
     p.add_argument("--resume", default=S, metavar="RUN_DIR", help="continue a run from its last.pt")
     p.add_argument("--list-recipes", action="store_true", default=S, help="print the recipes and exit")
+    p.add_argument("--act", default=S, help="activation passed to the model (model_kwargs act), e.g. gelu")
     for flag, key, kind, text in _FLAGS:
         if kind is None:
             p.add_argument(flag, dest=key, action=argparse.BooleanOptionalAction, default=S, help=text)
@@ -107,6 +108,8 @@ def config_from_args(args: argparse.Namespace):
     if "config_file" in given:
         cfg = TrainConfig.from_json(args.config_file, base=cfg)
     flags = {key: given[key] for _, key, _, _ in _FLAGS if key in given}
+    if "act" in given:
+        flags["model_kwargs"] = {**cfg.model_kwargs, "act": given["act"]}
     cfg.override(flags)
     cfg.override(_parse_set(given.get("set_values", [])))
     return cfg

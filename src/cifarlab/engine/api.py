@@ -59,6 +59,8 @@ def train(config: TrainConfig | dict | None = None, callbacks: Iterable[cbs.Call
         cfg.model = TrainConfig().model
     if cfg.data and Path(cfg.data).exists():  # so evaluate/resume work from any folder
         cfg.data = str(Path(cfg.data).resolve())
+    from cifarlab.models import model_info
+    model_info(cfg.model)  # an unknown name fails here, before data loading or a run folder
     device = pick_device(cfg.device)
     data = _load_data(cfg, data)
     _seed_everything(cfg.seed)
