@@ -220,7 +220,7 @@ class RegistryCallback:
 
     def before_fit(self, learn) -> None:
         self.registry.start(self.run_dir, self.config, self.study)
-        _STARTED.add(str(self.run_dir))
+        _STARTED.add((str(self.registry.path), str(self.run_dir)))
         inner = learn._one_epoch
 
         def guarded_epoch() -> None:
@@ -272,18 +272,16 @@ def install() -> None:
         DEFAULT_CALLBACKS.append(registry_callback)
 
 
-# runs this process started: settled at exit so `cifarlab train` rows get their test metrics
-_STARTED: set[str] = set()
+# (database, run folder) of runs this process started: settled at exit, so that the row of a
+# `cifarlab train` run gets its test metrics from summary.json, written after the fit
+_STARTED: set[tuple[str, str]] = set()
 
 
 @atexit.register
 def _settle_at_exit() -> None:
-    if not _STARTED:
-        return
-    with contextlib.suppress(Exception):  # never turn a clean exit into a traceback
-        reg = Registry()
-        for path in _STARTED:
-            reg.sync(path)
+    for db, run_dir in _STARTED:
+        with contextlib.suppress(Exception):  # never turn a clean exit into a traceback
+            Registry(db).sync(run_dir)
 
 
 # ---------------------------------------------------------------- helpers

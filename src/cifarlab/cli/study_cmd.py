@@ -32,6 +32,7 @@ def _register_study(subparsers) -> None:
     p.add_argument("--preset", help="named study: reference (five-classic-cnns §6)")
     p.add_argument("--vary", action="append", default=[], metavar="NAME=v1,v2,...",
                    help="a factor and its values, e.g. lr=1e-4,1e-3 or act=relu,tanh (repeatable)")
+    p.add_argument("--only", help="keep only these factors of the preset, e.g. lr,optimizer")
     p.add_argument("--seeds", type=int, default=1, help="seeds per point (mean ± std over them)")
     p.add_argument("--grid", action="store_true", help="every combination instead of one factor at a time")
     p.add_argument("--epoch-scale", type=float, help="multiply the base epochs and the epochs factor (e.g. 0.2)")
@@ -98,7 +99,8 @@ def run_study_cmd(args) -> int:
         return 0
     spec = build_spec(model=args.model, vary=args.vary, base_file=args.base_file, sets=_sets(args.set_values),
                       seeds=args.seeds, grid=args.grid, preset=args.preset, train_subset=args.train_subset,
-                      test_subset=args.test_subset, epoch_scale=args.epoch_scale, name=args.name)
+                      test_subset=args.test_subset, epoch_scale=args.epoch_scale, name=args.name,
+                      only=[f.strip() for f in args.only.split(",")] if args.only else ())
     out = args.out or f"studies/{spec.name}"
 
     def note(i: int, n: int, run, state: str) -> None:

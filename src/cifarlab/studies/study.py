@@ -97,8 +97,12 @@ def typed_value(name: str, raw: Any, base: dict) -> Any:
 def build_spec(*, model: str | None = None, vary: Iterable[str] = (), base_file: str | None = None,
                sets: dict | None = None, seeds: int = 1, grid: bool = False, preset: str | None = None,
                train_subset: int | None = None, test_subset: int | None = None,
-               epoch_scale: float | None = None, name: str | None = None) -> StudySpec:
-    """Base = preset (or defaults) < --base file < --model < --set < explicit shrink options."""
+               epoch_scale: float | None = None, name: str | None = None,
+               only: Iterable[str] = ()) -> StudySpec:
+    """Base = preset (or defaults) < --base file < --model < --set < explicit shrink options.
+
+    ``vary`` adds factors or replaces a preset's values; ``only`` keeps just the named factors.
+    """
     from cifarlab.engine import TrainConfig
     from cifarlab.studies.presets import get_preset
     p = get_preset(preset) if preset else None
@@ -112,6 +116,12 @@ def build_spec(*, model: str | None = None, vary: Iterable[str] = (), base_file:
     for text in vary:
         fname, values = parse_vary(text, base)
         factors = [f for f in factors if f[0] != fname] + [[fname, values]]
+    if only:
+        unknown = set(only) - {f for f, _ in factors}
+        if unknown:
+            raise ConfigError(f"--only {', '.join(sorted(unknown))}: not a factor of this study "
+                              f"({', '.join(f for f, _ in factors)})")
+        factors = [f for f in factors if f[0] in set(only)]
     if not factors:
         raise ConfigError("a study needs at least one factor: --vary NAME=v1,v2 (or --preset reference)")
     if epoch_scale:

@@ -1,0 +1,168 @@
+"""Studies: planning (sharing the base), tables against the runs' own files, figures, report, resume."""
+
+from __future__ import annotations
+
+import csv
+import json
+import statistics
+from pathlib import Path
+
+import pytest
+
+from cifarlab.cli import main
+from cifarlab.data import random_cifar
+from cifarlab.data.synthetic import write_cifar10_python
+from cifarlab.engine import Callback, TrainingInterrupted
+from cifarlab.errors import ConfigError
+from cifarlab.registry import Registry
+from cifarlab.studies import build_spec, load_spec, plan, run_study
+
+TINY = {"epochs": 2, "batch_size": 16, "device": "cpu", "tensorboard": False, "plots": False,
+        "augment": "none", "lr": 1e-2}
+
+
+@pytest.fixture(scope="module")
+def data():
+    return random_cifar(n_train=64, n_test=32, val=32, seed=1)
+
+
+class CountFits(Callback):
+    """Counts trainings (fresh or resumed); raises Ctrl-C after epoch 1 of fit number ``stop_at``."""
+
+    def __init__(self, stop_at: int | None = None):
+        self.fits, self.stop_at = 0, stop_at
+
+    def before_fit(self, learn) -> None:
+        self.fits += 1
+
+    def after_epoch(self, learn) -> None:
+        if self.fits == self.stop_at and learn.epoch == 1:
+            raise KeyboardInterrupt
+
+
+def _spec(**kw):
+    return build_spec(model="lenet5_modern", vary=["lr=1e-3,1e-2", "optimizer=sgd,adam"], sets=TINY, seeds=2, **kw)
+
+
+def test_plan_shares_the_base_point():
+    runs = plan(_spec())
+    # base lr=1e-2 + sgd: lr=1e-2 and optimizer=sgd are the same run -> 3 points x 2 seeds
+    assert len(runs) == 6
+    base = [r for r in runs if r.name == "base-s0"][0]
+    assert sorted(base.cells, key=str) == [("lr", 0.01), ("optimizer", "sgd")]
+    assert {r.name for r in runs} == {f"{p}-s{s}" for p in ("base", "lr=0.001", "optimizer=adam") for s in (0, 1)}
+    grid = plan(_spec(grid=True))
+    assert len(grid) == 2 * 2 * 2
+
+
+def test_reference_preset_matches_section_6():
+    spec = build_spec(preset="reference")
+    base = spec.base
+    assert (base["model"], base["optimizer"], base["lr"], base["loss"], base["batch_size"], base["epochs"],
+            base["augment"], base["model_kwargs"]["act"]) == ("googlenet_small", "adam", 1e-3, "ce", 32, 10,
+                                                               "none", "relu")
+    factors = dict((f, v) for f, v in spec.factors)
+    assert factors["epochs"] == [5, 10, 20, 50] and factors["optimizer"][0] == "sgd"
+    runs = plan(spec)
+    # §6 has 25 table rows; the base appears in all six tables and is trained once here
+    assert sum(len(r.cells) for r in runs) == 25 and len(runs) == 20
+    assert len([r for r in runs if r.name == "base-s0"][0].cells) == 6
+    small = build_spec(preset="reference", epoch_scale=0.2, train_subset=500)
+    assert small.base["epochs"] == 2 and dict(small.factors)["epochs"] == [1, 2, 4, 10]
+    assert small.reduced == {"train_subset": 500, "epoch_scale": 0.2}
+
+
+def test_bad_factor_and_value_are_one_line_errors():
+    with pytest.raises(ConfigError, match="unknown factor 'lrate'; valid factors: .*lr.*act"):
+        build_spec(model="lenet5_modern", vary=["lrate=1"])
+    with pytest.raises(ConfigError, match="optimizer"):
+        build_spec(model="lenet5_modern", vary=["optimizer=sgd,nesterov"])
+    with pytest.raises(ConfigError, match="act='swish'"):
+        build_spec(model="lenet5_modern", vary=["act=relu,swish"])
+    assert dict(build_spec(model="lenet5_modern", vary=["batch_size=16,32"]).factors)["batch_size"] == [16, 32]
+
+
+def test_study_tables_figures_report_and_resume(tmp_path, data):
+    spec, out = _spec(), tmp_path / "study"
+    first = CountFits(stop_at=3)
+    with pytest.raises(TrainingInterrupted):
+        run_study(spec, out, data=data, callbacks=[first])
+    assert first.fits == 3
+    names = [r.name for r in plan(spec)]
+    stopped = out / "runs" / names[2]
+    assert (stopped / "last.pt").exists() and not (stopped / "summary.json").exists()
+    assert Registry().get(str(stopped))["status"] == "interrupted"
+
+    again, states = CountFits(), {}
+    result = run_study(spec, out, data=data, callbacks=[again],
+                       on_run=lambda i, n, run, state: states.setdefault(state, []).append(run.name))
+    assert again.fits == 4  # the 3 never started + the interrupted one, resumed
+    assert states["skip"] == names[:2] and states["resume"] == [names[2]] and len(states["start"]) == 3
+    assert result.skipped == names[:2]
+    assert Registry().get(str(stopped))["status"] == "finished"
+    _check_tables(out, spec)
+    _check_report(out)
+
+    third = CountFits()
+    run_study(spec, out, data=data, callbacks=[third])
+    assert third.fits == 0  # nothing left to do
+
+    other = build_spec(model="lenet5_modern", vary=["lr=1e-3,3e-3"], sets=TINY, seeds=2)
+    with pytest.raises(ConfigError, match="holds a different study"):
+        run_study(other, out, data=data)
+
+
+def _run_values(run_dir: Path) -> dict:
+    summary = json.loads((run_dir / "summary.json").read_text())
+    last = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()][-1]
+    return {"test_acc": summary["test"]["top1"], "val_acc": last["val_acc"], "train_loss": last["train_loss"],
+            "time_s": summary["training_time_s"]}
+
+
+def _check_tables(out: Path, spec) -> None:
+    rows = list(csv.DictReader((out / "tables" / "optimizer.csv").open()))
+    assert [r["optimizer"] for r in rows] == ["sgd", "adam"]
+    expected_dirs = {"sgd": ["base-s0", "base-s1"], "adam": ["optimizer=adam-s0", "optimizer=adam-s1"]}
+    for row in rows:
+        values = [_run_values(out / "runs" / d) for d in expected_dirs[row["optimizer"]]]
+        assert int(row["n"]) == 2
+        for key in ("test_acc", "val_acc", "train_loss", "time_s"):
+            xs = [v[key] for v in values]
+            assert float(row[f"{key}_mean"]) == pytest.approx(statistics.fmean(xs), abs=1e-5)
+            assert float(row[f"{key}_std"]) == pytest.approx(statistics.stdev(xs), abs=1e-5)
+    lr_rows = list(csv.DictReader((out / "tables" / "lr.csv").open()))
+    assert [r["lr"] for r in lr_rows] == ["0.001", "0.01"]
+    # the shared base run serves lr=0.01 too: same numbers as optimizer=sgd
+    assert lr_rows[1]["test_acc_mean"] == rows[0]["test_acc_mean"]
+    md = (out / "tables" / "lr.md").read_text()
+    assert "| 0.001 | 2 |" in md and " ± " in md
+
+
+def _check_report(out: Path) -> None:
+    for factor in ("lr", "optimizer"):
+        png = out / "figures" / f"{factor}.png"
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    report = (out / "report.md").read_text()
+    assert "figures/lr.png" in report and "figures/optimizer.png" in report and "tables/lr.csv" in report
+    assert "<img src='figures/optimizer.png'" in (out / "report.html").read_text()
+    assert load_spec(out).seeds == [0, 1]
+
+
+def test_cli_reduced_reference_preset_reports_reduction_and_reference_numbers(tmp_path, capsys):
+    data_dir = write_cifar10_python(tmp_path / "data", per_batch=20, n_test=20).path
+    out = tmp_path / "ref"
+    # --vary replaces the preset's values of lr; --only drops the other five factors
+    args = ["study", "--preset", "reference", "--only", "lr", "--vary", "lr=1e-3,3e-3", "--out", str(out),
+            "--set", f"data={data_dir}", "--set", "val=20", "--set", "model=lenet5_modern", "--set", "plots=false",
+            "--set", "tensorboard=false", "--epoch-scale", "0.1", "--train-subset", "60", "--quiet"]
+    code = main(args)
+    assert code == 0, capsys.readouterr().err
+    report = (out / "report.md").read_text()
+    assert "REDUCED study" in report and "train_subset=60" in report and "epoch_scale=0.1" in report
+    assert "reference (Keras, one seed, test set used as validation)" in report
+    assert "0.7893" in report  # the §6 lr table's train acc at 1e-3, beside ours
+    lr = list(csv.DictReader((out / "tables" / "lr.csv").open()))
+    assert [r["lr"] for r in lr] == ["0.001", "0.003"] and all(r["n"] == "1" for r in lr)
+    assert sorted(p.name for p in (out / "runs").iterdir()) == ["base-s0", "lr=0.003-s0"]
+    assert main(["study", "--preset", "reference", "--only", "lr,speed"]) == 1
+    assert "--only speed: not a factor" in capsys.readouterr().err
