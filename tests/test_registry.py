@@ -1,0 +1,137 @@
+"""The SQLite run registry: statuses of finished / failed / interrupted runs, filters, compare, concurrency."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from cifarlab import registry
+from cifarlab.cli import main
+from cifarlab.data import random_cifar
+from cifarlab.engine import Callback, TrainingInterrupted, train
+from cifarlab.engine.api import DEFAULT_CALLBACKS
+from cifarlab.errors import ConfigError
+from cifarlab.registry import Registry
+
+TINY = {"epochs": 2, "batch_size": 16, "device": "cpu", "tensorboard": False, "plots": False,
+        "augment": "none", "progress": False}
+
+
+@pytest.fixture(scope="module")
+def data():
+    return random_cifar(n_train=48, n_test=24, val=24, seed=2)
+
+
+@pytest.fixture(autouse=True)
+def _installed():
+    registry.install()  # what the engine import will do once engine/api.py registers it
+    yield
+
+
+class Boom(Callback):
+    def __init__(self, exc: BaseException):
+        self.exc = exc
+
+    def after_epoch(self, learn) -> None:
+        raise self.exc
+
+
+def _train(tmp_path, data, name, callbacks=(), **kw):
+    return train({**TINY, "model": "lenet5_modern", "runs_dir": str(tmp_path), "name": name, **kw},
+                 callbacks=callbacks, data=data)
+
+
+def test_default_path_follows_cifarlab_home(tmp_path, monkeypatch):
+    monkeypatch.setenv("CIFARLAB_HOME", str(tmp_path / "home"))
+    assert registry.default_path() == tmp_path / "home" / "runs.sqlite"
+    assert registry.registry_callback in DEFAULT_CALLBACKS
+
+
+def test_statuses_metrics_filters(tmp_path, data):
+    ok = _train(tmp_path, data, "ok")
+    with registry.study_context("s1"):
+        _train(tmp_path, data, "other-model", model="lenet5", epochs=1)
+    with pytest.raises(ValueError):
+        _train(tmp_path, data, "broken", callbacks=[Boom(ValueError("bad value"))])
+    with pytest.raises(TrainingInterrupted):
+        _train(tmp_path, data, "stopped", callbacks=[Boom(KeyboardInterrupt())])
+
+    reg = Registry()
+    rows = {r["name"]: r for r in reg.list()}
+    assert rows["broken"]["status"] == "failed" and "ValueError: bad value" in rows["broken"]["error"]
+    assert rows["stopped"]["status"] == "interrupted"
+    assert rows["ok"]["status"] == "finished" and rows["ok"]["path"] == str(ok.run_dir.resolve())
+    assert rows["ok"]["config"]["epochs"] == 2 and rows["ok"]["model"] == "lenet5_modern"
+    reg.refresh()  # picks up summary.json, written after the fit
+    ok_row = reg.get(str(ok.run_dir))
+    assert ok_row["metrics"]["test_top1"] == ok.summary["test"]["top1"]
+    assert ok_row["metrics"]["val_best_acc"] == ok.summary["val_best"]["val_acc"]
+
+    assert [r["name"] for r in reg.list(model="lenet5")] == ["other-model"]
+    assert [r["name"] for r in reg.list(study="s1")] == ["other-model"]
+    assert {r["name"] for r in reg.list(status="finished")} == {"ok", "other-model"}
+    assert len(reg.list(limit=2)) == 2
+    assert reg.get(ok_row["id"])["name"] == "ok"
+    with pytest.raises(ConfigError, match="no run '999'"):
+        reg.get(999)
+    with pytest.raises(ConfigError, match="unknown status"):
+        reg.list(status="done")
+
+
+def test_dead_process_run_is_settled(tmp_path):
+    reg = Registry()
+    run = tmp_path / "ghost"
+    run.mkdir()
+    reg.start(run, {"model": "x"})
+    # pretend the process that started it has gone away
+    with reg._connect() as con:
+        con.execute("UPDATE runs SET pid = ? WHERE path = ?", (2 ** 22 + 12345, str(run.resolve())))
+    reg.refresh()
+    assert reg.get(str(run))["status"] == "failed"  # no last.pt: nothing to resume
+
+
+def test_runs_cli_list_json_and_compare(tmp_path, data, capsys):
+    a = _train(tmp_path, data, "a", lr=0.01)
+    b = _train(tmp_path, data, "b", lr=0.05)
+    capsys.readouterr()
+    assert main(["runs", "--json", "--model", "lenet5_modern"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert {r["name"] for r in rows} == {"a", "b"} and all(r["status"] == "finished" for r in rows)
+    ids = {r["name"]: r["id"] for r in rows}
+
+    png = tmp_path / "curves.png"
+    assert main(["runs", "compare", str(ids["a"]), str(b.run_dir), "-o", str(png), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert "lr" in out["differing"] and "epochs" not in out["differing"]
+    assert png.read_bytes()[:4] == b"\x89PNG"
+    assert main(["runs", "compare", str(a.run_dir), str(b.run_dir)]) == 0
+    assert "lr" in capsys.readouterr().out
+    assert main(["runs", "--status", "nope"]) == 1
+    assert "unknown status" in capsys.readouterr().err
+
+
+_HAMMER = """
+import os, sys
+from cifarlab.registry import Registry
+db, worker, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+reg = Registry(db)
+for i in range(n):
+    path = os.path.join(os.path.dirname(db), f"w{worker}-{i}")
+    reg.start(path, {"model": "m", "i": i})
+    reg.finish(path, "finished", {"test_top1": i / n})
+"""
+
+
+def test_concurrent_writers_lose_nothing(tmp_path):
+    db = str(tmp_path / "runs.sqlite")
+    Registry(db)
+    # plain interpreters importing only the registry (no torch): four writers at once
+    procs = [subprocess.Popen([sys.executable, "-c", _HAMMER, db, str(w), "25"]) for w in range(4)]
+    assert [p.wait(timeout=120) for p in procs] == [0] * 4
+    rows = Registry(db).list()
+    assert len(rows) == 100 and len({r["id"] for r in rows}) == 100
+    assert all(r["status"] == "finished" for r in rows)
+    assert Registry(db)._query("PRAGMA journal_mode")[0]["journal_mode"] == "wal"
