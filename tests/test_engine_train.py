@@ -48,28 +48,39 @@ def test_every_loss_trains_and_reports_top1(tmp_path, tiny, loss):
     assert ("val_binary_acc" in rows[0]) == (loss == "bce")
 
 
-def test_schedules_follow_their_shape(tmp_path, tiny):
-    lrs = {}
-    for schedule in ["constant", "step", "cosine", "onecycle"]:
-        seen = []
+def _lrs(schedule, epochs=4, per_epoch=4, **kw):
+    """The lr of every step as the LRScheduler callback would set it (no training)."""
+    from cifarlab.engine import TrainConfig
+    from cifarlab.engine.optim import build_schedule
+    sched = build_schedule(TrainConfig.from_dict({"schedule": schedule, "epochs": epochs, "lr": 0.1, **kw}), per_epoch)
+    if sched.per_batch:
+        return np.array([sched.lr_at_step(s) for s in range(epochs * per_epoch)])
+    return np.repeat([sched.lr_at_epoch(e) for e in range(epochs)], per_epoch)
 
-        class Spy(Callback):
-            order = 15  # after the scheduler has set the lr for the batch
 
-            def before_batch(self, learn):
-                seen.append(learn.optimizer.param_groups[0]["lr"])
-
-        train(cfg(tmp_path, schedule=schedule, epochs=4, lr=0.1, milestones=[2, 3], gamma=0.1, warmup=0.25),
-              callbacks=[Spy()], data=tiny)
-        lrs[schedule] = np.array(seen)
-    per_epoch = 4  # 120 training images (160 - 40 val) in batches of 32
-    assert np.allclose(lrs["constant"], 0.1)
-    assert np.allclose(lrs["step"], np.repeat([0.1, 0.1, 0.01, 0.001], per_epoch))
-    assert lrs["cosine"][3] == pytest.approx(0.1) and lrs["cosine"][-1] < 0.02
-    assert np.all(np.diff(lrs["cosine"][4:]) < 0)
-    one = lrs["onecycle"]
+def test_schedules_follow_their_shape():
+    assert np.allclose(_lrs("constant"), 0.1)
+    assert np.allclose(_lrs("step", milestones=[2, 3], gamma=0.1), np.repeat([0.1, 0.1, 0.01, 0.001], 4))
+    cos = _lrs("cosine", warmup=0.25)
+    assert cos[3] == pytest.approx(0.1) and cos[-1] < 0.02 and np.all(np.diff(cos[4:]) < 0)
+    one = _lrs("onecycle", warmup=0.25)
     assert one[0] == pytest.approx(0.01) and one.max() == pytest.approx(0.1) and one[-1] < 0.01
     assert np.argmax(one) == 4  # the peak ends the warm-up quarter of 16 steps
+
+
+@pytest.mark.parametrize("schedule", ["step", "onecycle"])
+def test_the_loop_applies_the_schedule(tmp_path, tiny, schedule):
+    seen = []
+
+    class Spy(Callback):
+        order = 15  # after the scheduler has set the lr for the batch
+
+        def before_batch(self, learn):
+            seen.append(learn.optimizer.param_groups[0]["lr"])
+
+    kw = dict(milestones=[1], gamma=0.1, warmup=0.25)
+    train(cfg(tmp_path, schedule=schedule, epochs=2, lr=0.1, **kw), callbacks=[Spy()], data=tiny)
+    assert np.allclose(seen, _lrs(schedule, epochs=2, **kw))  # 120 images / 32 = 4 batches per epoch
 
 
 def test_plateau_reduces_like_keras():
@@ -143,9 +154,9 @@ class InputNoise(Callback):
         learn.x = learn.x + 0.1 * torch.randn_like(learn.x)
 
 
-@pytest.mark.parametrize("stop", [StopAfter(2), StopAfter(1, batch=3)], ids=["after-epoch-2", "mid-epoch-2"])
+@pytest.mark.parametrize("stop", [StopAfter(1), StopAfter(1, batch=3)], ids=["after-epoch-1", "mid-epoch-2"])
 def test_resume_is_bit_exact(tmp_path, tiny, stop):
-    base = cfg(tmp_path, epochs=4, augment="crop:4,flip", schedule="onecycle", lr=0.05)
+    base = cfg(tmp_path, epochs=3, augment="crop:4,flip", schedule="onecycle", lr=0.05)
     full = train({**base, "name": "full"}, callbacks=[InputNoise()], data=tiny)
     with pytest.raises(TrainingInterrupted) as info:
         train({**base, "name": "cut"}, callbacks=[InputNoise(), stop], data=tiny)
@@ -157,7 +168,7 @@ def test_resume_is_bit_exact(tmp_path, tiny, stop):
     for key in a["state_dict"]:
         assert torch.equal(a["state_dict"][key], b["state_dict"][key]), key
     assert [h["train_loss"] for h in a["metrics"]] == [h["train_loss"] for h in b["metrics"]]
-    assert len((run / "metrics.csv").read_text().splitlines()) == 1 + 4
+    assert len((run / "metrics.csv").read_text().splitlines()) == 1 + 3
     assert resumed.summary["test"]["top1"] == full.summary["test"]["top1"]
 
 
