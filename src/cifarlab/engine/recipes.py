@@ -50,11 +50,11 @@ register_recipe(
 register_recipe(
     "keras-inception",
     {
-        "optimizer": "adam", "lr": 1e-3, "weight_decay": 0.0, "loss": "bce",
+        "model": "inception_colab", "optimizer": "adam", "lr": 1e-3, "weight_decay": 0.0, "loss": "bce",
         "label_smoothing": 0.0, "schedule": "plateau", "batch_size": 256, "epochs": 100,
         "augment": "none", "val": 10000, "early_stop": True, "early_patience": 10,
         "select_metric": "val_loss",
     },
-    "the colab-inception-v1 settings: Adam 1e-3, BCE on one-hot, batch 256, ReduceLROnPlateau "
+    "the colab-inception-v1 notebook: inception_colab, Adam 1e-3, BCE on one-hot, batch 256, ReduceLROnPlateau "
     "(0.3, 4, 1e-4), EarlyStopping(val_loss, 10), best val_loss",
 )
