@@ -111,6 +111,8 @@ def _load_data(cfg: TrainConfig, data):
     from cifarlab.data import CifarData, load_cifar
     if not isinstance(data, CifarData):
         data = load_cifar(data or cfg.data, val=cfg.val, seed=cfg.seed, progress=cfg.progress)
+        if cfg.data is None and Path(data.info.source).exists():  # found via $CIFARLAB_DATA or the
+            cfg.data = str(Path(data.info.source).resolve())  # cache: record it for evaluate/resume
     if cfg.train_subset or cfg.test_subset:
         data = data.subset(train=cfg.train_subset, test=cfg.test_subset, seed=cfg.seed)
     if len(data.train) == 0:
@@ -141,7 +143,8 @@ def _build(cfg: TrainConfig, data, device: torch.device, run_dir: Path, extra) -
     meta = {"model": {"name": cfg.model, "kwargs": kwargs, "num_classes": data.num_classes},
             "config": cfg.to_dict(), "classes": list(data.classes),
             "normalize": {"mean": mean, "std": std, "grayscale": cfg.grayscale},
-            "data": {"source": data.info.source, "format": data.info.format, "train": len(data.train),
+            "data": {"source": data.info.source, "format": data.info.format, "checksum": data.info.checksum,
+                     "train": len(data.train),
                      "val": len(data.val), "test": len(data.test)}}
     fit_model = torch.compile(model) if cfg.compile else model
     learner = Learner(fit_model, build_loss(cfg.loss, data.num_classes, cfg.label_smoothing), optimizer,

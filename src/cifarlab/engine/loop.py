@@ -5,6 +5,12 @@ Events, in order: ``before_fit``; per epoch ``before_epoch``, per batch ``before
 ``after_epoch``; finally ``after_fit``. A callback reads and writes the ``Learner``
 (model, optimizer, loss, metrics, stop flag); the loop itself knows nothing of logging,
 checkpoints, schedules or guards.
+
+Extension points for later callbacks: ``before_validate``/``after_validate`` bracket every
+evaluation (an EMA callback swaps its averaged weights in and out there); ``before_fit``
+with ``learn.resumed`` False is the place for data-dependent init (e.g. whitening the first
+conv from ``learn.train_loader``); ``learn.is_main`` is False on DDP ranks > 0, where
+callbacks marked ``main_only`` (checkpoints, logs, plots) are skipped.
 """
 
 from __future__ import annotations
