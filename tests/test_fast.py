@@ -13,7 +13,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from cifarlab.data import build_augment, random_cifar
-from cifarlab.engine import fast, recipe_config, train, tta_views
+from cifarlab.engine import TrainConfig, fast, recipe_config, train, tta_views
 from cifarlab.engine.callbacks import Callback
 from cifarlab.engine.fast import (
     BiasLRScale, WeightAverage, WhiteningInit, patch_matrix, sgd_values, whitening_filters,
@@ -256,6 +256,8 @@ def test_fast_recipe_learns_on_cpu_and_applies_its_pieces(tmp_path):
     result = train(_quick(tmp_path), callbacks=[probe], data=data)
     assert result.summary["recipe"] == "fast"
     assert result.summary["test"]["top1"] > 0.5, result.summary["test"]  # chance is 0.1
+    if "tta" in TrainConfig.field_names():  # the engine evaluates the final test with the recipe's TTA
+        assert result.summary["test"]["tta"] == "flip-translate"
     # whitening: set from training patches, then frozen; its bias trains 3 epochs, then frozen
     cb = WhiteningInit()
     learn = SimpleNamespace(model=create_model("airnet_tiny"), resumed=False)
@@ -270,16 +272,19 @@ def test_fast_recipe_learns_on_cpu_and_applies_its_pieces(tmp_path):
 
 def test_fast_recipes_are_registered_with_their_settings():
     cfg = recipe_config("fast")
-    assert (cfg.model, cfg.epochs, cfg.batch_size, cfg.val, cfg.label_smoothing) == ("airnet94", 10, 1024, 0, 0.2)
-    assert math.isclose(cfg.lr, 1.5, rel_tol=1e-3) and cfg.channels_last and cfg.amp
+    assert (cfg.model, cfg.epochs, cfg.batch_size, cfg.val, cfg.label_smoothing) == ("airnet94", 10, 1000, 0, 0.2)
+    assert math.isclose(cfg.lr, 11.5 / (1 + 1 / 0.15) * 1000 / 1024) and cfg.channels_last and cfg.amp
+    assert 50_000 % cfg.batch_size == 0  # every batch the same shape (one compiled graph)
     assert fast.fast_settings(cfg).bias_lr_scale == 64.0
     assert recipe_config("fast-wide").model == "airnet95"
     assert fast.fast_settings(recipe_config("default")) is None
 
 
 def test_fast_recipe_learns_real_cifar_subset(real_data, tmp_path):
-    """airnet_tiny, 2k real training images, 3 epochs: well above the 10% of chance."""
-    cfg = _quick(tmp_path, epochs=3, batch_size=200, train_subset=2000, test_subset=1000,
-                 **sgd_values(11.5, 0.0153, 0.85, 200))
+    """airnet_tiny, 2k real training images, 3 epochs of batch 50: twice chance or better.
+
+    Budgeted real-data test: ~60 s on the shared 2-core machine (measured 29.2% there)."""
+    cfg = _quick(tmp_path, epochs=3, batch_size=50, train_subset=2000, test_subset=1000,
+                 **sgd_values(11.5, 0.0153, 0.85, 50))
     result = train(cfg, data=real_data)
-    assert result.summary["test"]["top1"] > 0.25, result.summary["test"]
+    assert result.summary["test"]["top1"] > 0.2, result.summary["test"]
