@@ -270,6 +270,22 @@ def test_fast_recipe_learns_on_cpu_and_applies_its_pieces(tmp_path):
     assert torch.equal(probe.biases[2], probe.biases[3])  # frozen from epoch 4 on
 
 
+def test_fast_recipe_resumes_bit_exactly(tmp_path):
+    """Ctrl-C after epoch 2 and --resume: the same weights as one uninterrupted run (the
+    whitening is not recomputed, the lookahead average restarts from the checkpoint)."""
+    from cifarlab.engine import StopAfter, TrainingInterrupted, resume
+    data = random_cifar(n_train=100, n_test=20, seed=3)
+    over = dict(epochs=3, batch_size=50, name="r", **sgd_values(11.5, 0.0153, 0.85, 50))
+    full = train(_quick(tmp_path / "a", **over), data=data)
+    with pytest.raises(TrainingInterrupted):
+        train(_quick(tmp_path / "b", **over), callbacks=[StopAfter(2)], data=data)
+    resumed = resume(tmp_path / "b" / "r", data=data, progress=False)
+    a, b = full.model.state_dict(), resumed.model.state_dict()
+    assert a.keys() == b.keys()
+    differ = [k for k in a if not torch.equal(a[k], b[k])]
+    assert not differ, differ[:5]
+
+
 def test_fast_recipes_are_registered_with_their_settings():
     cfg = recipe_config("fast")
     assert (cfg.model, cfg.epochs, cfg.batch_size, cfg.val, cfg.label_smoothing) == ("airnet94", 10, 1000, 0, 0.2)
