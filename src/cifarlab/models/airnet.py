@@ -100,19 +100,19 @@ def airnet94(num_classes=10, in_chans=3, act="gelu", widths=(64, 256, 256)):
     return AirNet(tuple(widths), 2, num_classes, in_chans, act)
 
 
-@register_model(reproduces="wider airnet in the style of airbench95 (widths 128/384/384)",
+@register_model(reproduces="modern wider airnet in the style of airbench95 (widths 128/384/384)",
                 notes="~4.6M params; trained by `cifarlab train --recipe fast-wide`", **_INFO)
 def airnet95(num_classes=10, in_chans=3, act="gelu", widths=(128, 384, 384)):
     return AirNet(tuple(widths), 2, num_classes, in_chans, act)
 
 
-@register_model(reproduces="wider and deeper airnet towards 96% (three convs per group)",
+@register_model(reproduces="modern wider and deeper airnet towards 96% (three convs per group)",
                 notes="~9.9M params; no recipe tuned for it yet (airbench96 also adds residuals and cutout)",
                 **_INFO)
 def airnet96(num_classes=10, in_chans=3, act="gelu", widths=(128, 384, 512)):
     return AirNet(tuple(widths), 3, num_classes, in_chans, act)
 
 
-@register_model(reproduces="a tiny airnet for tests and CPU smoke runs", **_INFO)
+@register_model(reproduces="modern airnet, tiny: for tests and CPU smoke runs", **_INFO)
 def airnet_tiny(num_classes=10, in_chans=3, act="gelu", widths=(16, 32, 32)):
     return AirNet(tuple(widths), 2, num_classes, in_chans, act)
