@@ -157,15 +157,22 @@ def factor_figure(spec: StudySpec, runs: list[PlannedRun], factor: str, path: Pa
             drawn = True
             for ax, metric in zip(axes, ("acc", "loss")):
                 _curve(ax, histories, metric, f"{factor}={_value_text(value)}")
-    for ax, metric in zip(axes, ("accuracy", "loss")):
-        ax.set_xlabel("epoch")
-        ax.set_title(f"validation {metric} by {factor}")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+    _finish_axes(axes, f" by {factor}")
     fig.tight_layout()
     _save(fig, path)
     plt.close(fig)
     return drawn
+
+
+def _finish_axes(axes, suffix: str) -> None:
+    from matplotlib.ticker import MaxNLocator
+    for ax, metric in zip(axes, ("accuracy", "loss")):
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
+        ax.set_title(f"validation {metric}{suffix}")
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
 
 
 def _curve(ax, histories: list[list[dict]], metric: str, label: str) -> None:
@@ -323,11 +330,7 @@ def compare_figure(run_dirs: list[Path], labels: list[str], path: str | Path) ->
         if history:
             for ax, metric in zip(axes, ("acc", "loss")):
                 _curve(ax, [history], metric, label)
-    for ax, metric in zip(axes, ("accuracy", "loss")):
-        ax.set_xlabel("epoch")
-        ax.set_title(f"validation {metric}")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+    _finish_axes(axes, "")
     fig.tight_layout()
     _save(fig, Path(path))
     plt.close(fig)
