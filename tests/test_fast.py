@@ -236,7 +236,10 @@ class _Probe(Callback):
     order = 99
 
     def __init__(self):
-        self.weights, self.biases = [], []
+        self.weights, self.biases, self.kinds = [], [], set()
+
+    def before_fit(self, learn):
+        self.kinds = {type(cb) for cb in learn.callbacks}
 
     def after_epoch(self, learn):
         layer = fast.find_whitening_layer(learn.model)
@@ -255,6 +258,7 @@ def test_fast_recipe_learns_on_cpu_and_applies_its_pieces(tmp_path):
     probe = _Probe()
     result = train(_quick(tmp_path), callbacks=[probe], data=data)
     assert result.summary["recipe"] == "fast"
+    assert {WhiteningInit, BiasLRScale, WeightAverage} <= probe.kinds  # added by the recipe alone
     assert result.summary["test"]["top1"] > 0.5, result.summary["test"]  # chance is 0.1
     if "tta" in TrainConfig.field_names():  # the engine evaluates the final test with the recipe's TTA
         assert result.summary["test"]["tta"] == "flip-translate"
