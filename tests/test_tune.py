@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -74,3 +75,22 @@ def test_missing_optuna_is_a_one_line_error(monkeypatch):
     monkeypatch.setitem(sys.modules, "optuna", None)
     with pytest.raises(CifarlabError, match=r"pip install 'cifarlab\[tune\]'"):
         tune_mod.create("sqlite:///x.db", "s")
+
+
+def test_tune_cli_writes_best_json(tmp_path, capsys):
+    import json
+
+    from cifarlab.cli import main
+    from cifarlab.data.synthetic import write_cifar10_python
+    data_dir = write_cifar10_python(tmp_path / "data", per_batch=20, n_test=20).path
+    out = tmp_path / "tune"
+    code = main(["tune", "--model", "lenet5_modern", "--trials", "2", "--out", str(out), "--space", "lr=log:1e-3:1e-1",
+                 "--set", f"data={data_dir}", "--set", "val=20", "--set", "epochs=1", "--set", "tensorboard=false",
+                 "--set", "plots=false", "--set", "augment=none"])
+    assert code == 0, capsys.readouterr().err
+    printed = json.loads(capsys.readouterr().out)
+    best = json.loads((out / "best.json").read_text())
+    assert printed == best and best["trials"] == 2 and (out / "optuna.db").exists()
+    assert Path(best["best"]["run_dir"]).parent == out / "trials"
+    assert main(["tune", "--model", "lenet5_modern", "--trials", "1", "--out", str(out), "--space", "lr=log:1:0.1"]) == 1
+    assert "cifarlab: error: --space 'lr=log:1:0.1': need low < high" in capsys.readouterr().err
