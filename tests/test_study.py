@@ -160,9 +160,25 @@ def test_cli_reduced_reference_preset_reports_reduction_and_reference_numbers(tm
     report = (out / "report.md").read_text()
     assert "REDUCED study" in report and "train_subset=60" in report and "epoch_scale=0.1" in report
     assert "reference (Keras, one seed, test set used as validation)" in report
+    assert "Changed from the reference preset: model=lenet5_modern" in report
     assert "0.7893" in report  # the §6 lr table's train acc at 1e-3, beside ours
     lr = list(csv.DictReader((out / "tables" / "lr.csv").open()))
     assert [r["lr"] for r in lr] == ["0.001", "0.003"] and all(r["n"] == "1" for r in lr)
     assert sorted(p.name for p in (out / "runs").iterdir()) == ["base-s0", "lr=0.003-s0"]
     assert main(["study", "--preset", "reference", "--only", "lr,speed"]) == 1
     assert "--only speed: not a factor" in capsys.readouterr().err
+
+
+def test_a_diverging_run_is_recorded_and_the_study_goes_on(tmp_path, data):
+    spec = build_spec(model="lenet5_modern", vary=["lr=1e4,1e-2"],
+                      sets={**TINY, "epochs": 1, "optimizer": "sgd", "schedule": "constant"})
+    states = {}
+    run_study(spec, tmp_path / "s", data=data, on_run=lambda i, n, run, state: states.update({run.name: state}))
+    assert states == {"lr=10000-s0": "diverged", "base-s0": "start"}
+    assert "loss" in json.loads((tmp_path / "s" / "runs" / "lr=10000-s0" / "diverged.json").read_text())["error"]
+    rows = list(csv.DictReader((tmp_path / "s" / "tables" / "lr.csv").open()))
+    assert [(r["lr"], r["n"], r["diverged"]) for r in rows] == [("10000", "0", "1"), ("0.01", "1", "0")]
+    assert "0 (+1 diverged)" in (tmp_path / "s" / "report.md").read_text()
+    again = {}
+    run_study(spec, tmp_path / "s", data=data, on_run=lambda i, n, run, state: again.update({run.name: state}))
+    assert set(again.values()) == {"skip"}

@@ -104,11 +104,8 @@ def run_study_cmd(args) -> int:
     out = args.out or f"studies/{spec.name}"
 
     def note(i: int, n: int, run, state: str) -> None:
-        if state == "skip":
-            console.print(f"[{i + 1}/{n}] {run.name}: already finished", highlight=False)
-        else:
-            console.print(f"[{i + 1}/{n}] {run.name}: {'resumed' if state == 'resume' else 'trained'}",
-                          highlight=False)
+        said = {"skip": "already done", "resume": "resumed", "start": "trained", "diverged": "DIVERGED (recorded)"}
+        console.print(f"[{i + 1}/{n}] {run.name}: {said.get(state, state)}", highlight=False)
     try:
         result = run_study(spec, out, progress=not args.quiet, on_run=note)
     except KeyboardInterrupt:

@@ -17,7 +17,7 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from cifarlab.studies.study import PlannedRun, StudySpec, cell_value_key, load_spec, plan
+from cifarlab.studies.study import DIVERGED, PlannedRun, StudySpec, cell_value_key, load_spec, plan
 
 # column -> (header, how it is read from a run)
 METRICS = {
@@ -59,12 +59,15 @@ def _mean_std(xs: list[float]) -> tuple[float | None, float | None]:
 
 
 # ---------------------------------------------------------------- tables
-def factor_rows(spec: StudySpec, runs: list[PlannedRun], records: dict[str, dict], factor: str) -> list[dict]:
-    """One row per value of ``factor`` (grid: per combination): n finished seeds, mean and std."""
+def factor_rows(out: Path, spec: StudySpec, runs: list[PlannedRun], records: dict[str, dict],
+                factor: str) -> list[dict]:
+    """One row per value of ``factor`` (grid: per combination): finished and diverged seeds, mean, std."""
     rows = []
     for value in _cells(spec, factor):
-        done = [records[r.name] for r in runs if _serves(r, factor, value) and records.get(r.name)]
-        row: dict[str, Any] = {"value": value, "n": len(done)}
+        serving = [r for r in runs if _serves(r, factor, value)]
+        done = [records[r.name] for r in serving if records.get(r.name)]
+        diverged = sum(1 for r in serving if (out / "runs" / r.name / DIVERGED).exists())
+        row: dict[str, Any] = {"value": value, "n": len(done), "diverged": diverged}
         for key in METRICS:
             row[f"{key}_mean"], row[f"{key}_std"] = _mean_std([d["values"][key] for d in done])
         rows.append(row)
@@ -102,11 +105,11 @@ def _value_text(value: Any) -> str:
 
 def rows_to_csv(factor: str, rows: list[dict]) -> str:
     buf = io.StringIO()
-    cols = [factor, "n"] + [f"{k}_{s}" for k in METRICS for s in ("mean", "std")]
+    cols = [factor, "n", "diverged"] + [f"{k}_{s}" for k in METRICS for s in ("mean", "std")]
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(cols)
     for r in rows:
-        writer.writerow([_value_text(r["value"]), r["n"]] + [_num(r[c]) for c in cols[2:]])
+        writer.writerow([_value_text(r["value"]), r["n"], r["diverged"]] + [_num(r[c]) for c in cols[3:]])
     return buf.getvalue()
 
 
@@ -122,7 +125,7 @@ def _pm(mean: float | None, std: float | None, digits: int = 4) -> str:
 
 def table_cells(factor: str, rows: list[dict]) -> tuple[list[str], list[list[str]]]:
     head = [factor, "seeds"] + list(METRICS.values())
-    body = [[_value_text(r["value"]), str(r["n"])]
+    body = [[_value_text(r["value"]), str(r["n"]) + (f" (+{r['diverged']} diverged)" if r["diverged"] else "")]
             + [_pm(r[f"{k}_mean"], r[f"{k}_std"], 1 if k == "time_s" else 4) for k in METRICS] for r in rows]
     return head, body
 
@@ -220,7 +223,7 @@ def write_report(out: str | Path) -> Path:
 
 
 def _factor_blocks(out: Path, spec, runs, records, factor: str, can_plot: bool) -> list:
-    rows = factor_rows(spec, runs, records, factor)
+    rows = factor_rows(out, spec, runs, records, factor)
     _write_text(out / "tables" / f"{factor}.csv", rows_to_csv(factor, rows))
     head, body = table_cells(factor, rows)
     _write_text(out / "tables" / f"{factor}.md", _md_table(head, body))
@@ -246,6 +249,13 @@ def _header_blocks(spec: StudySpec, runs: list[PlannedRun], records: dict) -> li
     base = ", ".join(f"{k}={v}" for k, v in spec.base.items()
                      if defaults.get(k) != v and k not in ("runs_dir", "name", "progress"))
     blocks: list = [("h1", f"Study {spec.name}")]
+    if spec.preset:
+        from cifarlab.studies.presets import get_preset
+        preset = TrainConfig.from_dict(get_preset(spec.preset)["base"]).to_dict()
+        quiet = ("runs_dir", "name", "progress", "plots", "tensorboard", "data", "device")
+        changed = ", ".join(f"{k}={v}" for k, v in spec.base.items() if preset.get(k) != v and k not in quiet)
+        if changed:
+            blocks.append(("p", f"Changed from the {spec.preset} preset: {changed}."))
     if spec.reduced:
         shrink = ", ".join(f"{k}={v}" for k, v in spec.reduced.items())
         blocks.append(("p", f"**REDUCED study** ({shrink}): numbers are not comparable with full-length runs."))

@@ -8,7 +8,8 @@ A study folder holds ``study.json`` (the spec), ``runs/<point>-s<seed>/`` (ordin
 folders) and, once done, ``tables/``, ``figures/`` and ``report.md``/``report.html``.
 Running the same spec into the same folder again skips finished runs (those with
 summary.json), resumes a half-finished one from its last.pt (engine ``resume``, exact), and
-restarts one that stopped before its first epoch ended.
+restarts one that stopped before its first epoch ended. A run whose loss diverges is a
+result (written as diverged.json, counted in the tables), not a reason to stop the study.
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ from cifarlab.errors import ConfigError
 _NOT_IDENTITY = ("runs_dir", "name", "progress", "plots", "tensorboard", "device")
 # fields that are not meaningful factors (output, bookkeeping, or a dict set through `act`)
 _NOT_FACTORS = ("model_kwargs", "runs_dir", "name", "progress", "recipe", "tensorboard", "plots")
+# written in a run folder whose loss diverged: the run counts as done (rerunning repeats it)
+DIVERGED = "diverged.json"
 # factors that change the loaded data itself: the study cannot share one copy across runs
 _DATA_FACTORS = ("data", "val")
 
@@ -278,7 +281,8 @@ def run_study(spec: StudySpec, out: str | Path, *, data=None, callbacks: Iterabl
     """Train every planned run not finished yet, then write tables, figures and the report.
 
     ``data``: a CifarData shared by all runs (default: loaded once from the base config).
-    ``on_run(i, n, run, state)`` is told "skip", "start", "resume" or "done" for each run.
+    ``on_run(i, n, run, state)`` is told "skip", "start", "resume" or "diverged" for each run;
+    a diverged run is recorded (diverged.json) and the study goes on.
     """
     from cifarlab import registry
     out = open_study(out, spec)
@@ -301,18 +305,23 @@ def run_study(spec: StudySpec, out: str | Path, *, data=None, callbacks: Iterabl
 def _run_one(run: PlannedRun, out: Path, data, callbacks: list, progress: bool) -> str:
     from cifarlab import registry
     from cifarlab.engine import resume, train
+    from cifarlab.engine.runs import write_json
+    from cifarlab.errors import TrainingDiverged
     run_dir = out / "runs" / run.name
-    if (run_dir / "summary.json").exists():
+    if (run_dir / "summary.json").exists() or (run_dir / DIVERGED).exists():
         return "skip"
-    if (run_dir / "last.pt").exists():
-        resume(run_dir, callbacks=callbacks, data=data, progress=progress)
-        state = "resume"
-    else:
-        if run_dir.exists():  # stopped before its first epoch ended: nothing worth keeping
-            shutil.rmtree(run_dir)
-        config = {**run.config, "runs_dir": str(out / "runs"), "name": run.name, "progress": progress}
-        train(config, callbacks=callbacks, data=data)
-        state = "start"
+    state = "resume" if (run_dir / "last.pt").exists() else "start"
+    try:
+        if state == "resume":
+            resume(run_dir, callbacks=callbacks, data=data, progress=progress)
+        else:
+            if run_dir.exists():  # stopped before its first epoch ended: nothing worth keeping
+                shutil.rmtree(run_dir)
+            config = {**run.config, "runs_dir": str(out / "runs"), "name": run.name, "progress": progress}
+            train(config, callbacks=callbacks, data=data)
+    except TrainingDiverged as exc:  # a result of the study (lr too high), not a reason to stop it
+        write_json(run_dir / DIVERGED, {"error": str(exc)})
+        return "diverged"
     registry.Registry().sync(run_dir)
     return state
 
