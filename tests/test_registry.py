@@ -12,7 +12,7 @@ from cifarlab import registry
 from cifarlab.cli import main
 from cifarlab.data import random_cifar
 from cifarlab.engine import Callback, TrainingInterrupted, train
-from cifarlab.engine.api import DEFAULT_CALLBACKS
+from cifarlab.engine import api
 from cifarlab.errors import ConfigError
 from cifarlab.registry import Registry
 
@@ -47,7 +47,7 @@ def _train(tmp_path, data, name, callbacks=(), **kw):
 def test_default_path_follows_cifarlab_home(tmp_path, monkeypatch):
     monkeypatch.setenv("CIFARLAB_HOME", str(tmp_path / "home"))
     assert registry.default_path() == tmp_path / "home" / "runs.sqlite"
-    assert registry.registry_callback in DEFAULT_CALLBACKS
+    assert registry.registry_callback in api.DEFAULT_CALLBACKS
 
 
 def test_statuses_metrics_filters(tmp_path, data):
