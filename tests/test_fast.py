@@ -179,6 +179,12 @@ def test_ema_is_swapped_in_for_evaluation_and_survives_resume():
         assert torch.allclose(c.avg[0], torch.tensor([[3.5]]))
 
 
+def test_fast_settings_reject_an_unknown_average():
+    from cifarlab.errors import ConfigError
+    with pytest.raises(ConfigError, match="average='swa'"):
+        fast.FastSettings(average="swa")
+
+
 def test_average_covers_bn_running_stats():
     net = nn.Sequential(nn.Conv2d(3, 2, 1), nn.BatchNorm2d(2))
     tensors = fast._float_state(net)

@@ -28,6 +28,7 @@ from cifarlab.engine.callbacks import ORDER_SAVE, ORDER_SCHEDULE, Callback
 from cifarlab.engine.checkpoint import unwrap
 from cifarlab.engine.config import TrainConfig
 from cifarlab.engine.recipes import register_recipe
+from cifarlab.errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,13 @@ class FastSettings:
     average_every: int = 5  # optimizer steps between two averaging updates
     average_power: float = 3.0  # decay ramps up as progress**power: almost no averaging early on
     tta: str = "flip-translate"  # test-time views for the final evaluation (engine.evaluate.TTA_MODES)
+
+    def __post_init__(self) -> None:
+        if self.average not in ("lookahead", "ema"):
+            raise ConfigError(f"average={self.average!r} must be lookahead or ema")
+        if self.average_every < 1 or not 0 <= self.average_decay <= 1:
+            raise ConfigError(f"average_every={self.average_every} must be >= 1 and "
+                              f"average_decay={self.average_decay} in [0, 1]")
 
 
 FAST_SETTINGS: dict[str, FastSettings] = {}
