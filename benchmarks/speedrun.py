@@ -14,7 +14,8 @@ What "train" time is (CUDA events, synchronized once at the end of each run, on 
 ``time.perf_counter`` on CPU): the sum over epochs of first batch -> last batch of the
 epoch (the loop synchronizes there), data already resident on the device. It includes
 on-device normalization and augmentation and every per-batch callback; it excludes the
-whitening initialisation (reported separately as "whiten"), per-epoch checkpoint writes,
+whitening initialisation (reported separately as "whiten": all before_fit work, which is
+the whitening plus negligible callback set-up), per-epoch checkpoint writes,
 the final test evaluation and run-folder I/O (all inside "wall", the whole ``train()``
 call). With ``--compile`` (default on CUDA) an untimed warm-up run compiles first; the
 timed runs then reuse the compiled graphs, so compilation is NOT in the train time.
