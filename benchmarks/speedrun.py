@@ -17,8 +17,10 @@ on-device normalization and augmentation and every per-batch callback; it exclud
 whitening initialisation (reported separately as "whiten": all before_fit work, which is
 the whitening plus negligible callback set-up), per-epoch checkpoint writes,
 the final test evaluation and run-folder I/O (all inside "wall", the whole ``train()``
-call). With ``--compile`` (default on CUDA) an untimed warm-up run compiles first; the
-timed runs then reuse the compiled graphs, so compilation is NOT in the train time.
+call). With ``--compile`` (default on CUDA) an untimed warm-up run compiles first and the
+timed runs are meant to reuse its graphs, so that compilation is not in the train time. Each
+run builds a fresh model, so this is unverified on GPU: if dynamo recompiles per run
+(``TORCH_LOGS=recompiles``), the timed runs include it and show it as a slow first epoch.
 Goals on an H100: ``fast`` >= 93.0% mean over 10 runs with median train time <= 3.0 s;
 ``fast-wide`` >= 95.0%.
 """
