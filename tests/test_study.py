@@ -182,3 +182,18 @@ def test_a_diverging_run_is_recorded_and_the_study_goes_on(tmp_path, data):
     again = {}
     run_study(spec, tmp_path / "s", data=data, on_run=lambda i, n, run, state: again.update({run.name: state}))
     assert set(again.values()) == {"skip"}
+
+
+def test_grid_study_has_one_row_per_combination(tmp_path, data):
+    spec = build_spec(model="lenet5_modern", vary=["lr=1e-3,1e-2", "act=relu,tanh"], sets={**TINY, "epochs": 1},
+                      grid=True)
+    run_study(spec, tmp_path / "g", data=data)
+    rows = list(csv.DictReader((tmp_path / "g" / "tables" / "grid.csv").open()))
+    assert [(r["lr"], r["act"]) for r in rows] == [("0.001", "relu"), ("0.001", "tanh"), ("0.01", "relu"),
+                                                  ("0.01", "tanh")]
+    # lr=0.01 is the base lr and relu the model's default act: that corner is the base run
+    folders = {"0.01/relu": "base-s0", "0.001/tanh": "act=tanh,lr=0.001-s0"}
+    for key, folder in folders.items():
+        row = next(r for r in rows if f"{r['lr']}/{r['act']}" == key)
+        assert float(row["test_acc_mean"]) == pytest.approx(_run_values(tmp_path / "g" / "runs" / folder)["test_acc"])
+    assert "## grid (lr / act)" in (tmp_path / "g" / "report.md").read_text()

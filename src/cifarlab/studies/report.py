@@ -103,13 +103,15 @@ def _value_text(value: Any) -> str:
     return cell_value_key(value)
 
 
-def rows_to_csv(factor: str, rows: list[dict]) -> str:
+def rows_to_csv(names: list[str], rows: list[dict]) -> str:
+    """One column per factor (several for a grid), then n, diverged and each metric's mean and std."""
     buf = io.StringIO()
-    cols = [factor, "n", "diverged"] + [f"{k}_{s}" for k in METRICS for s in ("mean", "std")]
+    stats = [f"{k}_{s}" for k in METRICS for s in ("mean", "std")]
     writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(cols)
+    writer.writerow([*names, "n", "diverged", *stats])
     for r in rows:
-        writer.writerow([_value_text(r["value"]), r["n"], r["diverged"]] + [_num(r[c]) for c in cols[3:]])
+        values = r["value"] if isinstance(r["value"], tuple) else (r["value"],)
+        writer.writerow([*map(cell_value_key, values), r["n"], r["diverged"]] + [_num(r[c]) for c in stats])
     return buf.getvalue()
 
 
@@ -123,8 +125,8 @@ def _pm(mean: float | None, std: float | None, digits: int = 4) -> str:
     return f"{mean:.{digits}f}" + (f" ± {std:.{digits}f}" if std is not None else "")
 
 
-def table_cells(factor: str, rows: list[dict]) -> tuple[list[str], list[list[str]]]:
-    head = [factor, "seeds"] + list(METRICS.values())
+def table_cells(names: list[str], rows: list[dict]) -> tuple[list[str], list[list[str]]]:
+    head = [" / ".join(names), "seeds"] + list(METRICS.values())
     body = [[_value_text(r["value"]), str(r["n"]) + (f" (+{r['diverged']} diverged)" if r["diverged"] else "")]
             + [_pm(r[f"{k}_mean"], r[f"{k}_std"], 1 if k == "time_s" else 4) for k in METRICS] for r in rows]
     return head, body
@@ -224,10 +226,11 @@ def write_report(out: str | Path) -> Path:
 
 def _factor_blocks(out: Path, spec, runs, records, factor: str, can_plot: bool) -> list:
     rows = factor_rows(out, spec, runs, records, factor)
-    _write_text(out / "tables" / f"{factor}.csv", rows_to_csv(factor, rows))
-    head, body = table_cells(factor, rows)
+    names = [f for f, _ in spec.factors] if factor == "grid" else [factor]
+    _write_text(out / "tables" / f"{factor}.csv", rows_to_csv(names, rows))
+    head, body = table_cells(names, rows)
     _write_text(out / "tables" / f"{factor}.md", _md_table(head, body))
-    title = "grid (" + " / ".join(f for f, _ in spec.factors) + ")" if factor == "grid" else factor
+    title = "grid (" + " / ".join(names) + ")" if factor == "grid" else factor
     blocks: list = [("h2", title), ("table", head, body),
                     ("p", f"CSV: [tables/{factor}.csv](tables/{factor}.csv)")]
     if can_plot and factor_figure(spec, runs, factor, out / "figures" / f"{factor}.png"):
@@ -267,8 +270,9 @@ def _header_blocks(spec: StudySpec, runs: list[PlannedRun], records: dict) -> li
         ("p", f"Base (differences from the defaults): {base or 'defaults'}."),
         ("p", "Columns: train/val = last epoch (as the reference reported); best val acc and test = "
               "the checkpoint with the best validation accuracy; time = training seconds; mean ± "
-              "sample std over seeds. The validation split is carved from the training set; the "
-              "test set is evaluated once per run and never used for selection."),
+              "sample std over seeds. The validation split is carved from the training set (the "
+              "same images for every run: the base seed chooses them); the test set is evaluated "
+              "once per run and never used for selection."),
     ]
     env = next((rec["summary"].get("hardware") for rec in records.values()), None)
     if env:

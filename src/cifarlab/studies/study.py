@@ -129,6 +129,8 @@ def build_spec(*, model: str | None = None, vary: Iterable[str] = (), base_file:
         raise ConfigError("a study needs at least one factor: --vary NAME=v1,v2 (or --preset reference)")
     if epoch_scale:
         factors = [[f, _scaled_epochs(v, epoch_scale) if f == "epochs" else v] for f, v in factors]
+    if any(f == "act" for f, _ in factors):
+        _explicit_act(base)
     if seeds < 1:
         raise ConfigError(f"--seeds {seeds} must be at least 1")
     return StudySpec(name=name or _default_name(base, preset, factors), base=base, factors=factors,
@@ -149,6 +151,14 @@ def _shrink(cfg, train_subset, test_subset, epoch_scale) -> dict:
         reduced["epoch_scale"] = epoch_scale
         cfg.override({"epochs": max(1, round(cfg.epochs * epoch_scale))})
     return reduced
+
+
+def _explicit_act(base: dict) -> None:
+    """Write the model's default activation into the base, so act=<default> is seen as the base."""
+    from cifarlab.models import model_info
+    default = model_info(base["model"]).default_kwargs.get("act")
+    if default is not None:
+        base["model_kwargs"] = {"act": default, **base["model_kwargs"]}
 
 
 def _scaled_epochs(values: list, scale: float) -> list:
