@@ -92,3 +92,15 @@ def test_sigint_to_a_real_process_exits_130_without_traceback(data_dir, tmp_path
     from cifarlab.engine import load_model
     model, meta = load_model(runs / "c" / "last.pt")
     assert meta["epoch"] >= 1
+
+
+def test_data_found_via_env_is_recorded_for_evaluate(data_dir, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("CIFARLAB_DATA", str(data_dir))
+    runs = tmp_path / "runs"
+    assert main(["train", "--epochs", "1", "--runs-dir", str(runs), "--name", "env", *FAST]) == 0
+    recorded = json.loads((runs / "env" / "config.json").read_text())["data"]
+    assert recorded and Path(recorded).exists()
+    monkeypatch.delenv("CIFARLAB_DATA")
+    capsys.readouterr()
+    assert main(["evaluate", str(runs / "env"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["n"] == 40
