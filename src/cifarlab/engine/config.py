@@ -29,7 +29,7 @@ class TrainConfig:
     model: str = "resnet20"  # registry name (cifarlab models); "default" means this default
     model_kwargs: dict = field(default_factory=dict)  # passed to create_model, e.g. {"act": "gelu"}
     # --- run length and reproducibility ---
-    epochs: int = 20  # full passes over the training split (~1 h 10 min for resnet20 on 2 CPU cores)
+    epochs: int = 20  # full passes over the training split (~35 min for resnet20 on 2 idle CPU cores)
     batch_size: int = 128  # images per optimizer step
     seed: int = 0  # seeds model init, the val split, shuffling and augmentation
     # --- optimizer ---
