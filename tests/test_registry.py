@@ -25,11 +25,6 @@ def data():
     return random_cifar(n_train=48, n_test=24, val=24, seed=2)
 
 
-@pytest.fixture(autouse=True)
-def _installed():
-    registry.install()  # what the engine import will do once engine/api.py registers it
-    yield
-
 
 class Boom(Callback):
     def __init__(self, exc: BaseException):

@@ -26,6 +26,16 @@ class ConfigError(CifarlabError, ValueError):
     """A configuration value that is unknown or out of range."""
 
 
+class TrainingInterrupted(CifarlabError):
+    """Ctrl-C during training; last.pt holds the last finished epoch."""
+
+    exit_code = 130
+
+    def __init__(self, message: str, run_dir=None, epoch: int = 0):
+        super().__init__(message)
+        self.run_dir, self.epoch = run_dir, epoch
+
+
 class TrainingDiverged(CifarlabError):
     """The loss became non-finite or exploded."""
 

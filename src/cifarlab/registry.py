@@ -3,8 +3,8 @@
 ``$CIFARLAB_HOME/runs.sqlite`` (``~/.cache/cifarlab`` when unset) holds one row per run
 folder: id, name, path, model, status, times, the resolved config, final metrics and the
 study it belongs to. Rows are written by ``RegistryCallback``, which the engine adds to
-every run through ``DEFAULT_CALLBACKS`` (``install()``; importing this module stays cheap:
-no torch, so ``cifarlab runs`` starts fast).
+every run through ``DEFAULT_CALLBACKS`` in ``cifarlab.engine.api``; importing this module
+stays cheap (no torch), so ``cifarlab runs`` starts fast.
 
 Several processes (study workers, Optuna workers, a ``cifarlab train`` in another shell)
 write at once, so the database runs in WAL mode with a busy timeout, and every write is
@@ -13,7 +13,6 @@ retried on ``database is locked``.
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import contextvars
 import json
@@ -203,12 +202,11 @@ def _history_metrics(history: list[dict]) -> dict:
 
 
 class RegistryCallback:
-    """Records one run: running at before_fit, then finished / failed / interrupted.
+    """Records one run: running at before_fit, then finished / failed / interrupted, and the
+    test metrics once summary.json is written (the engine's after_report event).
 
-    The engine has no event for a fit that raises, so before_fit wraps the learner's epoch
-    step to see the exception (and re-raise it) — KeyboardInterrupt means interrupted,
-    anything else failed. Test metrics arrive with summary.json, after the fit: they are
-    filled in by ``sync`` (the study runner, at process exit, or ``cifarlab runs``).
+    Duck-typed rather than a ``Callback`` subclass so that this module imports only the
+    standard library (the engine imports it, not the other way round).
     """
 
     order = 5  # before the guards, so before_fit registers before anything can fail
@@ -220,24 +218,21 @@ class RegistryCallback:
 
     def before_fit(self, learn) -> None:
         self.registry.start(self.run_dir, self.config, self.study)
-        _STARTED.add((str(self.registry.path), str(self.run_dir)))
-        inner = learn._one_epoch
 
-        def guarded_epoch() -> None:
-            try:
-                inner()
-            except KeyboardInterrupt:
-                self.registry.finish(self.run_dir, "interrupted", _history_metrics(learn.history),
-                                     error=f"interrupted after epoch {learn.epoch}")
-                raise
-            except Exception as exc:
-                self.registry.finish(self.run_dir, "failed", _history_metrics(learn.history),
-                                     error=f"{type(exc).__name__}: {exc}")
-                raise
-        learn._one_epoch = guarded_epoch
+    def after_fit_failed(self, learn) -> None:
+        exc = learn.error
+        if isinstance(exc, KeyboardInterrupt):
+            self.registry.finish(self.run_dir, "interrupted", _history_metrics(learn.history),
+                                 error=f"interrupted after epoch {learn.epoch}")
+        else:
+            self.registry.finish(self.run_dir, "failed", _history_metrics(learn.history),
+                                 error=f"{type(exc).__name__}: {exc}")
 
     def after_fit(self, learn) -> None:
         self.registry.finish(self.run_dir, "finished", _history_metrics(learn.history))
+
+    def after_report(self, learn) -> None:
+        self.registry.finish(self.run_dir, "finished", summary_metrics(learn.summary))
 
     def __getattr__(self, name: str):
         if name.startswith(("before_", "after_")):  # every other loop event: nothing to do
@@ -263,25 +258,6 @@ def registry_callback(config, run_dir: Path) -> RegistryCallback | None:
     if os.environ.get("CIFARLAB_REGISTRY", "1") == "0":
         return None
     return RegistryCallback(run_dir, config.to_dict(), _CURRENT_STUDY.get())
-
-
-def install() -> None:
-    """Append the factory to the engine's DEFAULT_CALLBACKS once."""
-    from cifarlab.engine.api import DEFAULT_CALLBACKS
-    if registry_callback not in DEFAULT_CALLBACKS:
-        DEFAULT_CALLBACKS.append(registry_callback)
-
-
-# (database, run folder) of runs this process started: settled at exit, so that the row of a
-# `cifarlab train` run gets its test metrics from summary.json, written after the fit
-_STARTED: set[tuple[str, str]] = set()
-
-
-@atexit.register
-def _settle_at_exit() -> None:
-    for db, run_dir in _STARTED:
-        with contextlib.suppress(Exception):  # never turn a clean exit into a traceback
-            Registry(db).sync(run_dir)
 
 
 # ---------------------------------------------------------------- helpers

@@ -26,21 +26,13 @@ from cifarlab.engine.loop import Learner
 from cifarlab.engine.losses import build_loss
 from cifarlab.engine.optim import build_optimizer, build_schedule
 from cifarlab.engine.runs import new_run_dir, write_json
-from cifarlab.errors import CifarlabError, ConfigError
+from cifarlab.errors import CifarlabError, ConfigError, TrainingInterrupted
+from cifarlab.registry import registry_callback
 
 # factories called with (config, run_dir) that may return a callback to add to every run;
 # later issues append to this (e.g. the SQLite run registry) instead of editing train()
-DEFAULT_CALLBACKS: list[Callable[[TrainConfig, Path], cbs.Callback | None]] = []
-
-
-class TrainingInterrupted(CifarlabError):
-    """Ctrl-C during training; last.pt holds the last finished epoch."""
-
-    exit_code = 130
-
-    def __init__(self, message: str, run_dir: Path, epoch: int):
-        super().__init__(message)
-        self.run_dir, self.epoch = run_dir, epoch
+# the SQLite run registry is the first: every run, from any command, is recorded
+DEFAULT_CALLBACKS: list[Callable[[TrainConfig, Path], cbs.Callback | None]] = [registry_callback]
 
 
 @dataclass
@@ -200,6 +192,8 @@ def _fit_and_report(learner: Learner, cfg: TrainConfig, data, run_dir: Path) -> 
     fit_seconds = time.perf_counter() - start
     summary = _test_and_summarize(learner, cfg, data, run_dir, hw, fit_seconds)
     write_json(run_dir / "summary.json", summary)
+    learner.summary = summary
+    learner.event("after_report")
     if cfg.progress:
         _say(_summary_line(summary))
     return RunResult(run_dir, summary, unwrap(learner.model))

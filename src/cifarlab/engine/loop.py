@@ -105,9 +105,14 @@ class Learner:
 
     # ------------------------------------------------------------ the loop
     def fit(self) -> None:
-        self.event("before_fit")
-        while self.epoch < self.epochs and not self.stop:
-            self._one_epoch()
+        try:
+            self.event("before_fit")
+            while self.epoch < self.epochs and not self.stop:
+                self._one_epoch()
+        except BaseException as exc:  # Ctrl-C too: recorders must learn how the fit ended
+            self.error = exc
+            self.event("after_fit_failed")
+            raise
         self.event("after_fit")
 
     def _one_epoch(self) -> None:

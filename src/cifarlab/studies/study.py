@@ -298,7 +298,6 @@ def run_study(spec: StudySpec, out: str | Path, *, data=None, callbacks: Iterabl
     out = open_study(out, spec)
     runs = plan(spec)
     result = StudyResult(out, spec, runs)
-    registry.install()
     data = data if data is not None else _shared_data(spec)
     note = on_run or (lambda *a: None)
     with registry.study_context(spec.name):
@@ -332,7 +331,6 @@ def _run_one(run: PlannedRun, out: Path, data, callbacks: list, progress: bool) 
     except TrainingDiverged as exc:  # a result of the study (lr too high), not a reason to stop it
         write_json(run_dir / DIVERGED, {"error": str(exc)})
         return "diverged"
-    registry.Registry().sync(run_dir)
     return state
 
 

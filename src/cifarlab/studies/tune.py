@@ -132,7 +132,6 @@ def run_worker(storage: str, study_name: str, n_trials: int, base: dict, space: 
     from cifarlab import registry
     from cifarlab.engine import train
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    registry.install()
     params = parse_space(space, base)
     if data is None:  # one copy per worker, not one load per trial
         from cifarlab.data import load_cifar
@@ -146,7 +145,6 @@ def run_worker(storage: str, study_name: str, n_trials: int, base: dict, space: 
         pruning = OptunaPruning(trial)
         with registry.study_context(f"tune:{study_name}"):
             result = train(config, callbacks=[pruning], data=data)
-        registry.Registry().sync(result.run_dir)
         trial.set_user_attr("run_dir", str(result.run_dir))
         if pruning.pruned:
             raise optuna.TrialPruned()
