@@ -25,6 +25,7 @@ from cifarlab.engine.hardware import describe, hardware_info, pick_device
 from cifarlab.engine.loop import Learner
 from cifarlab.engine.losses import build_loss
 from cifarlab.engine.optim import build_optimizer, build_schedule
+from cifarlab.engine.recipes import load_recipe_modules
 from cifarlab.engine.runs import new_run_dir, write_json
 from cifarlab.errors import CifarlabError, ConfigError, TrainingInterrupted
 from cifarlab.registry import registry_callback
@@ -148,6 +149,7 @@ def _build(cfg: TrainConfig, data, device: torch.device, run_dir: Path, extra) -
 
 
 def _standard_callbacks(cfg: TrainConfig, run_dir: Path, device: torch.device) -> list[cbs.Callback]:
+    load_recipe_modules()  # a resumed `fast` run needs the recipe's callbacks registered
     out: list[cbs.Callback] = [
         cbs.LRScheduler(cfg.plateau_monitor),
         cbs.DivergenceGuard(cfg.diverge_factor, optimizer=cfg.optimizer,
@@ -219,7 +221,7 @@ def _test_and_summarize(learner: Learner, cfg, data, run_dir: Path, hw: dict, se
     if len(data.test):
         loader = DeviceLoader(data.test, 500, learner.device, norm["mean"], norm["std"], shuffle=False,
                               grayscale=norm["grayscale"], channels_last=cfg.channels_last)
-        test = evaluate_model(model, loader, data.classes, learner.device, cfg.loss, amp=learner.amp)
+        test = evaluate_model(model, loader, data.classes, learner.device, cfg.loss, tta=cfg.tta, amp=learner.amp)
         write_confusion({**test, "split": "test"}, run_dir, png=cfg.plots)
     return _summary(learner, cfg, run_dir, hw, seconds, test, ckpt_name)
 
@@ -239,7 +241,7 @@ def _summary(learner: Learner, cfg, run_dir: Path, hw: dict, seconds: float, tes
                       "epoch": best.get("epoch"),
                       "note": None if has_val else "val=0: no validation split, the last epoch is used"},
         "val_best": {k: best[k] for k in ("epoch", "val_acc", "val_loss", "val_binary_acc") if k in best},
-        "test": {k: test[k] for k in ("n", "top1", "top5", "loss", "binary_accuracy", "per_class") if k in test},
+        "test": {k: test[k] for k in ("n", "top1", "top5", "loss", "binary_accuracy", "tta", "per_class") if k in test},
         "training_time_s": round(seconds, 2),
         "images_per_s": round(statistics.median(rates), 1) if rates else None,
         "params": {"trainable": params.trainable, "non_trainable": params.non_trainable},

@@ -21,6 +21,7 @@ LOSSES = ("ce", "bce", "mse")
 SCHEDULES = ("constant", "step", "cosine", "onecycle", "plateau")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 MODES = ("min", "max", "auto")
+TTA_MODES = ("none", "flip", "flip-translate")
 
 
 @dataclass
@@ -66,6 +67,7 @@ class TrainConfig:
     early_mode: str = "auto"  # min | max | auto (max for *acc*, min otherwise)
     # --- model selection ---
     select_metric: str = "val_acc"  # best.pt is the epoch with the best value of this
+    tta: str = "none"  # views averaged at the final test: none | flip | flip-translate (+-1 px)
     # --- hardware ---
     device: str = "auto"  # auto picks cuda, then mps, then cpu
     amp: bool = True  # bf16 autocast on cuda (ignored on cpu/mps, where it is slower)
@@ -123,6 +125,7 @@ class TrainConfig:
         _choice("schedule", self.schedule, SCHEDULES)
         _choice("device", self.device, DEVICES)
         _choice("early_mode", self.early_mode, MODES)
+        _choice("tta", self.tta, TTA_MODES)
         _positive("epochs", self.epochs, allow_zero=True)
         _positive("batch_size", self.batch_size)
         _positive("lr", self.lr)

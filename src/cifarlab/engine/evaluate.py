@@ -8,14 +8,12 @@ import numpy as np
 import torch
 
 from cifarlab.engine.checkpoint import load_checkpoint, load_model
-from cifarlab.engine.config import TrainConfig
+from cifarlab.engine.config import TTA_MODES, TrainConfig
 from cifarlab.engine.hardware import pick_device
 from cifarlab.engine.loop import run_eval
 from cifarlab.engine.losses import build_loss
 from cifarlab.engine.metrics import confusion_matrix, per_class_accuracy
 from cifarlab.errors import ConfigError, DataError
-
-TTA_MODES = ("none", "flip", "flip-translate")
 
 
 def tta_views(x: torch.Tensor, mode: str | bool = "flip") -> list[torch.Tensor]:

@@ -13,23 +13,14 @@ from cifarlab.errors import ConfigError
 
 _RECIPES: dict[str, dict] = {}
 _DESCRIPTIONS: dict[str, str] = {}
-# modules that register more recipes when imported; loaded on the first recipe lookup so
-# that `import cifarlab.engine` stays light (a missing one is skipped)
+# modules that register more recipes (and the callbacks those recipes need) when imported;
+# loaded on the first recipe lookup, and by train() before it builds a run
 RECIPE_MODULES = ["cifarlab.engine.fast"]
-_loaded = False
 
 
-def _load_recipe_modules() -> None:
-    global _loaded
-    if _loaded:
-        return
-    _loaded = True
+def load_recipe_modules() -> None:
     for name in RECIPE_MODULES:
-        try:
-            importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name != name:
-                raise
+        importlib.import_module(name)  # cached by Python after the first call
 
 
 def register_recipe(name: str, values: dict, description: str = "") -> None:
@@ -40,12 +31,12 @@ def register_recipe(name: str, values: dict, description: str = "") -> None:
 
 def list_recipes() -> dict[str, str]:
     """Recipe name -> one-line description."""
-    _load_recipe_modules()
+    load_recipe_modules()
     return dict(_DESCRIPTIONS)
 
 
 def recipe_values(name: str) -> dict:
-    _load_recipe_modules()
+    load_recipe_modules()
     if name not in _RECIPES:
         raise ConfigError(f"unknown recipe {name!r}; known recipes: {', '.join(sorted(_RECIPES))}")
     return dict(_RECIPES[name])
