@@ -9,7 +9,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 TORCH  ?= torch==2.13.0
-EXTRAS ?= dev,plots,tune
+EXTRAS ?= dev,plots,tune,web,desktop,onnx
 HAS_GPU := $(shell command -v nvidia-smi >/dev/null 2>&1 && echo 1)
 # The shared JPEG copy, when it sits beside the checkout; CIFARLAB_DATA overrides it.
 SHARED_DATA := $(wildcard ../shared/data/cifar10-jpeg75.tar.gz)
