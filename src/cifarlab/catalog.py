@@ -1,0 +1,260 @@
+"""The model catalogue the faces share: which checkpoints a user may pick, by name.
+
+Three sources, listed in this order:
+
+- ``shipped``: the small trained model inside the package (``cifarlab/assets/default.pt``),
+  so ``serve``, ``app`` and ``predict default`` work right after installation;
+- ``operator``: checkpoints named at start-up (``cifarlab serve --checkpoint NAME=PATH``);
+- ``run``: finished runs in the run registry (their ``best.pt``), newest first.
+
+A client only ever sends a *name*; ``resolve`` maps it to a path the operator or the
+registry put there, so no file path from a browser reaches ``torch.load``. Each entry
+carries the test accuracy measured when it was trained (``None`` when never measured),
+because a list of models without their accuracy invites picking the wrong one.
+Predictors are loaded once per name and kept (``predictor(name)``): the reference app
+reloaded its model on every click.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from dataclasses import asdict, dataclass
+from importlib import resources
+from pathlib import Path
+
+from cifarlab.errors import ModelError
+
+DEFAULT_NAME = "default"
+_RUNS_TTL_S = 5.0  # the registry is re-read at most this often: new runs appear without a restart
+
+
+@dataclass
+class CatalogEntry:
+    name: str  # what a client sends
+    path: str  # checkpoint file; never sent by a client
+    model: str  # architecture, e.g. resnet20
+    accuracy: float | None  # test top-1 in [0, 1] measured after training; None if never measured
+    top5: float | None
+    parameters: int | None  # trainable parameters
+    source: str  # "shipped" | "operator" | "run"
+    description: str = ""
+
+    def public(self) -> dict:
+        """What the API shows: everything but the server-side path."""
+        out = asdict(self)
+        out.pop("path")
+        return out
+
+    def label(self) -> str:
+        """One line for menus: name, architecture, accuracy."""
+        acc = "accuracy not measured" if self.accuracy is None else f"{self.accuracy:.1%} test accuracy"
+        return f"{self.name} ({self.model}, {acc})"
+
+
+def default_checkpoint() -> Path:
+    """The shipped model's file (it may be absent in a source checkout that never packaged one)."""
+    return Path(str(resources.files("cifarlab") / "assets" / "default.pt"))
+
+
+def parse_named(items: list[str] | None) -> dict[str, str]:
+    """``["NAME=PATH", ...]`` (the ``--checkpoint`` flags) as a dict; bad items raise ConfigError."""
+    from cifarlab.errors import ConfigError
+    out: dict[str, str] = {}
+    for item in items or []:
+        name, sep, path = item.partition("=")
+        name = name.strip()
+        if not sep or not name or not path:
+            raise ConfigError(f"--checkpoint {item!r} must look like NAME=PATH, e.g. mine=runs/resnet20-x/best.pt")
+        out[name] = path
+    return out
+
+
+class Catalog:
+    """The named checkpoints of one server or app, and their loaded predictors."""
+
+    def __init__(self, extra: dict[str, str] | None = None, *, runs: bool = True, shipped: bool = True,
+                 registry=None, device: str | None = "cpu"):
+        self.device = device
+        self._registry = registry
+        self._use_runs = runs
+        self._fixed = ([_shipped_entry()] if shipped and default_checkpoint().is_file() else [])
+        self._fixed += [_file_entry(name, path, "operator") for name, path in (extra or {}).items()]
+        self._check_unique(self._fixed)
+        self._runs: list[CatalogEntry] = []
+        self._runs_read = -1e9
+        self._predictors: dict[str, object] = {}
+        self._lock = threading.Lock()
+
+    # ------------------------------------------------------------ listing
+    def entries(self) -> list[CatalogEntry]:
+        """Shipped, operator, then finished runs (newest first); names are unique."""
+        return self._fixed + self._run_entries()
+
+    def names(self) -> list[str]:
+        return [e.name for e in self.entries()]
+
+    def resolve(self, name: str) -> CatalogEntry:
+        """The entry called ``name``; anything else (a path included) is an unknown model."""
+        for entry in self.entries():
+            if entry.name == name:
+                return entry
+        known = ", ".join(self.names()) or "none (train one with `cifarlab train`)"
+        raise ModelError(f"unknown model {name!r}; choose one of: {known}")
+
+    def first(self) -> CatalogEntry:
+        entries = self.entries()
+        if not entries:
+            raise ModelError("no models to choose from: the shipped default model is missing and no run has "
+                             "finished; train one with `cifarlab train` or pass --checkpoint NAME=PATH")
+        return entries[0]
+
+    # ------------------------------------------------------------ loading
+    def predictor(self, name: str):
+        """The Predictor of ``name``, loaded on first use and kept."""
+        entry = self.resolve(name)
+        with self._lock:  # two first requests for one model must not load it twice
+            key = f"{entry.name}\0{entry.path}"
+            if key not in self._predictors:
+                from cifarlab.engine.predict import Predictor
+                self._predictors[key] = Predictor(entry.path, device=self.device)
+            return self._predictors[key]
+
+    # ------------------------------------------------------------ runs
+    def _run_entries(self) -> list[CatalogEntry]:
+        if not self._use_runs:
+            return []
+        now = time.monotonic()
+        if now - self._runs_read > _RUNS_TTL_S:
+            self._runs = self._read_runs()
+            self._runs_read = now
+        return self._runs
+
+    def _read_runs(self) -> list[CatalogEntry]:
+        from cifarlab.registry import Registry
+        try:
+            rows = (self._registry or Registry()).list(status="finished")
+        except Exception as exc:  # a broken registry must not take the shipped model down with it
+            import sys
+            print(f"cifarlab: warning: run registry unreadable ({exc}); listing no runs", file=sys.stderr)
+            return []
+        taken = {e.name for e in self._fixed}
+        out = []
+        for row in rows:
+            entry = _run_entry(row, taken)
+            if entry is not None:
+                taken.add(entry.name)
+                out.append(entry)
+        return out
+
+    @staticmethod
+    def _check_unique(entries: list[CatalogEntry]) -> None:
+        from cifarlab.errors import ConfigError
+        seen: set[str] = set()
+        for e in entries:
+            if e.name in seen:
+                raise ConfigError(f"model name {e.name!r} given twice; name each --checkpoint differently")
+            seen.add(e.name)
+
+
+# ---------------------------------------------------------------- entries
+def _shipped_entry() -> CatalogEntry:
+    return _file_entry(DEFAULT_NAME, default_checkpoint(), "shipped")
+
+
+def _file_entry(name: str, path, source: str) -> CatalogEntry:
+    """An entry from a checkpoint file or run folder; its metadata is read once, here."""
+    from cifarlab.engine.checkpoint import load_checkpoint
+    ckpt = load_checkpoint(path)  # raises a one-line CifarlabError for a missing or foreign file
+    test = ckpt.get("test") or _summary_test(Path(ckpt["path"]).parent)
+    return CatalogEntry(
+        name=name, path=ckpt["path"], model=ckpt["model"]["name"], accuracy=test.get("top1"),
+        top5=test.get("top5"), parameters=ckpt.get("parameters") or _count(ckpt["state_dict"]),
+        source=source, description=ckpt.get("description", ""))
+
+
+def _run_entry(row: dict, taken: set[str]) -> CatalogEntry | None:
+    run_dir = Path(row["path"])
+    path = next((run_dir / n for n in ("best.pt", "last.pt") if (run_dir / n).is_file()), None)
+    if path is None:
+        return None
+    summary = _read_json(run_dir / "summary.json")
+    params = (summary.get("params") or {}).get("trainable")
+    name = row["name"] if row["name"] not in taken else f"{row['name']}-{row['id']}"
+    metrics = row.get("metrics") or {}
+    test = summary.get("test") or {}
+    return CatalogEntry(name=name, path=str(path), model=row.get("model") or "?",
+                        accuracy=metrics.get("test_top1", test.get("top1")), top5=test.get("top5"),
+                        parameters=params, source="run", description=f"run {row['id']}: {run_dir}")
+
+
+def _summary_test(run_dir: Path) -> dict:
+    return _read_json(run_dir / "summary.json").get("test") or {}
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+
+
+def _count(state_dict: dict) -> int:
+    """Trainable parameters from a state dict: everything but BatchNorm's running statistics."""
+    skip = ("running_mean", "running_var", "num_batches_tracked")
+    return int(sum(v.numel() for k, v in state_dict.items() if not k.endswith(skip)))
+
+
+
+
+# ---------------------------------------------------------------- packaging
+MAX_SHIPPED_BYTES = 5 * 1024 * 1024
+
+
+def package_run(run_dir, out, half: bool = False, data_file=None) -> dict:
+    """Write a run's selected checkpoint as a slim, self-describing file to ship; returns its metadata.
+
+    Keeps what inference and evaluation need (model spec, weights, classes, normalization,
+    config) and adds the measured test accuracy from summary.json and where it came from;
+    drops optimizer, scheduler, RNG and callback state. ``half`` stores weights as float16
+    (half the size); the caller should re-measure accuracy then (scripts/package_default_model.py does).
+    """
+    import datetime
+    import hashlib
+
+    from cifarlab.engine.checkpoint import FORMAT, load_checkpoint, save_checkpoint, versions
+    from cifarlab.errors import ConfigError
+    run_dir = Path(run_dir)
+    summary = _read_json(run_dir / "summary.json")
+    if not summary.get("test"):
+        raise ConfigError(f"{run_dir} has no summary.json with test metrics; let the run finish first")
+    ckpt = load_checkpoint(run_dir / summary["selection"]["checkpoint"])
+    state = {k: (v.half() if half and v.is_floating_point() else v) for k, v in ckpt["state_dict"].items()}
+    data = dict(summary.get("data") or {})
+    if data_file and Path(data_file).is_file():
+        data["file_sha256"] = hashlib.sha256(Path(data_file).read_bytes()).hexdigest()
+    test = {k: summary["test"][k] for k in ("n", "top1", "top5", "loss") if k in summary["test"]}
+    slim = {
+        "format": FORMAT, "model": ckpt["model"], "state_dict": state, "classes": ckpt["classes"],
+        "normalize": ckpt["normalize"], "config": ckpt["config"], "epoch": ckpt.get("epoch"),
+        "metrics": ckpt.get("metrics", []), "test": test, "parameters": _count(ckpt["state_dict"]),
+        "weights_dtype": "float16" if half else "float32",
+        "description": (f"{ckpt['model']['name']} trained {summary.get('epochs_run')} epochs on CIFAR-10 "
+                        f"(test top-1 {test['top1']:.2%} on {test.get('n')} images)"),
+        "provenance": {"run": run_dir.name, "selection": summary.get("selection"), "data": data,
+                       "training_time_s": summary.get("training_time_s"), "hardware": summary.get("hardware"),
+                       "trained_with": ckpt.get("versions"),
+                       "packaged": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")},
+        "versions": versions(),
+    }
+    save_checkpoint(slim, out)
+    size = Path(out).stat().st_size
+    if size > MAX_SHIPPED_BYTES:
+        Path(out).unlink()
+        raise ConfigError(f"{out} would be {size / 2**20:.1f} MiB, over the 5 MiB limit; pick a smaller "
+                          f"model or pass half=True")
+    return {k: v for k, v in slim.items() if k != "state_dict"} | {"bytes": size}
+
+
+__all__ = ["Catalog", "CatalogEntry", "DEFAULT_NAME", "MAX_SHIPPED_BYTES", "default_checkpoint", "package_run", "parse_named"]

@@ -1,0 +1,190 @@
+"""The FastAPI service: ``/api/models``, ``/api/predict``, ``/health``, and the page at ``/``.
+
+Clients name models; the ``Catalog`` maps names to checkpoints, so no path from a client
+is ever opened. Each model is loaded once and served by a ``MicroBatcher``. Pictures are
+decoded in the thread pool (Pillow releases the GIL while decoding), the forward pass
+runs in the batcher's thread, and the event loop only moves bytes.
+
+Limits, all in ``ServeLimits``: request body size (checked before parsing, also for
+chunked uploads), pixels per picture (the decompression-bomb guard runs before decoding),
+pictures per request, top-k range.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import io
+import json
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from cifarlab import __version__
+from cifarlab.catalog import Catalog
+from cifarlab.errors import CifarlabError, ImageError
+from cifarlab.web.batcher import MicroBatcher
+
+STATIC = Path(__file__).parent / "static"
+
+
+@dataclass
+class ServeLimits:
+    max_upload_bytes: int = 10 * 2**20  # whole request body; a phone photo is 2-8 MB
+    max_pixels: int = 40_000_000  # per picture, checked from the header before decoding
+    max_files: int = 16  # pictures per request
+    max_batch: int = 64  # pictures per forward pass across requests
+    max_wait_ms: float = 2.0  # how long a batch waits for company; bounds the latency it adds
+
+
+def create_app(catalog: Catalog | None = None, limits: ServeLimits | None = None, preload: bool = True):
+    """The ASGI app; ``catalog`` defaults to the shipped model plus finished runs."""
+    try:
+        from fastapi import FastAPI
+    except ImportError:
+        raise CifarlabError("the web app needs FastAPI: pip install 'cifarlab[web]'") from None
+    service = _Service(catalog or Catalog(), limits or ServeLimits())
+    app = FastAPI(title="cifarlab", version=__version__, lifespan=service.lifespan(preload),
+                  description="Classify pictures into the 10 CIFAR-10 classes with a trained cifarlab model.")
+    app.state.service = service
+    from cifarlab.web.routes import add_routes
+    add_routes(app, service)
+    return _BodyLimit(app, service.limits.max_upload_bytes)
+
+
+# ---------------------------------------------------------------- the work behind the routes
+class _Service:
+    def __init__(self, catalog: Catalog, limits: ServeLimits):
+        self.catalog, self.limits = catalog, limits
+        self._batchers: dict[str, MicroBatcher] = {}
+        self._lock = threading.Lock()
+
+    def lifespan(self, preload: bool):
+        import contextlib
+
+        @contextlib.asynccontextmanager
+        async def span(app):
+            if preload and self.catalog.entries():  # the first request should not pay for loading
+                await asyncio.to_thread(self.batcher, self.catalog.first().name)
+            yield
+            for b in self._batchers.values():
+                b.close()
+        return span
+
+    def batcher(self, name: str) -> tuple[MicroBatcher, list[str]]:
+        entry = self.catalog.resolve(name)
+        predictor = self.catalog.predictor(entry.name)  # loads once, under the catalog's lock
+        key = f"{entry.name}\0{entry.path}"
+        with self._lock:
+            if key not in self._batchers:
+                self._batchers[key] = MicroBatcher(predictor.probabilities, self.limits.max_batch,
+                                                   self.limits.max_wait_ms / 1000, entry.name)
+        return self._batchers[key], predictor.classes
+
+    def decode(self, blobs: list[tuple[str, bytes]], view: bool) -> list[dict]:
+        """Each upload as {"filename", "array"} or {"filename", "error"}; in a worker thread."""
+        from cifarlab.engine.predict import load_image, to_input
+        out = []
+        for filename, data in blobs:
+            item: dict = {"filename": filename}
+            try:
+                img = load_image(data, self.limits.max_pixels)
+                item["size"] = list(img.size)
+                item["array"] = to_input(img)
+                if view:
+                    item["view"] = _png_data_url(item["array"])
+            except ImageError as exc:
+                item["error"] = str(exc).replace("<bytes>", filename or "upload", 1)
+            out.append(item)
+        return out
+
+    async def predict(self, name: str, blobs: list[tuple[str, bytes]], top_k: int, view: bool) -> dict:
+        start = time.perf_counter()
+        batcher, classes = await asyncio.to_thread(self.batcher, name)
+        items = await asyncio.to_thread(self.decode, blobs, view)
+        decoded = time.perf_counter()
+        good = [it for it in items if "array" in it]
+        if not good:
+            raise ImageError("; ".join(it["error"] for it in items))
+        result = await asyncio.wrap_future(batcher.submit([it.pop("array") for it in good]))
+        for it, row in zip(good, result.probabilities):
+            it.update(_ranked(classes, row, top_k))
+        done = time.perf_counter()
+        return {"model": name, "top_k": top_k, "results": [_shaped(it) for it in items],
+                "batch_size": result.batch_size,
+                "timing_ms": {"decode": round((decoded - start) * 1000, 2),
+                              "inference": round(result.compute_s * 1000, 2),
+                              "total": round((done - start) * 1000, 2)}}
+
+
+def _ranked(classes: list[str], row: np.ndarray, top_k: int) -> dict:
+    order = np.argsort(-row, kind="stable")
+    return {"label": classes[order[0]], "index": int(order[0]),
+            "probabilities": {classes[j]: round(float(row[j]), 6) for j in order},
+            "top": [[classes[j], round(float(row[j]), 6)] for j in order[:top_k]]}
+
+
+def _shaped(item: dict) -> dict:
+    keys = ("filename", "label", "index", "probabilities", "top", "size", "view", "error")
+    return {k: item.get(k) for k in keys if k in item or k in ("label", "error")}
+
+
+def _png_data_url(array: np.ndarray) -> str:
+    from PIL import Image
+    buf = io.BytesIO()
+    Image.fromarray(array).save(buf, "PNG")
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+# ---------------------------------------------------------------- body size limit
+class _BodyLimit:
+    """Refuse request bodies over ``limit`` bytes with 413 before the app parses anything.
+
+    Content-Length is checked first; a chunked body is read (and counted) here and handed
+    on only when it fits, so a client cannot stream an endless upload into the form parser.
+    """
+
+    def __init__(self, app, limit: int):
+        self.app, self.limit = app, limit
+        self.state = app.state  # tests and the CLI reach the service through the wrapper
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
+            return await self.app(scope, receive, send)
+        length = dict(scope["headers"]).get(b"content-length")
+        if length is not None and length.isdigit() and int(length) > self.limit:
+            return await self._too_large(send, int(length))
+        body, more = bytearray(), True
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            body += message.get("body", b"")
+            more = message.get("more_body", False)
+            if len(body) > self.limit:
+                return await self._too_large(send, len(body))
+        await self.app(scope, _replay(bytes(body), receive), send)
+
+    async def _too_large(self, send, size: int) -> None:
+        detail = (f"upload of {size / 2**20:.1f} MiB is over the {self.limit / 2**20:.1f} MiB limit; "
+                  f"send a smaller picture")
+        payload = json.dumps({"detail": detail}).encode()
+        await send({"type": "http.response.start", "status": 413,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode()),
+                                (b"connection", b"close")]})
+        await send({"type": "http.response.body", "body": payload})
+
+
+def _replay(body: bytes, receive):
+    sent = False
+
+    async def replayed():
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()  # after the body: wait for the disconnect as usual
+    return replayed

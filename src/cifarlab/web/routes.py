@@ -1,0 +1,53 @@
+"""The routes of the web service (see ``cifarlab.web.app`` for the service behind them).
+
+No ``from __future__ import annotations`` here: FastAPI reads these signatures at run
+time, and string annotations naming UploadFile would not resolve.
+"""
+
+from fastapi import File, Form, HTTPException, UploadFile
+from fastapi.responses import FileResponse
+from fastapi.staticfiles import StaticFiles
+
+from cifarlab import __version__
+from cifarlab.errors import CifarlabError, ModelError
+from cifarlab.web.app import STATIC
+
+
+def add_routes(app, service) -> None:
+    @app.get("/health", summary="liveness and the number of models")
+    def health() -> dict:
+        return {"status": "ok", "version": __version__, "models": len(service.catalog.entries())}
+
+    @app.get("/api/models", summary="the models a client may name, with their test accuracy")
+    def models() -> dict:
+        entries = service.catalog.entries()
+        return {"default": entries[0].name if entries else None, "models": [e.public() for e in entries],
+                "limits": {"max_upload_bytes": service.limits.max_upload_bytes,
+                           "max_pixels": service.limits.max_pixels, "max_files": service.limits.max_files}}
+
+    @app.post("/api/predict", summary="class probabilities for one or several pictures")
+    async def predict(file: list[UploadFile] | None = File(None, description="one or more pictures, any size"),
+                      model: str | None = Form(None, description="a name from /api/models; default: the first"),
+                      top_k: int = Form(3, description="classes listed in `top` (1-10)"),
+                      view: bool = Form(False, description="add the 32x32 input the model saw, as a PNG data URL")):
+        files = file or []
+        if not files:
+            raise HTTPException(422, "no picture in the request; send one or more 'file' fields")
+        if len(files) > service.limits.max_files:
+            raise HTTPException(413, f"{len(files)} pictures in one request; at most {service.limits.max_files}")
+        if not 1 <= top_k <= 10:
+            raise HTTPException(422, f"top_k {top_k} must be between 1 and 10")
+        try:
+            name = model or service.catalog.first().name
+            blobs = [(f.filename or f"upload {i + 1}", await f.read()) for i, f in enumerate(files)]
+            return await service.predict(name, blobs, top_k, view)
+        except ModelError as exc:
+            raise HTTPException(404, str(exc)) from None
+        except CifarlabError as exc:
+            raise HTTPException(422, str(exc)) from None
+
+    @app.get("/", include_in_schema=False)
+    def index():
+        return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
+
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
