@@ -1,12 +1,20 @@
 """The web face: a FastAPI service and a page, over the shared ``Catalog`` and ``Predictor``.
 
-Needs the ``web`` extra (``pip install 'cifarlab[web]'``); nothing here is imported by
-``import cifarlab``.
+Needs the ``web`` extra (``pip install 'cifarlab[web]'``). Names are imported lazily so
+that ``cifarlab --help`` does not pay for numpy to show the limits' defaults.
 """
 
 from __future__ import annotations
 
-from cifarlab.web.app import ServeLimits, create_app
-from cifarlab.web.batcher import BatchResult, MicroBatcher
+import importlib
 
-__all__ = ["BatchResult", "MicroBatcher", "ServeLimits", "create_app"]
+_API = {"create_app": "cifarlab.web.app", "ServeLimits": "cifarlab.web.limits",
+        "MicroBatcher": "cifarlab.web.batcher", "BatchResult": "cifarlab.web.batcher"}
+
+__all__ = sorted(_API)
+
+
+def __getattr__(name: str):
+    if name in _API:
+        return getattr(importlib.import_module(_API[name]), name)
+    raise AttributeError(f"module 'cifarlab.web' has no attribute {name!r}")

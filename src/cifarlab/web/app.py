@@ -18,7 +18,6 @@ import io
 import json
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -27,17 +26,9 @@ from cifarlab import __version__
 from cifarlab.catalog import Catalog
 from cifarlab.errors import CifarlabError, ImageError
 from cifarlab.web.batcher import MicroBatcher
+from cifarlab.web.limits import ServeLimits
 
 STATIC = Path(__file__).parent / "static"
-
-
-@dataclass
-class ServeLimits:
-    max_upload_bytes: int = 10 * 2**20  # whole request body; a phone photo is 2-8 MB
-    max_pixels: int = 40_000_000  # per picture, checked from the header before decoding
-    max_files: int = 16  # pictures per request
-    max_batch: int = 64  # pictures per forward pass across requests
-    max_wait_ms: float = 2.0  # how long a batch waits for company; bounds the latency it adds
 
 
 def create_app(catalog: Catalog | None = None, limits: ServeLimits | None = None, preload: bool = True):
