@@ -64,7 +64,7 @@ def parse_named(items: list[str] | None) -> dict[str, str]:
     out: dict[str, str] = {}
     for item in items or []:
         name, sep, path = item.partition("=")
-        name = name.strip()
+        name, path = name.strip(), path.strip()
         if not sep or not name or not path:
             raise ConfigError(f"--checkpoint {item!r} must look like NAME=PATH, e.g. mine=runs/resnet20-x/best.pt")
         out[name] = path

@@ -1,0 +1,128 @@
+"""The model catalogue: shipped, operator and run entries, names only, packaging, the shipped file."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from cifarlab.catalog import MAX_SHIPPED_BYTES, Catalog, default_checkpoint, package_run, parse_named
+from cifarlab.data import random_cifar
+from cifarlab.data.synthetic import CIFAR10_CLASSES
+from cifarlab.engine import Predictor, train
+from cifarlab.engine.checkpoint import FORMAT, save_checkpoint
+from cifarlab.errors import ConfigError, ModelError
+from cifarlab.models import count_params, create_model
+from cifarlab.registry import Registry
+
+
+def write_checkpoint(path, model="resnet20", top1=0.42, seed=0):
+    """A randomly initialised model in the engine's checkpoint format, with a stated test accuracy."""
+    torch.manual_seed(seed)
+    net = create_model(model)
+    save_checkpoint({"format": FORMAT, "model": {"name": model, "kwargs": {}, "num_classes": 10},
+                     "state_dict": net.state_dict(), "classes": list(CIFAR10_CLASSES),
+                     "normalize": {"mean": [0.49, 0.48, 0.45], "std": [0.25, 0.24, 0.26], "grayscale": None},
+                     "config": {}, "test": {"top1": top1, "top5": 0.9, "n": 100}}, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """A finished 1-epoch run recorded in its own registry file."""
+    home = tmp_path_factory.mktemp("home")
+    reg = Registry(home / "runs.sqlite")
+    data = random_cifar(n_train=120, n_test=40, val=20, seed=1)
+    mp = pytest.MonkeyPatch()
+    mp.setenv("CIFARLAB_HOME", str(home))
+    try:
+        r = train(dict(model="lenet5_modern", epochs=1, batch_size=32, runs_dir=str(home / "runs"),
+                       name="tiny", tensorboard=False, plots=False, progress=False, augment="none"), data=data)
+    finally:
+        mp.undo()
+    return r, reg
+
+
+def test_operator_entry_states_accuracy_and_parameters(tmp_path):
+    path = write_checkpoint(tmp_path / "a.pt", top1=0.37)
+    entry = Catalog({"mine": str(path)}, runs=False, shipped=False).resolve("mine")
+    assert entry.accuracy == pytest.approx(0.37)
+    assert entry.parameters == count_params(create_model("resnet20")).trainable
+    assert (entry.source, entry.model) == ("operator", "resnet20")
+    assert "path" not in entry.public() and "37.0%" in entry.label()
+
+
+def test_resolve_takes_names_never_paths(tmp_path):
+    path = write_checkpoint(tmp_path / "a.pt")
+    catalog = Catalog({"mine": str(path)}, runs=False, shipped=False)
+    for bad in (str(path), "../a.pt", "MINE", ""):
+        with pytest.raises(ModelError, match="choose one of: mine"):
+            catalog.resolve(bad)
+
+
+def test_bad_operator_checkpoints_are_one_line_errors(tmp_path):
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(Exception, match="does not exist"):
+        Catalog({"x": str(tmp_path / "missing.pt")}, runs=False, shipped=False)
+    with pytest.raises(Exception, match="not a readable checkpoint"):
+        Catalog({"x": str(tmp_path / "junk.pt")}, runs=False, shipped=False)
+    with pytest.raises(ConfigError, match="NAME=PATH"):
+        parse_named(["nopath"])
+    assert parse_named(["a=x.pt", "b = y=z.pt"]) == {"a": "x.pt", "b": "y=z.pt"}
+
+
+def test_finished_runs_appear_with_their_test_accuracy(tiny_run):
+    result, reg = tiny_run
+    entries = Catalog(runs=True, shipped=False, registry=reg).entries()
+    assert [e.name for e in entries] == ["tiny"]
+    entry = entries[0]
+    assert entry.source == "run" and entry.path.endswith("best.pt")
+    assert entry.accuracy == pytest.approx(result.summary["test"]["top1"])
+    assert entry.parameters == count_params(create_model("lenet5_modern")).trainable
+
+
+def test_run_named_like_an_operator_model_gets_a_distinct_name(tiny_run, tmp_path):
+    _, reg = tiny_run
+    path = write_checkpoint(tmp_path / "a.pt")
+    names = Catalog({"tiny": str(path)}, runs=True, shipped=False, registry=reg).names()
+    assert names[0] == "tiny" and len(names) == 2 and names[1].startswith("tiny-")
+
+
+def test_predictor_is_loaded_once(tmp_path):
+    catalog = Catalog({"mine": str(write_checkpoint(tmp_path / "a.pt"))}, runs=False, shipped=False)
+    assert catalog.predictor("mine") is catalog.predictor("mine")
+
+
+def test_package_run_is_slim_and_predicts_like_the_run(tiny_run, tmp_path):
+    result, _ = tiny_run
+    out = tmp_path / "default.pt"
+    meta = package_run(result.run_dir, out)
+    assert meta["bytes"] == out.stat().st_size <= MAX_SHIPPED_BYTES
+    assert out.stat().st_size < (result.run_dir / "best.pt").stat().st_size  # optimizer state dropped
+    entry = Catalog({"packed": str(out)}, runs=False, shipped=False).resolve("packed")
+    assert entry.accuracy == pytest.approx(result.summary["test"]["top1"])
+    assert meta["provenance"]["data"]["source"] == result.summary["data"]["source"]
+    pics = list(random_cifar(n_train=10, n_test=0, seed=5).train.images)
+    np.testing.assert_allclose(Predictor(out).probabilities(pics),
+                               Predictor(result.run_dir / "best.pt").probabilities(pics), atol=1e-6)
+    half = package_run(result.run_dir, tmp_path / "half.pt", half=True)
+    assert half["weights_dtype"] == "float16" and half["bytes"] < meta["bytes"]
+    np.testing.assert_allclose(Predictor(tmp_path / "half.pt").probabilities(pics),
+                               Predictor(out).probabilities(pics), atol=2e-2)
+
+
+def test_package_refuses_an_unfinished_run(tmp_path):
+    with pytest.raises(ConfigError, match="summary.json"):
+        package_run(tmp_path, tmp_path / "x.pt")
+
+
+def test_shipped_default_model():
+    path = default_checkpoint()
+    if not path.is_file():
+        pytest.skip(f"no shipped model at {path}: run scripts/package_default_model.py RUN_DIR to make one")
+    assert path.stat().st_size <= MAX_SHIPPED_BYTES
+    entry = Catalog(runs=False).resolve("default")
+    assert entry.source == "shipped" and entry.accuracy is not None and 0.1 < entry.accuracy <= 1.0
+    assert f"{entry.accuracy:.2%}" in entry.description
+    probs = Catalog(runs=False).predictor("default").probabilities([np.full((32, 32, 3), 128, np.uint8)])
+    assert probs.shape == (1, 10) and probs.sum() == pytest.approx(1.0, abs=1e-4)

@@ -1,0 +1,180 @@
+"""The web API in-process: listing, predictions, limits, errors, batching, the CLI's checks."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import io
+import threading
+import time
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+pytest.importorskip("fastapi", reason="web extra not installed: pip install 'cifarlab[web]'")
+import httpx  # noqa: E402
+from fastapi.testclient import TestClient  # noqa: E402
+
+from cifarlab.catalog import Catalog  # noqa: E402
+from cifarlab.cli import main  # noqa: E402
+from cifarlab.data.synthetic import CIFAR10_CLASSES  # noqa: E402
+from cifarlab.engine import Predictor  # noqa: E402
+from cifarlab.engine.checkpoint import FORMAT, save_checkpoint  # noqa: E402
+from cifarlab.models import create_model  # noqa: E402
+from cifarlab.web import MicroBatcher, ServeLimits, create_app  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+    path = tmp_path_factory.mktemp("ckpt") / "r20.pt"
+    torch.manual_seed(0)
+    save_checkpoint({"format": FORMAT, "model": {"name": "resnet20", "kwargs": {}, "num_classes": 10},
+                     "state_dict": create_model("resnet20").state_dict(), "classes": list(CIFAR10_CLASSES),
+                     "normalize": {"mean": [0.49, 0.48, 0.45], "std": [0.25, 0.24, 0.26], "grayscale": None},
+                     "config": {}, "test": {"top1": 0.5, "top5": 0.9, "n": 100}}, path)
+    return path
+
+
+def _client(ckpt, **limits):
+    catalog = Catalog({"r20": str(ckpt)}, runs=False, shipped=False)
+    return TestClient(create_app(catalog, ServeLimits(**limits)))
+
+
+def _png(mode="RGB", size=(300, 200), colour=(200, 10, 10)) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", size, colour).convert(mode).save(buf, "PNG")
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def client(ckpt):
+    with _client(ckpt) as c:  # the context runs the lifespan: the model is preloaded
+        yield c
+
+
+def test_health_models_and_docs(client):
+    assert client.get("/health").json()["status"] == "ok"
+    listing = client.get("/api/models").json()
+    assert listing["default"] == "r20"
+    (m,) = listing["models"]
+    assert m["accuracy"] == 0.5 and m["parameters"] > 200_000 and "path" not in m
+    assert "/api/predict" in client.get("/openapi.json").json()["paths"]
+    page = client.get("/")
+    assert page.status_code == 200 and 'id="model"' in page.text and "app.js" in page.text
+    assert client.get("/static/app.js").status_code == 200
+
+
+def test_predict_matches_the_predictor(client, ckpt):
+    data = _png("RGBA", (300, 200), (30, 120, 220))
+    r = client.post("/api/predict", files={"file": ("pic.png", data, "image/png")},
+                    data={"model": "r20", "top_k": "4", "view": "true"})
+    assert r.status_code == 200, r.text
+    (res,) = r.json()["results"]
+    expected = Predictor(ckpt).predict([data], top_k=4)[0]
+    assert res["label"] == expected.label and len(res["top"]) == 4
+    assert list(res["probabilities"]) == list(expected.probabilities)  # every class, most probable first
+    np.testing.assert_allclose(list(res["probabilities"].values()), list(expected.probabilities.values()), atol=1e-5)
+    assert sum(res["probabilities"].values()) == pytest.approx(1.0, abs=1e-4)
+    assert res["size"] == [300, 200] and res["filename"] == "pic.png" and res["error"] is None
+    view = Image.open(io.BytesIO(base64.b64decode(res["view"].split(",", 1)[1])))
+    assert view.size == (32, 32) and np.all(np.asarray(view) == (30, 120, 220))  # a flat colour stays flat
+    assert r.json()["timing_ms"]["total"] > 0
+
+
+def test_several_pictures_with_one_bad(client):
+    files = [("file", ("a.png", _png("L"), "image/png")), ("file", ("notes.txt", b"hello", "text/plain")),
+             ("file", ("c.png", _png("I;16"), "image/png"))]
+    r = client.post("/api/predict", files=files)
+    assert r.status_code == 200
+    a, bad, c = r.json()["results"]
+    assert a["label"] in CIFAR10_CLASSES and c["label"] in CIFAR10_CLASSES
+    assert bad["label"] is None and "notes.txt" in bad["error"] and "not a readable image" in bad["error"]
+
+
+@pytest.mark.parametrize("form, status, words", [
+    ({"model": "nope"}, 404, "unknown model 'nope'; choose one of: r20"),
+    ({"model": "/etc/passwd"}, 404, "unknown model"),
+    ({"top_k": "0"}, 422, "top_k 0"),
+])
+def test_bad_form_values(client, form, status, words):
+    r = client.post("/api/predict", files={"file": ("a.png", _png(), "image/png")}, data=form)
+    assert r.status_code == status and words in r.json()["detail"]
+
+
+def test_not_an_image_and_no_picture(client):
+    r = client.post("/api/predict", files={"file": ("x.jpg", b"\xff\xd8garbage", "image/jpeg")})
+    assert r.status_code == 422 and "x.jpg" in r.json()["detail"]
+    r = client.post("/api/predict", data={"model": "r20"})
+    assert r.status_code == 422 and "no picture" in r.json()["detail"]
+
+
+def test_upload_limits(ckpt):
+    with _client(ckpt, max_upload_bytes=50_000, max_pixels=20_000, max_files=2) as c:
+        big = np.random.default_rng(0).integers(0, 255, (200, 200, 3), dtype=np.uint8)
+        buf = io.BytesIO()
+        Image.fromarray(big).save(buf, "PNG")  # noise does not compress: ~120 kB
+        r = c.post("/api/predict", files={"file": ("big.png", buf.getvalue(), "image/png")})
+        assert r.status_code == 413 and "limit" in r.json()["detail"]
+        chunked = c.post("/api/predict", content=iter([b"x" * 30_000] * 3),  # no Content-Length
+                         headers={"content-type": "multipart/form-data; boundary=b"})
+        assert chunked.status_code == 413
+        r = c.post("/api/predict", files={"file": ("wide.png", _png(size=(400, 100)), "image/png")})
+        assert r.status_code == 422 and "Mpixel" in r.json()["detail"]
+        files = [("file", (f"{i}.png", _png(size=(20, 20)), "image/png")) for i in range(3)]
+        r = c.post("/api/predict", files=files)
+        assert r.status_code == 413 and "at most 2" in r.json()["detail"]
+
+
+def test_concurrent_requests_share_a_batch(ckpt):
+    app = create_app(Catalog({"r20": str(ckpt)}, runs=False, shipped=False), ServeLimits(max_wait_ms=200))
+
+    async def burst():
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+            files = {"file": ("a.png", _png(size=(40, 40)), "image/png")}
+            return await asyncio.gather(*(c.post("/api/predict", files=files) for _ in range(6)))
+
+    responses = asyncio.run(burst())
+    assert all(r.status_code == 200 for r in responses)
+    assert max(r.json()["batch_size"] for r in responses) > 1
+
+
+def test_batcher_routes_rows_and_errors():
+    calls = []
+
+    def fn(arrays):
+        calls.append(len(arrays))
+        time.sleep(0.05)
+        return np.array([[a.mean()] for a in arrays])
+
+    batcher = MicroBatcher(fn, max_batch=64, max_wait_s=0.1)
+    jobs = [[np.full((2, 2), 10 * i + j) for j in range(i + 1)] for i in range(5)]
+    futures = [None] * 5
+
+    def submit(i):
+        futures[i] = batcher.submit(jobs[i])
+    threads = [threading.Thread(target=submit, args=(i,)) for i in range(5)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for i, fut in enumerate(futures):
+        assert fut.result(5).probabilities[:, 0].tolist() == [10 * i + j for j in range(i + 1)]
+    assert len(calls) < 5 and sum(calls) == 15
+    batcher.close()
+
+    def boom(arrays):
+        raise RuntimeError("model failed")
+    failing = MicroBatcher(boom)
+    with pytest.raises(RuntimeError, match="model failed"):
+        failing.submit([np.zeros((2, 2))]).result(5)
+    failing.close()
+
+
+def test_serve_cli_refuses_bad_checkpoints(tmp_path, capsys):
+    assert main(["serve", "--no-runs", "--checkpoint", "x"]) == 1
+    assert "NAME=PATH" in capsys.readouterr().err
+    assert main(["serve", "--no-runs", "--checkpoint", f"x={tmp_path / 'none.pt'}"]) == 1
+    assert "does not exist" in capsys.readouterr().err
