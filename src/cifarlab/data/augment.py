@@ -2,7 +2,9 @@
 
 Every random op draws its per-image parameters from an explicit CPU ``torch.Generator``
 and only then moves them to the batch's device, so a given generator state yields the same
-batch on CPU and GPU and a resumed run replays the same augmentations.
+batch on CPU and GPU and a resumed run replays the same augmentations. The moves are
+``non_blocking``: a blocking copy to CUDA waits for the whole queue of GPU work each batch
+(a pageable source is staged at once, so the CPU tensor may be freed right after).
 
 Spec strings name ops separated by commas, arguments after colons:
 ``"crop:4,flip"``, ``"crop:4:reflect,flip,cutout:8"``, ``"rotate:10,shift:0.2,flip"``,
@@ -27,8 +29,8 @@ def shift_crop(x: torch.Tensor, dy: torch.Tensor, dx: torch.Tensor, pad: int, mo
     """Pad by ``pad`` then cut each image's HxW window at offset (dy, dx) in [0, 2*pad]."""
     n, c, h, w = x.shape
     padded = F.pad(x, (pad,) * 4, mode="constant" if mode == "zero" else mode)
-    rows = (dy.to(x.device).view(n, 1) + torch.arange(h, device=x.device)).view(n, 1, h, 1)
-    cols = (dx.to(x.device).view(n, 1) + torch.arange(w, device=x.device)).view(n, 1, 1, w)
+    rows = (dy.to(x.device, non_blocking=True).view(n, 1) + torch.arange(h, device=x.device)).view(n, 1, h, 1)
+    cols = (dx.to(x.device, non_blocking=True).view(n, 1) + torch.arange(w, device=x.device)).view(n, 1, 1, w)
     batch = torch.arange(n, device=x.device).view(n, 1, 1, 1)
     chans = torch.arange(c, device=x.device).view(1, c, 1, 1)
     return padded[batch, chans, rows, cols]
@@ -45,7 +47,7 @@ def random_crop(x: torch.Tensor, generator: torch.Generator, pad: int = 4, mode:
 
 def flip_where(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Mirror (reverse columns of) the images where ``mask`` is true."""
-    return torch.where(mask.to(x.device).view(-1, 1, 1, 1), x.flip(-1), x)
+    return torch.where(mask.to(x.device, non_blocking=True).view(-1, 1, 1, 1), x.flip(-1), x)
 
 
 def random_flip(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -58,7 +60,8 @@ def alt_flip_mask(index: torch.Tensor, epoch: int, seed: int = 0) -> torch.Tenso
     Each image is seen mirrored on every other epoch, so two epochs cover both views
     (airbench's alternating flip). The coin is a hash of (index, seed): no state to keep.
     """
-    h = (index.to(torch.int64).cpu() * 0x9E3779B1 + seed * 0x85EBCA77 + 0x165667B1) & 0xFFFFFFFF
+    # computed where ``index`` lives: a copy to the CPU would stall the GPU every batch
+    h = (index.to(torch.int64) * 0x9E3779B1 + seed * 0x85EBCA77 + 0x165667B1) & 0xFFFFFFFF
     h = ((h ^ (h >> 15)) * 0x2C1B3C6D) & 0xFFFFFFFF
     bit = (h ^ (h >> 12)) & 1
     return (bit + epoch) % 2 == 1
@@ -69,7 +72,8 @@ def cutout_at(x: torch.Tensor, top: torch.Tensor, left: torch.Tensor, size: int)
     n, _, h, w = x.shape
     rows = torch.arange(h, device=x.device).view(1, h, 1)
     cols = torch.arange(w, device=x.device).view(1, 1, w)
-    top, left = top.to(x.device).view(n, 1, 1), left.to(x.device).view(n, 1, 1)
+    top = top.to(x.device, non_blocking=True).view(n, 1, 1)
+    left = left.to(x.device, non_blocking=True).view(n, 1, 1)
     inside = (rows >= top) & (rows < top + size) & (cols >= left) & (cols < left + size)
     return x.masked_fill(inside.unsqueeze(1), 0.0)
 

@@ -3,6 +3,12 @@
 All randomness of an epoch (shuffle order, augmentation parameters) is derived from
 (seed, epoch, batch number), never from a running generator, so a run resumed at epoch k
 sees exactly the batches an uninterrupted run would.
+
+Data-parallel training (``rank``, ``world_size``): ``batch_size`` stays the *global*
+batch; every rank walks the same global order and keeps its contiguous share of each
+global batch (``tensor_split``), so the ranks together see exactly the batches one
+process would. Augmentation is drawn per rank (seeded by rank too), to augment only the
+images a rank keeps.
 """
 
 from __future__ import annotations
@@ -27,7 +33,7 @@ class DeviceLoader:
                  mean: Sequence[float] = (0.0, 0.0, 0.0), std: Sequence[float] = (1.0, 1.0, 1.0),
                  shuffle: bool = True, drop_last: bool = False, augment: Augment | None = None,
                  seed: int = 0, grayscale: int | None = None, dtype: torch.dtype = torch.float32,
-                 channels_last: bool = False):
+                 channels_last: bool = False, rank: int = 0, world_size: int = 1):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if grayscale not in (None, 1, 3):
@@ -44,6 +50,9 @@ class DeviceLoader:
         self.augment, self.seed, self.grayscale = augment, seed, grayscale
         self.dtype, self.channels_last = dtype, channels_last
         self.epoch = 0
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} is not in [0, {world_size})")
+        self.rank, self.world_size = rank, world_size
 
     def _stat(self, values: Sequence[float], channels: int) -> torch.Tensor:
         t = torch.as_tensor(list(values), dtype=torch.float32)
@@ -52,6 +61,12 @@ class DeviceLoader:
         return t.expand(channels).reshape(1, channels, 1, 1).to(self.device)
 
     def __len__(self) -> int:
+        """Batches this rank yields per epoch."""
+        batches = self._global_batches()
+        last = len(self.labels) - (batches - 1) * self.batch_size  # size of the last global batch
+        return batches - int(batches > 0 and last <= self.rank)  # this rank's share of it is empty
+
+    def _global_batches(self) -> int:
         n = len(self.labels)
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
@@ -68,8 +83,12 @@ class DeviceLoader:
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         order = self.order().to(self.device)
-        for b in range(len(self)):
+        for b in range(self._global_batches()):
             index = order[b * self.batch_size:(b + 1) * self.batch_size]
+            if self.world_size > 1:
+                index = torch.tensor_split(index, self.world_size)[self.rank]
+                if not len(index):  # a short last batch has fewer images than ranks
+                    continue
             yield self._batch(index, b), self.labels[index]
 
     def _batch(self, index: torch.Tensor, batch_no: int) -> torch.Tensor:
@@ -78,7 +97,8 @@ class DeviceLoader:
             x = to_grayscale(x, self.grayscale)
         x = (x - self.mean) / self.std
         if self.augment:
-            g = torch.Generator().manual_seed(derive_seed(self.seed, self.epoch, batch_no, 1))
+            parts = (self.seed, self.epoch, batch_no, 1) + ((self.rank,) if self.world_size > 1 else ())
+            g = torch.Generator().manual_seed(derive_seed(*parts))
             x = self.augment(x, g, epoch=self.epoch, index=index, seed=self.seed)
         x = x.to(self.dtype)
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x

@@ -2,6 +2,9 @@
 
 A fit selects its best epoch on the validation split only; the test split is evaluated
 once, at the end, on that checkpoint, and reported (never used to choose anything).
+
+Launched by torchrun (or ``distributed.launch``), the same calls train data-parallel:
+every rank runs them, rank 0 alone creates and writes the run folder, tests and reports.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import torch
 from torch import nn
 
 from cifarlab.engine import callbacks as cbs
+from cifarlab.engine import distributed
 from cifarlab.engine.checkpoint import load_checkpoint, restore_rng, unwrap
 from cifarlab.engine.config import TrainConfig
 from cifarlab.engine.evaluate import evaluate_model, write_confusion
@@ -44,9 +48,10 @@ class RunResult:
 
 
 def train(config: TrainConfig | dict | None = None, callbacks: Iterable[cbs.Callback] = (),
-          data=None) -> RunResult:
+          data=None, sync_bn: bool = False) -> RunResult:
     """Train a model as ``config`` says, in a new run folder. ``data``: a CifarData to use
-    instead of loading ``config.data`` (tests, studies that share one copy in memory)."""
+    instead of loading ``config.data`` (tests, studies that share one copy in memory).
+    ``sync_bn``: under DDP, BatchNorm statistics computed over the global batch."""
     cfg = _as_config(config)
     if cfg.model == "default":
         cfg.model = TrainConfig().model
@@ -54,18 +59,31 @@ def train(config: TrainConfig | dict | None = None, callbacks: Iterable[cbs.Call
         cfg.data = str(Path(cfg.data).resolve())
     from cifarlab.models import model_info
     model_info(cfg.model)  # an unknown name fails here, before data loading or a run folder
-    device = pick_device(cfg.device)
-    data = _load_data(cfg, data)
-    _seed_everything(cfg.seed)
+    with distributed.session(cfg.device) as (dist, rank_device):
+        distributed.check_batch(cfg.batch_size, dist)
+        device = rank_device or pick_device(cfg.device)
+        cfg.progress = cfg.progress and dist.is_main
+        data = _load_data(cfg, data)
+        _seed_everything(cfg.seed)
+        run_dir = dist.broadcast_object(_new_run(cfg) if dist.is_main else None)
+        learner = _build(cfg, data, device, run_dir, callbacks, dist, sync_bn)
+        return _fit_and_report(learner, cfg, data, run_dir)
+
+
+def _new_run(cfg: TrainConfig) -> Path:
     run_dir = new_run_dir(cfg)
     write_json(run_dir / "config.json", cfg.to_dict())
-    learner = _build(cfg, data, device, run_dir, callbacks)
-    return _fit_and_report(learner, cfg, data, run_dir)
+    return run_dir
 
 
 def resume(run_dir: str | Path, epochs: int | None = None, callbacks: Iterable[cbs.Callback] = (),
-           data=None, progress: bool | None = None) -> RunResult:
-    """Continue a run from its last.pt exactly; ``epochs`` may raise the planned total."""
+           data=None, progress: bool | None = None, sync_bn: bool | None = None) -> RunResult:
+    """Continue a run from its last.pt exactly; ``epochs`` may raise the planned total.
+
+    Under DDP every rank reads the same last.pt; ``sync_bn`` None keeps the run's setting.
+    A run may resume with another number of processes (same global batch): the batches stay
+    the same, only the per-rank augmentation draws and BN statistics change.
+    """
     run_dir = Path(run_dir)
     if not (run_dir / "last.pt").is_file():
         raise CifarlabError(f"{run_dir} has no last.pt to resume from (no epoch finished there)")
@@ -75,13 +93,19 @@ def resume(run_dir: str | Path, epochs: int | None = None, callbacks: Iterable[c
         cfg.override({"epochs": epochs})
     if progress is not None:
         cfg.progress = progress
-    device = pick_device(cfg.device)
-    data = _load_data(cfg, data)
-    _seed_everything(cfg.seed)
-    learner = _build(cfg, data, device, run_dir, callbacks)
-    _restore(learner, ckpt)
-    write_json(run_dir / "config.json", cfg.to_dict())
-    return _fit_and_report(learner, cfg, data, run_dir)
+    if sync_bn is None:
+        sync_bn = bool((ckpt.get("distributed") or {}).get("sync_bn", False))
+    with distributed.session(cfg.device) as (dist, rank_device):
+        distributed.check_batch(cfg.batch_size, dist)
+        device = rank_device or pick_device(cfg.device)
+        cfg.progress = cfg.progress and dist.is_main
+        data = _load_data(cfg, data)
+        _seed_everything(cfg.seed)
+        learner = _build(cfg, data, device, run_dir, callbacks, dist, sync_bn)
+        _restore(learner, ckpt)
+        if dist.is_main:
+            write_json(run_dir / "config.json", cfg.to_dict())
+        return _fit_and_report(learner, cfg, data, run_dir)
 
 
 def _as_config(config) -> TrainConfig:
@@ -114,15 +138,21 @@ def _load_data(cfg: TrainConfig, data):
 
 
 # ---------------------------------------------------------------- building a learner
-def _build(cfg: TrainConfig, data, device: torch.device, run_dir: Path, extra) -> Learner:
+def _build(cfg: TrainConfig, data, device: torch.device, run_dir: Path, extra,
+           dist: distributed.Dist | None = None, sync_bn: bool = False) -> Learner:
     from cifarlab.data import DeviceLoader, build_augment, channel_stats
     from cifarlab.models import create_model
+    dist = dist or distributed.Dist()
+    if device.type == "cuda":  # fixed input shapes: let cuDNN time its conv algorithms once
+        torch.backends.cudnn.benchmark = True
     mean, std = channel_stats(data.train.images, cfg.grayscale)
     loader_args = dict(device=device, mean=mean, std=std, grayscale=cfg.grayscale,
-                       channels_last=cfg.channels_last)
-    n = len(data.train)
-    train_loader = DeviceLoader(data.train, cfg.batch_size, shuffle=True, augment=build_augment(cfg.augment),
-                                seed=cfg.seed, drop_last=n % cfg.batch_size == 1 and n > 1, **loader_args)
+                       channels_last=cfg.channels_last, rank=dist.rank, world_size=dist.world_size)
+    n, b = len(data.train), cfg.batch_size
+    # BN cannot train on one image: drop a last batch that leaves any rank fewer than 2
+    short_last = 0 < n % b < 2 * dist.world_size and n > b
+    train_loader = DeviceLoader(data.train, b, shuffle=True, augment=build_augment(cfg.augment),
+                                seed=cfg.seed, drop_last=short_last, **loader_args)
     val_loader = (DeviceLoader(data.val, max(cfg.batch_size, 500), shuffle=False, **loader_args)
                   if len(data.val) else None)
     kwargs = dict(cfg.model_kwargs)
@@ -136,13 +166,17 @@ def _build(cfg: TrainConfig, data, device: torch.device, run_dir: Path, extra) -
     meta = {"model": {"name": cfg.model, "kwargs": kwargs, "num_classes": data.num_classes},
             "config": cfg.to_dict(), "classes": list(data.classes),
             "normalize": {"mean": mean, "std": std, "grayscale": cfg.grayscale},
+            "distributed": {**dist.to_dict(), "sync_bn": bool(sync_bn and dist.active)},
             "data": {"source": data.info.source, "format": data.info.format, "checksum": data.info.checksum,
                      "train": len(data.train),
                      "val": len(data.val), "test": len(data.test)}}
-    fit_model = torch.compile(model) if cfg.compile else model
+    fit_model = distributed.wrap_model(model, dist, device, sync_bn)
+    fit_model = torch.compile(fit_model) if cfg.compile else fit_model
     learner = Learner(fit_model, build_loss(cfg.loss, data.num_classes, cfg.label_smoothing), optimizer,
                       schedule, train_loader, val_loader, cfg.epochs, device,
-                      amp=cfg.amp and device.type == "cuda", binary=cfg.loss == "bce", meta=meta)
+                      amp=cfg.amp and device.type == "cuda", binary=cfg.loss == "bce", meta=meta, dist=dist)
+    if dist.rank:  # dropout masks differ per rank (rank 0 keeps the single-process stream)
+        torch.manual_seed(cfg.seed + 7919 * dist.rank)
     for cb in [*_standard_callbacks(cfg, run_dir, device), *extra]:
         learner.add_callback(cb)
     return learner
@@ -152,8 +186,8 @@ def _standard_callbacks(cfg: TrainConfig, run_dir: Path, device: torch.device) -
     load_recipe_modules()  # a resumed `fast` run needs the recipe's callbacks registered
     out: list[cbs.Callback] = [
         cbs.LRScheduler(cfg.plateau_monitor),
-        cbs.DivergenceGuard(cfg.diverge_factor, optimizer=cfg.optimizer,
-                            check_every=1 if device.type == "cpu" else 10),
+        cbs.DivergenceGuard(cfg.diverge_factor, optimizer=cfg.optimizer,  # each check reads the GPU
+                            check_every=1 if device.type == "cpu" else 50),
         cbs.Checkpointer(run_dir, cfg.select_metric),
         cbs.MetricsLogger(run_dir),
     ]
@@ -183,8 +217,11 @@ def _restore(learner: Learner, ckpt: dict) -> None:
 # ---------------------------------------------------------------- fit, test once, report
 def _fit_and_report(learner: Learner, cfg: TrainConfig, data, run_dir: Path) -> RunResult:
     hw = hardware_info(learner.device)
+    if learner.dist.active:
+        hw["processes"] = learner.dist.world_size
     if cfg.progress:
-        _say(f"{describe(hw)}\nrun folder {run_dir} | {cfg.model} | train {len(data.train)} "
+        procs = f" | {learner.dist.world_size} processes" if learner.dist.active else ""
+        _say(f"{describe(hw)}{procs}\nrun folder {run_dir} | {cfg.model} | train {len(data.train)} "
              f"val {len(data.val)} test {len(data.test)} | {cfg.epochs} epochs")
     start = time.perf_counter()
     try:
@@ -192,6 +229,8 @@ def _fit_and_report(learner: Learner, cfg: TrainConfig, data, run_dir: Path) -> 
     except KeyboardInterrupt:
         raise _interrupted(learner, run_dir) from None
     fit_seconds = time.perf_counter() - start
+    if not learner.is_main:  # rank 0 tests and reports; the others are done
+        return RunResult(run_dir, {}, unwrap(learner.model))
     summary = _test_and_summarize(learner, cfg, data, run_dir, hw, fit_seconds)
     write_json(run_dir / "summary.json", summary)
     learner.summary = summary

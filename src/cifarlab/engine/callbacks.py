@@ -299,16 +299,17 @@ class ProgressBar(Callback):
     order = ORDER_SHOW
     main_only = True
 
-    def __init__(self, console=None, refresh_every: int = 5):
+    def __init__(self, console=None, refresh_every: int | None = None):
         from rich.console import Console
         self.console = console or Console(stderr=True, soft_wrap=True)
-        self.refresh_every = refresh_every
+        self.refresh_every = refresh_every  # None: every 5 batches on the CPU, every 50 on a GPU
         self.progress = None
 
     def before_epoch(self, learn) -> None:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
         self.total = len(learn.train_loader)
-        self.seen, self.correct, self.loss_sum, self.batches = 0, 0, 0.0, 0
+        if self.refresh_every is None:  # each refresh reads the device once: the GPU waits for it
+            self.refresh_every = 5 if learn.device.type == "cpu" else 50
         import time
         self.start = time.perf_counter()
         if self.console.is_terminal:
@@ -319,25 +320,24 @@ class ProgressBar(Callback):
             self.task = self.progress.add_task("train", total=self.total, info="")
 
     def after_batch(self, learn) -> None:
-        from cifarlab.engine.metrics import topk_correct
         i = learn.batch_idx + 1
         if i % self.refresh_every and i != self.total:
             return
-        self.seen_info = self._info(learn, topk_correct(learn.logits.detach(), learn.y))
+        self.seen_info = self._info(learn)
         if self.progress is not None:
             self.progress.update(self.task, completed=i, info=self.seen_info)
         elif i % max(1, self.total // 10) < self.refresh_every and i != self.total:
             self.console.print(f"epoch {learn.epoch + 1}/{learn.epochs} batch {i}/{self.total} {self.seen_info}",
                                highlight=False)
 
-    def _info(self, learn, correct: int) -> str:
+    def _info(self, learn) -> str:
+        """The epoch so far on this rank: running loss and accuracy from the loop's device sums."""
         import time
         from cifarlab.engine.optim import get_lr
-        n = len(learn.y)
-        self.loss_sum += float(learn.loss)
-        self.correct, self.batches, self.seen = self.correct + correct, self.batches + 1, self.seen + n
-        rate = (learn.batch_idx + 1) * n / max(time.perf_counter() - self.start, 1e-9)
-        return (f"loss {self.loss_sum / self.batches:.4f} acc {self.correct / self.seen:.3f} "
+        t = learn.totals.read()
+        n = max(t["n"], 1)
+        rate = t["n"] * learn.dist.world_size / max(time.perf_counter() - self.start, 1e-9)
+        return (f"loss {t['loss_sum'] / n:.4f} acc {t['correct1'] / n:.3f} "
                 f"lr {get_lr(learn.optimizer):.3g} {rate:.0f} img/s")
 
     def after_epoch(self, learn) -> None:

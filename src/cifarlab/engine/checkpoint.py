@@ -2,7 +2,8 @@
 
 ``{"format", "model": {name, kwargs, num_classes}, "state_dict", "optimizer",
 "scheduler", "rng", "epoch", "step", "config", "metrics", "classes", "normalize",
-"versions", "callbacks"}``, written to a temp file beside the target, then ``os.replace``.
+"distributed", "versions", "callbacks"}``. The state is the plain module's (no DDP or
+compile prefixes), so a checkpoint from a multi-process run loads in one process., written to a temp file beside the target, then ``os.replace``.
 """
 
 from __future__ import annotations
@@ -58,6 +59,7 @@ def build_checkpoint(learner) -> dict[str, Any]:
         "metrics": list(learner.history),
         "classes": meta["classes"],
         "normalize": meta["normalize"],
+        "distributed": meta.get("distributed"),  # world size, sync_bn: how it was trained, not needed to load
         "versions": versions(),
         "callbacks": learner.callback_states(),
     }

@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from cifarlab.engine.callbacks import Callback
+from cifarlab.engine.distributed import Dist
 from cifarlab.engine.metrics import Accumulator
 from cifarlab.engine.optim import Schedule, get_lr
 
@@ -55,13 +56,80 @@ def run_eval(model: nn.Module, batches: Iterable, loss_fn: Callable | None, devi
     return acc
 
 
+class EpochTotals:
+    """Per-epoch training sums kept on the device, read back once per epoch.
+
+    Every read of a GPU value (``float(loss)``, ``int(correct)``) makes the CPU wait for the
+    whole queue of GPU work; at ~3 ms a step, four such waits a batch cost more than the
+    step. Sums are float64 (float32 on MPS, which has no float64): the same numbers as
+    Python floats on the CPU. ``n`` and ``entries`` are shapes, known without a read.
+    """
+
+    def __init__(self, device: torch.device, binary: bool = False):
+        dtype = torch.float32 if device.type == "mps" else torch.float64
+        self.sums = torch.zeros(4, dtype=dtype, device=device)  # loss*n, top-1, top-5, binary hits
+        self.n = self.entries = 0
+        self.binary = binary
+
+    def update(self, logits: torch.Tensor, y: torch.Tensor, loss: torch.Tensor) -> None:
+        logits = logits.detach().float()
+        b = len(y)
+        self.n += b
+        self.entries += logits.numel()
+        parts = [loss.detach().to(self.sums.dtype) * b, _hits(logits, y, 1), _hits(logits, y, 5),
+                 _binary_hits(logits, y) if self.binary else torch.zeros((), device=logits.device)]
+        self.sums += torch.stack([p.to(self.sums.dtype) for p in parts])
+
+    def read(self, dist: Dist | None = None) -> dict[str, float]:
+        """The running sums on the host (one device read); summed over ranks when ``dist``."""
+        counts = torch.tensor([self.n, self.entries], dtype=self.sums.dtype, device=self.sums.device)
+        total = torch.cat([self.sums, counts])
+        if dist is not None:
+            dist.all_reduce_sum(total)
+        loss, c1, c5, binary, n, entries = total.tolist()
+        return {"loss_sum": loss, "correct1": c1, "correct5": c5, "binary": binary, "n": n, "entries": entries}
+
+    def summary(self, prefix: str, dist: Dist | None = None) -> dict[str, float]:
+        t = self.read(dist)
+        n = max(t["n"], 1)
+        out = {f"{prefix}loss": t["loss_sum"] / n, f"{prefix}acc": t["correct1"] / n}
+        if self.binary:
+            out[f"{prefix}binary_acc"] = t["binary"] / max(t["entries"], 1)
+        return out
+
+
+def _hits(logits: torch.Tensor, y: torch.Tensor, k: int) -> torch.Tensor:
+    """metrics.topk_correct without the read back to the host."""
+    top = logits.topk(min(k, logits.shape[1]), dim=1).indices
+    return (top == y[:, None]).any(dim=1).sum()
+
+
+def _binary_hits(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """metrics.binary_correct without the read back to the host."""
+    predicted = torch.softmax(logits, dim=1) >= 0.5
+    return (predicted == torch.nn.functional.one_hot(y, logits.shape[1]).bool()).sum()
+
+
+def reduce_accumulator(acc: Accumulator, dist: Dist) -> Accumulator:
+    """An evaluation Accumulator's counts summed over ranks (each rank saw its shard)."""
+    if not dist.active:
+        return acc
+    total = torch.tensor([acc.n, acc.loss_sum, acc.correct1, acc.correct5, acc.binary, acc.entries],
+                         dtype=torch.float64)
+    if dist.backend == "nccl":
+        total = total.cuda()
+    n, acc.loss_sum, c1, c5, b, e = dist.all_reduce_sum(total).tolist()
+    acc.n, acc.correct1, acc.correct5, acc.binary, acc.entries = int(n), int(c1), int(c5), int(b), int(e)
+    return acc
+
+
 class Learner:
     """Holds what a fit needs and runs it; callbacks do the rest."""
 
     def __init__(self, model: nn.Module, loss_fn: Callable, optimizer: torch.optim.Optimizer,
                  schedule: Schedule, train_loader, val_loader, epochs: int, device: torch.device,
                  callbacks: Iterable[Callback] = (), amp: bool = False, binary: bool = False,
-                 meta: dict | None = None):
+                 meta: dict | None = None, dist: Dist | None = None):
         self.model, self.loss_fn, self.optimizer, self.schedule = model, loss_fn, optimizer, schedule
         self.train_loader, self.val_loader = train_loader, val_loader
         self.epochs, self.device, self.amp, self.binary = epochs, device, amp, binary
@@ -76,7 +144,9 @@ class Learner:
         self.stop = False  # a callback sets this to end the fit after the current epoch
         self.stop_reason = ""
         self.resumed = False  # True when the state came from a checkpoint
-        self.is_main = True  # False on DDP ranks > 0: callbacks with main_only are skipped
+        self.dist = dist or Dist()  # rank and world size; all_reduce for global metrics
+        self.is_main = self.dist.is_main  # False on DDP ranks > 0: callbacks with main_only are skipped
+        self.totals: EpochTotals | None = None  # this epoch's running sums (read with .read())
         self.x = self.y = self.logits = None
         for cb in callbacks:
             self.add_callback(cb)
@@ -107,6 +177,8 @@ class Learner:
     def fit(self) -> None:
         try:
             self.event("before_fit")
+            if not self.resumed:  # a data-dependent init (whitening) saw only this rank's shard
+                self.dist.broadcast_module(_plain(self.model))
             while self.epoch < self.epochs and not self.stop:
                 self._one_epoch()
         except BaseException as exc:  # Ctrl-C too: recorders must learn how the fit ended
@@ -119,14 +191,13 @@ class Learner:
         if hasattr(self.train_loader, "set_epoch"):
             self.train_loader.set_epoch(self.epoch)
         self.model.train()
-        train = Accumulator()
+        self.totals = train = EpochTotals(self.device, self.binary)
         self.event("before_epoch")
         start = time.perf_counter()
         for self.batch_idx, (self.x, self.y) in enumerate(self.train_loader):
             self.event("before_batch")
             self._train_step()
-            train.update(self.logits, self.y, None)
-            train.loss_sum += float(self.loss) * len(self.y)
+            train.update(self.logits, self.y, self.loss)  # stays on the device: no wait here
             self.step += 1
             self.event("after_batch")
         self._sync()
@@ -150,20 +221,36 @@ class Learner:
         self.optimizer.step()
         self.loss = self.loss.detach()
 
-    def _epoch_metrics(self, train: Accumulator, seconds: float) -> dict:
-        m = {"epoch": self.epoch + 1, **train.summary("train_", self.binary)}
+    def _epoch_metrics(self, train: EpochTotals, seconds: float) -> dict:
+        m = {"epoch": self.epoch + 1, **train.summary("train_", self.dist)}
         m["lr"] = get_lr(self.optimizer)
         m["train_time"] = seconds
-        m["images_per_s"] = train.n / max(seconds, 1e-9)
+        m["images_per_s"] = train.n * self.dist.world_size / max(seconds, 1e-9)
         return m
 
     def validate(self) -> dict:
-        """val_loss / val_acc (and val_binary_acc) on the validation loader; {} when there is none."""
-        if self.val_loader is None or len(self.val_loader) == 0:
+        """val_loss / val_acc (and val_binary_acc) on the validation loader; {} when there is none.
+
+        Under DDP each rank scores its shard with rank 0's BN statistics and the counts are
+        summed, so every rank gets the numbers one process would.
+        """
+        if self.val_loader is None:
             return {}
-        acc = run_eval(self.model, self.val_loader, self.loss_fn, self.device, self.amp)
-        return acc.summary("val_", self.binary)
+        model = self.model
+        if self.dist.active:  # the plain module: a rank with no val batch must not miss a DDP collective
+            model = _plain(self.model)
+            self.dist.broadcast_module(model, params=False)  # DDP keeps the weights equal already
+        elif len(self.val_loader) == 0:
+            return {}
+        acc = run_eval(model, self.val_loader, self.loss_fn, self.device, self.amp)
+        acc = reduce_accumulator(acc, self.dist)
+        return acc.summary("val_", self.binary) if acc.n else {}
 
     def _sync(self) -> None:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
+
+
+def _plain(model: nn.Module) -> nn.Module:
+    from cifarlab.engine.checkpoint import unwrap
+    return unwrap(model)

@@ -1,0 +1,97 @@
+"""Data-parallel training: rank sharding, and 2 gloo processes on the CPU against one process.
+
+Why the loss curves can be compared tightly: with the same seed both jobs start from the
+same weights and see the same global batches in the same order (each rank a contiguous
+half of every batch); DDP averages the two half-batch gradients, which equals the
+full-batch mean gradient when the halves are equal. The only difference left is the order
+of floating-point sums (two sums of 16 and one add instead of one sum of 32): a few float32
+ulps (~1e-7 relative) per step. Over the dozen SGD steps here such differences stay
+around 1e-6, so 1e-4 (relative) is a generous bound that still catches any real change:
+a shard that lost or repeated images, an unaveraged gradient or a per-rank loss in the
+logs moves the loss by 1e-2 or more. BatchNorm would break the equality (each rank
+normalizes its half with its own statistics), so the comparison uses lenet5 (no BN);
+sync_bn, which restores global statistics, is CUDA-only in torch and not checked here.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from cifarlab.data import DeviceLoader, random_cifar
+from cifarlab.engine import evaluate, load_model, resume, train
+from cifarlab.engine.distributed import launch
+
+RTOL = 1e-4  # see the module docstring
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return random_cifar(n_train=224, n_test=64, val=32, seed=1)  # 192 train = 6 batches of 32
+
+
+def cfg(tmp_path, name, **kw):
+    base = dict(model="lenet5", epochs=3, batch_size=32, lr=0.05, optimizer="sgd", schedule="constant",
+                augment="none", runs_dir=str(tmp_path / "runs"), name=name, tensorboard=False,
+                plots=False, progress=False, seed=3)
+    return {**base, **kw}
+
+
+def losses(run_dir) -> list[float]:
+    return [json.loads(line)["train_loss"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+# ---------------------------------------------------------------- sharding
+@pytest.mark.parametrize("n,batch,world", [(100, 32, 2), (97, 32, 3), (66, 32, 4), (10, 4, 3)])
+def test_ranks_split_every_global_batch_between_them(n, batch, world):
+    split = random_cifar(n_train=n, n_test=0, seed=0).train
+    whole = list(DeviceLoader(split, batch, shuffle=True, seed=5))
+    parts = [list(DeviceLoader(split, batch, shuffle=True, seed=5, rank=r, world_size=world)) for r in range(world)]
+    assert [len(DeviceLoader(split, batch, rank=r, world_size=world)) for r in range(world)] == [len(p) for p in parts]
+    for b, (x, y) in enumerate(whole):  # rank order reassembles each global batch exactly
+        shards = [p[b] for p in parts if b < len(p)]
+        assert torch.equal(torch.cat([s[0] for s in shards]), x)
+        assert torch.equal(torch.cat([s[1] for s in shards]), y)
+    assert sum(len(s[1]) for p in parts for s in p) == n  # every image once, none twice
+
+
+def test_short_last_batch_is_empty_on_the_last_ranks_only():
+    split = random_cifar(n_train=66, n_test=0, seed=0).train  # last global batch: 2 images, 4 ranks
+    lens = [len(DeviceLoader(split, 32, rank=r, world_size=4)) for r in range(4)]
+    assert lens == [3, 3, 2, 2]
+
+
+# ---------------------------------------------------------------- 2 processes vs 1
+def test_two_gloo_processes_match_one_process_and_the_checkpoint_loads_alone(tmp_path, tiny):
+    one = train(cfg(tmp_path, "one", epochs=4), data=tiny)
+    two = launch(2, train, cfg(tmp_path, "two"), data=tiny)  # 3 epochs, then resumed to 4
+    assert (two.run_dir / "last.pt").is_file() and not list(two.run_dir.glob("*.tmp"))
+    two = launch(2, resume, two.run_dir, epochs=4, data=tiny)
+    a, b = losses(one.run_dir), losses(two.run_dir)
+    assert len(a) == len(b) == 4
+    assert a[-1] < a[0] - 0.05, "the loss must move far more than the tolerance for the check to mean anything"
+    np.testing.assert_allclose(b, a, rtol=RTOL)
+    summary = json.loads((two.run_dir / "summary.json").read_text())
+    assert summary["hardware"]["processes"] == 2 and summary["data"]["train"] == 192
+    model, meta = load_model(two.run_dir / "last.pt")  # a plain module: no "module." prefixes
+    assert meta["distributed"]["world_size"] == 2 and meta["epoch"] == 4
+    single = evaluate(two.run_dir / "last.pt", data=tiny)
+    reference = evaluate(one.run_dir / "last.pt", data=tiny)
+    assert single["n"] == 64
+    assert single["loss"] == pytest.approx(reference["loss"], rel=1e-3)
+
+
+def test_sync_bn_is_refused_on_the_cpu_with_the_reason(tmp_path, tiny):
+    """torch's SyncBatchNorm runs on CUDA only; the equality with sync_bn is a GPU check."""
+    from cifarlab.errors import CifarlabError
+    with pytest.raises(CifarlabError, match="--sync-bn needs CUDA"):
+        launch(2, train, cfg(tmp_path, "bn", model="lenet5_modern"), data=tiny, sync_bn=True)
+
+
+def test_batch_that_does_not_divide_over_the_processes_is_refused(tmp_path, tiny):
+    from cifarlab.errors import CifarlabError
+    with pytest.raises(CifarlabError, match="batch_size 33 .* 2 processes"):
+        launch(2, train, cfg(tmp_path, "odd", batch_size=33), data=tiny)
