@@ -64,13 +64,14 @@ function showPicture(file) {
   preview.src = URL.createObjectURL(file);
   $("preview-caption").textContent = file.name;
   $("view").removeAttribute("src");
+  $("view-figure").hidden = true;  // until the server sends the 32x32 view
   $("pictures").hidden = false;
 }
 
 function drawResult(body, elapsed) {
   const r = body.results[0];
   if (r.error) { showError(r.error); return; }
-  if (r.view) $("view").src = r.view;
+  if (r.view) { $("view").src = r.view; $("view-figure").hidden = false; }
   $("label").textContent = r.label;
   $("confidence").textContent = percent(r.probabilities[r.label]);
   const bars = $("bars");
@@ -112,6 +113,7 @@ async function classify(file) {
     drawResult(await response.json(), performance.now() - start);
   } catch (e) {
     showError(e.message);
+    $("pictures").hidden = true;  // most often the file was not a picture at all
     $("placeholder").textContent = "The prediction appears here.";
   }
 }
