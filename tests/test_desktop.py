@@ -1,0 +1,135 @@
+"""The desktop window offscreen: open and classify, drag and drop, dialogs for bad files, screenshot.
+
+Qt runs with QT_QPA_PLATFORM=offscreen (no screen needed). The screenshot is saved to
+test-artifacts/desktop.png (``CIFARLAB_ARTIFACTS`` overrides the folder).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")  # before Qt starts
+pytest.importorskip("PySide6", reason="desktop extra not installed: pip install 'cifarlab[desktop]'")
+from PySide6.QtCore import QMimeData, QPointF, Qt, QTimer, QUrl  # noqa: E402
+from PySide6.QtGui import QDropEvent  # noqa: E402
+from PySide6.QtWidgets import QApplication  # noqa: E402
+
+from cifarlab.catalog import Catalog  # noqa: E402
+from cifarlab.data.synthetic import CIFAR10_CLASSES  # noqa: E402
+from cifarlab.desktop import ClassifierWindow, run_window  # noqa: E402
+from cifarlab.engine import Predictor  # noqa: E402
+from cifarlab.engine.checkpoint import FORMAT, save_checkpoint  # noqa: E402
+from cifarlab.models import create_model  # noqa: E402
+
+ARTIFACTS = Path(os.environ.get("CIFARLAB_ARTIFACTS", Path(__file__).resolve().parents[1] / "test-artifacts"))
+
+
+@pytest.fixture(scope="module")
+def qapp():
+    return QApplication.instance() or QApplication([])
+
+
+@pytest.fixture(scope="module")
+def catalog(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("ckpt")
+    paths = {}
+    for seed, name in enumerate(("first", "second")):
+        torch.manual_seed(seed)
+        paths[name] = str(folder / f"{name}.pt")
+        save_checkpoint({"format": FORMAT, "model": {"name": "resnet20", "kwargs": {}, "num_classes": 10},
+                         "state_dict": create_model("resnet20").state_dict(), "classes": list(CIFAR10_CLASSES),
+                         "normalize": {"mean": [0.49, 0.48, 0.45], "std": [0.25, 0.24, 0.26], "grayscale": None},
+                         "config": {}, "test": {"top1": 0.5 + seed / 10, "top5": 0.9, "n": 100}}, paths[name])
+    return Catalog(paths, runs=False, shipped=False)
+
+
+@pytest.fixture
+def window(qapp, catalog):
+    w = ClassifierWindow(catalog)
+    w.show()
+    yield w
+    w.close()
+
+
+def _photo(path: Path, mode: str = "RGBA") -> Path:
+    y, x = np.mgrid[0:300, 0:400]
+    rgb = np.stack([x * 255 // 399, y * 255 // 299, np.full_like(x, 90)], -1).astype(np.uint8)
+    Image.fromarray(rgb).convert(mode).save(path)
+    return path
+
+
+def _shown(window) -> list[tuple[str, float]]:
+    return [(n.text(), float(b.format().rstrip("%"))) for n, b in zip(window.bar_names, window.bars)]
+
+
+def test_open_classifies_and_shows_every_probability(window, catalog, qapp, tmp_path):
+    picture = _photo(tmp_path / "photo.png")  # RGBA: the reference app crashed on these
+    assert window.models.count() == 2 and "50.0% test accuracy" in window.models.itemText(0)
+    assert window.open_file(picture)
+    qapp.processEvents()
+    expected = Predictor(catalog.resolve("first").path).predict([picture])[0]
+    shown = _shown(window)
+    assert [name for name, _ in shown] == list(expected.probabilities)
+    assert window.result.text().startswith(expected.label)
+    np.testing.assert_allclose([p for _, p in shown], [100 * p for p in expected.probabilities.values()], atol=0.06)
+    assert window.bars[0].value() == round(1000 * expected.top[0][1])
+    assert window.view.pixmap().width() == 96 and "400×300" in window.file_label.text()
+    assert window.timing.text().startswith("classified in ")
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    shot = ARTIFACTS / "desktop.png"
+    assert window.grab().save(str(shot))
+    print(f"screenshot: {shot}")
+
+
+def test_changing_the_model_reclassifies(window, catalog, qapp, tmp_path):
+    picture = _photo(tmp_path / "gray.png", "L")
+    window.open_file(picture)
+    window.models.setCurrentIndex(1)
+    qapp.processEvents()
+    expected = Predictor(catalog.resolve("second").path).predict([picture])[0]
+    assert [name for name, _ in _shown(window)] == list(expected.probabilities)
+
+
+def test_a_file_that_is_not_a_picture_gets_a_dialog(window, qapp, tmp_path):
+    good = _photo(tmp_path / "ok.png")
+    window.open_file(good)
+    before = window.result.text()
+    bad = tmp_path / "holiday.jpg"
+    bad.write_text("this is text, not a JPEG")
+    assert window.open_file(bad) is False
+    qapp.processEvents()
+    dialog = window.last_dialog
+    assert dialog is not None and dialog.isVisible()
+    assert "holiday.jpg" in dialog.text() and "not a readable image" in dialog.text()
+    assert window.result.text() == before and window.path == str(good)  # the old picture stays
+    dialog.grab().save(str(ARTIFACTS / "desktop-error.png"))
+    dialog.close()
+    assert window.open_file(tmp_path / "missing.png") is False
+    assert "no such file" in window.last_dialog.text()
+
+
+def test_classify_without_a_picture_says_so(window):
+    assert not window.classify_button.isEnabled()
+    assert window.classify() is None
+    assert "Open a picture first" in window.last_dialog.text()
+
+
+def test_dropping_a_file_opens_it(window, qapp, tmp_path):
+    picture = _photo(tmp_path / "dropped.png", "RGB")
+    mime = QMimeData()
+    mime.setUrls([QUrl.fromLocalFile(str(picture))])
+    event = QDropEvent(QPointF(10, 10), Qt.DropAction.CopyAction, mime, Qt.MouseButton.NoButton,
+                       Qt.KeyboardModifier.NoModifier)
+    window.dropEvent(event)
+    assert window.path == str(picture) and window.result.text()
+
+
+def test_run_window_starts_and_quits(qapp, catalog, tmp_path):
+    QTimer.singleShot(300, qapp.quit)
+    assert run_window(catalog, str(_photo(tmp_path / "start.png"))) == 0
