@@ -15,7 +15,7 @@ HAS_GPU := $(shell command -v nvidia-smi >/dev/null 2>&1 && echo 1)
 SHARED_DATA := $(wildcard ../shared/data/cifar10-jpeg75.tar.gz)
 export CIFARLAB_DATA ?= $(SHARED_DATA)
 
-.PHONY: setup train test bench clean
+.PHONY: setup sysdeps train test bench clean
 
 setup: $(VENV)/.installed
 
@@ -33,7 +33,12 @@ endif
 train: setup
 	$(VENV)/bin/cifarlab train --model default
 
-test: setup
+# Debian packages the browser and desktop tests need (chromium, Qt's shared libraries);
+# installs only what is missing, only as root, else prints what is missing.
+sysdeps:
+	@bash scripts/sysdeps.sh
+
+test: setup sysdeps
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 clean:
