@@ -2,7 +2,8 @@
 
 Starts the server itself (a subprocess, `cifarlab serve --no-runs` with the shipped model
 or --checkpoint) or uses a running one (--url, loopback only). Each client posts the same
-small picture to /api/predict in a loop; after a warm-up, every request's latency is
+small picture to /api/predict in a loop, on its own kept-alive connection with raw
+HTTP/1.1 (an HTTP library would spend as much CPU as the server); after a warm-up, every request's latency is
 recorded. Prints the environment, requests/s, p50/p90/p99 latency, the mean batch size the
 server formed, and the error count.
 
@@ -20,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import io
+import json
 import os
 import platform
 import socket
@@ -62,6 +64,15 @@ def picture(size: tuple[int, int]) -> bytes:
     return buf.getvalue()
 
 
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds of a process (Linux /proc); None elsewhere."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -95,26 +106,50 @@ async def wait_ready(client, url: str, proc: subprocess.Popen | None, timeout: f
     raise SystemExit(f"server at {url} not ready after {timeout:.0f}s")
 
 
-async def one_client(client, url: str, model: str, body: bytes, stop_at: float, record_from: float,
-                     out: dict) -> None:
-    files = {"file": ("bench.jpg", body, "image/jpeg")}
-    while True:
-        start = time.perf_counter()
-        if start >= stop_at:
-            return
-        try:
-            r = await client.post(url + "/api/predict", files=files, data={"model": model})
-            ok = r.status_code == 200
-            batch = r.json().get("batch_size") if ok else None
-        except Exception as exc:
-            ok, batch = False, None
-            out["messages"].append(type(exc).__name__)
-        end = time.perf_counter()
-        if start >= record_from:
-            out["latency"].append(end - start)
-            out["errors"] += 0 if ok else 1
-            if batch:
-                out["batches"].append(batch)
+def multipart_request(host: str, port: int, model: str, picture_bytes: bytes) -> bytes:
+    """The whole POST /api/predict request, built once: the clients resend these bytes."""
+    boundary = "cifarlabbenchboundary"
+    body = (f'--{boundary}\r\nContent-Disposition: form-data; name="model"\r\n\r\n{model}\r\n'
+            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="bench.jpg"\r\n'
+            f"Content-Type: image/jpeg\r\n\r\n").encode() + picture_bytes + f"\r\n--{boundary}--\r\n".encode()
+    head = (f"POST /api/predict HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: multipart/form-data; "
+            f"boundary={boundary}\r\nContent-Length: {len(body)}\r\n\r\n").encode()
+    return head + body
+
+
+async def exchange(reader, writer, request: bytes) -> tuple[int, bytes]:
+    """Send one request on a kept-alive connection; (status, body) of the answer."""
+    writer.write(request)
+    head = await reader.readuntil(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    status = int(lines[0].split()[1])
+    length = next(int(v) for k, _, v in (ln.partition(":") for ln in lines[1:]) if k.lower() == "content-length")
+    return status, await reader.readexactly(length)
+
+
+async def one_client(host: str, port: int, request: bytes, stop_at: float, record_from: float, out: dict) -> None:
+    """A client on its own connection, as light as wrk: raw HTTP/1.1 keep-alive, no HTTP library."""
+    reader, writer = await asyncio.open_connection(host, port)
+    try:
+        while (start := time.perf_counter()) < stop_at:
+            try:
+                status, body = await exchange(reader, writer, request)
+                ok = status == 200
+                batch = json.loads(body).get("batch_size") if ok else None
+            except (OSError, asyncio.IncompleteReadError, ValueError) as exc:
+                ok, batch = False, None
+                out["messages"].append(type(exc).__name__)
+                writer.close()
+                reader, writer = await asyncio.open_connection(host, port)
+            end = time.perf_counter()
+            out["all"] += 1
+            if start >= record_from:
+                out["latency"].append(end - start)
+                out["errors"] += 0 if ok else 1
+                if batch:
+                    out["batches"].append(batch)
+    finally:
+        writer.close()
 
 
 async def load(args) -> None:
@@ -124,14 +159,23 @@ async def load(args) -> None:
     try:
         async with httpx.AsyncClient(limits=limits, timeout=30) as client:
             listing = await wait_ready(client, url, proc)
-            model = args.model if args.url or args.checkpoint else listing["default"]
-            entry = next(m for m in listing["models"] if m["name"] == model)
+            model = args.model or listing["default"]
+            entry = next((m for m in listing["models"] if m["name"] == model), None)
+            if entry is None:
+                raise SystemExit(f"model {model!r} not served; it lists {[m['name'] for m in listing['models']]}")
             body = picture(args.size)
+            where = urlparse(url)
+            request = multipart_request(where.hostname, where.port, model, body)
             now = time.perf_counter()
             record_from, stop_at = now + args.warmup, now + args.warmup + args.duration
             out = {"latency": [], "errors": 0, "batches": [], "messages": []}
-            await asyncio.gather(*(one_client(client, url, model, body, stop_at, record_from, out)
+            cpu0 = (cpu_seconds(proc.pid) if proc else None, time.process_time())
+            out["all"] = 0
+            await asyncio.gather(*(one_client(where.hostname, where.port, request, stop_at, record_from, out)
                                    for _ in range(args.clients)))
+            server_cpu = cpu_seconds(proc.pid) if proc else None
+            out["server_cpu"] = None if server_cpu is None or cpu0[0] is None else server_cpu - cpu0[0]
+            out["client_cpu"] = time.process_time() - cpu0[1]
     finally:
         if proc is not None:
             proc.terminate()
@@ -159,6 +203,8 @@ def report(args, url: str, entry: dict, nbytes: int, out: dict) -> None:
     print(f"requests {len(lat)} | {rate:.1f} requests/s | latency p50 {q(0.50):.1f} ms  p90 {q(0.90):.1f} ms  "
           f"p99 {q(0.99):.1f} ms  max {lat[-1] * 1000:.1f} ms | mean server batch {mean_batch:.1f} | "
           f"errors {out['errors']}" + (f" ({', '.join(sorted(set(out['messages'])))})" if out["messages"] else ""))
+    per = lambda sec: "n/a" if sec is None else f"{1000 * sec / max(out['all'], 1):.2f} ms"  # noqa: E731
+    print(f"CPU per request (warm-up included): server {per(out['server_cpu'])}, clients {per(out['client_cpu'])}")
     goal = rate >= 100 and q(0.99) <= 250 and out["errors"] == 0
     print(f"goal (>= 100 requests/s, p99 <= 250 ms, 0 errors): {'met' if goal else 'NOT met'}")
 
@@ -167,7 +213,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--url", help="a running server (loopback only); default: start one here")
     p.add_argument("--checkpoint", help="serve this checkpoint instead of the shipped default model")
-    p.add_argument("--model", default="bench", help="model name to request (with --url: one it lists)")
+    p.add_argument("--model", default=None, help="model name to request (default: the server's default, "
+                                                 "or 'bench' for --checkpoint)")
     p.add_argument("--clients", type=int, default=16)
     p.add_argument("--duration", type=float, default=20.0, help="measured seconds")
     p.add_argument("--warmup", type=float, default=3.0, help="seconds before measuring")
@@ -178,8 +225,8 @@ def main() -> None:
     args = p.parse_args()
     if args.url and urlparse(args.url).hostname not in ("127.0.0.1", "localhost", "::1"):
         raise SystemExit("--url must be a loopback address (127.0.0.1, localhost, ::1)")
-    if args.url and args.model == "bench":
-        args.model = "default"
+    if args.checkpoint and not args.url:
+        args.model = args.model or "bench"
     asyncio.run(load(args))
 
 

@@ -5,7 +5,7 @@ time, and string annotations naming UploadFile would not resolve.
 """
 
 from fastapi import File, Form, HTTPException, UploadFile
-from fastapi.responses import FileResponse
+from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 
 from cifarlab import __version__
@@ -40,7 +40,8 @@ def add_routes(app, service) -> None:
         try:
             name = model or service.catalog.first().name
             blobs = [(f.filename or f"upload {i + 1}", await f.read()) for i, f in enumerate(files)]
-            return await service.predict(name, blobs, top_k, view)
+            # a ready JSONResponse skips FastAPI's per-field encoding of the result
+            return JSONResponse(await service.predict(name, blobs, top_k, view))
         except ModelError as exc:
             raise HTTPException(404, str(exc)) from None
         except CifarlabError as exc:
