@@ -133,3 +133,18 @@ def test_dropping_a_file_opens_it(window, qapp, tmp_path):
 def test_run_window_starts_and_quits(qapp, catalog, tmp_path):
     QTimer.singleShot(300, qapp.quit)
     assert run_window(catalog, str(_photo(tmp_path / "start.png"))) == 0
+
+
+def test_app_command_opens_the_window(qapp, catalog, tmp_path):
+    from cifarlab.cli import main
+    QTimer.singleShot(300, qapp.quit)
+    path = catalog.resolve("first").path
+    assert main(["app", "--no-runs", "--checkpoint", f"mine={path}", str(_photo(tmp_path / "a.png"))]) == 0
+
+
+def test_app_command_without_a_display_says_so(monkeypatch, capsys):
+    from cifarlab.cli import main
+    for var in ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM"):
+        monkeypatch.delenv(var, raising=False)
+    assert main(["app"]) == 1
+    assert "no display" in capsys.readouterr().err

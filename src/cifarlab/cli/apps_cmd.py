@@ -82,5 +82,12 @@ def run_serve(args: argparse.Namespace) -> int:
 
 
 def run_app(args: argparse.Namespace) -> int:
+    import os
+
     from cifarlab.desktop import run_window
+    from cifarlab.errors import CifarlabError
+    headless = not any(os.environ.get(v) for v in ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM"))
+    if sys.platform.startswith("linux") and headless:  # Qt would abort the process, not raise
+        raise CifarlabError("no display to open a window on: set DISPLAY (or run `cifarlab serve` and use "
+                            "the web page); QT_QPA_PLATFORM=offscreen runs it without a screen")
     return run_window(_catalog(args), args.image)
