@@ -79,6 +79,7 @@ def test_finished_runs_appear_with_their_test_accuracy(tiny_run):
     assert entry.source == "run" and entry.path.endswith("best.pt")
     assert entry.accuracy == pytest.approx(result.summary["test"]["top1"])
     assert entry.parameters == count_params(create_model("lenet5_modern")).trainable
+    assert "1 epochs" in entry.description and str(result.run_dir) not in str(entry.public())
 
 
 def test_run_named_like_an_operator_model_gets_a_distinct_name(tiny_run, tmp_path):

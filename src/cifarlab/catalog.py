@@ -186,7 +186,14 @@ def _run_entry(row: dict, taken: set[str]) -> CatalogEntry | None:
     test = summary.get("test") or {}
     return CatalogEntry(name=name, path=str(path), model=row.get("model") or "?",
                         accuracy=metrics.get("test_top1", test.get("top1")), top5=test.get("top5"),
-                        parameters=params, source="run", description=f"run {row['id']}: {run_dir}")
+                        parameters=params, source="run", description=_run_description(row, summary))
+
+
+def _run_description(row: dict, summary: dict) -> str:
+    """Run id, epochs and date; not the folder, which is the server's business."""
+    when = time.strftime("%Y-%m-%d %H:%M", time.localtime(row.get("finished") or row.get("created") or 0))
+    epochs = summary.get("epochs_run", (row.get("metrics") or {}).get("epochs", "?"))
+    return f"run {row['id']}: {epochs} epochs, finished {when}"
 
 
 def _summary_test(run_dir: Path) -> dict:
