@@ -37,7 +37,6 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"
 ARTIFACTS = Path(os.environ.get("CIFARLAB_ARTIFACTS", Path(__file__).resolve().parents[1] / "test-artifacts"))
 
 
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     """(base url, checkpoint path) of a live server; stopped after the module."""
