@@ -124,3 +124,20 @@ def test_a_file_that_is_not_a_picture_shows_an_error(server, page, tmp_path):
     assert "notes.txt" in page.inner_text("#error") and "not a readable image" in page.inner_text("#error")
     assert page.is_hidden("#result") and page.is_hidden("#pictures")
     page.screenshot(path=str(ARTIFACTS / "web-error.png"))
+
+
+def test_dropping_a_picture_classifies_it(server, page, tmp_path):
+    url, ckpt = server
+    page.goto(url + "/")
+    page.wait_for_function("document.querySelectorAll('#model option').length > 0")
+    data = _picture(tmp_path / "drop.jpg").read_bytes()
+    page.evaluate("""(bytes) => {
+        const file = new File([new Uint8Array(bytes)], 'drop.jpg', {type: 'image/jpeg'});
+        const dt = new DataTransfer();
+        dt.items.add(file);
+        document.getElementById('drop').dispatchEvent(new DragEvent('drop', {dataTransfer: dt, bubbles: true}));
+    }""", list(data))
+    page.wait_for_selector("#result:not([hidden])")
+    assert page.locator("#bars li").count() == 10
+    assert page.inner_text("#label") == Predictor(ckpt).predict([data])[0].label
+    assert page.inner_text("#preview-caption") == "drop.jpg"
