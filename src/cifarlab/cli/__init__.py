@@ -19,6 +19,7 @@ _COMMAND_MODULES = [
     "data_cmd",
     "models_cmd",
     "train_cmd",
+    "export_cmd",
     "study_cmd",
     "apps_cmd",
 ]

@@ -6,6 +6,9 @@ resized to 32x32 with Pillow's bilinear filter, which is antialiased when shrink
 The aspect ratio is NOT kept: the whole picture is squeezed into the square, as the
 reference desktop app did and as the CIFAR images themselves were made; cropping could
 cut the object off. The web and desktop apps share this class.
+
+A ``.onnx`` file (``cifarlab export``) is run by ONNX Runtime on the CPU when it is
+installed: same preprocessing, same outputs within float rounding, faster on a CPU.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from cifarlab.engine.checkpoint import load_model
 from cifarlab.engine.hardware import pick_device
-from cifarlab.errors import ImageError
+from cifarlab.errors import CifarlabError, ImageError
 
 MAX_PIXELS = 64_000_000  # larger pictures are refused: a decompression bomb fills RAM
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
@@ -131,11 +134,16 @@ def expand_paths(items: Iterable) -> list:
 
 # ---------------------------------------------------------------- the predictor
 class Predictor:
-    """Load a checkpoint (file or run folder) once; ``predict`` many pictures."""
+    """Load a checkpoint (file or run folder) or an exported ``.onnx`` file once; ``predict``
+    many pictures. ``backend`` says which ran it: "torch" or "onnxruntime"."""
 
     def __init__(self, checkpoint, device: str | torch.device | None = None, max_pixels: int = MAX_PIXELS):
-        self.device = pick_device(device)
-        self.model, self.meta = load_model(checkpoint, self.device)
+        if str(checkpoint).lower().endswith(".onnx"):
+            self._load_onnx(checkpoint, device)
+        else:
+            self.device = pick_device(device)
+            self.model, self.meta = load_model(checkpoint, self.device)
+            self.backend = "torch"
         self.classes: list[str] = list(self.meta["classes"])
         norm = self.meta["normalize"]
         self.grayscale = norm.get("grayscale")
@@ -143,6 +151,18 @@ class Predictor:
         self.mean = torch.tensor(norm["mean"], dtype=torch.float32).view(1, channels, 1, 1).to(self.device)
         self.std = torch.tensor(norm["std"], dtype=torch.float32).view(1, channels, 1, 1).to(self.device)
         self.max_pixels = max_pixels
+
+    def _load_onnx(self, path, device) -> None:
+        from cifarlab.export import OnnxModel, onnxruntime_available
+        if not onnxruntime_available():
+            raise CifarlabError(f"{path} is an ONNX export and onnxruntime is not installed; "
+                                f"pip install 'cifarlab[onnx]' (or predict from the .pt checkpoint)")
+        if device is not None and str(device) not in ("auto", "cpu"):
+            raise CifarlabError(f"{path}: ONNX exports run on the CPU here; drop --device {device}")
+        self.device = torch.device("cpu")
+        self.model = OnnxModel(path)
+        self.meta = self.model.meta
+        self.backend = "onnxruntime"
 
     def preprocess(self, arrays: list[np.ndarray]) -> torch.Tensor:
         """uint8 [N,32,32,3] pictures as the normalized float batch the model was trained on."""
@@ -154,7 +174,11 @@ class Predictor:
 
     @torch.no_grad()
     def probabilities(self, arrays: list[np.ndarray]) -> np.ndarray:
-        return torch.softmax(self.model(self.preprocess(arrays)).float(), dim=1).cpu().numpy()
+        """Softmax probabilities [N, classes] of uint8 [32,32,3] pictures."""
+        logits = self.model(self.preprocess(arrays))
+        if isinstance(logits, np.ndarray):  # onnxruntime
+            logits = torch.from_numpy(logits)
+        return torch.softmax(logits.float(), dim=1).cpu().numpy()
 
     def predict(self, items, top_k: int = 3, on_error: str = "raise", batch_size: int = 256) -> list[Prediction]:
         """One Prediction per item (path, bytes, PIL image or uint8 array; folders expanded).
