@@ -178,3 +178,9 @@ def test_serve_cli_refuses_bad_checkpoints(tmp_path, capsys):
     assert "NAME=PATH" in capsys.readouterr().err
     assert main(["serve", "--no-runs", "--checkpoint", f"x={tmp_path / 'none.pt'}"]) == 1
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_serve_cli_with_no_model_at_all_says_so(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr("cifarlab.catalog.default_checkpoint", lambda: tmp_path / "absent.pt")
+    assert main(["serve", "--no-runs"]) == 1
+    assert "no models to choose from" in capsys.readouterr().err
