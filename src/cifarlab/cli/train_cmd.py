@@ -1,5 +1,9 @@
 """``cifarlab train``, ``cifarlab evaluate`` and ``cifarlab predict``: thin faces over the engine.
 
+``train --nproc N`` trains data-parallel in N processes on this machine; under ``torchrun``
+(one or several machines) each process runs this same command. ``predict --out FILE.csv``
+classifies a folder tree into a CSV, streaming and resumable.
+
 Config precedence for ``train``: defaults < ``--recipe`` < ``--config file.json`` <
 explicit flags < ``--set KEY=VALUE``. Only flags the user typed override anything
 (argparse defaults are suppressed), so ``--recipe reference --epochs 3`` keeps the
@@ -64,6 +68,11 @@ def _register_train(subparsers) -> None:
     p.add_argument("--resume", default=S, metavar="RUN_DIR", help="continue a run from its last.pt")
     p.add_argument("--list-recipes", action="store_true", default=S, help="print the recipes and exit")
     p.add_argument("--act", default=S, help="activation passed to the model (model_kwargs act), e.g. gelu")
+    p.add_argument("--nproc", type=int, default=S, metavar="N",
+                   help="data-parallel processes on this machine (one per GPU, or CPU processes with gloo); "
+                        "--batch-size stays the global batch. Several machines: torchrun ... -m cifarlab train")
+    p.add_argument("--sync-bn", dest="sync_bn", action=argparse.BooleanOptionalAction, default=S,
+                   help="multi-process on CUDA: BatchNorm statistics over the global batch")
     for flag, key, kind, text in _FLAGS:
         if kind is None:
             p.add_argument(flag, dest=key, action=argparse.BooleanOptionalAction, default=S, help=text)
@@ -92,6 +101,11 @@ def _register_predict(subparsers) -> None:
     p.add_argument("--top-k", type=int, default=3, help="classes shown per picture")
     p.add_argument("--json", action="store_true", help="one JSON object per picture, one per line")
     p.add_argument("--device", default=None, help="auto | cpu | cuda | mps")
+    p.add_argument("--out", default=None, metavar="FILE.csv",
+                   help="classify one FOLDER tree into this CSV (path, class, probability, top_k), streaming")
+    p.add_argument("--resume", action="store_true", help="with --out: keep the CSV's rows, do the rest")
+    p.add_argument("--overwrite", action="store_true", help="with --out: start the CSV afresh")
+    p.add_argument("--batch-size", type=int, default=256, help="pictures per forward pass")
     p.set_defaults(func=run_predict)
 
 
@@ -130,22 +144,34 @@ def run_train(args: argparse.Namespace) -> int:
     from cifarlab.engine.api import TrainingInterrupted, resume, train
     if "list_recipes" in vars(args):
         return _print_recipes()
+    nproc = vars(args).get("nproc", 1)
+    sync_bn = vars(args).get("sync_bn")
     try:
         if "resume" in vars(args):
-            result = resume(args.resume, **_resume_options(args))
+            result = _start(nproc, resume, args.resume, **_resume_options(args), sync_bn=sync_bn)
         else:
-            result = train(config_from_args(args))
+            result = _start(nproc, train, config_from_args(args), sync_bn=bool(sync_bn))
     except TrainingInterrupted as exc:
         print(str(exc), file=sys.stderr)
         return exc.exit_code
+    if not result.summary:  # a torchrun rank other than 0: rank 0 reports
+        return 0
     print(json.dumps({"run_dir": str(result.run_dir), "test": {k: v for k, v in result.summary["test"].items()
                                                             if k != "per_class"}}))
     return 0
 
 
+def _start(nproc: int, fn, *args, **kwargs):
+    """``fn`` here, or in ``nproc`` data-parallel processes."""
+    if nproc == 1:
+        return fn(*args, **kwargs)
+    from cifarlab.engine.distributed import launch
+    return launch(nproc, fn, *args, **kwargs)
+
+
 def _resume_options(args: argparse.Namespace) -> dict:
     from cifarlab.errors import ConfigError
-    given = set(vars(args)) - {"command", "func", "resume"}
+    given = set(vars(args)) - {"command", "func", "resume", "nproc", "sync_bn"}
     extra = given - {"epochs", "progress"}
     if extra:
         names = ", ".join("--" + k.replace("_", "-") for k in sorted(extra))
@@ -202,6 +228,8 @@ def run_predict(args: argparse.Namespace) -> int:
     from cifarlab.errors import ConfigError
     if args.top_k < 1:
         raise ConfigError(f"--top-k {args.top_k} must be >= 1")
+    if args.out:
+        return _predict_to_csv(args)
     predictor = Predictor(args.checkpoint, device=args.device)
     results = predictor.predict(args.images, top_k=args.top_k, on_error="report")
     if not results:
@@ -216,3 +244,53 @@ def run_predict(args: argparse.Namespace) -> int:
         else:
             print(f"{r.source}: {r.label}  " + "  ".join(f"{c} {p:.3f}" for c, p in r.top))
     return 1 if failed else 0
+
+
+def _predict_to_csv(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from cifarlab.engine.batch_predict import predict_folder
+    from cifarlab.engine.predict import Predictor
+    from cifarlab.errors import ConfigError
+    if len(args.images) != 1 or not Path(args.images[0]).is_dir():
+        raise ConfigError("--out classifies one FOLDER tree: pass exactly one folder")
+    if args.resume and args.overwrite:
+        raise ConfigError("--resume keeps the CSV and --overwrite replaces it: pick one")
+    out = Path(args.out)
+    if out.exists() and out.stat().st_size and not (args.resume or args.overwrite):
+        raise ConfigError(f"{out} exists; add --resume to finish it or --overwrite to start again")
+    predictor = Predictor(args.checkpoint, device=args.device)
+    with _CsvProgress() as progress:
+        report = predict_folder(predictor, args.images[0], out, args.top_k, args.batch_size,
+                                resume=args.resume, on_batch=progress.update)
+    print(f"{report.written} rows written to {out} ({report.already} already there, {report.total} pictures"
+          + (f"; {len(report.failed)} unreadable, skipped: listed above)" if report.failed else ")"),
+          file=sys.stderr)
+    return 1 if report.failed else 0
+
+
+class _CsvProgress:
+    """A rich bar on stderr while the CSV fills; each unreadable file as its own line."""
+
+    def __init__(self):
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+        self.console = Console(stderr=True, soft_wrap=True)
+        self.progress = Progress(TextColumn("classifying"), BarColumn(), MofNCompleteColumn(),
+                                 TimeRemainingColumn(), console=self.console, transient=True)
+        self.task = None
+
+    def __enter__(self):
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.progress.stop()
+
+    def update(self, report, predictions) -> None:
+        if self.task is None:
+            self.task = self.progress.add_task("predict", total=report.total, completed=report.already)
+        for p in predictions:
+            if p.error:
+                self.console.print(f"cifarlab: error: {p.error}", highlight=False, markup=False)
+        self.progress.advance(self.task, len(predictions))
