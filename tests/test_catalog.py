@@ -127,3 +127,16 @@ def test_shipped_default_model():
     assert f"{entry.accuracy:.2%}" in entry.description
     probs = Catalog(runs=False).predictor("default").probabilities([np.full((32, 32, 3), 128, np.uint8)])
     assert probs.shape == (1, 10) and probs.sum() == pytest.approx(1.0, abs=1e-4)
+
+
+def test_an_onnx_export_can_be_offered(tiny_run, tmp_path):
+    pytest.importorskip("onnxruntime", reason="onnx extra not installed: pip install 'cifarlab[onnx]'")
+    from cifarlab.export import export_checkpoint
+    result, _ = tiny_run
+    onnx = export_checkpoint(result.run_dir / "best.pt")  # beside best.pt, so summary.json is found
+    catalog = Catalog({"fast": str(onnx)}, runs=False, shipped=False)
+    entry = catalog.resolve("fast")
+    assert entry.model == "lenet5_modern" and entry.accuracy == pytest.approx(result.summary["test"]["top1"])
+    pics = list(random_cifar(n_train=4, n_test=0, seed=2).train.images)
+    np.testing.assert_allclose(catalog.predictor("fast").probabilities(pics),
+                               Predictor(result.run_dir / "best.pt").probabilities(pics), atol=1e-4)

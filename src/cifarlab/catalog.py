@@ -164,14 +164,25 @@ def _shipped_entry() -> CatalogEntry:
 
 
 def _file_entry(name: str, path, source: str) -> CatalogEntry:
-    """An entry from a checkpoint file or run folder; its metadata is read once, here."""
+    """An entry from a checkpoint file, run folder or ONNX export; its metadata is read once, here."""
     from cifarlab.engine.checkpoint import load_checkpoint
+    if str(path).lower().endswith(".onnx"):
+        return _onnx_entry(name, Path(path), source)
     ckpt = load_checkpoint(path)  # raises a one-line CifarlabError for a missing or foreign file
     test = ckpt.get("test") or _summary_test(Path(ckpt["path"]).parent)
     return CatalogEntry(
         name=name, path=ckpt["path"], model=ckpt["model"]["name"], accuracy=test.get("top1"),
         top5=test.get("top5"), parameters=ckpt.get("parameters") or _count(ckpt["state_dict"]),
         source=source, description=ckpt.get("description", ""))
+
+
+def _onnx_entry(name: str, path: Path, source: str) -> CatalogEntry:
+    """An exported model (``cifarlab export``); its accuracy comes from the run folder it sits in."""
+    from cifarlab.export import OnnxModel
+    meta = OnnxModel(path).meta  # raises a one-line CifarlabError for a missing or foreign file
+    test = _summary_test(path.resolve().parent)
+    return CatalogEntry(name=name, path=str(path.resolve()), model=meta["model"]["name"], accuracy=test.get("top1"),
+                        top5=test.get("top5"), parameters=None, source=source, description="ONNX export")
 
 
 def _run_entry(row: dict, taken: set[str]) -> CatalogEntry | None:
