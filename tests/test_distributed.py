@@ -95,3 +95,18 @@ def test_batch_that_does_not_divide_over_the_processes_is_refused(tmp_path, tiny
     from cifarlab.errors import CifarlabError
     with pytest.raises(CifarlabError, match="batch_size 33 .* 2 processes"):
         launch(2, train, cfg(tmp_path, "odd", batch_size=33), data=tiny)
+
+
+def test_cli_nproc_trains_and_only_rank_0_reports(tmp_path, capfd):
+    from cifarlab.cli import main
+    from cifarlab.data.synthetic import write_cifar10_python
+    data = write_cifar10_python(tmp_path / "data", per_batch=20, n_test=20).path
+    runs = tmp_path / "runs"
+    args = ["train", "--data", str(data), "--model", "lenet5", "--epochs", "1", "--batch-size", "20",
+            "--val", "20", "--runs-dir", str(runs), "--name", "cli", "--no-tensorboard", "--no-plots",
+            "--no-progress", "--augment", "none", "--nproc", "2"]
+    assert main(args) == 0
+    out = capfd.readouterr().out
+    reports = [line for line in out.splitlines() if line.startswith("{")]
+    assert len(reports) == 1 and json.loads(reports[0])["run_dir"] == str(runs / "cli")
+    assert len(losses(runs / "cli")) == 1 and (runs / "cli" / "summary.json").is_file()
