@@ -63,7 +63,7 @@ def train(config: TrainConfig | dict | None = None, callbacks: Iterable[cbs.Call
         distributed.check_batch(cfg.batch_size, dist)
         device = rank_device or pick_device(cfg.device)
         cfg.progress = cfg.progress and dist.is_main
-        data = _load_data(cfg, data)
+        data = _load_data_once_per_machine(cfg, data, dist)
         _seed_everything(cfg.seed)
         run_dir = dist.broadcast_object(_new_run(cfg) if dist.is_main else None)
         learner = _build(cfg, data, device, run_dir, callbacks, dist, sync_bn)
@@ -99,7 +99,7 @@ def resume(run_dir: str | Path, epochs: int | None = None, callbacks: Iterable[c
         distributed.check_batch(cfg.batch_size, dist)
         device = rank_device or pick_device(cfg.device)
         cfg.progress = cfg.progress and dist.is_main
-        data = _load_data(cfg, data)
+        data = _load_data_once_per_machine(cfg, data, dist)
         _seed_everything(cfg.seed)
         learner = _build(cfg, data, device, run_dir, callbacks, dist, sync_bn)
         _restore(learner, ckpt)
@@ -122,6 +122,16 @@ def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
     np.random.seed(seed)
     random.seed(seed)
+
+
+def _load_data_once_per_machine(cfg: TrainConfig, data, dist: distributed.Dist):
+    """Local rank 0 loads first (it may download and cache); the others then read its cache."""
+    if not dist.active:
+        return _load_data(cfg, data)
+    if dist.local_rank == 0:
+        data = _load_data(cfg, data)
+    dist.barrier()
+    return data if dist.local_rank == 0 else _load_data(cfg, data)
 
 
 def _load_data(cfg: TrainConfig, data):
