@@ -88,6 +88,9 @@ def _from_env(backend: str) -> Dist:
 def rank_device(device_name: str, local_rank: int) -> torch.device:
     """cuda:LOCAL_RANK when CUDA is wanted and present, else the CPU (gloo)."""
     if device_name in ("auto", "cuda") and torch.cuda.is_available():
+        if local_rank >= torch.cuda.device_count():
+            raise ConfigError(f"process {local_rank} on this machine has no GPU of its own "
+                              f"({torch.cuda.device_count()} visible); use at most one process per GPU")
         return torch.device("cuda", local_rank)
     if device_name == "cuda":
         raise ConfigError("device=cuda but torch sees no CUDA GPU; use --device cpu or auto")
