@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from cifarlab.engine.batch_predict import predict_folder
+from cifarlab.engine.distributed import launch
 from cifarlab.engine.api import DEFAULT_CALLBACKS, RunResult, TrainingInterrupted, resume, train
 from cifarlab.engine.callbacks import (
     Callback, Checkpointer, DivergenceGuard, EarlyStopping, LRScheduler, MetricsLogger, Plotter,
@@ -17,7 +19,7 @@ from cifarlab.engine.recipes import list_recipes, recipe_config, register_recipe
 __all__ = [
     "DEFAULT_CALLBACKS", "Callback", "Checkpointer", "DivergenceGuard", "EarlyStopping", "LRScheduler",
     "Learner", "MetricsLogger", "Plotter", "Prediction", "Predictor", "ProgressBar", "RunResult",
-    "StopAfter", "TensorBoardLogger", "TrainConfig", "TrainingInterrupted", "evaluate", "evaluate_model",
+    "StopAfter", "TensorBoardLogger", "TrainConfig", "TrainingInterrupted", "evaluate", "evaluate_model", "launch", "predict_folder",
     "list_recipes", "load_checkpoint", "load_image", "load_model", "recipe_config", "register_recipe",
     "resume", "train", "tta_views",
 ]
