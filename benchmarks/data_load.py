@@ -10,36 +10,18 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-import PIL
 import torch
 
+from _env import environment  # benchmarks/_env.py
 from cifarlab.data import load_cifar
 
 DEFAULT = "/work/shared/data/cifar10-jpeg75.tar.gz"
-
-
-def environment() -> str:
-    try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                                cwd=Path(__file__).parent).stdout.strip()
-    except OSError:
-        commit = "unknown"
-    cpu = platform.processor() or "unknown"
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return (f"python {platform.python_version()}  torch {torch.__version__}  numpy {np.__version__}  "
-            f"pillow {PIL.__version__}\ncpu {cpu}  cores {os.cpu_count()}  commit {commit}")
 
 
 def timed(source: str, cache_dir: Path) -> float:
@@ -55,7 +37,7 @@ def main() -> int:
     parser.add_argument("--source", default=os.environ.get("CIFARLAB_DATA", DEFAULT))
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
-    print(environment())
+    print(environment(torch.device("cpu"), ("numpy", "PIL")))
     print(f"source {args.source}")
     cold, warm = [], []
     for r in range(args.repeats):

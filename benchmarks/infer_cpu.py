@@ -14,26 +14,15 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
-import subprocess
 import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from cifarlab.engine.hardware import cpu_model
+from _env import environment  # benchmarks/_env.py
 from cifarlab.export import OnnxModel, export_model
-
-
-def commit() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                              cwd=Path(__file__).parent, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def default_model() -> tuple[torch.nn.Module, dict, str]:
@@ -80,12 +69,9 @@ def main() -> None:
     p.add_argument("--batches", default="1,256")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
-    import onnxruntime as ort
     model, meta, what = default_model()
-    print(f"python {platform.python_version()} | torch {torch.__version__} | onnxruntime {ort.__version__} | "
-          f"commit {commit()}")
-    print(f"CPU {cpu_model()}, {os.cpu_count()} cores, {args.threads} threads for each engine, "
-          f"load average {os.getloadavg()[0]:.2f} (at start)")
+    print(environment(torch.device("cpu"), ("onnxruntime",)))
+    print(f"{args.threads} threads for each engine")
     print(f"model: {what}")
     busy = os.getloadavg()[0] + args.threads > (os.cpu_count() or 1) + 0.5
     if busy and args.threads > 1:  # OpenMP workers that wait for a descheduled peer, op after op

@@ -13,35 +13,17 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import torch
 
+from _env import environment  # benchmarks/_env.py
 from cifarlab.studies import build_spec, run_study
 
 DEFAULT_DATA = os.environ.get("CIFARLAB_DATA") or "/work/shared/data/cifar10-jpeg75.tar.gz"
 QUICK = {"train_subset": 500, "val": 300, "test_subset": 300, "epoch_scale": 0.1}
-
-
-def environment() -> str:
-    try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                                cwd=Path(__file__).parent).stdout.strip()
-    except OSError:
-        commit = "unknown"
-    cpu = platform.processor() or "unknown"
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
-    return (f"python {platform.python_version()}  torch {torch.__version__}  device "
-            f"{'cuda' if torch.cuda.is_available() else 'cpu'}\ncpu {cpu}  cores {os.cpu_count()}  "
-            f"threads {torch.get_num_threads()}  gpu {gpu}  commit {commit}")
 
 
 def main() -> int:
@@ -64,7 +46,7 @@ def main() -> int:
         spec.reduced["val"] = QUICK["val"]
         spec.name += "-reduced"
     out = Path(args.out or f"studies/{spec.name}")
-    print(environment())
+    print(environment(torch.device("cuda" if torch.cuda.is_available() else "cpu")))
     print(("REDUCED (CPU quick version): " + ", ".join(f"{k}={v}" for k, v in spec.reduced.items()))
           if quick else "full reference study")
     start = time.perf_counter()

@@ -30,46 +30,19 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-from pathlib import Path
 
 import torch
 
+from _env import environment  # benchmarks/_env.py
 from cifarlab.engine import Callback, recipe_config, train
 from cifarlab.engine.fast import FastSettings, fast_settings
 
 
 # ---------------------------------------------------------------- environment
-def _commit() -> str:
-    try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                             cwd=Path(__file__).parent)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
-                               text=True, cwd=Path(__file__).parent).stdout.strip()
-        return out.stdout.strip() + ("+dirty" if dirty else "") or "unknown"
-    except OSError:
-        return "unknown"
-
-
-def environment(device: torch.device) -> str:
-    from cifarlab.engine.hardware import cpu_model
-    lines = [f"python {platform.python_version()}  torch {torch.__version__}  commit {_commit()}",
-             f"cpu {cpu_model()}  cores {os.cpu_count()}  torch threads {torch.get_num_threads()}"]
-    if device.type == "cuda":
-        props = torch.cuda.get_device_properties(device)
-        lines.append(f"gpu {props.name}  {props.total_memory / 2**30:.0f} GiB  cuda {torch.version.cuda}  "
-                     f"cudnn {torch.backends.cudnn.version()}  driver-visible devices {torch.cuda.device_count()}")
-    else:
-        lines.append(f"device {device}: NO GPU -- times below are CPU perf_counter times, not comparable "
-                     f"with the GPU goals")
-    return "\n".join(lines)
-
-
 # ---------------------------------------------------------------- timing
 class SpeedTimer(Callback):
     """Times each epoch's batches (and the before_fit work) with CUDA events or perf_counter."""
@@ -197,6 +170,9 @@ def main(argv: list[str] | None = None) -> int:
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick the fastest kernels
     print(environment(device))
+    if device.type != "cuda":
+        print(f"device {device}: NO GPU -- times below are CPU perf_counter times, not comparable "
+              f"with the GPU goals")
     data = _load(args)
     print(f"recipe {args.recipe}  data {data.info.source}  train {len(data.train)}  test {len(data.test)}  "
           f"compile {args.compile_on}  amp/channels-last as the recipe says", flush=True)

@@ -12,27 +12,18 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import subprocess
 import time
-from pathlib import Path
 
 import torch
 
+from _env import environment  # benchmarks/_env.py
 from cifarlab.data import DeviceLoader, build_augment, random_cifar
 from cifarlab.engine.config import TrainConfig
-from cifarlab.engine.hardware import describe, hardware_info, pick_device
+from cifarlab.engine.hardware import pick_device
 from cifarlab.engine.loop import autocast
 from cifarlab.engine.losses import build_loss
 from cifarlab.engine.optim import build_optimizer
 from cifarlab.models import create_model
-
-
-def commit() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                              cwd=Path(__file__).parent, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def timed_chunk(step, batches, device) -> float:
@@ -87,9 +78,7 @@ def main() -> None:
         loss.backward()
         opt.step()
 
-    info = hardware_info(device)
-    print(f"python {info['python']} | torch {info['torch']} | commit {commit()}")
-    print(describe(info))
+    print(environment(device))
     print(f"model {args.model} | batch {args.batch_size} | {'real' if args.data else 'random'} data | "
           f"augment {cfg.augment} | optimizer {cfg.optimizer} | amp {args.amp and device.type == 'cuda'}")
     timed_chunk(step, batches[:args.warmup], device)

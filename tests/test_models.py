@@ -3,7 +3,6 @@ reference's printed Keras parameter count."""
 
 from __future__ import annotations
 
-import math
 
 import pytest
 import torch

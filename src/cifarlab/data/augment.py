@@ -13,7 +13,6 @@ Spec strings name ops separated by commas, arguments after colons:
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Callable
 

@@ -312,7 +312,6 @@ def run_study(spec: StudySpec, out: str | Path, *, data=None, callbacks: Iterabl
 
 
 def _run_one(run: PlannedRun, out: Path, data, callbacks: list, progress: bool) -> str:
-    from cifarlab import registry
     from cifarlab.engine import resume, train
     from cifarlab.engine.runs import write_json
     from cifarlab.errors import TrainingDiverged
