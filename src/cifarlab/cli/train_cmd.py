@@ -20,7 +20,7 @@ S = argparse.SUPPRESS
 
 # (flag, config key, type, help); type None means a --flag/--no-flag switch
 _FLAGS = [
-    ("--model", "model", str, "model name (see `cifarlab models list`); 'default' = resnet20"),
+    ("--model", "model", str, "model name (see `cifarlab models`); 'default' = resnet20"),
     ("--epochs", "epochs", int, "passes over the training split"),
     ("--batch-size", "batch_size", int, "images per optimizer step"),
     ("--seed", "seed", int, "seed for init, val split, shuffling, augmentation"),
