@@ -15,7 +15,7 @@ HAS_GPU := $(shell command -v nvidia-smi >/dev/null 2>&1 && echo 1)
 SHARED_DATA := $(wildcard ../shared/data/cifar10-jpeg75.tar.gz)
 export CIFARLAB_DATA ?= $(SHARED_DATA)
 
-.PHONY: setup sysdeps train test bench clean
+.PHONY: setup sysdeps train test clean
 
 setup: $(VENV)/.installed
 
