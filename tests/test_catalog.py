@@ -49,7 +49,7 @@ def test_operator_entry_states_accuracy_and_parameters(tmp_path):
     assert entry.accuracy == pytest.approx(0.37)
     assert entry.parameters == count_params(create_model("resnet20")).trainable
     assert (entry.source, entry.model) == ("operator", "resnet20")
-    assert "path" not in entry.public() and "37.0%" in entry.label()
+    assert "path" not in entry.public() and "37.00%" in entry.label()
 
 
 def test_resolve_takes_names_never_paths(tmp_path):

@@ -70,7 +70,7 @@ def _shown(window) -> list[tuple[str, float]]:
 
 def test_open_classifies_and_shows_every_probability(window, catalog, qapp, tmp_path):
     picture = _photo(tmp_path / "photo.png")  # RGBA: the reference app crashed on these
-    assert window.models.count() == 2 and "50.0% test accuracy" in window.models.itemText(0)
+    assert window.models.count() == 2 and "50.00% test accuracy" in window.models.itemText(0)
     assert window.open_file(picture)
     qapp.processEvents()
     expected = Predictor(catalog.resolve("first").path).predict([picture])[0]

@@ -90,7 +90,7 @@ def test_upload_shows_ten_bars_and_the_class(server, page, tmp_path):
     url, ckpt = server
     page.goto(url + "/")
     page.wait_for_function("document.querySelectorAll('#model option').length > 0")
-    assert "tiny-resnet20" in page.inner_text("#model") and "50.0% test accuracy" in page.inner_text("#model")
+    assert "tiny-resnet20" in page.inner_text("#model") and "50.00% test accuracy" in page.inner_text("#model")
     picture = _picture(tmp_path / "field.jpg")
     page.set_input_files("#file", str(picture))
     page.wait_for_selector("#result:not([hidden])")

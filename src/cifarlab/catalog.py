@@ -49,7 +49,7 @@ class CatalogEntry:
 
     def label(self) -> str:
         """One line for menus: name, architecture, accuracy."""
-        acc = "accuracy not measured" if self.accuracy is None else f"{self.accuracy:.1%} test accuracy"
+        acc = "accuracy not measured" if self.accuracy is None else f"{self.accuracy:.2%} test accuracy"
         return f"{self.name} ({self.model}, {acc})"
 
 

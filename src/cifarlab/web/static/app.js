@@ -39,7 +39,7 @@ async function loadModels() {
     const select = $("model");
     select.innerHTML = "";
     for (const m of body.models) {
-      const acc = m.accuracy == null ? "accuracy not measured" : percent(m.accuracy) + " test accuracy";
+      const acc = m.accuracy == null ? "accuracy not measured" : (100 * m.accuracy).toFixed(2) + "% test accuracy";
       const option = new Option(`${m.name} (${m.model}, ${acc})`, m.name);
       option.dataset.info = `${m.source} model, ${m.parameters == null ? "?" : m.parameters.toLocaleString()} parameters. ${m.description || ""}`;
       select.add(option);
