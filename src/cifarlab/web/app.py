@@ -81,6 +81,8 @@ class _Service:
         key = f"{entry.name}\0{entry.path}"
         with self._lock:
             if key not in self._batchers:
+                # one forward first: torch's lazy set-up would otherwise land on the first user
+                predictor.probabilities([np.zeros((32, 32, 3), np.uint8)])
                 self._batchers[key] = MicroBatcher(predictor.probabilities, self.limits.max_batch,
                                                    self.limits.max_wait_ms / 1000, entry.name)
                 self._ready[key] = (self._batchers[key], predictor.classes)
