@@ -8,6 +8,7 @@ reads or writes the user's cache by accident. Real-data tests use the session fi
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,13 @@ torch.set_num_threads(min(2, os.cpu_count() or 1))
 REAL_DATA = os.environ.get("CIFARLAB_DATA", "")
 # Decoding the real archive takes ~20 s: keep one cache for the whole session.
 _REAL_CACHE = Path(os.environ.get("CIFARLAB_TEST_CACHE", Path.home() / ".cache" / "cifarlab-test"))
+
+
+def pytest_configure(config):
+    # Module- and session-scoped fixtures train too, before any function-scoped fixture
+    # runs: point the whole session at a throwaway home first, so no test run ever lands in
+    # the user's run registry or cache.
+    os.environ["CIFARLAB_HOME"] = tempfile.mkdtemp(prefix="cifarlab-test-home-")
 
 
 @pytest.fixture(autouse=True)

@@ -140,3 +140,34 @@ def test_an_onnx_export_can_be_offered(tiny_run, tmp_path):
     pics = list(random_cifar(n_train=4, n_test=0, seed=2).train.images)
     np.testing.assert_allclose(catalog.predictor("fast").probabilities(pics),
                                Predictor(result.run_dir / "best.pt").probabilities(pics), atol=1e-4)
+
+
+def _shipped_or_skip():
+    path = default_checkpoint()
+    if not path.is_file():
+        pytest.skip(f"no shipped model at {path}: run scripts/package_default_model.py RUN_DIR to make one")
+    return path
+
+
+def test_predict_cli_takes_a_model_name(tmp_path, capsys):
+    from PIL import Image
+
+    from cifarlab.cli import main
+    _shipped_or_skip()
+    pic = tmp_path / "pic.png"
+    Image.fromarray(np.full((40, 30, 4), 200, np.uint8), "RGBA").save(pic)
+    assert main(["predict", "default", str(pic), "--top-k", "2"]) == 0
+    line = capsys.readouterr().out.strip()
+    assert line.startswith(f"{pic}: ") and line.split()[1] in CIFAR10_CLASSES
+    assert main(["predict", "no-such-model", str(pic)]) == 1
+    err = capsys.readouterr().err
+    assert "no-such-model is not a checkpoint file or run folder, nor a model name" in err and "default" in err
+
+
+def test_shipped_model_accuracy_is_what_it_states(real_data):
+    """The accuracy every model list shows for the shipped model, re-measured on the real test set."""
+    from cifarlab.engine import evaluate
+    _shipped_or_skip()
+    stated = Catalog(runs=False).resolve("default").accuracy
+    measured = evaluate(default_checkpoint(), data=real_data)["top1"]
+    assert measured == pytest.approx(stated, abs=1e-4)

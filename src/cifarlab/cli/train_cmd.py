@@ -96,7 +96,9 @@ def _register_evaluate(subparsers) -> None:
 
 def _register_predict(subparsers) -> None:
     p = subparsers.add_parser("predict", help="classify pictures (any size and mode) with a checkpoint")
-    p.add_argument("checkpoint", metavar="CHECKPOINT", help="run folder (uses best.pt) or .pt file")
+    p.add_argument("checkpoint", metavar="MODEL",
+                   help="run folder (uses best.pt), .pt or .onnx file, or a model name: 'default' (shipped) "
+                        "or a finished run's name (see `cifarlab serve`'s list)")
     p.add_argument("images", nargs="+", metavar="IMAGE|FOLDER")
     p.add_argument("--top-k", type=int, default=3, help="classes shown per picture")
     p.add_argument("--json", action="store_true", help="one JSON object per picture, one per line")
@@ -230,7 +232,7 @@ def run_predict(args: argparse.Namespace) -> int:
         raise ConfigError(f"--top-k {args.top_k} must be >= 1")
     if args.out:
         return _predict_to_csv(args)
-    predictor = Predictor(args.checkpoint, device=args.device)
+    predictor = Predictor(_model_path(args.checkpoint), device=args.device)
     results = predictor.predict(args.images, top_k=args.top_k, on_error="report")
     if not results:
         raise ConfigError("no pictures found in " + " ".join(args.images))
@@ -246,6 +248,20 @@ def run_predict(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def _model_path(name_or_path: str):
+    """A checkpoint path as given, else the catalogue entry of that name (e.g. 'default')."""
+    from pathlib import Path
+
+    from cifarlab.catalog import Catalog
+    from cifarlab.errors import ModelError
+    if Path(name_or_path).exists():
+        return name_or_path
+    try:
+        return Catalog().resolve(name_or_path).path
+    except ModelError as exc:
+        raise ModelError(f"{name_or_path} is not a checkpoint file or run folder, nor a model name: {exc}") from None
+
+
 def _predict_to_csv(args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -259,7 +275,7 @@ def _predict_to_csv(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.exists() and out.stat().st_size and not (args.resume or args.overwrite):
         raise ConfigError(f"{out} exists; add --resume to finish it or --overwrite to start again")
-    predictor = Predictor(args.checkpoint, device=args.device)
+    predictor = Predictor(_model_path(args.checkpoint), device=args.device)
     with _CsvProgress() as progress:
         report = predict_folder(predictor, args.images[0], out, args.top_k, args.batch_size,
                                 resume=args.resume, on_batch=progress.update)
