@@ -57,7 +57,19 @@ def run_models(args: argparse.Namespace) -> int:
         print(json.dumps(rows, indent=2))
         return 0
     _print_models_table(rows)
+    _print_trained_models()
     return 0
+
+
+def _print_trained_models() -> None:
+    """The architectures above are untrained; say which trained ones are ready to use."""
+    from cifarlab.catalog import Catalog
+    entries = Catalog(runs=False).entries()
+    for e in entries:
+        acc = f"{e.accuracy:.2%}" if e.accuracy is not None else "not measured"
+        print(f"trained and ready: {e.name} = {e.model}, test top-1 {acc} on the shared CIFAR-10 "
+              f"JPEG copy (`cifarlab predict {e.name} PICTURE`, `cifarlab serve`); your finished runs "
+              f"appear beside it there")
 
 
 def _print_models_table(rows: list[dict]) -> None:
