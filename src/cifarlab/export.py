@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
@@ -23,6 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from cifarlab.atomic import atomic_write_bytes
 from cifarlab import __version__
 from cifarlab.errors import CifarlabError, ConfigError
 
@@ -71,7 +70,7 @@ def export_model(model: nn.Module, meta: dict, out: str | Path, exporter: str = 
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, value
     out = Path(out)
-    _atomic_write(out, proto.SerializeToString())
+    atomic_write_bytes(out, proto.SerializeToString())
     return out
 
 
@@ -129,18 +128,6 @@ def read_metadata(props: dict[str, str], path: str = "<onnx>") -> dict[str, Any]
                           "grayscale": json.loads(props["grayscale"])},
             "epoch": int(props["epoch"]) if "epoch" in props else None,
             "versions": {"cifarlab": props.get("cifarlab_version")}, "path": path, "format": FORMAT}
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 # ---------------------------------------------------------------- running

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 import urllib.error
 import urllib.request
 from pathlib import Path
 
+from cifarlab.atomic import atomic_path
 from cifarlab.data.official import OFFICIAL_MD5
 from cifarlab.errors import DataError
 
@@ -33,19 +33,14 @@ def download(url: str, dest_dir: Path, progress: bool = True) -> Path:
     """Download ``url`` into ``dest_dir`` under its own file name; return the path."""
     dest_dir.mkdir(parents=True, exist_ok=True)
     target = dest_dir / url.rsplit("/", 1)[-1]
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=dest_dir)
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "wb") as out:
+    with atomic_path(target, ".part") as tmp:
+        with open(tmp, "wb") as out:
             md5 = _fetch(url, out, progress)
         want = expected_md5(url)
         if want and md5 != want:
             raise DataError(f"{url}: checksum mismatch (md5 {md5}, expected {want}); "
                             "the download is damaged, try again")
-        os.replace(tmp, target)
-        return target
-    finally:
-        tmp.unlink(missing_ok=True)
+    return target
 
 
 def _fetch(url: str, out, progress: bool) -> str:

@@ -12,10 +12,9 @@ import csv
 import io
 import json
 import math
-import os
-import tempfile
 from pathlib import Path
 
+from cifarlab.atomic import atomic_write_text
 from cifarlab.errors import TrainingDiverged
 
 # order bands: schedules first (they set the lr a batch uses), then guards, then the
@@ -191,17 +190,6 @@ class Checkpointer(Callback):
     def load_state_dict(self, state: dict) -> None:
         self.best, self.best_epoch = state.get("best"), state.get("best_epoch")
         self.used = state.get("used", self.monitor)
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:  # Ctrl-C mid-write: leave the old file and no temp behind
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 class MetricsLogger(Callback):

@@ -8,16 +8,15 @@ compile prefixes), so a checkpoint from a multi-process run loads in one process
 
 from __future__ import annotations
 
-import os
 import platform
 import random
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from cifarlab.atomic import atomic_path
 from cifarlab import __version__
 from cifarlab.errors import CifarlabError
 
@@ -77,16 +76,8 @@ def _cpu_state(state: dict) -> dict:
 
 def save_checkpoint(ckpt: dict, path: str | Path) -> None:
     """Write atomically: a reader sees the old file or the new one, never half of one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(ckpt, f)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp:
+        torch.save(ckpt, tmp)
 
 
 def resolve_checkpoint(path: str | Path, prefer: str = "best.pt") -> Path:

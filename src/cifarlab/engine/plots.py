@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from cifarlab.atomic import atomic_path, atomic_write_text
 from cifarlab.errors import CifarlabError
 
 
@@ -29,11 +28,9 @@ def _pyplot():
     return plt
 
 
-def _save(fig, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
-    os.close(fd)
-    fig.savefig(tmp, dpi=110)
-    os.replace(tmp, path)
+def _save(fig, path: Path, dpi: int = 110) -> None:
+    with atomic_path(path, ".png") as tmp:
+        fig.savefig(tmp, dpi=dpi)
 
 
 def save_curves(history: list[dict], path: str | Path) -> None:
@@ -80,8 +77,4 @@ def save_confusion(confusion: np.ndarray, classes: list[str], path: str | Path, 
 def save_confusion_csv(confusion: np.ndarray, classes: list[str], path: str | Path) -> None:
     lines = ["true\\predicted," + ",".join(classes)]
     lines += [f"{c}," + ",".join(str(int(v)) for v in row) for c, row in zip(classes, confusion)]
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        f.write("\n".join(lines) + "\n")
-    os.replace(tmp, path)
+    atomic_write_text(path, "\n".join(lines) + "\n")

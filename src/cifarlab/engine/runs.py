@@ -6,7 +6,7 @@ import json
 import time
 from pathlib import Path
 
-from cifarlab.engine.callbacks import atomic_write_text
+from cifarlab.atomic import atomic_write_text
 from cifarlab.engine.config import TrainConfig
 from cifarlab.errors import ConfigError
 

@@ -8,13 +8,13 @@ PNG is drawn with matplotlib (the ``plots`` extra).
 from __future__ import annotations
 
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from xml.sax.saxutils import escape
 
 import torch.nn as nn
 
+from cifarlab.atomic import atomic_path
 from cifarlab.errors import CifarlabError, ConfigError
 from cifarlab.models.inspect import LayerRecord, is_block_or_leaf, trace
 
@@ -109,15 +109,9 @@ def write_diagram(model: nn.Module, path: str | os.PathLike, title: str,
     if not path.parent.exists():
         raise ConfigError(f"folder {path.parent} does not exist: create it or choose another -o path")
     records = trace(model, input_size, stop=is_block_or_leaf)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=suffix)
-    os.close(fd)
-    try:
+    with atomic_path(path, suffix) as tmp:
         if suffix == ".svg":
-            Path(tmp).write_text(to_svg(title, records), encoding="utf-8")
+            tmp.write_text(to_svg(title, records), encoding="utf-8")
         else:
-            _draw_png(title, records, Path(tmp))
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+            _draw_png(title, records, tmp)
     return path

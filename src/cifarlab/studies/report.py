@@ -199,13 +199,8 @@ def _curve(ax, histories: list[list[dict]], metric: str, label: str) -> None:
 
 
 def _save(fig, path: Path) -> None:
-    import os
-    import tempfile
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
-    os.close(fd)
-    fig.savefig(tmp, dpi=100)
-    os.replace(tmp, path)
+    from cifarlab.engine.plots import _save as save_png
+    save_png(fig, path, dpi=100)
 
 
 # ---------------------------------------------------------------- the report
@@ -320,7 +315,7 @@ def _render_html(blocks: list, title: str) -> str:
 
 
 def _write_text(path: Path, text: str) -> None:
-    from cifarlab.engine.callbacks import atomic_write_text
+    from cifarlab.atomic import atomic_write_text
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(path, text)
 
