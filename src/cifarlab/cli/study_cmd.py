@@ -6,6 +6,8 @@ import argparse
 import json
 import sys
 
+from cifarlab.cli.train_cmd import parse_set  # one parser for --set in every command
+
 
 def register(subparsers) -> None:
     _register_study(subparsers)
@@ -76,17 +78,6 @@ def _register_runs(subparsers) -> None:
 
 
 # ---------------------------------------------------------------- study
-def _sets(values: list[str]) -> dict:
-    from cifarlab.errors import ConfigError
-    out = {}
-    for item in values:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise ConfigError(f"--set {item!r} should be KEY=VALUE")
-        out[key.strip().replace("-", "_")] = value
-    return out
-
-
 def run_study_cmd(args) -> int:
     from rich.console import Console
     from cifarlab.studies import build_spec, run_study, write_report
@@ -97,7 +88,7 @@ def run_study_cmd(args) -> int:
             raise ConfigError("--report-only needs --out STUDY_FOLDER")
         print(write_report(args.out))
         return 0
-    spec = build_spec(model=args.model, vary=args.vary, base_file=args.base_file, sets=_sets(args.set_values),
+    spec = build_spec(model=args.model, vary=args.vary, base_file=args.base_file, sets=parse_set(args.set_values),
                       seeds=args.seeds, grid=args.grid, preset=args.preset, train_subset=args.train_subset,
                       test_subset=args.test_subset, epoch_scale=args.epoch_scale, name=args.name,
                       only=[f.strip() for f in args.only.split(",")] if args.only else ())
@@ -121,7 +112,7 @@ def run_tune_cmd(args) -> int:
     from cifarlab.engine import TrainConfig
     from cifarlab.studies.tune import DEFAULT_SPACE, tune
     cfg = TrainConfig.from_json(args.base_file) if args.base_file else TrainConfig()
-    cfg.override({"model": args.model} if args.model else {}).override(_sets(args.set_values))
+    cfg.override({"model": args.model} if args.model else {}).override(parse_set(args.set_values))
     cfg.override({k: v for k, v in (("train_subset", args.train_subset), ("test_subset", args.test_subset)) if v})
     cfg.progress = False  # K workers would draw K progress bars over each other
     out = args.out or f"tune/{args.study_name or cfg.model + '-tune'}"

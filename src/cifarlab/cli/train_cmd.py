@@ -127,18 +127,20 @@ def config_from_args(args: argparse.Namespace):
     if "act" in given:
         flags["model_kwargs"] = {**cfg.model_kwargs, "act": given["act"]}
     cfg.override(flags)
-    cfg.override(_parse_set(given.get("set_values", [])))
+    cfg.override(parse_set(given.get("set_values", [])))
     return cfg
 
 
-def _parse_set(items: list[str]) -> dict:
+def parse_set(items: list[str]) -> dict:
+    """``--set KEY=VALUE`` items as a dict of strings (``batch-size`` means ``batch_size``);
+    TrainConfig parses each value with its field's type."""
     from cifarlab.errors import ConfigError
     out = {}
     for item in items:
         key, sep, value = item.partition("=")
         if not sep:
             raise ConfigError(f"--set {item!r} must look like KEY=VALUE")
-        out[key.strip()] = value.strip()
+        out[key.strip().replace("-", "_")] = value.strip()
     return out
 
 
