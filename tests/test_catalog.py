@@ -4,27 +4,16 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
 from cifarlab.catalog import MAX_SHIPPED_BYTES, Catalog, default_checkpoint, package_run, parse_named
 from cifarlab.data import random_cifar
 from cifarlab.data.synthetic import CIFAR10_CLASSES
 from cifarlab.engine import Predictor, train
-from cifarlab.engine.checkpoint import FORMAT, save_checkpoint
 from cifarlab.errors import ConfigError, ModelError
 from cifarlab.models import count_params, create_model
 from cifarlab.registry import Registry
 
-
-def write_checkpoint(path, model="resnet20", top1=0.42, seed=0):
-    """A randomly initialised model in the engine's checkpoint format, with a stated test accuracy."""
-    torch.manual_seed(seed)
-    net = create_model(model)
-    save_checkpoint({"format": FORMAT, "model": {"name": model, "kwargs": {}, "num_classes": 10},
-                     "state_dict": net.state_dict(), "classes": list(CIFAR10_CLASSES),
-                     "normalize": {"mean": [0.49, 0.48, 0.45], "std": [0.25, 0.24, 0.26], "grayscale": None},
-                     "config": {}, "test": {"top1": top1, "top5": 0.9, "n": 100}}, path)
-    return path
+from _checkpoints import write_checkpoint
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")  # before Qt starts
@@ -21,11 +20,10 @@ from PySide6.QtGui import QDropEvent  # noqa: E402
 from PySide6.QtWidgets import QApplication  # noqa: E402
 
 from cifarlab.catalog import Catalog  # noqa: E402
-from cifarlab.data.synthetic import CIFAR10_CLASSES  # noqa: E402
 from cifarlab.desktop import ClassifierWindow, run_window  # noqa: E402
 from cifarlab.engine import Predictor  # noqa: E402
-from cifarlab.engine.checkpoint import FORMAT, save_checkpoint  # noqa: E402
-from cifarlab.models import create_model  # noqa: E402
+
+from _checkpoints import write_checkpoint  # noqa: E402
 
 ARTIFACTS = Path(os.environ.get("CIFARLAB_ARTIFACTS", Path(__file__).resolve().parents[1] / "test-artifacts"))
 
@@ -40,12 +38,7 @@ def catalog(tmp_path_factory):
     folder = tmp_path_factory.mktemp("ckpt")
     paths = {}
     for seed, name in enumerate(("first", "second")):
-        torch.manual_seed(seed)
-        paths[name] = str(folder / f"{name}.pt")
-        save_checkpoint({"format": FORMAT, "model": {"name": "resnet20", "kwargs": {}, "num_classes": 10},
-                         "state_dict": create_model("resnet20").state_dict(), "classes": list(CIFAR10_CLASSES),
-                         "normalize": {"mean": [0.49, 0.48, 0.45], "std": [0.25, 0.24, 0.26], "grayscale": None},
-                         "config": {}, "test": {"top1": 0.5 + seed / 10, "top5": 0.9, "n": 100}}, paths[name])
+        paths[name] = str(write_checkpoint(folder / f"{name}.pt", top1=0.5 + seed / 10, seed=seed))
     return Catalog(paths, runs=False, shipped=False)
 
 

@@ -10,7 +10,6 @@ import time
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 pytest.importorskip("fastapi", reason="web extra not installed: pip install 'cifarlab[web]'")
@@ -21,20 +20,14 @@ from cifarlab.catalog import Catalog  # noqa: E402
 from cifarlab.cli import main  # noqa: E402
 from cifarlab.data.synthetic import CIFAR10_CLASSES  # noqa: E402
 from cifarlab.engine import Predictor  # noqa: E402
-from cifarlab.engine.checkpoint import FORMAT, save_checkpoint  # noqa: E402
-from cifarlab.models import create_model  # noqa: E402
 from cifarlab.web import MicroBatcher, ServeLimits, create_app  # noqa: E402
+
+from _checkpoints import write_checkpoint  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory):
-    path = tmp_path_factory.mktemp("ckpt") / "r20.pt"
-    torch.manual_seed(0)
-    save_checkpoint({"format": FORMAT, "model": {"name": "resnet20", "kwargs": {}, "num_classes": 10},
-                     "state_dict": create_model("resnet20").state_dict(), "classes": list(CIFAR10_CLASSES),
-                     "normalize": {"mean": [0.49, 0.48, 0.45], "std": [0.25, 0.24, 0.26], "grayscale": None},
-                     "config": {}, "test": {"top1": 0.5, "top5": 0.9, "n": 100}}, path)
-    return path
+    return write_checkpoint(tmp_path_factory.mktemp("ckpt") / "r20.pt", top1=0.5)
 
 
 def _client(ckpt, **limits):

@@ -16,7 +16,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 pytest.importorskip("fastapi", reason="web extra not installed: pip install 'cifarlab[web]'")
@@ -24,11 +23,10 @@ pytest.importorskip("playwright", reason="playwright not installed: pip install 
 import uvicorn  # noqa: E402
 
 from cifarlab.catalog import Catalog  # noqa: E402
-from cifarlab.data.synthetic import CIFAR10_CLASSES  # noqa: E402
 from cifarlab.engine import Predictor  # noqa: E402
-from cifarlab.engine.checkpoint import FORMAT, save_checkpoint  # noqa: E402
-from cifarlab.models import create_model  # noqa: E402
 from cifarlab.web import create_app  # noqa: E402
+
+from _checkpoints import write_checkpoint  # noqa: E402
 
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 # without the background-networking flags Chromium keeps calling home, and this network refuses
@@ -40,12 +38,7 @@ ARTIFACTS = Path(os.environ.get("CIFARLAB_ARTIFACTS", Path(__file__).resolve().p
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     """(base url, checkpoint path) of a live server; stopped after the module."""
-    path = tmp_path_factory.mktemp("ckpt") / "r20.pt"
-    torch.manual_seed(0)
-    save_checkpoint({"format": FORMAT, "model": {"name": "resnet20", "kwargs": {}, "num_classes": 10},
-                     "state_dict": create_model("resnet20").state_dict(), "classes": list(CIFAR10_CLASSES),
-                     "normalize": {"mean": [0.49, 0.48, 0.45], "std": [0.25, 0.24, 0.26], "grayscale": None},
-                     "config": {}, "test": {"top1": 0.5, "top5": 0.9, "n": 100}}, path)
+    path = write_checkpoint(tmp_path_factory.mktemp("ckpt") / "r20.pt", top1=0.5)
     app = create_app(Catalog({"tiny-resnet20": str(path)}, runs=False, shipped=False))
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
