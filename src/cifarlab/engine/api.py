@@ -60,11 +60,7 @@ def train(config: TrainConfig | dict | None = None, callbacks: Iterable[cbs.Call
     from cifarlab.models import model_info
     model_info(cfg.model)  # an unknown name fails here, before data loading or a run folder
     with distributed.session(cfg.device) as (dist, rank_device):
-        distributed.check_batch(cfg.batch_size, dist)
-        device = rank_device or pick_device(cfg.device)
-        cfg.progress = cfg.progress and dist.is_main
-        data = _load_data_once_per_machine(cfg, data, dist)
-        _seed_everything(cfg.seed)
+        device, data = _prepare_rank(cfg, data, dist, rank_device)
         run_dir = dist.broadcast_object(_new_run(cfg) if dist.is_main else None)
         learner = _build(cfg, data, device, run_dir, callbacks, dist, sync_bn)
         return _fit_and_report(learner, cfg, data, run_dir)
@@ -96,16 +92,22 @@ def resume(run_dir: str | Path, epochs: int | None = None, callbacks: Iterable[c
     if sync_bn is None:
         sync_bn = bool((ckpt.get("distributed") or {}).get("sync_bn", False))
     with distributed.session(cfg.device) as (dist, rank_device):
-        distributed.check_batch(cfg.batch_size, dist)
-        device = rank_device or pick_device(cfg.device)
-        cfg.progress = cfg.progress and dist.is_main
-        data = _load_data_once_per_machine(cfg, data, dist)
-        _seed_everything(cfg.seed)
+        device, data = _prepare_rank(cfg, data, dist, rank_device)
         learner = _build(cfg, data, device, run_dir, callbacks, dist, sync_bn)
         _restore(learner, ckpt)
         if dist.is_main:
             write_json(run_dir / "config.json", cfg.to_dict())
         return _fit_and_report(learner, cfg, data, run_dir)
+
+
+def _prepare_rank(cfg: TrainConfig, data, dist, rank_device):
+    """What a new and a resumed run do alike on each process: device, data, seeds."""
+    distributed.check_batch(cfg.batch_size, dist)
+    device = rank_device or pick_device(cfg.device)
+    cfg.progress = cfg.progress and dist.is_main
+    data = _load_data_once_per_machine(cfg, data, dist)
+    _seed_everything(cfg.seed)
+    return device, data
 
 
 def _as_config(config) -> TrainConfig:

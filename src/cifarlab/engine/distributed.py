@@ -187,15 +187,18 @@ def _worker(rank: int, nproc: int, port: int, queue, fn: Callable, args: tuple, 
         queue.put(("result", str(result.run_dir), result.summary))
 
 
+def _reported_error(_rank, message: str, code: int) -> CifarlabError:
+    err = CifarlabError(message)
+    err.exit_code = code
+    return err
+
+
 def _raise_reported(queue) -> None:
     """The first rank's CifarlabError as one line (not the child's traceback)."""
     while not queue.empty():
         kind, *rest = queue.get()
         if kind == "error":
-            _, message, code = rest
-            err = CifarlabError(message)
-            err.exit_code = code
-            raise err from None
+            raise _reported_error(*rest) from None
 
 
 def _result(queue):
@@ -206,10 +209,7 @@ def _result(queue):
     while not queue.empty():
         kind, *rest = queue.get()
         if kind == "error":
-            _, message, code = rest
-            err = CifarlabError(message)
-            err.exit_code = code
-            raise err
+            raise _reported_error(*rest)
         if kind == "result":
             run_dir, summary = rest
             model, _ = load_model(Path(run_dir))

@@ -76,6 +76,17 @@ def _device(model: nn.Module) -> torch.device:
     return p.device if p is not None else torch.device("cpu")
 
 
+def _forward_once(model: nn.Module, input_size: InputSize, hooks: list[tuple[nn.Module, Callable]]) -> None:
+    """One zero image through ``model`` in eval mode with the forward ``hooks`` attached."""
+    handles = [m.register_forward_hook(fn) for m, fn in hooks]
+    try:
+        with _eval_no_grad(model):
+            model(torch.zeros(1, *input_size, device=_device(model)))
+    finally:
+        for h in handles:
+            h.remove()
+
+
 def trace(model: nn.Module, input_size: InputSize = (3, 32, 32),
           stop: Callable[[nn.Module], bool] = is_leaf) -> list[LayerRecord]:
     """Run one image through ``model`` and record each stop-module call in call order."""
@@ -90,13 +101,7 @@ def trace(model: nn.Module, input_size: InputSize = (3, 32, 32),
                                        [_shape(o) for o in outs], p, k))
         return fn
 
-    handles = [m.register_forward_hook(hook(n)) for n, m in _stop_modules(model, stop)]
-    try:
-        with _eval_no_grad(model):
-            model(torch.zeros(1, *input_size, device=_device(model)))
-    finally:
-        for h in handles:
-            h.remove()
+    _forward_once(model, input_size, [(m, hook(n)) for n, m in _stop_modules(model, stop)])
     return records
 
 
@@ -119,13 +124,7 @@ def macs(model: nn.Module, input_size: InputSize = (3, 32, 32)) -> int:
         total += _layer_macs(m, output)
 
     layers = [m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
-    handles = [m.register_forward_hook(hook) for m in layers]
-    try:
-        with _eval_no_grad(model):
-            model(torch.zeros(1, *input_size, device=_device(model)))
-    finally:
-        for h in handles:
-            h.remove()
+    _forward_once(model, input_size, [(m, hook) for m in layers])
     return total
 
 
