@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 from pathlib import Path
 
 
+from cifarlab.atomic import atomic_write_text
 from cifarlab.data import archive, cache, download as dl, imagefolder, official
 from cifarlab.data.split import carve_val, class_counts
 from cifarlab.data.types import CifarData, DataInfo, Split
@@ -28,12 +30,14 @@ def load_cifar(source: str | os.PathLike | None = None, *, val: int = 5000, seed
 
     ``source`` is an official archive or folder (python or binary batches, CIFAR-100
     python) or an image-folder tree (folder, .tar, .tar.gz, .zip). When None: the path in
-    ``$CIFARLAB_DATA``, then the cache folder, then a download of the official archive.
+    ``$CIFARLAB_DATA``, then the cache folder (an official archive there, or the source that
+    loaded last time), then a download of the official archive.
     """
     _check_args(dataset, labels)
     cache_dir = Path(cache_dir) if cache_dir else cache.default_home()
     path = resolve_source(source, dataset, cache_dir, download, progress)
     train, test, classes, info = read_source(path, labels=labels, cache_dir=cache_dir)
+    _remember(cache_dir, dataset, path)
     train, val_split = carve_val(train, val, seed)
     return CifarData(train=train, val=val_split, test=test, classes=classes, info=info)
 
@@ -55,6 +59,8 @@ def resolve_source(source, dataset: str, cache_dir: Path, download: bool, progre
     for name in [*_LOCAL_NAMES[dataset], url.rsplit("/", 1)[-1]]:
         if (cache_dir / name).exists():
             return cache_dir / name
+    if remembered := _remembered(cache_dir, dataset):
+        return remembered
     looked = f"CIFARLAB_DATA is unset and {cache_dir} holds no {dataset} copy"
     hint = "point at a local copy with --data PATH or CIFARLAB_DATA=PATH"
     if not download:
@@ -63,6 +69,28 @@ def resolve_source(source, dataset: str, cache_dir: Path, download: bool, progre
         return dl.download(url, cache_dir, progress)
     except dl._Unreachable as exc:
         raise DataError(f"no {dataset} data found: {looked}, and downloading {exc} failed; {hint}") from None
+
+
+def _remember_file(cache_dir: Path, dataset: str) -> Path:
+    return cache_dir / f"last-source-{dataset}.json"
+
+
+def _remember(cache_dir: Path, dataset: str, path: Path) -> None:
+    """Note the source that just loaded, so that a later run without --data or
+    CIFARLAB_DATA finds it again (its decoded arrays are already in the cache)."""
+    try:
+        atomic_write_text(_remember_file(cache_dir, dataset),
+                          json.dumps({"source": str(Path(path).resolve())}))
+    except OSError:  # a read-only cache folder only loses the convenience
+        pass
+
+
+def _remembered(cache_dir: Path, dataset: str) -> Path | None:
+    try:
+        source = Path(json.loads(_remember_file(cache_dir, dataset).read_text())["source"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return source if source.exists() else None
 
 
 def _existing(path: Path, why: str) -> Path:
