@@ -50,6 +50,7 @@ class DeviceLoader:
         self.augment, self.seed, self.grayscale = augment, seed, grayscale
         self.dtype, self.channels_last = dtype, channels_last
         self.epoch = 0
+        self.size: int | None = None  # side in pixels the batches are resized to; None: as stored
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} is not in [0, {world_size})")
         self.rank, self.world_size = rank, world_size
@@ -100,5 +101,40 @@ class DeviceLoader:
             parts = (self.seed, self.epoch, batch_no, 1) + ((self.rank,) if self.world_size > 1 else ())
             g = torch.Generator().manual_seed(derive_seed(*parts))
             x = self.augment(x, g, epoch=self.epoch, index=index, seed=self.seed)
+        if self.size and self.size != x.shape[-1]:
+            x = resize(x, self.size)
         x = x.to(self.dtype)
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+
+
+def resize(x: torch.Tensor, size: int) -> torch.Tensor:
+    """A float NCHW batch resized to size x size: area-averaged when shrinking (no aliasing,
+    and it is what a lower-resolution camera would see), bilinear when growing."""
+    mode = "area" if size < x.shape[-1] else "bilinear"
+    extra = {} if mode == "area" else {"align_corners": False}
+    return torch.nn.functional.interpolate(x, size=(size, size), mode=mode, **extra)
+
+
+def parse_resolutions(spec: str) -> list[tuple[int, int]]:
+    """``"16:4,24:2"`` -> [(16, 4), (24, 2)]: the first 4 epochs at 16 px, the next 2 at 24 px,
+    the rest at the stored size. "" or "none": every epoch at the stored size."""
+    spec = (spec or "").strip()
+    if spec.lower() in ("", "none"):
+        return []
+    out = []
+    for part in spec.split(","):
+        size, _, epochs = part.strip().partition(":")
+        if not (size.isdigit() and epochs.isdigit() and int(size) >= 8 and int(epochs) >= 1):
+            raise ValueError(f"resolution stage {part.strip()!r} must be SIZE:EPOCHS with SIZE >= 8 px "
+                             f"and EPOCHS >= 1, e.g. '16:4,24:2'")
+        out.append((int(size), int(epochs)))
+    return out
+
+
+def size_at_epoch(stages: list[tuple[int, int]], epoch: int) -> int | None:
+    """The side for 0-based ``epoch`` under ``stages``; None past the last stage (stored size)."""
+    for size, epochs in stages:
+        if epoch < epochs:
+            return size
+        epoch -= epochs
+    return None

@@ -293,6 +293,21 @@ class ProgressBar(Callback):
         self.refresh_every = refresh_every  # None: every 5 batches on the CPU, every 50 on a GPU
         self.progress = None
 
+    def before_fit(self, learn) -> None:
+        import time
+        self.fit_start = time.perf_counter()
+        self.done_at_start = learn.work_done()[0]  # a resumed fit: earlier epochs took no time here
+
+    def run_left(self, learn, batches_into_epoch: int) -> str:
+        """Time left for the whole fit (not only this epoch), from the pace so far."""
+        import time
+        done, total = learn.work_done(batches_into_epoch)
+        elapsed, fresh = time.perf_counter() - self.fit_start, done - self.done_at_start
+        if fresh <= 0:
+            return "run left ?"
+        left = max(0.0, (total - done) * elapsed / fresh)
+        return f"run left {int(left // 3600)}:{int(left % 3600 // 60):02d}:{int(left % 60):02d}"
+
     def before_epoch(self, learn) -> None:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
         self.total = len(learn.train_loader)
@@ -300,6 +315,8 @@ class ProgressBar(Callback):
             self.refresh_every = 5 if learn.device.type == "cpu" else 50
         import time
         self.start = time.perf_counter()
+        if not hasattr(self, "fit_start"):  # used without before_fit (tests driving events)
+            self.before_fit(learn)
         if self.console.is_terminal:
             self.progress = Progress(TextColumn(f"epoch {learn.epoch + 1}/{learn.epochs}"), BarColumn(),
                                      MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
@@ -326,7 +343,7 @@ class ProgressBar(Callback):
         n = max(t["n"], 1)
         rate = t["n"] * learn.dist.world_size / max(time.perf_counter() - self.start, 1e-9)
         return (f"loss {t['loss_sum'] / n:.4f} acc {t['correct1'] / n:.3f} "
-                f"lr {get_lr(learn.optimizer):.3g} {rate:.0f} img/s")
+                f"lr {get_lr(learn.optimizer):.3g} {rate:.0f} img/s {self.run_left(learn, learn.batch_idx + 1)}")
 
     def after_epoch(self, learn) -> None:
         if self.progress is not None:
@@ -339,6 +356,8 @@ class ProgressBar(Callback):
         if "val_binary_acc" in m:
             parts.append(f"val_binary_acc {m['val_binary_acc']:.4f}")
         parts += [f"lr {m['lr']:.3g}", f"{m['images_per_s']:.0f} img/s", f"{m['epoch_time']:.1f}s"]
+        if learn.epoch < learn.epochs:
+            parts.append(self.run_left(learn, 0))
         self.console.print("  ".join(parts), highlight=False)
 
     def after_fit(self, learn) -> None:

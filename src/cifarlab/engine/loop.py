@@ -147,9 +147,21 @@ class Learner:
         self.dist = dist or Dist()  # rank and world size; all_reduce for global metrics
         self.is_main = self.dist.is_main  # False on DDP ranks > 0: callbacks with main_only are skipped
         self.totals: EpochTotals | None = None  # this epoch's running sums (read with .read())
+        # relative compute of each epoch (e.g. (side/32)^2 under a resolution schedule);
+        # None: all equal. Only estimates of the time left read it.
+        self.epoch_costs: list[float] | None = None
         self.x = self.y = self.logits = None
         for cb in callbacks:
             self.add_callback(cb)
+
+    def work_done(self, batches_into_epoch: int = 0) -> tuple[float, float]:
+        """(work done, total work) of the whole fit, in units of one full-cost epoch."""
+        costs = self.epoch_costs or [1.0] * self.epochs
+        costs = costs + [costs[-1] if costs else 1.0] * (self.epochs - len(costs))
+        done = sum(costs[:self.epoch])
+        if self.epoch < self.epochs and len(self.train_loader):
+            done += costs[self.epoch] * batches_into_epoch / len(self.train_loader)
+        return done, sum(costs[:self.epochs])
 
     # ------------------------------------------------------------ callbacks
     def add_callback(self, cb: Callback) -> None:

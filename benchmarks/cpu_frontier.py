@@ -1,0 +1,130 @@
+"""Time-to-accuracy of the CPU recipes: test accuracy, wall time and useful GFLOP/s per seed.
+
+    python benchmarks/cpu_frontier.py                          # every cpu-* recipe, 3 seeds
+    python benchmarks/cpu_frontier.py --recipes cpu-5min --seeds 1
+
+Printed: the environment, this machine's float32 matmul ceiling measured in the same run
+(a 2048x2048 matmul, the best any training can do here), then per recipe and seed: the test
+accuracy with the recipe's test-time augmentation (what the run reports) and without it,
+the wall time of the whole ``train()`` call (model build, data-dependent whitening, every
+epoch, the final test evaluation, run-folder writes; the decoded data comes from the warm
+cache, loaded once untimed first), the time of the epochs alone, and the useful training
+GFLOP/s: 3 x 2 x forward MACs per image (at each epoch's resolution) x images trained,
+over the epochs' time, also as a fraction of the matmul ceiling. Means, standard deviations
+and medians close each recipe. Run it on an otherwise idle machine (or with
+``chrt -f 20`` so that nothing else gets the cores); the load average is printed first.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+
+import torch
+
+from _env import environment  # benchmarks/_env.py
+from cifarlab.data import load_cifar
+from cifarlab.data.loader import parse_resolutions, size_at_epoch
+from cifarlab.engine import evaluate_model, recipe_config, train
+from cifarlab.engine.recipes import list_recipes
+from cifarlab.models import create_model
+from cifarlab.models.inspect import macs
+
+
+def matmul_ceiling(n: int = 2048, reps: int = 10) -> float:
+    """GFLOP/s of an n x n float32 matmul on this CPU (median of ``reps`` timed products)."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    for _ in range(3):
+        a @ b
+    times = []
+    for _ in range(reps):
+        t = time.perf_counter()
+        a @ b
+        times.append(time.perf_counter() - t)
+    return 2 * n ** 3 / statistics.median(times) / 1e9
+
+
+def training_flops(cfg, n_train: int) -> float:
+    """3 x 2 x MACs (forward, then backward twice that) x images, per epoch at its resolution."""
+    model = create_model(cfg.model, **cfg.model_kwargs)
+    stages = parse_resolutions(getattr(cfg, "resolutions", ""))
+    per_size: dict[int, int] = {}
+    total = 0.0
+    for epoch in range(cfg.epochs):
+        size = size_at_epoch(stages, epoch) or 32
+        if size not in per_size:
+            per_size[size] = macs(model, (3, size, size))
+        total += 6.0 * per_size[size] * n_train
+    return total
+
+
+def one_run(name: str, seed: int, data_path: str | None, runs_dir: str) -> dict:
+    cfg = recipe_config(name, {"seed": seed, "progress": False, "plots": False, "tensorboard": False,
+                               "runs_dir": runs_dir, "name": f"{name}-s{seed}", "device": "cpu",
+                               **({"data": data_path} if data_path else {})})
+    start = time.perf_counter()
+    result = train(cfg)
+    wall = time.perf_counter() - start
+    s = result.summary
+    row = {"seed": seed, "acc": s["test"]["top1"], "tta": s["test"].get("tta", "none"), "wall": wall,
+           "fit": s["training_time_s"], "flops": training_flops(cfg, s["data"]["train"])}
+    row["acc_plain"] = row["acc"] if row["tta"] == "none" else _plain_accuracy(result, cfg)
+    return row
+
+
+def _plain_accuracy(result, cfg) -> float:
+    """The same model on the same test images without test-time augmentation (untimed)."""
+    from cifarlab.data import DeviceLoader, channel_stats
+    data = load_cifar(cfg.data, val=cfg.val, seed=cfg.seed, progress=False)
+    mean, std = channel_stats(data.train.images)  # as the engine normalized the run
+    loader = DeviceLoader(data.test, 500, "cpu", mean, std, shuffle=False, channels_last=cfg.channels_last)
+    return evaluate_model(result.model, loader, data.classes, torch.device("cpu"))["top1"]
+
+
+def _stats(values: list[float], scale: float = 1.0, fmt: str = ".2f") -> str:
+    mean = statistics.mean(values) * scale
+    sd = statistics.stdev(values) * scale if len(values) > 1 else float("nan")
+    return f"mean {mean:{fmt}} ± {sd:{fmt}}, median {statistics.median(values) * scale:{fmt}}"
+
+
+def run_recipe(name: str, seeds: int, data_path: str | None, ceiling: float, runs_dir: str) -> list[dict]:
+    print(f"\nrecipe {name}: {list_recipes()[name]}", flush=True)
+    rows = []
+    for seed in range(seeds):
+        r = one_run(name, seed, data_path, runs_dir)
+        rate = r["flops"] / r["fit"] / 1e9
+        rows.append({**r, "gflops": rate})
+        print(f"  seed {seed}  test {100 * r['acc']:.2f}% (tta {r['tta']})  without tta {100 * r['acc_plain']:.2f}%  "
+              f"wall {r['wall']:.1f} s  epochs {r['fit']:.1f} s  {rate:.1f} GFLOP/s = "
+              f"{100 * rate / ceiling:.0f}% of the matmul ceiling", flush=True)
+    print(f"  {name}: test % {_stats([r['acc'] for r in rows], 100)} | without tta % "
+          f"{_stats([r['acc_plain'] for r in rows], 100)} | wall s {_stats([r['wall'] for r in rows], 1, '.1f')} | "
+          f"GFLOP/s {_stats([r['gflops'] for r in rows], 1, '.1f')}", flush=True)
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--recipes", default="", help="comma-separated recipe names (default: every cpu-* recipe)")
+    p.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 per recipe")
+    p.add_argument("--data", default=os.environ.get("CIFARLAB_DATA"),
+                   help="CIFAR-10 source (default $CIFARLAB_DATA, then the cache)")
+    args = p.parse_args(argv)
+    names = [n for n in args.recipes.split(",") if n] or [n for n in list_recipes() if n.startswith("cpu-")]
+    print(environment(torch.device("cpu")))
+    print(f"torch threads {torch.get_num_threads()} | recipes {', '.join(names)} | seeds {args.seeds}")
+    ceiling = matmul_ceiling()
+    print(f"matmul ceiling (2048x2048 float32, median of 10): {ceiling:.1f} GFLOP/s", flush=True)
+    load_cifar(args.data, val=0, progress=False)  # decode (or read the cache) once, untimed
+    with tempfile.TemporaryDirectory(prefix="cpu-frontier-") as runs_dir:
+        for name in names:
+            run_recipe(name, args.seeds, args.data, ceiling, runs_dir)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
