@@ -113,6 +113,19 @@ def airnet96(num_classes=10, in_chans=3, act="gelu", widths=(128, 384, 512)):
     return AirNet(tuple(widths), 3, num_classes, in_chans, act)
 
 
+@register_model(reproduces="modern airnet sized for a 2-core CPU: a quarter of airnet94's compute per "
+                           "channel group (widths 64/128/256)",
+                notes="~1.2M params, 65M MACs; trained by `--recipe cpu-15min`", **_INFO)
+def airnet_medium(num_classes=10, in_chans=3, act="gelu", widths=(64, 128, 256)):
+    return AirNet(tuple(widths), 2, num_classes, in_chans, act)
+
+
+@register_model(reproduces="modern airnet sized for minutes on a 2-core CPU (widths 32/64/128)",
+                notes="~0.29M params, 20M MACs; trained by `--recipe cpu-2min` and `cpu-5min`", **_INFO)
+def airnet_small(num_classes=10, in_chans=3, act="gelu", widths=(32, 64, 128)):
+    return AirNet(tuple(widths), 2, num_classes, in_chans, act)
+
+
 @register_model(reproduces="modern airnet, tiny: for tests and CPU smoke runs", **_INFO)
 def airnet_tiny(num_classes=10, in_chans=3, act="gelu", widths=(16, 32, 32)):
     return AirNet(tuple(widths), 2, num_classes, in_chans, act)
