@@ -39,7 +39,6 @@ import torch
 
 from _env import environment  # benchmarks/_env.py
 from cifarlab.engine import Callback, recipe_config, train
-from cifarlab.engine.fast import FastSettings, fast_settings
 
 
 # ---------------------------------------------------------------- environment
@@ -115,10 +114,9 @@ def one_run(args, data, device: torch.device, seed: int, epochs: int | None, run
     start = time.perf_counter()
     result = train(cfg, callbacks=[timer], data=data)
     wall = time.perf_counter() - start
-    settings = fast_settings(cfg) or FastSettings()
     amp = cfg.amp and device.type == "cuda"
     plain = _evaluate(result.model, data, device, "none", cfg.channels_last, amp)
-    tta = _evaluate(result.model, data, device, settings.tta, cfg.channels_last, amp)
+    tta = _evaluate(result.model, data, device, cfg.tta, cfg.channels_last, amp)
     return {"seed": seed, "epochs": cfg.epochs, "acc": plain, "acc_tta": tta, "wall": wall,
             "summary_top1": result.summary["test"].get("top1"), **timer.seconds()}
 

@@ -65,7 +65,7 @@ def main() -> None:
         data = random_cifar(n_train=n, n_test=10)
     cfg = TrainConfig(model=args.model, batch_size=args.batch_size)
     model = create_model(cfg.model).to(device).train()
-    opt = build_optimizer(model.parameters(), cfg)
+    opt = build_optimizer(model, cfg)
     loss_fn = build_loss(cfg.loss, 10, cfg.label_smoothing)
     loader = DeviceLoader(data.train, args.batch_size, device, (0.5,) * 3, (0.25,) * 3, shuffle=True,
                           augment=build_augment(cfg.augment), drop_last=True)

@@ -49,13 +49,11 @@ def test_every_loss_trains_and_reports_top1(tmp_path, tiny, loss):
 
 
 def _lrs(schedule, epochs=4, per_epoch=4, **kw):
-    """The lr of every step as the LRScheduler callback would set it (no training)."""
+    """The lr of every step as the schedule gives it (no training)."""
     from cifarlab.engine import TrainConfig
     from cifarlab.engine.optim import build_schedule
     sched = build_schedule(TrainConfig.from_dict({"schedule": schedule, "epochs": epochs, "lr": 0.1, **kw}), per_epoch)
-    if sched.per_batch:
-        return np.array([sched.lr_at_step(s) for s in range(epochs * per_epoch)])
-    return np.repeat([sched.lr_at_epoch(e) for e in range(epochs)], per_epoch)
+    return np.array([sched.lr_at(s) for s in range(epochs * per_epoch)])
 
 
 def test_schedules_follow_their_shape():
@@ -73,7 +71,7 @@ def test_the_loop_applies_the_schedule(tmp_path, tiny, schedule):
     seen = []
 
     class Spy(Callback):
-        order = 15  # after the scheduler has set the lr for the batch
+        order = 15
 
         def before_batch(self, learn):
             seen.append(learn.optimizer.param_groups[0]["lr"])
@@ -84,12 +82,11 @@ def test_the_loop_applies_the_schedule(tmp_path, tiny, schedule):
 
 
 def test_plateau_reduces_like_keras():
-    sched = Plateau(0.1, 100, 10, factor=0.3, patience=2, min_delta=1e-4, mode="min", min_lr=0.0)
-    lr = 0.1
+    sched = Plateau(0.1, 100, 10, factor=0.3, patience=2, min_delta=1e-4, monitor="val_loss", min_lr=0.0)
     seen = []
     for value in [1.0, 0.9, 0.89995, 0.9, 0.8, 0.8, 0.8]:
-        lr = sched.observe(value, lr)
-        seen.append(lr)
+        sched.observe({"val_loss": value})
+        seen.append(sched.lr_at(0))
     # 0.89995 is not an improvement (< min_delta); 2 stalls -> x0.3; the wait resets after a cut
     assert seen == pytest.approx([0.1, 0.1, 0.1, 0.03, 0.03, 0.03, 0.009])
 
@@ -103,10 +100,37 @@ def test_plateau_schedule_in_a_run(tmp_path, tiny):
     assert [h["lr"] for h in hist] == pytest.approx([1e-6, 1e-6, 5e-7, 2.5e-7])  # lr each epoch trained with
 
 
+@pytest.mark.parametrize("old", [False, True], ids=["today", "older-checkpoint"])
+def test_plateau_resumes_with_its_reduced_lr(tmp_path, tiny, old):
+    base = cfg(tmp_path, schedule="plateau", optimizer="sgd", lr=1e-6, epochs=4, plateau_patience=1,
+               plateau_min_delta=1.0, plateau_factor=0.5)
+    full = train({**base, "name": "full"}, data=tiny)
+    with pytest.raises(TrainingInterrupted):
+        train({**base, "name": "cut"}, callbacks=[StopAfter(3)], data=tiny)
+    last = tmp_path / "runs" / "cut" / "last.pt"
+    if old:  # as main wrote it before issue 13: the plateau's lr in the optimizer, no new fields
+        ckpt = torch.load(last, weights_only=False)
+        lr = ckpt["scheduler"].pop("lr")
+        for group in ckpt["optimizer"]["param_groups"]:
+            group["lr"] = lr
+            del group["lr_scale"]
+        for key in ("bias_lr_scale", "average", "average_decay", "whiten", "whiten_images"):
+            del ckpt["config"][key]
+        torch.save(ckpt, last)
+    resumed = resume(last.parent, data=tiny)
+
+    def lrs(r):
+        return [json.loads(line)["lr"] for line in (r.run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert lrs(resumed) == lrs(full) == pytest.approx([1e-6, 1e-6, 5e-7, 2.5e-7])
+    a, b = full.model.state_dict(), resumed.model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
 def test_step_and_onecycle_units():
-    assert Step(0.01, 0, 1, [100, 200], 0.1).lr_at_epoch(150) == pytest.approx(0.001)
-    assert Step(0.01, 0, 1, [100, 200], 0.1).lr_at_epoch(200) == pytest.approx(0.0001)
-    assert OneCycle(1.0, 100, 10, 0.2).lr_at_step(99) == pytest.approx(1 / 80)
+    assert Step(0.01, 0, 1, [100, 200], 0.1).lr_at(150) == pytest.approx(0.001)  # one step per epoch
+    assert Step(0.01, 0, 1, [100, 200], 0.1).lr_at(200) == pytest.approx(0.0001)
+    assert Step(0.01, 0, 10, [100, 200], 0.1).lr_at(1009) == pytest.approx(0.001)  # step 1009 = epoch 100
+    assert OneCycle(1.0, 100, 10, 0.2).lr_at(99) == pytest.approx(1 / 80)
 
 
 def test_early_stopping_stops_and_says_why(tmp_path, tiny):

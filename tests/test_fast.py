@@ -1,5 +1,5 @@
-"""The record-speed recipe: whitening init, BN-bias lr scale, lookahead/EMA, the augmentation
-and TTA views it uses, and a CPU run that learns."""
+"""The record-speed recipe: whitening init, the BN-bias parameter group, lookahead/EMA, the
+augmentation and TTA views it uses, and a CPU run that learns."""
 
 from __future__ import annotations
 
@@ -13,11 +13,12 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from cifarlab.data import build_augment, random_cifar
-from cifarlab.engine import TrainConfig, fast, recipe_config, train, tta_views
+from cifarlab.engine import TrainConfig, callbacks_for, fast, recipe_config, train, tta_views
 from cifarlab.engine.callbacks import Callback
-from cifarlab.engine.fast import (
-    BiasLRScale, WeightAverage, WhiteningInit, patch_matrix, sgd_values, whitening_filters,
-)
+from cifarlab.engine.fast import WeightAverage, WhiteningInit, patch_matrix, whitening_filters
+from cifarlab.engine.optim import build_optimizer
+from cifarlab.engine.recipes import fill_from_recipe, sgd_values
+from cifarlab.errors import ConfigError
 from cifarlab.models import create_model
 
 
@@ -85,30 +86,30 @@ def _bn_net() -> nn.Module:
     return nn.Sequential(nn.Conv2d(3, 4, 3, bias=False), nn.BatchNorm2d(4), nn.Flatten(), nn.LazyLinear(2))
 
 
-def test_bias_lr_scale_equals_a_separate_group_with_scaled_lr_and_same_decay():
-    """Scaling BN-bias gradients by s in one SGD group == airbench's group (lr*s, wd/s)."""
+def test_bias_group_is_bit_exactly_the_old_gradient_scaling():
+    """The BN-bias group (lr x64, wd /64) steps exactly as main's BiasLRScale did: one SGD
+    group with the BN-bias gradients x64 (64 is a power of two, so not even a rounding differs)."""
     lr, wd, s = 0.1, 5e-3, 64.0
     x, y = torch.randn(8, 3, 6, 6), torch.randint(0, 2, (8,))
     a = _bn_net()
     a(x)  # materialize the lazy layer
     b = copy.deepcopy(a)
     opt_a = torch.optim.SGD(a.parameters(), lr=lr, momentum=0.85, nesterov=True, weight_decay=wd)
-    bias_b = b[1].bias
-    others = [p for p in b.parameters() if p is not bias_b]
-    opt_b = torch.optim.SGD([{"params": others}, {"params": [bias_b], "lr": lr * s, "weight_decay": wd / s}],
-                            lr=lr, momentum=0.85, nesterov=True, weight_decay=wd)
-    cb = BiasLRScale(s)
-    cb.before_fit(SimpleNamespace(model=a))
-    assert cb.biases == [a[1].bias]
+    cfg = TrainConfig(optimizer="sgd", lr=lr, momentum=0.85, weight_decay=wd, bias_lr_scale=s)
+    opt_b = build_optimizer(b, cfg)
+    assert [g["lr_scale"] for g in opt_b.param_groups] == [1.0, s]
+    assert opt_b.param_groups[1]["params"] == [b[1].bias] and opt_b.param_groups[1]["weight_decay"] == wd / s
     for _ in range(3):
         for net, opt in ((a, opt_a), (b, opt_b)):
             opt.zero_grad()
             F.cross_entropy(net(x), y).backward()
             if net is a:
-                cb.after_backward(None)
+                a[1].bias.grad.mul_(s)
+            for group in opt.param_groups:  # what the loop does before each batch
+                group["lr"] = lr * group.get("lr_scale", 1.0)
             opt.step()
     for pa, pb in zip(a.parameters(), b.parameters()):
-        assert torch.allclose(pa, pb, atol=1e-6)
+        assert torch.equal(pa, pb)
     assert not torch.allclose(a[1].bias, _bn_net()[1].bias)  # it did move
 
 
@@ -179,10 +180,11 @@ def test_ema_is_swapped_in_for_evaluation_and_survives_resume():
         assert torch.allclose(c.avg[0], torch.tensor([[3.5]]))
 
 
-def test_fast_settings_reject_an_unknown_average():
-    from cifarlab.errors import ConfigError
+def test_config_rejects_an_unknown_average():
     with pytest.raises(ConfigError, match="average='swa'"):
-        fast.FastSettings(average="swa")
+        TrainConfig.from_dict({"average": "swa"})
+    with pytest.raises(ConfigError, match="average_every=0"):
+        TrainConfig.from_dict({"average_every": 0})
 
 
 def test_average_covers_bn_running_stats():
@@ -232,7 +234,7 @@ def test_tta_views_are_flips_and_one_pixel_translations():
         assert torch.equal(shifted[..., 0, 1:], base[..., 0, :-1])  # replicated edge row
     for shifted, base in ((views[4], x), (views[5], x.flip(-1))):  # content moved up-left by 1
         assert torch.equal(shifted[..., :-1, :-1], base[..., 1:, 1:])
-    assert len(tta_views(x, "flip")) == 2 and fast.FastSettings().tta == "flip-translate"
+    assert len(tta_views(x, "flip")) == 2 and recipe_config("fast").tta == "flip-translate"
 
 
 # ---------------------------------------------------------------- the recipe end to end
@@ -246,6 +248,7 @@ class _Probe(Callback):
 
     def before_fit(self, learn):
         self.kinds = {type(cb) for cb in learn.callbacks}
+        self.lr_scales = [g["lr_scale"] for g in learn.optimizer.param_groups]
 
     def after_epoch(self, learn):
         layer = fast.find_whitening_layer(learn.model)
@@ -264,10 +267,9 @@ def test_fast_recipe_learns_on_cpu_and_applies_its_pieces(tmp_path):
     probe = _Probe()
     result = train(_quick(tmp_path), callbacks=[probe], data=data)
     assert result.summary["recipe"] == "fast"
-    assert {WhiteningInit, BiasLRScale, WeightAverage} <= probe.kinds  # added by the recipe alone
+    assert {WhiteningInit, WeightAverage} <= probe.kinds and probe.lr_scales == [1.0, 64.0]  # from the config
     assert result.summary["test"]["top1"] > 0.5, result.summary["test"]  # chance is 0.1
-    if "tta" in TrainConfig.field_names():  # the engine evaluates the final test with the recipe's TTA
-        assert result.summary["test"]["tta"] == "flip-translate"
+    assert result.summary["test"]["tta"] == "flip-translate"
     # whitening: set from training patches, then frozen; its bias trains 3 epochs, then frozen
     cb = WhiteningInit()
     learn = SimpleNamespace(model=create_model("airnet_tiny"), resumed=False)
@@ -301,9 +303,49 @@ def test_fast_recipes_are_registered_with_their_settings():
     assert (cfg.model, cfg.epochs, cfg.batch_size, cfg.val, cfg.label_smoothing) == ("airnet94", 10, 1000, 0, 0.2)
     assert math.isclose(cfg.lr, 11.5 / (1 + 1 / 0.15) * 1000 / 1024) and cfg.channels_last and cfg.amp
     assert 50_000 % cfg.batch_size == 0  # every batch the same shape (one compiled graph)
-    assert fast.fast_settings(cfg).bias_lr_scale == 64.0
+    assert (cfg.bias_lr_scale, cfg.whiten, cfg.average, cfg.tta) == (64.0, True, "lookahead", "flip-translate")
     assert recipe_config("fast-wide").model == "airnet95"
-    assert fast.fast_settings(recipe_config("default")) is None
+    default = recipe_config("default")
+    assert (default.bias_lr_scale, default.whiten, default.average) == (1.0, False, "none")
+
+
+def _kinds(cfg: TrainConfig) -> set[type]:
+    return {type(cb) for cb in callbacks_for(cfg, "unused", torch.device("cpu"))}
+
+
+def test_callbacks_follow_the_config_fields_not_the_recipe_name():
+    assert not {WhiteningInit, WeightAverage} & _kinds(TrainConfig(recipe="fast"))
+    assert {WhiteningInit, WeightAverage} <= _kinds(TrainConfig(whiten=True, average="ema"))
+    assert {WhiteningInit, WeightAverage} <= _kinds(recipe_config("fast"))
+
+
+def test_a_config_saved_before_the_fast_fields_gets_them_from_its_recipe():
+    saved = {k: v for k, v in recipe_config("fast").to_dict().items()
+             if k not in ("bias_lr_scale", "whiten", "average", "average_every")}
+    saved["lr"] = 0.5  # a value the run chose stays as saved
+    cfg = TrainConfig.from_dict(fill_from_recipe(saved))
+    assert (cfg.bias_lr_scale, cfg.whiten, cfg.average, cfg.average_every, cfg.lr) == (64.0, True, "lookahead", 5, 0.5)
+    plain = {k: v for k, v in TrainConfig().to_dict().items() if k != "whiten"}
+    assert fill_from_recipe(plain) == plain  # no recipe recorded: the defaults apply
+
+
+def test_an_old_fast_checkpoint_says_it_cannot_be_resumed(tmp_path):
+    """main before issue 13 kept BN biases in the one param group: resume says so in one line."""
+    from cifarlab.engine import StopAfter, TrainingInterrupted, resume
+    data = random_cifar(n_train=100, n_test=20, seed=3)
+    with pytest.raises(TrainingInterrupted):
+        train(_quick(tmp_path, epochs=2, batch_size=50, name="old"), callbacks=[StopAfter(1)], data=data)
+    last = tmp_path / "old" / "last.pt"
+    ckpt = torch.load(last, weights_only=False)
+    groups = ckpt["optimizer"]["param_groups"]
+    one = {k: v for k, v in groups[0].items() if k != "lr_scale"}
+    one["params"] = sorted(groups[0]["params"] + groups[1]["params"])
+    ckpt["optimizer"]["param_groups"] = [one]
+    ckpt["config"] = {k: v for k, v in ckpt["config"].items() if k not in ("bias_lr_scale", "whiten", "average")}
+    torch.save(ckpt, last)
+    with pytest.raises(ConfigError, match="predates the BatchNorm-bias parameter group") as info:
+        resume(last.parent, data=data, progress=False)
+    assert "\n" not in str(info.value)
 
 
 def test_fast_recipe_learns_real_cifar_subset(real_data, tmp_path):

@@ -11,8 +11,8 @@ import pytest
 from cifarlab import registry
 from cifarlab.cli import main
 from cifarlab.data import random_cifar
+from cifarlab.data.synthetic import write_cifar10_python
 from cifarlab.engine import Callback, TrainingInterrupted, train
-from cifarlab.engine import api
 from cifarlab.errors import ConfigError
 from cifarlab.registry import Registry
 
@@ -34,21 +34,22 @@ class Boom(Callback):
         raise self.exc
 
 
-def _train(tmp_path, data, name, callbacks=(), **kw):
+def _train(tmp_path, data, name, callbacks=(), study=None, **kw):
     return train({**TINY, "model": "lenet5_modern", "runs_dir": str(tmp_path), "name": name, **kw},
-                 callbacks=callbacks, data=data)
+                 callbacks=[*callbacks, *registry.recorder(study)], data=data)
 
 
 def test_default_path_follows_cifarlab_home(tmp_path, monkeypatch):
     monkeypatch.setenv("CIFARLAB_HOME", str(tmp_path / "home"))
     assert registry.default_path() == tmp_path / "home" / "runs.sqlite"
-    assert registry.registry_callback in api.DEFAULT_CALLBACKS
+    assert [type(cb) for cb in registry.recorder()] == [registry.RegistryCallback]
+    monkeypatch.setenv("CIFARLAB_REGISTRY", "0")
+    assert registry.recorder() == []
 
 
 def test_statuses_metrics_filters(tmp_path, data):
     ok = _train(tmp_path, data, "ok")
-    with registry.study_context("s1"):
-        _train(tmp_path, data, "other-model", model="lenet5", epochs=1)
+    _train(tmp_path, data, "other-model", study="s1", model="lenet5", epochs=1)
     with pytest.raises(ValueError):
         _train(tmp_path, data, "broken", callbacks=[Boom(ValueError("bad value"))])
     with pytest.raises(TrainingInterrupted):
@@ -74,6 +75,28 @@ def test_statuses_metrics_filters(tmp_path, data):
         reg.get(999)
     with pytest.raises(ConfigError, match="unknown status"):
         reg.list(status="done")
+
+
+def test_only_runs_given_the_recorder_are_recorded(tmp_path, data):
+    train({**TINY, "model": "lenet5_modern", "runs_dir": str(tmp_path), "name": "quiet"}, data=data)
+    assert Registry().list() == []  # the engine records nothing by itself: its caller decides
+
+
+def test_cli_train_and_resume_are_recorded(tmp_path, monkeypatch):
+    from cifarlab.engine import StopAfter
+    source = write_cifar10_python(tmp_path / "data", per_batch=20, n_test=20).path
+    real, extra = registry.recorder, [StopAfter(1)]  # Ctrl-C after epoch 1 of the first command
+    monkeypatch.setattr(registry, "recorder", lambda study=None: [*real(study), *extra])
+    args = ["train", "--data", str(source), "--model", "lenet5_modern", "--epochs", "2", "--batch-size", "16",
+            "--runs-dir", str(tmp_path / "runs"), "--name", "cli", "--no-progress", "--no-plots",
+            "--no-tensorboard", "--augment", "none", "--device", "cpu"]
+    assert main(args) == 130
+    run = tmp_path / "runs" / "cli"
+    assert Registry().get(str(run))["status"] == "interrupted"
+    extra.clear()
+    assert main(["train", "--resume", str(run), "--no-progress"]) == 0
+    row = Registry().get(str(run))
+    assert row["status"] == "finished" and row["metrics"]["epochs"] == 2 and "test_top1" in row["metrics"]
 
 
 def test_dead_process_run_is_settled(tmp_path):

@@ -2,9 +2,10 @@
 
 ``$CIFARLAB_HOME/runs.sqlite`` (``~/.cache/cifarlab`` when unset) holds one row per run
 folder: id, name, path, model, status, times, the resolved config, final metrics and the
-study it belongs to. Rows are written by ``RegistryCallback``, which the engine adds to
-every run through ``DEFAULT_CALLBACKS`` in ``cifarlab.engine.api``; importing this module
-stays cheap (no torch), so ``cifarlab runs`` starts fast.
+study it belongs to. Rows are written by ``RegistryCallback``, which whoever starts a run
+passes to ``train``/``resume`` (``recorder()``: the CLI, studies and tune do). Importing
+this module stays cheap (no torch: ``engine.callbacks`` is plain Python), so
+``cifarlab runs`` starts fast.
 
 Several processes (study workers, Optuna workers, a ``cifarlab train`` in another shell)
 write at once, so the database runs in WAL mode with a busy timeout, and every write is
@@ -14,15 +15,15 @@ retried on ``database is locked``.
 from __future__ import annotations
 
 import contextlib
-import contextvars
 import json
 import os
 import socket
 import sqlite3
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
+from cifarlab.engine.callbacks import Callback
 from cifarlab.errors import ConfigError
 
 STATUSES = ("running", "finished", "failed", "interrupted")
@@ -47,23 +48,10 @@ CREATE INDEX IF NOT EXISTS runs_model ON runs(model);
 CREATE INDEX IF NOT EXISTS runs_study ON runs(study);
 """
 
-# the study a run belongs to, set by the study and tune runners around their train() calls
-_CURRENT_STUDY: contextvars.ContextVar[str | None] = contextvars.ContextVar("cifarlab_study", default=None)
-
 
 def default_path() -> Path:
     home = os.environ.get("CIFARLAB_HOME") or Path.home() / ".cache" / "cifarlab"
     return Path(home) / "runs.sqlite"
-
-
-@contextlib.contextmanager
-def study_context(name: str | None) -> Iterator[None]:
-    """Runs trained inside this block are recorded as part of study ``name``."""
-    token = _CURRENT_STUDY.set(name)
-    try:
-        yield
-    finally:
-        _CURRENT_STUDY.reset(token)
 
 
 class Registry:
@@ -201,25 +189,26 @@ def _history_metrics(history: list[dict]) -> dict:
     return out
 
 
-class RegistryCallback:
+class RegistryCallback(Callback):
     """Records one run: running at before_fit, then finished / failed / interrupted, and the
-    test metrics once summary.json is written (the engine's after_report event).
-
-    Duck-typed rather than a ``Callback`` subclass so that this module imports only the
-    standard library (the engine imports it, not the other way round).
-    """
+    test metrics once summary.json is written (the engine's after_report event). The run
+    folder and config come from the learner; ``study`` names the study the run is part of."""
 
     order = 5  # before the guards, so before_fit registers before anything can fail
     main_only = True
 
-    def __init__(self, run_dir: Path, config: dict, study: str | None, registry: Registry | None = None):
-        self.run_dir, self.config, self.study = Path(run_dir), config, study
-        self.registry = registry or Registry()
+    def __init__(self, study: str | None = None, registry: Registry | None = None):
+        self.study, self.registry = study, registry
+        self.run_dir: Path | None = None
 
     def before_fit(self, learn) -> None:
-        self.registry.start(self.run_dir, self.config, self.study)
+        self.run_dir = Path(learn.run_dir)
+        self.registry = self.registry or Registry()  # here: $CIFARLAB_HOME as the run starts
+        self.registry.start(self.run_dir, learn.meta["config"], self.study)
 
     def after_fit_failed(self, learn) -> None:
+        if self.run_dir is None:  # failed before this callback's before_fit: nothing recorded
+            return
         exc = learn.error
         if isinstance(exc, KeyboardInterrupt):
             self.registry.finish(self.run_dir, "interrupted", _history_metrics(learn.history),
@@ -234,30 +223,13 @@ class RegistryCallback:
     def after_report(self, learn) -> None:
         self.registry.finish(self.run_dir, "finished", summary_metrics(learn.summary))
 
-    def __getattr__(self, name: str):
-        if name.startswith(("before_", "after_")):  # every other loop event: nothing to do
-            return _noop
-        raise AttributeError(name)
 
-    def state_key(self) -> str:
-        return "RegistryCallback"
-
-    def state_dict(self) -> dict:
-        return {}
-
-    def load_state_dict(self, state: dict) -> None:
-        pass
-
-
-def _noop(learn) -> None:
-    pass
-
-
-def registry_callback(config, run_dir: Path) -> RegistryCallback | None:
-    """The DEFAULT_CALLBACKS factory; ``CIFARLAB_REGISTRY=0`` turns recording off."""
+def recorder(study: str | None = None) -> list[Callback]:
+    """The callbacks that record one run here: pass them to ``train``/``resume``.
+    Empty when ``CIFARLAB_REGISTRY=0`` (recording turned off)."""
     if os.environ.get("CIFARLAB_REGISTRY", "1") == "0":
-        return None
-    return RegistryCallback(run_dir, config.to_dict(), _CURRENT_STUDY.get())
+        return []
+    return [RegistryCallback(study)]
 
 
 # ---------------------------------------------------------------- helpers

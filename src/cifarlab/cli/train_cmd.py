@@ -113,22 +113,15 @@ def _register_predict(subparsers) -> None:
 
 # ---------------------------------------------------------------- train
 def config_from_args(args: argparse.Namespace):
-    """The TrainConfig the flags describe (recipe, file, flags, --set; in that order)."""
-    from cifarlab.engine.config import TrainConfig
-    from cifarlab.engine.recipes import recipe_values
+    """The TrainConfig the flags describe: ``engine.recipes.resolve_config`` of the recipe,
+    file, flags and --set the user typed (argparse defaults are suppressed)."""
+    from cifarlab.engine.recipes import resolve_config
     given = vars(args)
-    values: dict = {}
-    if "recipe" in given:
-        values.update(recipe_values(args.recipe), recipe=args.recipe)
-    cfg = TrainConfig.from_dict(values)
-    if "config_file" in given:
-        cfg = TrainConfig.from_json(args.config_file, base=cfg)
     flags = {key: given[key] for _, key, _, _ in _FLAGS if key in given}
     if "act" in given:
-        flags["model_kwargs"] = {**cfg.model_kwargs, "act": given["act"]}
-    cfg.override(flags)
-    cfg.override(parse_set(given.get("set_values", [])))
-    return cfg
+        flags["model_kwargs"] = {"act": given["act"]}
+    return resolve_config(recipe=given.get("recipe"), file=given.get("config_file"), flags=flags,
+                          sets=parse_set(given.get("set_values", [])))
 
 
 def parse_set(items: list[str]) -> dict:
@@ -145,16 +138,18 @@ def parse_set(items: list[str]) -> dict:
 
 
 def run_train(args: argparse.Namespace) -> int:
+    from cifarlab import registry
     from cifarlab.engine.api import TrainingInterrupted, resume, train
     if "list_recipes" in vars(args):
         return _print_recipes()
     nproc = vars(args).get("nproc", 1)
     sync_bn = vars(args).get("sync_bn")
+    record = registry.recorder()  # every run started here is recorded in the run registry
     try:
         if "resume" in vars(args):
-            result = _start(nproc, resume, args.resume, **_resume_options(args), sync_bn=sync_bn)
+            result = _start(nproc, resume, args.resume, **_resume_options(args), sync_bn=sync_bn, callbacks=record)
         else:
-            result = _start(nproc, train, config_from_args(args), sync_bn=bool(sync_bn))
+            result = _start(nproc, train, config_from_args(args), sync_bn=bool(sync_bn), callbacks=record)
     except TrainingInterrupted as exc:
         print(str(exc), file=sys.stderr)
         return exc.exit_code

@@ -1,25 +1,35 @@
-"""Training and evaluation: one typed config, one loop with callbacks, self-describing checkpoints."""
+"""Training and evaluation: one typed config, one loop with callbacks, self-describing checkpoints.
+
+Names are imported on first use, so that a torch-free module (the run registry) can import
+``cifarlab.engine.callbacks`` without loading the whole engine.
+"""
 
 from __future__ import annotations
 
-from cifarlab.engine.batch_predict import predict_folder
-from cifarlab.engine.distributed import launch
-from cifarlab.engine.api import DEFAULT_CALLBACKS, RunResult, TrainingInterrupted, resume, train
-from cifarlab.engine.callbacks import (
-    Callback, Checkpointer, DivergenceGuard, EarlyStopping, LRScheduler, MetricsLogger, Plotter,
-    ProgressBar, StopAfter, TensorBoardLogger,
-)
-from cifarlab.engine.checkpoint import load_checkpoint, load_model
-from cifarlab.engine.config import TrainConfig
-from cifarlab.engine.evaluate import evaluate, evaluate_model, tta_views
-from cifarlab.engine.loop import Learner
-from cifarlab.engine.predict import Prediction, Predictor, load_image
-from cifarlab.engine.recipes import list_recipes, recipe_config, register_recipe
+import importlib
 
-__all__ = [
-    "DEFAULT_CALLBACKS", "Callback", "Checkpointer", "DivergenceGuard", "EarlyStopping", "LRScheduler",
-    "Learner", "MetricsLogger", "Plotter", "Prediction", "Predictor", "ProgressBar", "RunResult",
-    "StopAfter", "TensorBoardLogger", "TrainConfig", "TrainingInterrupted", "evaluate", "evaluate_model", "launch", "predict_folder",
-    "list_recipes", "load_checkpoint", "load_image", "load_model", "recipe_config", "register_recipe",
-    "resume", "train", "tta_views",
-]
+# public name -> module that defines it
+_API = {
+    "predict_folder": "batch_predict", "launch": "distributed",
+    "RunResult": "api", "TrainingInterrupted": "api", "callbacks_for": "api", "resume": "api", "train": "api",
+    "Callback": "callbacks", "Checkpointer": "callbacks", "DivergenceGuard": "callbacks",
+    "EarlyStopping": "callbacks", "MetricsLogger": "callbacks", "Plotter": "callbacks",
+    "ProgressBar": "callbacks", "StopAfter": "callbacks", "TensorBoardLogger": "callbacks",
+    "load_checkpoint": "checkpoint", "load_model": "checkpoint", "TrainConfig": "config",
+    "evaluate": "evaluate", "evaluate_model": "evaluate", "tta_views": "evaluate", "Learner": "loop",
+    "Prediction": "predict", "Predictor": "predict", "load_image": "predict",
+    "list_recipes": "recipes", "recipe_config": "recipes", "register_recipe": "recipes",
+    "resolve_config": "recipes",
+}
+
+__all__ = sorted(_API)
+
+
+def __getattr__(name: str):
+    if name in _API:
+        return getattr(importlib.import_module(f"cifarlab.engine.{_API[name]}"), name)
+    raise AttributeError(f"module 'cifarlab.engine' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(__all__)

@@ -3,6 +3,10 @@
 A fit selects its best epoch on the validation split only; the test split is evaluated
 once, at the end, on that checkpoint, and reported (never used to choose anything).
 
+The callbacks a run gets are ``callbacks_for(config, run_dir, device)`` -- decided by the
+config's fields, all in that one function -- plus the ``callbacks`` the caller passes
+(the CLI, studies and tune pass the run registry's recorder).
+
 Launched by torchrun (or ``distributed.launch``), the same calls train data-parallel:
 every rank runs them, rank 0 alone creates and writes the run folder, tests and reports.
 """
@@ -14,7 +18,7 @@ import statistics
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Iterable
 
 import numpy as np
 import torch
@@ -28,16 +32,11 @@ from cifarlab.engine.evaluate import evaluate_model, write_confusion
 from cifarlab.engine.hardware import describe, hardware_info, pick_device
 from cifarlab.engine.loop import Learner
 from cifarlab.engine.losses import build_loss
+from cifarlab.engine.fast import WeightAverage, WhiteningInit
 from cifarlab.engine.optim import build_optimizer, build_schedule
-from cifarlab.engine.recipes import load_recipe_modules
+from cifarlab.engine.recipes import fill_from_recipe
 from cifarlab.engine.runs import new_run_dir, write_json
 from cifarlab.errors import CifarlabError, ConfigError, TrainingInterrupted
-from cifarlab.registry import registry_callback
-
-# factories called with (config, run_dir) that may return a callback to add to every run;
-# later issues append to this (e.g. the SQLite run registry) instead of editing train()
-# the SQLite run registry is the first: every run, from any command, is recorded
-DEFAULT_CALLBACKS: list[Callable[[TrainConfig, Path], cbs.Callback | None]] = [registry_callback]
 
 
 @dataclass
@@ -84,7 +83,7 @@ def resume(run_dir: str | Path, epochs: int | None = None, callbacks: Iterable[c
     if not (run_dir / "last.pt").is_file():
         raise CifarlabError(f"{run_dir} has no last.pt to resume from (no epoch finished there)")
     ckpt = load_checkpoint(run_dir / "last.pt", prefer="last.pt")
-    cfg = TrainConfig.from_dict(ckpt["config"])
+    cfg = TrainConfig.from_dict(fill_from_recipe(ckpt["config"]))
     if epochs is not None:
         cfg.override({"epochs": epochs})
     if progress is not None:
@@ -173,7 +172,7 @@ def _build(cfg: TrainConfig, data, device: torch.device, run_dir: Path, extra,
     model = create_model(cfg.model, num_classes=data.num_classes, **kwargs).to(device)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    optimizer = build_optimizer(model.parameters(), cfg)
+    optimizer = build_optimizer(model, cfg)
     schedule = build_schedule(cfg, len(train_loader))
     meta = {"model": {"name": cfg.model, "kwargs": kwargs, "num_classes": data.num_classes},
             "config": cfg.to_dict(), "classes": list(data.classes),
@@ -187,17 +186,17 @@ def _build(cfg: TrainConfig, data, device: torch.device, run_dir: Path, extra,
     learner = Learner(fit_model, build_loss(cfg.loss, data.num_classes, cfg.label_smoothing), optimizer,
                       schedule, train_loader, val_loader, cfg.epochs, device,
                       amp=cfg.amp and device.type == "cuda", binary=cfg.loss == "bce", meta=meta, dist=dist)
+    learner.run_dir = run_dir
     if dist.rank:  # dropout masks differ per rank (rank 0 keeps the single-process stream)
         torch.manual_seed(cfg.seed + 7919 * dist.rank)
-    for cb in [*_standard_callbacks(cfg, run_dir, device), *extra]:
+    for cb in [*callbacks_for(cfg, run_dir, device), *extra]:
         learner.add_callback(cb)
     return learner
 
 
-def _standard_callbacks(cfg: TrainConfig, run_dir: Path, device: torch.device) -> list[cbs.Callback]:
-    load_recipe_modules()  # a resumed `fast` run needs the recipe's callbacks registered
+def callbacks_for(cfg: TrainConfig, run_dir: Path, device: torch.device) -> list[cbs.Callback]:
+    """Every callback the config asks for: the one place a run's behaviours are switched on."""
     out: list[cbs.Callback] = [
-        cbs.LRScheduler(cfg.plateau_monitor),
         cbs.DivergenceGuard(cfg.diverge_factor, optimizer=cfg.optimizer,  # each check reads the GPU
                             check_every=1 if device.type == "cpu" else 50),
         cbs.Checkpointer(run_dir, cfg.select_metric),
@@ -211,19 +210,37 @@ def _standard_callbacks(cfg: TrainConfig, run_dir: Path, device: torch.device) -
         out.append(cbs.Plotter(run_dir))
     if cfg.progress:
         out.append(cbs.ProgressBar())
-    out += [cb for make in DEFAULT_CALLBACKS if (cb := make(cfg, run_dir)) is not None]
+    if cfg.whiten:
+        out.append(WhiteningInit(cfg.whiten_images, cfg.whiten_eps, cfg.whiten_bias_epochs))
+    if cfg.average != "none":
+        out.append(WeightAverage(cfg.average_decay, cfg.average_every, cfg.average_power,
+                                 lookahead=cfg.average == "lookahead"))
     return out
 
 
 def _restore(learner: Learner, ckpt: dict) -> None:
     unwrap(learner.model).load_state_dict(ckpt["state_dict"])
-    learner.optimizer.load_state_dict(ckpt["optimizer"])
-    learner.schedule.load_state_dict(ckpt["scheduler"])
+    learner.optimizer.load_state_dict(_optimizer_state(ckpt["optimizer"], learner.optimizer))
+    # before the plateau kept its own lr, its lr lived only in the optimizer
+    learner.schedule.load_state_dict({"lr": ckpt["optimizer"]["param_groups"][0]["lr"], **ckpt["scheduler"]})
     learner.epoch, learner.step = ckpt["epoch"], ckpt["step"]
     learner.history = list(ckpt["metrics"])
     learner.load_callback_states(ckpt.get("callbacks", {}))
     learner.resumed = True
     restore_rng(ckpt["rng"])  # last: nothing between here and the first batch draws numbers
+
+
+def _optimizer_state(state: dict, optimizer: torch.optim.Optimizer) -> dict:
+    """A checkpoint's optimizer state; one saved before param groups carried ``lr_scale``
+    gets today's scales, unless its groups differ (BN biases in a group of their own)."""
+    saved = state["param_groups"]
+    if all("lr_scale" in g for g in saved):
+        return state
+    if len(saved) != len(optimizer.param_groups):
+        raise ConfigError("this checkpoint predates the BatchNorm-bias parameter group (bias_lr_scale) and "
+                          "cannot be resumed; evaluate it as it is, or train the run again")
+    groups = [{**g, "lr_scale": now["lr_scale"]} for g, now in zip(saved, optimizer.param_groups)]
+    return {**state, "param_groups": groups}
 
 
 # ---------------------------------------------------------------- fit, test once, report

@@ -17,8 +17,8 @@ from pathlib import Path
 from cifarlab.atomic import atomic_write_text
 from cifarlab.errors import TrainingDiverged
 
-# order bands: schedules first (they set the lr a batch uses), then guards, then the
-# callbacks that decide (early stopping), then the ones that record (checkpoint, logs).
+# order bands: first what changes the model a batch trains (whitening init), then guards,
+# then the callbacks that decide (early stopping), then the ones that record (checkpoint, logs).
 ORDER_SCHEDULE, ORDER_GUARD, ORDER_DECIDE, ORDER_SAVE, ORDER_LOG, ORDER_SHOW = 10, 20, 30, 40, 50, 60
 
 
@@ -48,39 +48,13 @@ class Callback:
         pass
 
 
-def monitored(learn, name: str) -> tuple[str, float | None]:
-    """The value of metric ``name`` this epoch, falling back from val_* to train_* without val."""
-    m = learn.metrics
+def monitored(metrics: dict, name: str) -> tuple[str, float | None]:
+    """The value of metric ``name`` in an epoch's ``metrics``, falling back from val_* to
+    train_* without a validation split."""
+    m = metrics
     if name not in m and name.startswith("val_"):
         name = "train_" + name[4:]
     return name, m.get(name)
-
-
-# ---------------------------------------------------------------- schedule
-class LRScheduler(Callback):
-    """Sets the lr: per batch (onecycle, cosine), per epoch (step), on a metric (plateau)."""
-
-    order = ORDER_SCHEDULE
-
-    def __init__(self, monitor: str = "val_loss"):
-        self.monitor = monitor
-
-    def before_epoch(self, learn) -> None:
-        from cifarlab.engine.optim import Constant, Step, set_lr
-        if isinstance(learn.schedule, (Step, Constant)):
-            set_lr(learn.optimizer, learn.schedule.lr_at_epoch(learn.epoch))
-
-    def before_batch(self, learn) -> None:
-        from cifarlab.engine.optim import set_lr
-        if learn.schedule.per_batch:
-            set_lr(learn.optimizer, learn.schedule.lr_at_step(learn.step))
-
-    def after_epoch(self, learn) -> None:
-        from cifarlab.engine.optim import Plateau, get_lr, set_lr
-        if isinstance(learn.schedule, Plateau):
-            _, value = monitored(learn, self.monitor)
-            if value is not None:
-                set_lr(learn.optimizer, learn.schedule.observe(value, get_lr(learn.optimizer)))
 
 
 # ---------------------------------------------------------------- guards
@@ -107,8 +81,7 @@ class DivergenceGuard(Callback):
             self._fail(learn, f"loss exploded to {value:.4g} ({value / start:.3g}x its start {start:.3g})")
 
     def _fail(self, learn, what: str) -> None:
-        from cifarlab.engine.optim import get_lr
-        lr = get_lr(learn.optimizer)
+        lr = learn.lr
         opt = self.optimizer_name or type(learn.optimizer).__name__.lower()
         raise TrainingDiverged(
             f"{what} at epoch {learn.epoch + 1} step {learn.batch_idx + 1} — the learning rate "
@@ -135,7 +108,7 @@ class EarlyStopping(Callback):
         self.wait = 0
 
     def after_epoch(self, learn) -> None:
-        name, value = monitored(learn, self.monitor)
+        name, value = monitored(learn.metrics, self.monitor)
         if value is None:
             return
         better = self.best is None or (value < self.best - self.min_delta if self.mode == "min"
@@ -173,7 +146,7 @@ class Checkpointer(Callback):
 
     def after_epoch(self, learn) -> None:
         from cifarlab.engine.checkpoint import build_checkpoint, save_checkpoint
-        name, value = monitored(learn, self.monitor)
+        name, value = monitored(learn.metrics, self.monitor)
         no_val = not name.startswith("val_")
         better = value is not None and (self.best is None or (value < self.best if self.mode == "min"
                                                              else value > self.best))
@@ -338,12 +311,11 @@ class ProgressBar(Callback):
     def _info(self, learn) -> str:
         """The epoch so far on this rank: running loss and accuracy from the loop's device sums."""
         import time
-        from cifarlab.engine.optim import get_lr
         t = learn.totals.read()
         n = max(t["n"], 1)
         rate = t["n"] * learn.dist.world_size / max(time.perf_counter() - self.start, 1e-9)
         return (f"loss {t['loss_sum'] / n:.4f} acc {t['correct1'] / n:.3f} "
-                f"lr {get_lr(learn.optimizer):.3g} {rate:.0f} img/s {self.run_left(learn, learn.batch_idx + 1)}")
+                f"lr {learn.lr:.3g} {rate:.0f} img/s {self.run_left(learn, learn.batch_idx + 1)}")
 
     def after_epoch(self, learn) -> None:
         if self.progress is not None:

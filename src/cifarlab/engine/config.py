@@ -1,5 +1,8 @@
 """One typed training configuration, filled by defaults, a recipe, a JSON file and flags.
 
+Every value a run uses is a field here, recipes included: a recipe (engine.recipes) is
+only a dict of these fields, and ``recipe`` records which one the values started from.
+
 Every field has a unit and a reason. ``TrainConfig.from_dict`` type-checks values and
 rejects unknown keys with the list of valid ones, so a typo never silently trains the
 default (nanoGPT's configurator, made strict).
@@ -22,6 +25,7 @@ SCHEDULES = ("constant", "step", "cosine", "onecycle", "plateau")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 MODES = ("min", "max", "auto")
 TTA_MODES = ("none", "flip", "flip-translate")
+AVERAGE_MODES = ("none", "lookahead", "ema")
 
 
 @dataclass
@@ -36,6 +40,9 @@ class TrainConfig:
     # --- optimizer ---
     optimizer: str = "sgd"  # one of OPTIMIZERS
     lr: float = 0.1  # peak learning rate, absolute (not rescaled when batch_size changes)
+    # BatchNorm biases learn this many times faster (their own param group, lr x this and weight
+    # decay / this, so per-step shrinkage is unchanged); airbench uses 64. 1 = one group for all
+    bias_lr_scale: float = 1.0
     momentum: float = 0.9  # sgd momentum / rmsprop momentum; beta1 for adam(w)
     nesterov: bool = True  # sgd only: Nesterov momentum converges a little faster
     weight_decay: float = 5e-4  # L2 coefficient (decoupled for adamw); applied to all weights
@@ -52,6 +59,16 @@ class TrainConfig:
     plateau_min_delta: float = 1e-4  # plateau: smaller changes do not count as improvement
     plateau_monitor: str = "val_loss"  # plateau: metric watched (falls back to train_* when val=0)
     min_lr: float = 0.0  # plateau: never reduce below this
+    # --- weight averaging (fast recipe) ---
+    average: str = "none"  # none | lookahead (weights reset to the average) | ema (average used for eval only)
+    average_decay: float = 0.95  # per-step decay of the weight average, reached at the end of training
+    average_every: int = 5  # optimizer steps between two averaging updates
+    average_power: float = 3.0  # decay ramps as progress**power: almost no averaging early on
+    # --- first-layer whitening init (models with a Whiten conv, e.g. airnet) ---
+    whiten: bool = False  # set the Whiten conv from training patches, then freeze it (airbench)
+    whiten_images: int = 5000  # training images (seeded random pick) whose patches give the covariance
+    whiten_eps: float = 5e-4  # added to each eigenvalue (normalized-pixel^2): caps the gain of flat directions
+    whiten_bias_epochs: int = 3  # epochs the whitening bias trains before it is frozen too
     # --- data ---
     data: str | None = None  # path to CIFAR-10; None: $CIFARLAB_DATA, then the cache
     val: int = 5000  # images carved (stratified) from train for model selection; 0 = none
@@ -81,7 +98,7 @@ class TrainConfig:
     tensorboard: bool = True  # write tb/ events when the tensorboard package is installed
     plots: bool = True  # curves.png and confusion.png when matplotlib is installed
     progress: bool = True  # live progress bar on the terminal
-    recipe: str | None = None  # name of the recipe these values started from (informational)
+    recipe: str | None = None  # the preset these values started from: a record, nothing reads it to decide
 
     # ---------------------------------------------------------------- building
     @classmethod
@@ -126,9 +143,15 @@ class TrainConfig:
         _choice("device", self.device, DEVICES)
         _choice("early_mode", self.early_mode, MODES)
         _choice("tta", self.tta, TTA_MODES)
+        _choice("average", self.average, AVERAGE_MODES)
         _positive("epochs", self.epochs, allow_zero=True)
         _positive("batch_size", self.batch_size)
         _positive("lr", self.lr)
+        _positive("bias_lr_scale", self.bias_lr_scale)
+        _positive("average_every", self.average_every)
+        _positive("whiten_images", self.whiten_images)
+        if not 0 <= self.average_decay <= 1:
+            raise ConfigError(f"average_decay={self.average_decay} must be in [0, 1]")
         _positive("val", self.val, allow_zero=True)
         if not 0 <= self.label_smoothing < 1:
             raise ConfigError(f"label_smoothing={self.label_smoothing} must be in [0, 1)")

@@ -4,7 +4,9 @@ Events, in order: ``before_fit``; per epoch ``before_epoch``, per batch ``before
 ``after_backward``, ``after_batch``; then ``before_validate``, ``after_validate``,
 ``after_epoch``; finally ``after_fit``. A callback reads and writes the ``Learner``
 (model, optimizer, loss, metrics, stop flag); the loop itself knows nothing of logging,
-checkpoints, schedules or guards.
+checkpoints or guards. It does own the learning rate (two lines in ``_set_lr``, nanoGPT's
+way): before each batch every param group gets ``schedule.lr_at(step)`` times its
+``lr_scale``, and after each epoch the schedule sees the metrics (plateau acts on them).
 
 Extension points for later callbacks: ``before_validate``/``after_validate`` bracket every
 evaluation (an EMA callback swaps its averaged weights in and out there); ``before_fit``
@@ -25,7 +27,7 @@ from torch import nn
 from cifarlab.engine.callbacks import Callback
 from cifarlab.engine.distributed import Dist
 from cifarlab.engine.metrics import Accumulator
-from cifarlab.engine.optim import Schedule, get_lr
+from cifarlab.engine.optim import Schedule
 
 EVENTS = ("before_fit", "before_epoch", "before_batch", "after_backward", "after_batch",
           "before_validate", "after_validate", "after_epoch", "after_fit")
@@ -144,6 +146,8 @@ class Learner:
         self.stop = False  # a callback sets this to end the fit after the current epoch
         self.stop_reason = ""
         self.resumed = False  # True when the state came from a checkpoint
+        self.run_dir = None  # the run folder (set by engine.api), for callbacks that record the run
+        self.lr = schedule.lr_at(0)  # the lr of the current step (param groups with lr_scale 1)
         self.dist = dist or Dist()  # rank and world size; all_reduce for global metrics
         self.is_main = self.dist.is_main  # False on DDP ranks > 0: callbacks with main_only are skipped
         self.totals: EpochTotals | None = None  # this epoch's running sums (read with .read())
@@ -207,6 +211,7 @@ class Learner:
         self.event("before_epoch")
         start = time.perf_counter()
         for self.batch_idx, (self.x, self.y) in enumerate(self.train_loader):
+            self._set_lr()
             self.event("before_batch")
             self._train_step()
             train.update(self.logits, self.y, self.loss)  # stays on the device: no wait here
@@ -221,7 +226,13 @@ class Learner:
         self.metrics["epoch_time"] = time.perf_counter() - start
         self.history.append(self.metrics)
         self.epoch += 1
+        self.schedule.observe(self.metrics)  # before after_epoch: the checkpoint holds the new lr
         self.event("after_epoch")
+
+    def _set_lr(self) -> None:
+        self.lr = self.schedule.lr_at(self.step)
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.lr * group["lr_scale"]
 
     def _train_step(self) -> None:
         with autocast(self.device, self.amp):
@@ -235,7 +246,7 @@ class Learner:
 
     def _epoch_metrics(self, train: EpochTotals, seconds: float) -> dict:
         m = {"epoch": self.epoch + 1, **train.summary("train_", self.dist)}
-        m["lr"] = get_lr(self.optimizer)
+        m["lr"] = self.lr
         m["train_time"] = seconds
         m["images_per_s"] = train.n * self.dist.world_size / max(seconds, 1e-9)
         return m

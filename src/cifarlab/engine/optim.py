@@ -1,8 +1,11 @@
-"""Optimizers by name, and learning-rate schedules as small state machines.
+"""The optimizer with its parameter groups, and the learning rate of every step.
 
-A schedule here is a pure function of (step, epoch) plus, for ``plateau``, a few
-counters. Its whole state is a short dict, which keeps resumed runs bit-exact and lets a
-resumed run change ``epochs`` (the remaining schedule is recomputed for the new length).
+The lr path, whole: ``build_schedule(cfg)`` returns a schedule whose ``lr_at(step)`` is
+the learning rate of optimizer step ``step``; before each batch the loop sets every param
+group's lr to ``lr_at(step) * group["lr_scale"]`` (``Learner._set_lr``). ``lr_scale`` is 1
+except for the BatchNorm-bias group of ``bias_lr_scale``. Only ``plateau`` has state (its
+current lr, changed by ``observe`` after each epoch); the others are pure functions of the
+step, which keeps resumed runs bit-exact and lets a resumed run change ``epochs``.
 """
 
 from __future__ import annotations
@@ -10,14 +13,31 @@ from __future__ import annotations
 import math
 
 import torch
+from torch import nn
 
+from cifarlab.engine.callbacks import monitored
 from cifarlab.engine.config import TrainConfig
 from cifarlab.errors import ConfigError
 
 
-def build_optimizer(params, cfg: TrainConfig) -> torch.optim.Optimizer:
-    """The optimizer named by ``cfg.optimizer`` with the config's lr, momentum and decay."""
-    lr, wd, mom = cfg.lr, cfg.weight_decay, cfg.momentum
+def param_groups(model: nn.Module, cfg: TrainConfig) -> list[dict]:
+    """One group of every parameter, or two when ``bias_lr_scale`` != 1: BatchNorm biases get
+    lr x scale and weight decay / scale, so lr x decay (the per-step shrinkage under SGD's
+    coupled decay) stays that of the other weights -- airbench's bias group."""
+    params = list(model.parameters())
+    scale = cfg.bias_lr_scale
+    if scale == 1:
+        return [{"params": params, "lr_scale": 1.0}]
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    biases = {id(m.bias) for m in norms if m.bias is not None}
+    return [{"params": [p for p in params if id(p) not in biases], "lr_scale": 1.0},
+            {"params": [p for p in params if id(p) in biases], "lr_scale": scale,
+             "weight_decay": cfg.weight_decay / scale}]
+
+
+def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """The optimizer named by ``cfg.optimizer`` over ``param_groups(model, cfg)``."""
+    params, lr, wd, mom = param_groups(model, cfg), cfg.lr, cfg.weight_decay, cfg.momentum
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(params, lr=lr, momentum=mom, nesterov=cfg.nesterov and mom > 0,
                                weight_decay=wd)
@@ -35,25 +55,18 @@ def build_optimizer(params, cfg: TrainConfig) -> torch.optim.Optimizer:
 
 
 class Schedule:
-    """Learning rate as a function of training progress; steps per batch or per epoch."""
-
-    per_batch = False  # True: ``lr_at_step`` is called before every batch
+    """The learning rate of each optimizer step (0-based, counted over all epochs)."""
 
     def __init__(self, base_lr: float, total_steps: int, steps_per_epoch: int):
         self.base_lr = base_lr
         self.total_steps = max(1, total_steps)
         self.steps_per_epoch = max(1, steps_per_epoch)
 
-    def lr_at_step(self, step: int) -> float:
+    def lr_at(self, step: int) -> float:
         return self.base_lr
 
-    def lr_at_epoch(self, epoch: int) -> float:
-        """Learning rate for epoch ``epoch`` (0-based) of epoch-wise schedules."""
-        return self.base_lr
-
-    def observe(self, value: float, current_lr: float) -> float:
-        """After an epoch, with the monitored metric; returns the next lr (plateau only)."""
-        return current_lr
+    def observe(self, metrics: dict) -> None:
+        """After each epoch, with its metrics (plateau only: may lower the lr)."""
 
     def state_dict(self) -> dict:
         return {}
@@ -73,7 +86,8 @@ class Step(Schedule):
         super().__init__(base_lr, total_steps, steps_per_epoch)
         self.milestones, self.gamma = sorted(int(m) for m in milestones), gamma
 
-    def lr_at_epoch(self, epoch: int) -> float:
+    def lr_at(self, step: int) -> float:
+        epoch = step // self.steps_per_epoch
         passed = sum(1 for m in self.milestones if epoch >= m)
         return self.base_lr * self.gamma ** passed
 
@@ -81,13 +95,11 @@ class Step(Schedule):
 class Cosine(Schedule):
     """Linear warm-up over ``warmup`` of the steps, then half a cosine down to zero."""
 
-    per_batch = True
-
     def __init__(self, base_lr, total_steps, steps_per_epoch, warmup):
         super().__init__(base_lr, total_steps, steps_per_epoch)
         self.warm = int(warmup * self.total_steps)
 
-    def lr_at_step(self, step: int) -> float:
+    def lr_at(self, step: int) -> float:
         if step < self.warm:
             return self.base_lr * (step + 1) / self.warm
         t = (step - self.warm) / max(1, self.total_steps - self.warm)
@@ -97,14 +109,13 @@ class Cosine(Schedule):
 class OneCycle(Schedule):
     """Linear from lr/10 up to lr over ``warmup`` of the steps, then linear down to zero."""
 
-    per_batch = True
     start_fraction = 0.1  # warm-up starts at lr/10: large enough to move, small enough to be stable
 
     def __init__(self, base_lr, total_steps, steps_per_epoch, warmup):
         super().__init__(base_lr, total_steps, steps_per_epoch)
         self.warm = int(warmup * self.total_steps)
 
-    def lr_at_step(self, step: int) -> float:
+    def lr_at(self, step: int) -> float:
         if step < self.warm:
             frac = self.start_fraction + (1 - self.start_fraction) * step / self.warm
             return self.base_lr * frac
@@ -113,31 +124,39 @@ class OneCycle(Schedule):
 
 
 class Plateau(Schedule):
-    """Keras ReduceLROnPlateau: lr *= factor after ``patience`` epochs without improvement."""
+    """Keras ReduceLROnPlateau: lr *= factor after ``patience`` epochs without improvement
+    of ``monitor`` (val_* falls back to train_* when there is no validation split)."""
 
     def __init__(self, base_lr, total_steps, steps_per_epoch, factor, patience, min_delta,
-                 mode, min_lr):
+                 monitor, min_lr):
         super().__init__(base_lr, total_steps, steps_per_epoch)
         self.factor, self.patience, self.min_delta = factor, patience, min_delta
-        self.mode, self.min_lr = mode, min_lr
+        self.monitor, self.mode, self.min_lr = monitor, metric_mode(monitor), min_lr
+        self.lr = base_lr  # the current lr: the state a resumed run needs
         self.best: float | None = None
         self.wait = 0
 
-    def observe(self, value: float, current_lr: float) -> float:
+    def lr_at(self, step: int) -> float:
+        return self.lr
+
+    def observe(self, metrics: dict) -> None:
+        _, value = monitored(metrics, self.monitor)
+        if value is None:
+            return
         if _improved(value, self.best, self.min_delta, self.mode):
             self.best, self.wait = value, 0
-            return current_lr
+            return
         self.wait += 1
         if self.wait >= self.patience:
             self.wait = 0
-            return max(current_lr * self.factor, self.min_lr)
-        return current_lr
+            self.lr = max(self.lr * self.factor, self.min_lr)
 
     def state_dict(self) -> dict:
-        return {"best": self.best, "wait": self.wait}
+        return {"best": self.best, "wait": self.wait, "lr": self.lr}
 
     def load_state_dict(self, state: dict) -> None:
         self.best, self.wait = state.get("best"), state.get("wait", 0)
+        self.lr = state.get("lr", self.lr)
 
 
 def _improved(value: float, best: float | None, min_delta: float, mode: str) -> bool:
@@ -165,16 +184,6 @@ def build_schedule(cfg: TrainConfig, steps_per_epoch: int) -> Schedule:
     if cfg.schedule == "onecycle":
         return OneCycle(*args, cfg.warmup)
     if cfg.schedule == "plateau":
-        mode = metric_mode(cfg.plateau_monitor)
         return Plateau(*args, cfg.plateau_factor, cfg.plateau_patience, cfg.plateau_min_delta,
-                       mode, cfg.min_lr)
+                       cfg.plateau_monitor, cfg.min_lr)
     raise ConfigError(f"schedule={cfg.schedule!r} is not supported")
-
-
-def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
-    for group in optimizer.param_groups:
-        group["lr"] = lr
-
-
-def get_lr(optimizer: torch.optim.Optimizer) -> float:
-    return float(optimizer.param_groups[0]["lr"])

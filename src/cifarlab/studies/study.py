@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
+from cifarlab import registry
 from cifarlab.errors import ConfigError
 
 # config fields that say how to run, not what is studied: they may change between resumes
@@ -294,17 +295,15 @@ def run_study(spec: StudySpec, out: str | Path, *, data=None, callbacks: Iterabl
     ``on_run(i, n, run, state)`` is told "skip", "start", "resume" or "diverged" for each run;
     a diverged run is recorded (diverged.json) and the study goes on.
     """
-    from cifarlab import registry
     out = open_study(out, spec)
     runs = plan(spec)
     result = StudyResult(out, spec, runs)
     data = data if data is not None else _shared_data(spec)
     note = on_run or (lambda *a: None)
-    with registry.study_context(spec.name):
-        for i, run in enumerate(runs):
-            state = _run_one(run, out, data, list(callbacks), progress)
-            (result.skipped if state == "skip" else result.trained).append(run.name)
-            note(i, len(runs), run, state)
+    for i, run in enumerate(runs):
+        state = _run_one(run, out, data, [*callbacks, *registry.recorder(spec.name)], progress)
+        (result.skipped if state == "skip" else result.trained).append(run.name)
+        note(i, len(runs), run, state)
     if report:
         from cifarlab.studies.report import write_report
         write_report(out)

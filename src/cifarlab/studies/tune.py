@@ -143,8 +143,7 @@ def run_worker(storage: str, study_name: str, n_trials: int, base: dict, space: 
         config = {**trial_config(base, params, trial), "runs_dir": str(Path(out) / "trials"),
                   "name": f"trial-{trial.number:04d}"}
         pruning = OptunaPruning(trial)
-        with registry.study_context(f"tune:{study_name}"):
-            result = train(config, callbacks=[pruning], data=data)
+        result = train(config, callbacks=[pruning, *registry.recorder(f"tune:{study_name}")], data=data)
         trial.set_user_attr("run_dir", str(result.run_dir))
         if pruning.pruned:
             raise optuna.TrialPruned()
