@@ -89,7 +89,7 @@ def test_cli_train_and_resume_are_recorded(tmp_path, monkeypatch):
     monkeypatch.setattr(registry, "recorder", lambda study=None: [*real(study), *extra])
     args = ["train", "--data", str(source), "--model", "lenet5_modern", "--epochs", "2", "--batch-size", "16",
             "--runs-dir", str(tmp_path / "runs"), "--name", "cli", "--no-progress", "--no-plots",
-            "--no-tensorboard", "--augment", "none", "--device", "cpu"]
+            "--no-tensorboard", "--augment", "none", "--device", "cpu", "--val", "20"]
     assert main(args) == 130
     run = tmp_path / "runs" / "cli"
     assert Registry().get(str(run))["status"] == "interrupted"
