@@ -7,6 +7,8 @@ Names are imported on first use, so that a torch-free module (the run registry) 
 from __future__ import annotations
 
 import importlib
+import sys
+import types
 
 # public name -> module that defines it
 _API = {
@@ -33,3 +35,16 @@ def __getattr__(name: str):
 
 def __dir__():
     return sorted(__all__)
+
+
+class _Engine(types.ModuleType):
+    """``evaluate`` names both a submodule and the public function. Python sets a package
+    attribute for each submodule it imports; here that would hide the function as soon as
+    any module imported ``cifarlab.engine.evaluate``, so that one attribute is not set."""
+
+    def __setattr__(self, name: str, value) -> None:
+        if not (name == "evaluate" and isinstance(value, types.ModuleType)):
+            super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Engine
