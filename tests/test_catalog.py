@@ -11,7 +11,7 @@ from cifarlab.data.synthetic import CIFAR10_CLASSES
 from cifarlab.engine import Predictor, train
 from cifarlab.errors import ConfigError, ModelError
 from cifarlab.models import count_params, create_model
-from cifarlab.registry import Registry
+from cifarlab.registry import Registry, RegistryCallback
 
 from _checkpoints import write_checkpoint
 
@@ -22,13 +22,9 @@ def tiny_run(tmp_path_factory):
     home = tmp_path_factory.mktemp("home")
     reg = Registry(home / "runs.sqlite")
     data = random_cifar(n_train=120, n_test=40, val=20, seed=1)
-    mp = pytest.MonkeyPatch()
-    mp.setenv("CIFARLAB_HOME", str(home))
-    try:
-        r = train(dict(model="lenet5_modern", epochs=1, batch_size=32, runs_dir=str(home / "runs"),
-                       name="tiny", tensorboard=False, plots=False, progress=False, augment="none"), data=data)
-    finally:
-        mp.undo()
+    r = train(dict(model="lenet5_modern", epochs=1, batch_size=32, runs_dir=str(home / "runs"),
+                   name="tiny", tensorboard=False, plots=False, progress=False, augment="none"),
+              callbacks=[RegistryCallback(registry=reg)], data=data)
     return r, reg
 
 

@@ -29,10 +29,10 @@ from cifarlab.engine import distributed
 from cifarlab.engine.checkpoint import load_checkpoint, restore_rng, unwrap
 from cifarlab.engine.config import TrainConfig
 from cifarlab.engine.evaluate import evaluate_model, write_confusion
+from cifarlab.engine.fast import WeightAverage, WhiteningInit
 from cifarlab.engine.hardware import describe, hardware_info, pick_device
 from cifarlab.engine.loop import Learner
 from cifarlab.engine.losses import build_loss
-from cifarlab.engine.fast import WeightAverage, WhiteningInit
 from cifarlab.engine.optim import build_optimizer, build_schedule
 from cifarlab.engine.recipes import fill_from_recipe
 from cifarlab.engine.runs import new_run_dir, write_json
