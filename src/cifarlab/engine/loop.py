@@ -147,7 +147,7 @@ class Learner:
         self.stop_reason = ""
         self.resumed = False  # True when the state came from a checkpoint
         self.run_dir = None  # the run folder (set by engine.api), for callbacks that record the run
-        self.lr = schedule.lr_at(0)  # the lr of the current step (param groups with lr_scale 1)
+        self.lr = 0.0  # the lr of the current step (of param groups with lr_scale 1): set by _set_lr
         self.dist = dist or Dist()  # rank and world size; all_reduce for global metrics
         self.is_main = self.dist.is_main  # False on DDP ranks > 0: callbacks with main_only are skipped
         self.totals: EpochTotals | None = None  # this epoch's running sums (read with .read())
