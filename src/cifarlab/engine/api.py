@@ -210,6 +210,8 @@ def callbacks_for(cfg: TrainConfig, run_dir: Path, device: torch.device) -> list
         out.append(cbs.Plotter(run_dir))
     if cfg.progress:
         out.append(cbs.ProgressBar())
+    if cfg.resolutions:
+        out.append(cbs.ProgressiveResize(cfg.resolutions))
     if cfg.whiten:
         out.append(WhiteningInit(cfg.whiten_images, cfg.whiten_eps, cfg.whiten_bias_epochs))
     if cfg.average != "none":

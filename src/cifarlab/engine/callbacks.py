@@ -57,6 +57,36 @@ def monitored(metrics: dict, name: str) -> tuple[str, float | None]:
     return name, m.get(name)
 
 
+# ---------------------------------------------------------------- resolution
+class ProgressiveResize(Callback):
+    """Trains the first epochs on downscaled batches (``resolutions``: "16:2,24:2"), then at
+    the stored size. Evaluation always sees the stored size; the networks that use it end in
+    a global pool, so they take any input size."""
+
+    order = ORDER_SCHEDULE
+
+    def __init__(self, spec: str):
+        from cifarlab.data.loader import parse_resolutions
+        self.stages = parse_resolutions(spec)
+
+    def size_at(self, epoch: int) -> int | None:
+        from cifarlab.data.loader import size_at_epoch
+        return size_at_epoch(self.stages, epoch)
+
+    def costs(self, epochs: int, native: int) -> list[float]:
+        """Each epoch's compute relative to one at the stored size (pixels per image)."""
+        return [((self.size_at(e) or native) / native) ** 2 for e in range(epochs)]
+
+    def before_fit(self, learn) -> None:
+        learn.epoch_costs = self.costs(learn.epochs, learn.train_loader.images.shape[-1])
+
+    def before_epoch(self, learn) -> None:
+        learn.train_loader.size = self.size_at(learn.epoch)
+
+    def after_fit(self, learn) -> None:
+        learn.train_loader.size = None
+
+
 # ---------------------------------------------------------------- guards
 class DivergenceGuard(Callback):
     """Stops with one line when the loss is non-finite or ``factor`` x its starting value."""

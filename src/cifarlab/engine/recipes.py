@@ -142,3 +142,32 @@ register_recipe(
 register_recipe(
     "fast-wide", _fast("airnet95", 15, 10.0),
     "wider airnet95 for ~95%: the fast recipe at lr 10/1024 ex for 15 epochs")
+
+
+# ---------------------------------------------------------------- CPU time budgets
+def _cpu(model: str, epochs: int, resolutions: str, batch_size: int = 250) -> dict:
+    """The fast recipe cut to a 2-core CPU's budget (docs/cpu-frontier.md has the measurements).
+
+    Batch 250: on two cores oneDNN runs these small nets ~15% faster per image than at 1000
+    (the lr scales with the batch, airbench's per-1024 units). Low-resolution first epochs
+    buy more passes for the same time. Test-time augmentation is the mirror only: the
+    flip-translate views cost 6 forward passes of the test set, a fifth of a 2-min budget.
+    """
+    return {**_fast(model, epochs, 11.5, batch_size), "resolutions": resolutions, "tta": "flip"}
+
+
+register_recipe(
+    "cpu-2min", _cpu("airnet_small", 5, "16:2,24:2"),
+    "2-core CPU, about 2 min: airnet_small, the fast recipe at batch 250, 5 epochs (2 at 16 px, 2 at 24 px, "
+    "1 at 32 px), flip TTA")
+register_recipe(
+    "cpu-5min", _cpu("airnet_small", 8, "16:1"),
+    "2-core CPU, about 5 min: airnet_small, the fast recipe at batch 250, 8 epochs (1 at 16 px), flip TTA")
+register_recipe(
+    "cpu-15min", _cpu("airnet_medium", 11, "16:3,24:2"),
+    "2-core CPU, about 15 min: airnet_medium, the fast recipe at batch 250, 11 epochs (3 at 16 px, 2 at 24 px), "
+    "flip TTA")
+register_recipe(
+    "cpu-45min", _cpu("airnet94", 16, "16:3,24:3"),
+    "2-core CPU, about 40 min (estimated from throughput, not yet measured end to end): airnet94, the fast "
+    "recipe at batch 250, 16 epochs (3 at 16 px, 3 at 24 px), flip TTA")
