@@ -65,10 +65,12 @@ def main() -> None:
         data = random_cifar(n_train=n, n_test=10)
     cfg = TrainConfig(model=args.model, batch_size=args.batch_size)
     model = create_model(cfg.model).to(device).train()
+    if cfg.channels_last:  # as the engine trains it (TrainConfig's default)
+        model = model.to(memory_format=torch.channels_last)
     opt = build_optimizer(model, cfg)
     loss_fn = build_loss(cfg.loss, 10, cfg.label_smoothing)
     loader = DeviceLoader(data.train, args.batch_size, device, (0.5,) * 3, (0.25,) * 3, shuffle=True,
-                          augment=build_augment(cfg.augment), drop_last=True)
+                          augment=build_augment(cfg.augment), drop_last=True, channels_last=cfg.channels_last)
     batches = list(loader)  # augmentation is part of the loader, timed separately below
 
     def step(x, y):
@@ -80,7 +82,8 @@ def main() -> None:
 
     print(environment(device))
     print(f"model {args.model} | batch {args.batch_size} | {'real' if args.data else 'random'} data | "
-          f"augment {cfg.augment} | optimizer {cfg.optimizer} | amp {args.amp and device.type == 'cuda'}")
+          f"augment {cfg.augment} | optimizer {cfg.optimizer} | amp {args.amp and device.type == 'cuda'} | "
+          f"channels_last {cfg.channels_last}")
     timed_chunk(step, batches[:args.warmup], device)
     rates = []
     for c in range(args.chunks):
