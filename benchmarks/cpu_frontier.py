@@ -113,6 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 per recipe")
     p.add_argument("--data", default=os.environ.get("CIFARLAB_DATA"),
                    help="CIFAR-10 source (default $CIFARLAB_DATA, then the cache)")
+    p.add_argument("--keep", default=None, help="keep the run folders under this folder (default: a temporary one)")
     args = p.parse_args(argv)
     names = [n for n in args.recipes.split(",") if n] or [n for n in list_recipes() if n.startswith("cpu-")]
     print(environment(torch.device("cpu")))
@@ -120,9 +121,9 @@ def main(argv: list[str] | None = None) -> int:
     ceiling = matmul_ceiling()
     print(f"matmul ceiling (2048x2048 float32, median of 10): {ceiling:.1f} GFLOP/s", flush=True)
     load_cifar(args.data, val=0, progress=False)  # decode (or read the cache) once, untimed
-    with tempfile.TemporaryDirectory(prefix="cpu-frontier-") as runs_dir:
+    with tempfile.TemporaryDirectory(prefix="cpu-frontier-") as tmp:
         for name in names:
-            run_recipe(name, args.seeds, args.data, ceiling, runs_dir)
+            run_recipe(name, args.seeds, args.data, ceiling, args.keep or tmp)
     return 0
 
 
