@@ -108,7 +108,13 @@ def test_dead_process_run_is_settled(tmp_path):
     with reg._connect() as con:
         con.execute("UPDATE runs SET pid = ? WHERE path = ?", (2 ** 22 + 12345, str(run.resolve())))
     reg.refresh()
-    assert reg.get(str(run))["status"] == "failed"  # no last.pt: nothing to resume
+    assert reg.get(str(run))["status"] == "failed"  # no last.pt or config.json: nothing to resume
+    (run / "config.json").write_text("{}")  # killed before its first epoch ended: resume restarts it
+    reg.start(run, {"model": "x"})
+    with reg._connect() as con:
+        con.execute("UPDATE runs SET pid = ? WHERE path = ?", (2 ** 22 + 12345, str(run.resolve())))
+    reg.refresh()
+    assert reg.get(str(run))["status"] == "interrupted"
 
 
 def test_runs_cli_list_json_and_compare(tmp_path, data, capsys):

@@ -131,14 +131,21 @@ class Registry:
             self.finish(run_dir, "finished", summary_metrics(summary))
 
     def refresh(self) -> None:
-        """Settle rows left 'running' by a process that has ended, or finished without test metrics."""
+        """Settle rows whose process ended without a summary.json, or finished without test metrics.
+
+        A killed process (SIGKILL, power cut) runs no callback: its row still says running,
+        or finished if it died between the last epoch and the test that writes summary.json.
+        """
         here = socket.gethostname()
         for row in self._query("SELECT * FROM runs WHERE status IN ('running', 'finished')"):
-            if "test_top1" not in row["metrics"] and (Path(row["path"]) / "summary.json").exists():
-                self.sync(row["path"])
-            elif row["status"] == "running" and row["host"] == here and not _alive(row["pid"]):
-                resumable = (Path(row["path"]) / "last.pt").exists()
-                self.finish(row["path"], "interrupted" if resumable else "failed",
+            folder = Path(row["path"])
+            if (folder / "summary.json").exists():
+                if "test_top1" not in row["metrics"]:
+                    self.sync(folder)
+            elif row["host"] == here and not _alive(row["pid"]) and (row["status"] == "running" or folder.is_dir()):
+                # `train --resume` continues from last.pt, or restarts from config.json
+                resumable = any((folder / f).exists() for f in ("last.pt", "config.json"))
+                self.finish(folder, "interrupted" if resumable else "failed",
                             error="the training process ended without finishing")
 
     # ------------------------------------------------------------ reading

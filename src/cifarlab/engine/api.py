@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from cifarlab.atomic import remove_leftovers
 from cifarlab.engine import callbacks as cbs
 from cifarlab.engine import distributed
 from cifarlab.engine.checkpoint import load_checkpoint, restore_rng, unwrap
@@ -58,15 +59,20 @@ def train(config: TrainConfig | dict | None = None, callbacks: Iterable[cbs.Call
         cfg.data = str(Path(cfg.data).resolve())
     from cifarlab.models import model_info
     model_info(cfg.model)  # an unknown name fails here, before data loading or a run folder
+    return _train_in(cfg, callbacks, data, sync_bn)
+
+
+def _train_in(cfg: TrainConfig, callbacks, data, sync_bn: bool, run_dir: Path | None = None) -> RunResult:
+    """A fit from epoch 0 in ``run_dir``, or in a new run folder when None."""
     with distributed.session(cfg.device) as (dist, rank_device):
         device, data = _prepare_rank(cfg, data, dist, rank_device)
-        run_dir = dist.broadcast_object(_new_run(cfg) if dist.is_main else None)
+        run_dir = dist.broadcast_object(_new_run(cfg, run_dir) if dist.is_main else None)
         learner = _build(cfg, data, device, run_dir, callbacks, dist, sync_bn)
         return _fit_and_report(learner, cfg, data, run_dir)
 
 
-def _new_run(cfg: TrainConfig) -> Path:
-    run_dir = new_run_dir(cfg)
+def _new_run(cfg: TrainConfig, run_dir: Path | None = None) -> Path:
+    run_dir = run_dir or new_run_dir(cfg)
     write_json(run_dir / "config.json", cfg.to_dict())
     return run_dir
 
@@ -81,7 +87,8 @@ def resume(run_dir: str | Path, epochs: int | None = None, callbacks: Iterable[c
     """
     run_dir = Path(run_dir)
     if not (run_dir / "last.pt").is_file():
-        raise CifarlabError(f"{run_dir} has no last.pt to resume from (no epoch finished there)")
+        return _restart(run_dir, epochs, callbacks, data, progress, bool(sync_bn))
+    remove_leftovers(run_dir)  # temporaries of a writer killed mid-checkpoint
     ckpt = load_checkpoint(run_dir / "last.pt", prefer="last.pt")
     cfg = TrainConfig.from_dict(fill_from_recipe(ckpt["config"]))
     if epochs is not None:
@@ -97,6 +104,18 @@ def resume(run_dir: str | Path, epochs: int | None = None, callbacks: Iterable[c
         if dist.is_main:
             write_json(run_dir / "config.json", cfg.to_dict())
         return _fit_and_report(learner, cfg, data, run_dir)
+
+
+def _restart(run_dir: Path, epochs, callbacks, data, progress, sync_bn: bool) -> RunResult:
+    """A run killed before its first epoch ended: train it from its config.json, in place."""
+    if not (run_dir / "config.json").is_file():
+        raise CifarlabError(f"{run_dir} has no last.pt or config.json to resume from; "
+                            "start the run again with `cifarlab train`")
+    cfg = TrainConfig.from_json(run_dir / "config.json")
+    cfg.override({"epochs": epochs} if epochs is not None else {})
+    cfg.progress = cfg.progress if progress is None else progress
+    remove_leftovers(run_dir)
+    return _train_in(cfg, callbacks, data, sync_bn, run_dir)
 
 
 def _prepare_rank(cfg: TrainConfig, data, dist, rank_device):

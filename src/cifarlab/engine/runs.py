@@ -6,7 +6,7 @@ import json
 import time
 from pathlib import Path
 
-from cifarlab.atomic import atomic_write_text
+from cifarlab.atomic import atomic_write_text, remove_leftovers
 from cifarlab.engine.config import TrainConfig
 from cifarlab.errors import ConfigError
 
@@ -20,6 +20,7 @@ def new_run_dir(cfg: TrainConfig) -> Path:
             raise ConfigError(f"run folder {run} already exists; resume it with "
                               f"`cifarlab train --resume {run}` or pick another --name")
         run.mkdir(parents=True, exist_ok=True)
+        remove_leftovers(run)  # of a start killed while writing config.json
         return run
     stem = f"{cfg.model}-{time.strftime('%Y%m%d-%H%M%S')}"
     for i in range(1, 1000):
