@@ -15,7 +15,7 @@ def test_info_reports_format_counts_checksum_cache_and_conversions(tmp_path, cap
     assert main(["data", "info", str(path), "--cache-dir", str(tmp_path / "c")]) == 0
     out = capsys.readouterr().out
     assert "imagefolder" in out and "43" in out and "20" in out  # 40 + 3 odd train, 20 test
-    from cifarlab.data.archive import file_digest
+    from cifarlab.data.digest import file_digest
     assert file_digest(path) in out.replace("\n", "").replace(" ", "")
     assert "converted L->RGB" in out and "resized 40x30->32x32" in out
     assert str(tmp_path / "c") in out.replace("\n", "").replace(" ", "").replace("│", "") or "arrays" in out

@@ -9,7 +9,7 @@ import threading
 import pytest
 
 from cifarlab.data import load_cifar, synthetic
-from cifarlab.data.archive import file_digest
+from cifarlab.data.digest import file_digest
 from cifarlab.errors import DataError
 
 
@@ -50,7 +50,7 @@ def test_download_then_load_then_reuse(server, tmp_path, monkeypatch):
     assert len(data.train) == len(written.train)
     archive.unlink()  # the second call must find the downloaded copy, not fetch again
     assert len(load_cifar(val=0, cache_dir=home, progress=False).test) == len(written.test)
-    assert sorted(p.name for p in home.iterdir()) == ["arrays", archive.name]
+    assert sorted(p.name for p in home.iterdir()) == ["arrays", "digests", archive.name]
 
 
 def test_download_with_wrong_md5_leaves_nothing(server, tmp_path, monkeypatch):

@@ -135,7 +135,7 @@ def test_official_name_with_wrong_content_fails_the_md5(fixtures, tmp_path):
 
 
 def test_expected_md5_checks_any_file(fixtures, tmp_path):
-    from cifarlab.data.archive import file_digest
+    from cifarlab.data.digest import file_digest
 
     path = fixtures["bin-tgz"].path
     good = file_digest(path, "md5")

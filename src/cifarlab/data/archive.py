@@ -1,13 +1,14 @@
 """Reading a source's files, whether it is a folder, a tar (plain or gzipped) or a zip.
 
-Everything is read into memory once as ``(relative name, bytes)`` pairs: CIFAR fits in a
-few hundred MB, and one sequential pass over a compressed archive is far faster than
-seeking back for each member.
+Members are read one at a time, in one sequential pass (far faster than seeking back in a
+compressed archive), into ``(relative name, bytes)`` pairs: CIFAR fits in a few hundred MB.
+Each member's size is checked against the caps below before its bytes are read, and the
+read stops one byte past the size it declared, so a gzip or zip bomb, or a header claiming
+terabytes, is refused with one line instead of filling the memory.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 import tarfile
 import zipfile
@@ -17,6 +18,14 @@ from pathlib import Path
 from cifarlab.errors import DataError
 
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar", ".zip")
+# The largest member of an official archive is CIFAR-100's train pickle (150 MiB); an
+# image of an image folder is a few KB.
+MAX_MEMBER_BYTES = 256 * 2**20
+# The largest source, CIFAR-10 or -100 as pickles, holds 180 MB; 2 GiB leaves room for
+# image folders of bigger pictures while every byte read must still fit a laptop's memory.
+MAX_TOTAL_BYTES = 2 * 2**30
+# CIFAR as image files is 60,000 members; a million tiny entries is a bomb of another kind.
+MAX_MEMBERS = 1_000_000
 # errors a damaged archive raises somewhere inside tarfile/gzip/zipfile
 _DAMAGE = (tarfile.TarError, EOFError, OSError, zlib.error, zipfile.BadZipFile)
 
@@ -31,13 +40,13 @@ def read_members(path: Path) -> tuple[list[tuple[str, bytes]], list[str]]:
     Folder names are returned too, so an empty class folder can be reported.
     """
     if path.is_dir():
-        return _read_dir(path)
+        return _read_dir(path, _Budget(path))
     if not path.is_file():
         raise DataError(f"{path} does not exist; pass an existing CIFAR archive or folder (--data PATH)")
     try:
         if path.name.lower().endswith(".zip"):
-            return _read_zip(path)
-        return _read_tar(path)
+            return _read_zip(path, _Budget(path))
+        return _read_tar(path, _Budget(path))
     except DataError:
         raise
     except _DAMAGE as exc:
@@ -45,66 +54,86 @@ def read_members(path: Path) -> tuple[list[tuple[str, bytes]], list[str]]:
                         "re-download or re-create it") from None
 
 
-def _read_dir(path: Path) -> tuple[list[tuple[str, bytes]], list[str]]:
+class _Budget:
+    """The caps, checked on each member's declared size before any of its bytes are read."""
+
+    def __init__(self, source: Path):
+        self.source, self.members, self.total = source, 0, 0
+
+    def take(self, name: str, size: int) -> None:
+        self.members += 1
+        if self.members > MAX_MEMBERS:
+            raise DataError(f"{self.source}: more than {MAX_MEMBERS:,} files (cap reached at {name}); "
+                            "CIFAR holds 60,000, so this is not a CIFAR source")
+        if size > MAX_MEMBER_BYTES:
+            raise DataError(f"{self.source}: {name} is {_mib(size)}, over the {_mib(MAX_MEMBER_BYTES)} cap "
+                            "per file (CIFAR's largest is 150 MiB); the source is damaged or not CIFAR")
+        self.total += size
+        if self.total > MAX_TOTAL_BYTES:
+            raise DataError(f"{self.source}: contents pass the {_mib(MAX_TOTAL_BYTES)} cap at {name} "
+                            "(CIFAR holds 180 MB); pass a CIFAR source, or shrink the images to 32x32 first")
+
+    def read(self, fh, name: str, size: int) -> bytes:
+        """At most ``size`` bytes of ``fh``: a member holding more than it declared is refused."""
+        self.take(name, size)
+        blob = fh.read(size + 1)
+        if len(blob) > size:
+            raise DataError(f"{self.source}: {name} holds more bytes than its {size}-byte header says; "
+                            "the archive is damaged, re-download or re-create it")
+        return blob
+
+
+def _read_dir(path: Path, budget: _Budget) -> tuple[list[tuple[str, bytes]], list[str]]:
     files, dirs = [], []
     for root, dirnames, filenames in os.walk(path):
         dirnames.sort()
         rel_root = Path(root).relative_to(path)
         dirs.extend((rel_root / d).as_posix() for d in dirnames)
         for name in sorted(filenames):
-            full = Path(root) / name
+            full, rel = Path(root) / name, (rel_root / name).as_posix()
             try:
-                files.append(((rel_root / name).as_posix(), full.read_bytes()))
+                with open(full, "rb") as fh:
+                    files.append((rel, budget.read(fh, rel, os.fstat(fh.fileno()).st_size)))
+            except DataError:
+                raise
             except OSError as exc:
                 raise DataError(f"{full}: cannot read ({exc.strerror}); check its permissions") from None
     return files, dirs
 
 
-def _read_tar(path: Path) -> tuple[list[tuple[str, bytes]], list[str]]:
+def _read_tar(path: Path, budget: _Budget) -> tuple[list[tuple[str, bytes]], list[str]]:
     files, dirs = [], []
-    with tarfile.open(path, "r:*") as tar:
+    with tarfile.open(path, "r|*") as tar:  # a stream: one pass, no seeking back
         for member in tar:
             name = member.name.removeprefix("./")
             if member.isdir():
                 dirs.append(name.rstrip("/"))
             elif member.isfile():
-                files.append((name, tar.extractfile(member).read()))
+                files.append((name, budget.read(tar.extractfile(member), name, member.size)))
     return files, dirs
 
 
-def _read_zip(path: Path) -> tuple[list[tuple[str, bytes]], list[str]]:
+def _read_zip(path: Path, budget: _Budget) -> tuple[list[tuple[str, bytes]], list[str]]:
     files, dirs = [], []
     with zipfile.ZipFile(path) as zf:
         for info in zf.infolist():
             if info.is_dir():
                 dirs.append(info.filename.rstrip("/"))
-            else:
-                files.append((info.filename, zf.read(info)))  # zf.read checks the CRC
+                continue
+            try:
+                with zf.open(info) as fh:  # inflates nothing yet; reading to the end checks the CRC
+                    files.append((info.filename, budget.read(fh, info.filename, info.file_size)))
+            except (NotImplementedError, RuntimeError) as exc:  # encrypted, or a compression Python lacks
+                raise DataError(f"{path}: cannot read {info.filename} ({_one_line(exc)}); "
+                                "re-create the archive as a plain zip or .tar.gz") from None
     return files, dirs
+
+
+def _mib(n: int) -> str:
+    if n >= 2**30:
+        return f"{n / 2**30:.0f} GiB"
+    return f"{n / 2**20:.0f} MiB" if n >= 2**20 else f"{n:,} bytes"
 
 
 def _one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split()) or type(exc).__name__
-
-
-def file_digest(path: Path, algorithm: str = "sha256") -> str:
-    digest = hashlib.new(algorithm)
-    with open(path, "rb") as fh:
-        while chunk := fh.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def source_checksum(path: Path) -> str:
-    """sha256 of a file; for a folder, of its relative paths, sizes and mtimes (cheap, honest)."""
-    if path.is_file():
-        return file_digest(path)
-    digest = hashlib.sha256(b"cifarlab-dir/1\n")
-    for root, dirnames, filenames in os.walk(path):
-        dirnames.sort()
-        for name in sorted(filenames):
-            full = Path(root) / name
-            st = full.stat()
-            rel = full.relative_to(path).as_posix()
-            digest.update(f"{rel}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
-    return digest.hexdigest()

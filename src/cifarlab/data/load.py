@@ -9,7 +9,7 @@ from pathlib import Path
 
 
 from cifarlab.atomic import atomic_write_text
-from cifarlab.data import archive, cache, download as dl, imagefolder, official
+from cifarlab.data import archive, cache, digest, download as dl, imagefolder, official
 from cifarlab.data.split import carve_val, class_counts
 from cifarlab.data.types import CifarData, DataInfo, Split
 from cifarlab.errors import ConfigError, DataError
@@ -104,36 +104,32 @@ def read_source(path: Path, labels: str = "fine", cache_dir: Path | None = None,
                 ) -> tuple[Split, Split, list[str], DataInfo]:
     """Full train and test splits of one source, from the cache when it holds them.
 
-    Files bearing an official archive name are checked against its published MD5;
-    ``expected_md5`` checks any other file the same way.
+    Files bearing an official archive name are checked against its published MD5, before
+    the cache is consulted; ``expected_md5`` checks any other file the same way. The cache
+    is keyed by content: the sha256 of a file, or of every file of a folder.
     """
     path = Path(path)
     if path.is_dir() and not any(path.iterdir()):
         raise DataError(f"{path}: folder is empty; expected CIFAR batches or train/ and test/ folders")
-    checksum = archive.source_checksum(path)
-    entry = cache.entry_path(cache_dir or cache.default_home(), checksum, labels)
+    cache_dir = cache_dir or cache.default_home()
+    expected = expected_md5 or (official.OFFICIAL_MD5.get(path.name) if path.is_file() else None)
+    held = digest.source_digest(path, cache_dir, md5=bool(expected))
+    if expected and held.md5 != expected:  # before the cache: arrays of a damaged file are not trusted
+        raise DataError(f"{path}: checksum mismatch (md5 {held.md5}, expected {expected}); "
+                        "the file is damaged or not the official archive, download it again")
+    entry = cache.entry_path(cache_dir, held.sha256, labels)
     if hit := cache.load(entry):
         train, test, classes, info = hit
         info = DataInfo(**{**info, "source": str(path), "cache_path": str(entry)})
-        return train, test, classes, info
-    _verify_md5(path, expected_md5)
-    fmt, train, test, classes, conversions = decode_source(path, labels, workers)
-    info = DataInfo(format=fmt, source=str(path), checksum=checksum, cache_path=str(entry),
-                    conversions=conversions,
-                    counts={"train": class_counts(train.labels, classes),
-                            "test": class_counts(test.labels, classes)})
-    cache.save(entry, train, test, classes, dataclasses.asdict(info))
+    else:
+        fmt, train, test, classes, conversions = decode_source(path, labels, workers)
+        info = DataInfo(format=fmt, source=str(path), checksum=held.sha256, cache_path=str(entry),
+                        conversions=conversions,
+                        counts={"train": class_counts(train.labels, classes),
+                                "test": class_counts(test.labels, classes)})
+        cache.save(entry, train, test, classes, dataclasses.asdict(info))
+    held.remember()
     return train, test, classes, info
-
-
-def _verify_md5(path: Path, expected: str | None) -> None:
-    expected = expected or (official.OFFICIAL_MD5.get(path.name) if path.is_file() else None)
-    if not expected:
-        return
-    actual = archive.file_digest(path, "md5")
-    if actual != expected:
-        raise DataError(f"{path}: checksum mismatch (md5 {actual}, expected {expected}); "
-                        "the file is damaged or not the official archive, download it again")
 
 
 def decode_source(path: Path, labels: str = "fine", workers: int | None = None):
