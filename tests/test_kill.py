@@ -49,8 +49,10 @@ COMPARED = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr")
 # answers the child's pid, then its exit code (negative: the signal that ended it).
 _ZYGOTE = r"""
 import json, os, sys, traceback
-import torch  # noqa: F401  the slow imports, once; children inherit them
+import torch  # the slow imports, once; children inherit them
 import cifarlab.data, cifarlab.engine.api, cifarlab.models, cifarlab.studies.report  # noqa: F401
+torch.set_num_threads(1)  # tiny batches: a second thread only spins
+torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)  # the first optimizer imports torch._dynamo
 try:  # the study report draws figures
     import matplotlib
     matplotlib.use("Agg")
@@ -59,6 +61,7 @@ except ImportError:
     pass
 from cifarlab.cli import build_parser, main
 build_parser()
+print("ready", flush=True)
 for line in sys.stdin:
     job = json.loads(line)
     pid = os.fork()
@@ -85,9 +88,11 @@ class Zygote:
     """Starts `cifarlab` commands in forked children and kills them on a timer."""
 
     def __init__(self):
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "COLUMNS": "100", "LINES": "40"}  # no terminal queries
         self.proc = subprocess.Popen([sys.executable, "-c", _ZYGOTE], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, env=os.environ.copy())
+                                     stdout=subprocess.PIPE, env=env)
         self.buf = b""
+        assert self._line(300) == "ready", "the zygote did not start"
 
     def run(self, argv: list[str], log: Path, kill_after: float | None = None) -> tuple[int, float]:
         """(exit code, seconds): -9 when SIGKILL ended it after ``kill_after`` seconds."""
@@ -245,13 +250,17 @@ def test_study_killed_mid_run_continues_to_the_same_result(zygote, data_dir, hom
 
     logs = tmp_path / "logs"
     logs.mkdir()
-    code, seconds = zygote.run(command(tmp_path / "reference"), logs / "reference.log")
+    launched = time.time()
+    code, _ = zygote.run(command(tmp_path / "reference"), logs / "reference.log")
     assert code == 0, (logs / "reference.log").read_text()
-    reference = {p.name: _metrics(p) for p in (tmp_path / "reference" / "runs").iterdir()}
+    ref_runs = list((tmp_path / "reference" / "runs").iterdir())
+    reference = {p.name: _metrics(p) for p in ref_runs}
     assert len(reference) == 2
     total = sum(len(m) for m in reference.values())
-    epoch_s = sum(_epoch_seconds(p) for p in (tmp_path / "reference" / "runs").iterdir()) / total
-    overhead = seconds - total * epoch_s  # start, shared data, per-run tests, report, exit
+    # moments are drawn over the start and the training, not the report (half a study's life)
+    first = min((p / "config.json").stat().st_mtime for p in ref_runs)
+    trained = max((p / "summary.json").stat().st_mtime for p in ref_runs)
+    start_s, epoch_s = first - launched, (trained - first) / total
 
     rng = random.Random(SEED + 1)
     kills, starts, finished, out = 0, 0, 0, None
@@ -260,7 +269,7 @@ def test_study_killed_mid_run_continues_to_the_same_result(zygote, data_dir, hom
         out = out or tmp_path / f"study{finished + 1}"
         runs = sorted((out / "runs").glob("*")) if (out / "runs").exists() else []
         left = total - sum(len(_metrics(r)) for r in runs)
-        moment = rng.random() * (overhead + left * epoch_s) if kills < STUDY_KILLS else None
+        moment = rng.random() * (start_s + left * epoch_s) if kills < STUDY_KILLS else None
         starts += 1
         log = logs / f"{out.name}.log"
         code, _ = zygote.run(command(out), log, kill_after=moment)
