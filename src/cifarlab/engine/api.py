@@ -293,8 +293,8 @@ def _fit_and_report(learner: Learner, cfg: TrainConfig, data, run_dir: Path) -> 
 def _interrupted(learner: Learner, run_dir: Path) -> TrainingInterrupted:
     done = learner.epoch
     if done == 0 and not (run_dir / "last.pt").exists():
-        return TrainingInterrupted(f"interrupted during epoch 1; no epoch finished, nothing to resume "
-                                   f"(run folder {run_dir})", run_dir, 0)
+        return TrainingInterrupted(f"interrupted during epoch 1; no epoch finished; start it again with: "
+                                   f"cifarlab train --resume {run_dir}", run_dir, 0)
     return TrainingInterrupted(f"interrupted after epoch {done}; resume with: cifarlab train --resume "
                                f"{run_dir}", run_dir, done)
 
