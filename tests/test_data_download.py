@@ -50,7 +50,7 @@ def test_download_then_load_then_reuse(server, tmp_path, monkeypatch):
     assert len(data.train) == len(written.train)
     archive.unlink()  # the second call must find the downloaded copy, not fetch again
     assert len(load_cifar(val=0, cache_dir=home, progress=False).test) == len(written.test)
-    assert sorted(p.name for p in home.iterdir()) == ["arrays", "digests", archive.name]
+    assert sorted(p.name for p in home.iterdir()) == sorted(["arrays", "digests", archive.name, "last-source-cifar10.json"])
 
 
 def test_download_with_wrong_md5_leaves_nothing(server, tmp_path, monkeypatch):
