@@ -171,3 +171,11 @@ def test_a_corrupted_official_archive_with_a_warm_cache_fails_its_checksum(tmp_p
     with pytest.raises(DataError) as exc:
         load_cifar(named, val=0, cache_dir=tmp_path / "c", progress=False)
     assert "checksum mismatch" in _one_line(exc)
+
+
+def test_a_device_in_a_folder_source_is_refused_not_read_forever(tmp_path):
+    written = synthetic.write_imagefolder(tmp_path / "src", per_class=1, test_per_class=1)
+    (written.path / "train" / "cat" / "zeros.png").symlink_to("/dev/zero")
+    with pytest.raises(DataError) as exc:
+        load_cifar(written.path, val=0, cache_dir=tmp_path / "c", progress=False)
+    assert "zeros.png: not a regular file" in _one_line(exc)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import stat
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -72,6 +73,8 @@ class _Memo:
 
     def _digests(self, file: Path, rel: str, algorithms) -> dict[str, str]:
         st = file.stat()
+        if not stat.S_ISREG(st.st_mode):  # a device or a pipe could be read forever
+            raise DataError(f"{file}: not a regular file; remove it from the data folder")
         stamp = [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
         entry = self.old.get(rel)
         settled = max(st.st_mtime_ns, st.st_ctime_ns) < self.written - _RACY_NS
