@@ -17,7 +17,7 @@ _API = {
     "Callback": "callbacks", "Checkpointer": "callbacks", "DivergenceGuard": "callbacks",
     "EarlyStopping": "callbacks", "MetricsLogger": "callbacks", "Plotter": "callbacks",
     "ProgressBar": "callbacks", "StopAfter": "callbacks", "TensorBoardLogger": "callbacks",
-    "load_checkpoint": "checkpoint", "load_model": "checkpoint", "TrainConfig": "config",
+    "convert_checkpoint": "checkpoint", "load_checkpoint": "checkpoint", "load_model": "checkpoint", "TrainConfig": "config",
     "evaluate": "evaluate", "evaluate_model": "evaluate", "tta_views": "evaluate", "Learner": "loop",
     "Prediction": "predict", "Predictor": "predict", "load_image": "predict",
     "list_recipes": "recipes", "recipe_config": "recipes", "register_recipe": "recipes",
