@@ -45,7 +45,8 @@ def need_module(name: str, reason: str):
     try:
         return importlib.import_module(name)
     except ImportError as exc:
-        need(False, f"{reason} ({exc})")
+        error = exc  # skip or fail outside the except block: no chained ImportError in the report
+    need(False, f"{reason} ({error})")
 
 
 @pytest.hookimpl(hookwrapper=True)
