@@ -94,6 +94,8 @@ def test_every_command_refuses_it_in_one_line(hostile, picture, tmp_path, comman
         "train-resume": ["train", "--resume", run],
         "serve": ["serve", "--no-runs", "--port", "0", "--checkpoint", f"evil={path}"],
     }[command]
+    if command == "serve":
+        need_module("uvicorn", "web extra not installed: pip install 'cifarlab[web]'")
     if command == "train-resume":
         run.mkdir(parents=True)
         write_hostile_checkpoint(run / "last.pt", marker)
