@@ -113,7 +113,7 @@ def test_plateau_resumes_with_its_reduced_lr(tmp_path, tiny, old):
         train({**base, "name": "cut"}, callbacks=[StopAfter(3)], data=tiny)
     last = tmp_path / "runs" / "cut" / "last.pt"
     if old:  # as main wrote it before issue 13: the plateau's lr in the optimizer, no new fields
-        ckpt = torch.load(last, weights_only=False)
+        ckpt = torch.load(last, weights_only=True)
         lr = ckpt["scheduler"].pop("lr")
         for group in ckpt["optimizer"]["param_groups"]:
             group["lr"] = lr
