@@ -3,7 +3,8 @@
     .venv/bin/python scripts/package_default_model.py /tmp/default_model/runs/resnet20-default
 
 Writes the slim checkpoint (weights, model spec, classes, normalization, config, the test
-accuracy from summary.json, provenance with the data file's sha256), then re-measures its
+accuracy from summary.json, provenance with the data file's sha256) in the current format,
+which loads with ``torch.load(weights_only=True)``, then re-measures its
 test accuracy from the written file on the run's own data and refuses to keep it if the
 numbers differ (fp16 rounding, or a file that does not rebuild the model it claims).
 """
@@ -33,6 +34,8 @@ def main() -> int:
     config = json.loads((args.run_dir / "config.json").read_text())
     data = args.data or config.get("data") or os.environ.get("CIFARLAB_DATA")
     meta = package_run(args.run_dir, args.out, half=args.half, data_file=data)
+    from cifarlab.engine import load_checkpoint
+    load_checkpoint(args.out)  # the loader every face uses (weights_only=True) must read it
     stated = meta["test"]
     print(f"wrote {args.out}: {meta['bytes'] / 2**20:.2f} MiB, {meta['weights_dtype']} weights, "
           f"{meta['parameters']:,} parameters, stated test top-1 {stated['top1']:.4f} top-5 {stated['top5']:.4f}")

@@ -3,8 +3,19 @@
 # (Playwright drives /usr/bin/chromium and never downloads a browser) and the shared
 # libraries Qt (PySide6) loads offscreen. Installs only what is missing, only as root with
 # apt-get; otherwise prints one line naming what is missing and exits 0 (those tests then
-# skip with a reason).
+# skip with a reason) -- or, under CI=true, exits 1 with that line: CI must not go green by
+# skipping the browser and desktop tests.
 set -euo pipefail
+
+# ---- CI=true: a dependency that cannot be installed is an error, not a skip
+give_up() {  # $1: what is missing and how to get it
+  if [[ "${CI:-}" =~ ^(true|TRUE|True|1|yes)$ ]]; then
+    echo "sysdeps: error: $1 (CI=true, so this fails instead of skipping those tests)" >&2
+    exit 1
+  fi
+  echo "sysdeps: $1"
+  exit 0
+}
 
 # Qt offscreen: libEGL/libGL (QtGui links them even offscreen), xkbcommon, fontconfig +
 # freetype + a font (text in widgets and screenshots), glib, dbus, X11 client libs.
@@ -12,8 +23,7 @@ PACKAGES=(chromium libegl1 libgl1 libxkbcommon0 libfontconfig1 libfreetype6 font
           libglib2.0-0 libdbus-1-3 libx11-6 libx11-xcb1)
 
 if ! command -v dpkg-query >/dev/null 2>&1; then
-  echo "sysdeps: not a Debian system; install Chromium (at /usr/bin/chromium or set CHROMIUM) and Qt's libraries yourself"
-  exit 0
+  give_up "not a Debian system; install Chromium (at /usr/bin/chromium or set CHROMIUM) and Qt's libraries yourself"
 fi
 missing=()
 for pkg in "${PACKAGES[@]}"; do
@@ -23,12 +33,12 @@ if [[ ${#missing[@]} -eq 0 ]]; then
   exit 0
 fi
 if [[ $(id -u) -ne 0 ]] || ! command -v apt-get >/dev/null 2>&1; then
-  echo "sysdeps: missing Debian packages ${missing[*]}; as root: apt-get install ${missing[*]} (browser/desktop tests skip without them)"
-  exit 0
+  give_up "missing Debian packages ${missing[*]}; as root: apt-get install ${missing[*]} (browser/desktop tests skip without them)"
 fi
 echo "sysdeps: installing ${missing[*]}"
 export DEBIAN_FRONTEND=noninteractive
-# a registry hiccup must not fail the suite: the tests that need these skip with a reason
+# a registry hiccup must not fail a laptop's suite (the tests that need these skip with a
+# reason); under CI=true it fails here, naming the packages
 if ! { apt-get update -qq && apt-get install -y -qq "${missing[@]}" >/dev/null; }; then
-  echo "sysdeps: apt-get could not install ${missing[*]}; browser/desktop tests will skip with a reason"
+  give_up "apt-get could not install ${missing[*]}; browser/desktop tests will skip with a reason"
 fi

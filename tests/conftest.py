@@ -1,12 +1,18 @@
 """Shared test fixtures.
 
 Every test runs with ``CIFARLAB_HOME`` pointed at a fresh temporary folder, so nothing
-reads or writes the user's cache by accident. Real-data tests use the session fixture
-``real_data``, which skips *loudly* (with the reason) when ``CIFARLAB_DATA`` is unset.
+reads or writes the user's cache by accident.
+
+A test whose prerequisite is missing (the real data copy, Chromium, Qt's libraries, an
+optional extra) calls ``need(condition, reason)`` or ``need_module(name, reason)``: on a
+laptop that skips with the reason; under ``CI=true`` it FAILS with the reason, so a CI
+run cannot turn green by skipping what it was meant to exercise. Nothing else in the
+suite calls ``pytest.skip`` or ``importorskip``.
 """
 
 from __future__ import annotations
 
+import importlib
 import os
 import tempfile
 from pathlib import Path
@@ -17,9 +23,51 @@ import torch
 # Two cores: more intra-op threads than that only adds contention between tests.
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 
+CI = os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
 REAL_DATA = os.environ.get("CIFARLAB_DATA", "")
 # Decoding the real archive takes ~20 s: keep one cache for the whole session.
 _REAL_CACHE = Path(os.environ.get("CIFARLAB_TEST_CACHE", Path.home() / ".cache" / "cifarlab-test"))
+
+
+def need(condition, reason: str) -> None:
+    """Go on if ``condition`` holds; else skip with ``reason``, or fail under CI=true.
+
+    Also at module level (before the imports a module needs)."""
+    if condition:
+        return
+    if CI:
+        pytest.fail(f"CI=true and a prerequisite is missing: {reason}", pytrace=False)
+    pytest.skip(reason, allow_module_level=True)
+
+
+def need_module(name: str, reason: str):
+    """``importlib.import_module(name)``, or ``need``'s skip/fail with ``reason`` and the import error."""
+    try:
+        return importlib.import_module(name)
+    except ImportError as exc:
+        error = exc  # skip or fail outside the except block: no chained ImportError in the report
+    need(False, f"{reason} ({error})")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Under CI=true any skip, even one that bypassed ``need``, is reported as a failure."""
+    report = (yield).get_result()
+    _skip_fails_under_ci(report)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_make_collect_report(collector):
+    report = (yield).get_result()  # a module-level skip happens while collecting
+    _skip_fails_under_ci(report)
+
+
+def _skip_fails_under_ci(report) -> None:
+    if not (CI and report.skipped) or hasattr(report, "wasxfail"):
+        return
+    reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+    report.outcome = "failed"
+    report.longrepr = f"CI=true and the test skipped: {reason}"
 
 
 def pytest_configure(config):
@@ -39,8 +87,7 @@ def _isolated_home(tmp_path_factory, monkeypatch):
 @pytest.fixture(scope="session")
 def real_data():
     """The real CIFAR-10 copy named by CIFARLAB_DATA (train 45k / val 5k / test 10k)."""
-    if not REAL_DATA:
-        pytest.skip("CIFARLAB_DATA is not set: real-data test not run (CI sets it to the shared archive)")
+    need(REAL_DATA, "CIFARLAB_DATA is not set: real-data test not run (CI sets it to the shared archive)")
     if not Path(REAL_DATA).exists():
         pytest.fail(f"CIFARLAB_DATA={REAL_DATA} does not exist")
     from cifarlab.data import load_cifar

@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from cifarlab.catalog import MAX_SHIPPED_BYTES, Catalog, default_checkpoint, package_run, parse_named
 from cifarlab.data import random_cifar
 from cifarlab.data.synthetic import CIFAR10_CLASSES
 from cifarlab.engine import Predictor, train
+from cifarlab.engine.checkpoint import FORMAT
 from cifarlab.errors import ConfigError, ModelError
 from cifarlab.models import count_params, create_model
 from cifarlab.registry import Registry, RegistryCallback
 
 from _checkpoints import write_checkpoint
+from conftest import need, need_module
 
 
 @pytest.fixture(scope="module")
@@ -84,6 +87,7 @@ def test_package_run_is_slim_and_predicts_like_the_run(tiny_run, tmp_path):
     out = tmp_path / "default.pt"
     meta = package_run(result.run_dir, out)
     assert meta["bytes"] == out.stat().st_size <= MAX_SHIPPED_BYTES
+    assert torch.load(out, map_location="cpu", weights_only=True)["format"] == FORMAT
     assert out.stat().st_size < (result.run_dir / "best.pt").stat().st_size  # optimizer state dropped
     entry = Catalog({"packed": str(out)}, runs=False, shipped=False).resolve("packed")
     assert entry.accuracy == pytest.approx(result.summary["test"]["top1"])
@@ -103,19 +107,22 @@ def test_package_refuses_an_unfinished_run(tmp_path):
 
 
 def test_shipped_default_model():
-    path = default_checkpoint()
-    if not path.is_file():
-        pytest.skip(f"no shipped model at {path}: run scripts/package_default_model.py RUN_DIR to make one")
+    path = _shipped_or_skip()
     assert path.stat().st_size <= MAX_SHIPPED_BYTES
+    raw = torch.load(path, map_location="cpu", weights_only=True)  # no pickled code: see test_untrusted_checkpoint
+    stated = raw["test"]
+    assert raw["format"] == FORMAT and stated["n"] == 10000
+    assert stated["top1"] * 10000 == pytest.approx(round(stated["top1"] * 10000), abs=1e-6)  # a count of images
     entry = Catalog(runs=False).resolve("default")
-    assert entry.source == "shipped" and entry.accuracy is not None and 0.1 < entry.accuracy <= 1.0
+    assert entry.source == "shipped" and entry.accuracy == stated["top1"] and entry.top5 == stated["top5"]
+    assert entry.parameters == count_params(create_model(raw["model"]["name"])).trainable
     assert f"{entry.accuracy:.2%}" in entry.description
     probs = Catalog(runs=False).predictor("default").probabilities([np.full((32, 32, 3), 128, np.uint8)])
     assert probs.shape == (1, 10) and probs.sum() == pytest.approx(1.0, abs=1e-4)
 
 
 def test_an_onnx_export_can_be_offered(tiny_run, tmp_path):
-    pytest.importorskip("onnxruntime", reason="onnx extra not installed: pip install 'cifarlab[onnx]'")
+    need_module("onnxruntime", "onnx extra not installed: pip install 'cifarlab[onnx]'")
     from cifarlab.export import export_checkpoint
     result, _ = tiny_run
     onnx = export_checkpoint(result.run_dir / "best.pt")  # beside best.pt, so summary.json is found
@@ -129,8 +136,7 @@ def test_an_onnx_export_can_be_offered(tiny_run, tmp_path):
 
 def _shipped_or_skip():
     path = default_checkpoint()
-    if not path.is_file():
-        pytest.skip(f"no shipped model at {path}: run scripts/package_default_model.py RUN_DIR to make one")
+    need(path.is_file(), f"no shipped model at {path}: run scripts/package_default_model.py RUN_DIR to make one")
     return path
 
 

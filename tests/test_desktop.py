@@ -14,7 +14,11 @@ import pytest
 from PIL import Image
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")  # before Qt starts
-pytest.importorskip("PySide6", reason="desktop extra not installed: pip install 'cifarlab[desktop]'")
+from conftest import need_module  # noqa: E402
+
+need_module("PySide6", "desktop extra not installed: pip install 'cifarlab[desktop]'")
+need_module("PySide6.QtWidgets", "Qt's shared libraries (libEGL, libxkbcommon, ...) are missing: run "
+                                  "`make sysdeps` (scripts/sysdeps.sh, as root)")
 from PySide6.QtCore import QMimeData, QPointF, Qt, QTimer, QUrl  # noqa: E402
 from PySide6.QtGui import QDropEvent  # noqa: E402
 from PySide6.QtWidgets import QApplication  # noqa: E402
@@ -23,7 +27,7 @@ from cifarlab.catalog import Catalog  # noqa: E402
 from cifarlab.desktop import ClassifierWindow, run_window  # noqa: E402
 from cifarlab.engine import Predictor  # noqa: E402
 
-from _checkpoints import write_checkpoint  # noqa: E402
+from _checkpoints import hostile_run, write_checkpoint  # noqa: E402
 
 ARTIFACTS = Path(os.environ.get("CIFARLAB_ARTIFACTS", Path(__file__).resolve().parents[1] / "test-artifacts"))
 
@@ -121,6 +125,26 @@ def test_dropping_a_file_opens_it(window, qapp, tmp_path):
                        Qt.KeyboardModifier.NoModifier)
     window.dropEvent(event)
     assert window.path == str(picture) and window.result.text()
+
+
+def test_a_hostile_run_gets_a_dialog_and_runs_no_code(qapp, tmp_path):
+    """A finished run whose best.pt would run code when unpickled (see test_untrusted_checkpoint)."""
+    marker = tmp_path / "code-ran"
+    registry = hostile_run(tmp_path / "runs", marker)
+    catalog = Catalog({"good": str(write_checkpoint(tmp_path / "good.pt"))}, runs=True, shipped=False,
+                      registry=registry)
+    w = ClassifierWindow(catalog)
+    try:
+        assert w.open_file(_photo(tmp_path / "pic.png")) and w.result.text()  # "good" classifies it
+        w.models.setCurrentIndex(w.models.findData("evil-run"))  # reclassifies with the hostile run
+        qapp.processEvents()
+        assert "asks to run code" in w.last_dialog.text() and "cifarlab convert" in w.last_dialog.text()
+        w.last_dialog.close()
+        w.models.setCurrentIndex(w.models.findData("good"))
+        assert w.classify() is not None  # the other model still works
+    finally:
+        w.close()
+    assert not marker.exists()
 
 
 def test_run_window_starts_and_quits(qapp, catalog, tmp_path):

@@ -9,8 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-pytest.importorskip("onnx", reason="the onnx extra is not installed: pip install 'cifarlab[onnx]'")
-pytest.importorskip("onnxruntime", reason="the onnx extra is not installed: pip install 'cifarlab[onnx]'")
+from conftest import need_module  # noqa: E402
+
+need_module("onnx", "the onnx extra is not installed: pip install 'cifarlab[onnx]'")
+need_module("onnxruntime", "the onnx extra is not installed: pip install 'cifarlab[onnx]'")
 
 from cifarlab.cli import main  # noqa: E402
 from cifarlab.data import random_cifar  # noqa: E402
@@ -19,8 +21,6 @@ from cifarlab.errors import CifarlabError  # noqa: E402
 from cifarlab.export import OnnxModel, export_model  # noqa: E402
 from cifarlab.models import create_model, list_models  # noqa: E402
 
-# models that cannot be exported, with the reason (none so far: a failure here is a bug)
-NOT_EXPORTABLE: dict[str, str] = {}
 TOLERANCE = 1e-4  # max |logit difference|: float32 kernels differ in summation order only
 # models whose float32 forward is itself less exact than 1e-4 at this init: PyTorch's own
 # float32 logits differ from float64 by 2-3e-4 (measured in the test). For them ONNX Runtime
@@ -55,8 +55,6 @@ def _models():
 
 @pytest.mark.parametrize("name", _models())
 def test_onnxruntime_matches_pytorch(tmp_path, name):
-    if name in NOT_EXPORTABLE:
-        pytest.skip(f"{name} does not export: {NOT_EXPORTABLE[name]}")
     torch.manual_seed(0)
     model = _calibrated(create_model(name))
     # without the exporter's constant folding: 2-4x faster, and ONNX Runtime folds them anyway
@@ -94,8 +92,8 @@ def test_batch_axis_is_free_and_metadata_describes_the_model(tmp_path):
     assert onnx.load(str(tmp_path / "m.onnx")).opset_import[0].version >= 17
 
 
-@pytest.mark.skipif(not __import__("importlib").util.find_spec("onnxscript"), reason="onnxscript not installed")
 def test_dynamo_exporter_gives_the_same_outputs(tmp_path):
+    need_module("onnxscript", "onnxscript (torch's dynamo ONNX exporter) is not installed: pip install 'cifarlab[onnx]'")
     model = create_model("resnet20").eval()
     path = export_model(model, _meta("resnet20", model), tmp_path / "d.onnx", exporter="dynamo")
     x = torch.randn(3, 3, 32, 32)

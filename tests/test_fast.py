@@ -336,7 +336,7 @@ def test_an_old_fast_checkpoint_says_it_cannot_be_resumed(tmp_path):
     with pytest.raises(TrainingInterrupted):
         train(_quick(tmp_path, epochs=2, batch_size=50, name="old"), callbacks=[StopAfter(1)], data=data)
     last = tmp_path / "old" / "last.pt"
-    ckpt = torch.load(last, weights_only=False)
+    ckpt = torch.load(last, weights_only=True)
     groups = ckpt["optimizer"]["param_groups"]
     one = {k: v for k, v in groups[0].items() if k != "lr_scale"}
     one["params"] = sorted(groups[0]["params"] + groups[1]["params"])

@@ -13,6 +13,8 @@ from cifarlab.cli import main
 from cifarlab.models import create_model, list_models
 from cifarlab.models.inspect import macs, measure_train_step_memory, notebook_memory_estimate, trace
 
+from conftest import need, need_module
+
 
 def test_macs_conv_linear_groups_and_stride():
     model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(8, 8, 3, stride=2, padding=1, groups=8),
@@ -45,8 +47,7 @@ def test_measured_cpu_memory_covers_params_and_grows_with_batch():
     torch.manual_seed(0)
     small = measure_train_step_memory(create_model("lenet5_modern"), batch_size=2)
     large = measure_train_step_memory(create_model("lenet5_modern"), batch_size=256)
-    if small.peak_bytes is None:
-        pytest.skip(f"no CPU memory measurement in this torch: {small.method}")
+    need(small.peak_bytes is not None, f"no CPU memory measurement in this torch: {small.method}")
     param_bytes = 4 * 62_028
     assert small.peak_bytes >= 3 * param_bytes     # weights + grads + momentum
     assert large.peak_bytes > small.peak_bytes + 256 * 3 * 32 * 32 * 4
@@ -98,7 +99,7 @@ def test_cli_diagram_svg_parses_and_names_layers(tmp_path, capsys):
 
 
 def test_cli_diagram_png(tmp_path):
-    pytest.importorskip("matplotlib", reason="PNG diagrams need the plots extra")
+    need_module("matplotlib", "PNG diagrams need the plots extra")
     path = tmp_path / "g.png"
     assert main(["diagram", "googlenet_small", "-o", str(path)]) == 0
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -32,7 +32,7 @@ def test_train_then_evaluate(data_dir, tmp_path, capsys):
     out, _ = capsys.readouterr()
     assert code == 0
     result = json.loads(out.strip().splitlines()[-1])
-    assert result["run_dir"] == str(runs / "a") and 0 <= result["test"]["top1"] <= 1
+    assert result["run_dir"] == str(runs / "a") and result["test"]["n"] == 40
     assert json.loads((runs / "a" / "config.json").read_text())["data"] == str(Path(data_dir).resolve())
 
     out_dir = tmp_path / "eval"
@@ -44,6 +44,10 @@ def test_train_then_evaluate(data_dir, tmp_path, capsys):
     code = main(["evaluate", str(runs / "a" / "last.pt"), "--split", "val", "--json"])
     report = json.loads(capsys.readouterr().out)
     assert code == 0 and report["n"] == 40 and report["split"] == "val"
+
+    code = main(["evaluate", str(runs / "a"), "--json"])  # best.pt on test: what training reported
+    report = json.loads(capsys.readouterr().out)
+    assert code == 0 and (report["n"], report["top1"]) == (40, result["test"]["top1"])
 
 
 def test_flag_errors_are_one_line(data_dir, tmp_path, capsys):

@@ -14,7 +14,9 @@ from cifarlab.errors import CifarlabError, ConfigError
 from cifarlab.registry import Registry
 from cifarlab.studies import tune as tune_mod
 
-optuna = pytest.importorskip("optuna", reason="the tune extra (optuna) is not installed: pip install 'cifarlab[tune]'")
+from conftest import need_module
+
+optuna = need_module("optuna", "the tune extra (optuna) is not installed: pip install 'cifarlab[tune]'")
 
 BASE = TrainConfig.from_dict({"model": "lenet5_modern", "epochs": 2, "batch_size": 16, "device": "cpu",
                               "tensorboard": False, "plots": False, "progress": False, "augment": "none"}).to_dict()

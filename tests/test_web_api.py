@@ -12,7 +12,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-pytest.importorskip("fastapi", reason="web extra not installed: pip install 'cifarlab[web]'")
+from conftest import need_module  # noqa: E402
+
+need_module("fastapi", "web extra not installed: pip install 'cifarlab[web]'")
 import httpx  # noqa: E402
 from fastapi.testclient import TestClient  # noqa: E402
 

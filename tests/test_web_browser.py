@@ -18,8 +18,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-pytest.importorskip("fastapi", reason="web extra not installed: pip install 'cifarlab[web]'")
-pytest.importorskip("playwright", reason="playwright not installed: pip install 'cifarlab[dev]'")
+from conftest import need, need_module  # noqa: E402
+
+need_module("fastapi", "web extra not installed: pip install 'cifarlab[web]'")
+need_module("playwright", "playwright not installed: pip install 'cifarlab[dev]'")
 import uvicorn  # noqa: E402
 
 from cifarlab.catalog import Catalog  # noqa: E402
@@ -58,8 +60,8 @@ def server(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def page(server):
-    if not Path(CHROMIUM).is_file():
-        pytest.skip(f"no Chromium at {CHROMIUM}: run `make sysdeps` (apt-get install chromium) or set CHROMIUM")
+    need(Path(CHROMIUM).is_file(), f"no Chromium at {CHROMIUM}: run `make sysdeps` (apt-get install chromium) "
+                                   f"or set CHROMIUM")
     from playwright.sync_api import sync_playwright
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)

@@ -20,6 +20,7 @@ _COMMAND_MODULES = [
     "models_cmd",
     "train_cmd",
     "export_cmd",
+    "convert_cmd",
     "study_cmd",
     "apps_cmd",
 ]

@@ -3,13 +3,25 @@
 ``{"format", "model": {name, kwargs, num_classes}, "state_dict", "optimizer",
 "scheduler", "rng", "epoch", "step", "config", "metrics", "classes", "normalize",
 "distributed", "versions", "callbacks"}``. The state is the plain module's (no DDP or
-compile prefixes), so a checkpoint from a multi-process run loads in one process., written to a temp file beside the target, then ``os.replace``.
+compile prefixes), so a checkpoint from a multi-process run loads in one process; written
+to a temp file beside the target, then ``os.replace``.
+
+A checkpoint holds nothing but tensors and plain Python values (dict, list, tuple, str,
+int, float, bool, None), RNG states included, so it loads with ``torch.load(...,
+weights_only=True)``: a file from a stranger can hold wrong numbers but runs no code.
+``save_checkpoint`` refuses anything else rather than write a file the loader would
+reject. Files of format /1 (pickled numpy RNG state) are converted once, deliberately,
+with ``cifarlab convert`` (``convert_checkpoint``).
 """
 
 from __future__ import annotations
 
+import pickle
 import platform
 import random
+import re
+import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -20,15 +32,23 @@ from cifarlab.atomic import atomic_path
 from cifarlab import __version__
 from cifarlab.errors import CifarlabError
 
-FORMAT = "cifarlab-checkpoint/1"
+FORMAT = "cifarlab-checkpoint/2"  # /2: loads with weights_only=True; /1 needed full pickle
+_OLD_FORMATS = ("cifarlab-checkpoint/1",)
+_PLAIN = (str, int, float, bool, bytes, type(None))
 
 
 def versions() -> dict[str, str]:
-    return {"cifarlab": __version__, "torch": torch.__version__, "python": platform.python_version()}
+    # str(): torch.__version__ is a TorchVersion, a class the safe loader refuses
+    return {"cifarlab": __version__, "torch": str(torch.__version__), "python": platform.python_version()}
 
 
 def rng_state() -> dict[str, Any]:
-    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    """The torch, numpy and python generators' states as tensors, lists and ints."""
+    name, keys, pos, has_gauss, gauss = np.random.get_state()
+    version, internal, gauss_next = random.getstate()
+    state = {"torch": torch.get_rng_state(),
+             "numpy": [str(name), torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(gauss)],
+             "python": [int(version), list(internal), gauss_next]}
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -36,8 +56,10 @@ def rng_state() -> dict[str, Any]:
 
 def restore_rng(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
-    random.setstate(state["python"])
+    name, keys, pos, has_gauss, gauss = state["numpy"]
+    np.random.set_state((name, np.asarray(keys, dtype=np.int64).astype(np.uint32), pos, has_gauss, gauss))
+    version, internal, gauss_next = state["python"]
+    random.setstate((version, tuple(internal), gauss_next))
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
 
@@ -76,8 +98,30 @@ def _cpu_state(state: dict) -> dict:
 
 def save_checkpoint(ckpt: dict, path: str | Path) -> None:
     """Write atomically: a reader sees the old file or the new one, never half of one."""
+    ckpt = _plain(ckpt)
     with atomic_path(path) as tmp:
         torch.save(ckpt, tmp)
+
+
+def _plain(obj: Any, where: str = "checkpoint") -> Any:
+    """``obj`` with numpy scalars and arrays, str/int/float subclasses made plain; anything
+    else that the safe loader would refuse raises TypeError naming where it sits."""
+    if isinstance(obj, torch.Tensor) or type(obj) in _PLAIN:
+        return obj
+    if isinstance(obj, dict):
+        return {_plain(k, where): _plain(v, f"{where}[{k!r}]") for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        items = [_plain(v, f"{where}[{i}]") for i, v in enumerate(obj)]
+        return items if isinstance(obj, list) else tuple(items)
+    if isinstance(obj, np.ndarray):
+        return torch.from_numpy(np.ascontiguousarray(obj))
+    if isinstance(obj, np.generic):
+        return obj.item()
+    for kind in _PLAIN[:3]:  # str before int: an IntEnum is both; bool is exact above
+        if isinstance(obj, kind):
+            return kind(obj)
+    raise TypeError(f"{where} is a {type(obj).__module__}.{type(obj).__qualname__}; a checkpoint holds only "
+                    f"tensors and plain values, so that it loads without running code")
 
 
 def resolve_checkpoint(path: str | Path, prefer: str = "best.pt") -> Path:
@@ -95,15 +139,102 @@ def resolve_checkpoint(path: str | Path, prefer: str = "best.pt") -> Path:
 
 
 def load_checkpoint(path: str | Path, prefer: str = "best.pt") -> dict[str, Any]:
+    """The checkpoint at ``path`` (file or run folder), loaded without running any code."""
     path = resolve_checkpoint(path, prefer)
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:  # a truncated or foreign file: say which one
-        raise CifarlabError(f"{path} is not a readable checkpoint ({type(exc).__name__}: "
-                            f"{str(exc).splitlines()[0][:120]})") from None
+    ckpt = _safe_load(path)
+    if isinstance(ckpt, dict) and ckpt.get("format") in _OLD_FORMATS:
+        raise CifarlabError(f"{path} is in the older format {ckpt['format']}; if you trust it, convert it once "
+                            f"with: cifarlab convert {path}")
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise CifarlabError(f"{path} is not a cifarlab checkpoint (expected format {FORMAT})")
     ckpt["path"] = str(path)
+    return ckpt
+
+
+class _Refused(CifarlabError):
+    """The safe loader refused the file: an older checkpoint, a hostile file, or junk."""
+
+
+def _safe_load(path: Path) -> Any:
+    """``torch.load`` with weights_only=True: tensors and plain values only, no code runs."""
+    try:
+        with warnings.catch_warnings():  # torch warns about pickle protocols: not the user's business
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        text = str(exc)
+        if "Weights only load failed" not in text:
+            raise CifarlabError(f"{path} is not a readable checkpoint (UnpicklingError: {_first_line(exc)})") from None
+        found = re.search(r"GLOBAL ([\w.]+)", text)
+        why = (f"was not loaded: its pickle asks to run code ({found.group(1)}), which a checkpoint of this "
+               f"version never does" if found else f"is not a readable checkpoint: the safe loader refused it "
+               f"({_refusal(text)})")
+        raise _Refused(f"{path} {why}; if it is a checkpoint from an earlier cifarlab and you trust where it "
+                       f"came from, convert it once with: cifarlab convert {path}") from None
+    except Exception as exc:  # a truncated or foreign file: say which one
+        raise CifarlabError(f"{path} is not a readable checkpoint ({type(exc).__name__}: "
+                            f"{_first_line(exc)})") from None
+
+
+def _refusal(text: str) -> str:
+    """The unpickler's own reason, e.g. 'Unsupported operand 149', from torch's long message."""
+    after = text.split("WeightsUnpickler error:", 1)[-1]
+    lines = [line.strip() for line in after.splitlines() if line.strip()]
+    return next((line for line in lines if not line.startswith(("Check the documentation", "Weights only"))),
+                "not tensors and plain values")[:120]
+
+
+def _first_line(exc: Exception) -> str:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return (lines[0] if lines else "no details")[:120]
+
+
+def convert_checkpoint(src: str | Path, out: str | Path | None = None) -> tuple[Path, bool]:
+    """Rewrite a checkpoint of an earlier format (full pickle) as one that loads safely.
+
+    Unpickling the old file runs whatever code it names, so this is only for files the
+    user trusts and asks for by name (``cifarlab convert``); it warns on stderr first.
+    Returns ``(written path, converted)``; ``converted`` False: it was already safe.
+    """
+    src = resolve_checkpoint(src)
+    out = Path(out) if out else src
+    try:
+        ckpt = _safe_load(src)
+    except _Refused:
+        ckpt = _trusted_load(src)
+    if not isinstance(ckpt, dict) or ckpt.get("format") not in (*_OLD_FORMATS, FORMAT):
+        raise CifarlabError(f"{src} is not a cifarlab checkpoint (expected format {FORMAT})")
+    converted = ckpt["format"] != FORMAT or _needs_upgrade(ckpt)
+    if converted or out != src:
+        save_checkpoint(_upgrade(ckpt), out)
+    return out, converted
+
+
+def _trusted_load(path: Path) -> Any:
+    print(f"cifarlab: warning: unpickling {path} in full, which runs any code it holds; do this only for "
+          f"a file you trust", file=sys.stderr)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:
+        raise CifarlabError(f"{path} is not a readable checkpoint ({type(exc).__name__}: {_first_line(exc)})") from None
+
+
+def _needs_upgrade(ckpt: dict) -> bool:
+    return isinstance((ckpt.get("rng") or {}).get("numpy"), tuple)
+
+
+def _upgrade(ckpt: dict) -> dict:
+    """A format /1 checkpoint as format /2: RNG states as tensors and lists, plain versions."""
+    ckpt = dict(ckpt, format=FORMAT)
+    rng = ckpt.get("rng")
+    if rng and isinstance(rng.get("numpy"), tuple):
+        name, keys, pos, has_gauss, gauss = rng["numpy"]
+        version, internal, gauss_next = rng["python"]
+        ckpt["rng"] = dict(rng, numpy=[str(name), torch.from_numpy(np.asarray(keys).astype(np.int64)), int(pos),
+                                       int(has_gauss), float(gauss)],
+                           python=[int(version), list(internal), gauss_next])
+    if ckpt.get("versions"):
+        ckpt["versions"] = {k: str(v) for k, v in ckpt["versions"].items()}
     return ckpt
 
 
