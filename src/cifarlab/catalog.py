@@ -230,13 +230,15 @@ def _count(state_dict: dict) -> int:
 MAX_SHIPPED_BYTES = 5 * 1024 * 1024
 
 
-def package_run(run_dir, out, half: bool = False, data_file=None) -> dict:
+def package_run(run_dir, out, half: bool = False, data_file=None, test: dict | None = None) -> dict:
     """Write a run's selected checkpoint as a slim, self-describing file to ship; returns its metadata.
 
     Keeps what inference and evaluation need (model spec, weights, classes, normalization,
     config) and adds the measured test accuracy from summary.json and where it came from;
     drops optimizer, scheduler, RNG and callback state. ``half`` stores weights as float16
     (half the size); the caller should re-measure accuracy then (scripts/package_default_model.py does).
+    ``test`` replaces the summary's test metrics, e.g. with the single-view accuracy the apps
+    give when the run itself was tested with test-time augmentation.
     """
     import datetime
     import hashlib
@@ -252,7 +254,7 @@ def package_run(run_dir, out, half: bool = False, data_file=None) -> dict:
     data = dict(summary.get("data") or {})
     if data_file and Path(data_file).is_file():
         data["file_sha256"] = hashlib.sha256(Path(data_file).read_bytes()).hexdigest()
-    test = {k: summary["test"][k] for k in ("n", "top1", "top5", "loss") if k in summary["test"]}
+    test = {k: (test or summary["test"])[k] for k in ("n", "top1", "top5", "loss") if k in (test or summary["test"])}
     slim = {
         "format": FORMAT, "model": ckpt["model"], "state_dict": state, "classes": ckpt["classes"],
         "normalize": ckpt["normalize"], "config": ckpt["config"], "epoch": ckpt.get("epoch"),
