@@ -92,12 +92,15 @@ def test_decode_cost_counts_alpha_and_deep_modes(ckpt):
 
 
 def test_not_pictures_and_truncated_pictures_get_415(ckpt):
-    whole = _png((300, 200))
-    text, cut, zeros = asyncio.run(_send(_app(ckpt), _file("notes.txt", b"hello, not a picture"),
-                                         _file("cut.png", whole[:len(whole) // 2]), _file("z.png", b"\0" * 5000)))
+    whole, pcx = _png((300, 200)), io.BytesIO()
+    Image.new("RGB", (30, 20)).save(pcx, "PCX")  # a format Pillow reads, but not one the server takes
+    text, cut, zeros, exotic = asyncio.run(_send(
+        _app(ckpt), _file("notes.txt", b"hello, not a picture"), _file("cut.png", whole[:len(whole) // 2]),
+        _file("z.png", b"\0" * 5000), _file("old.pcx", pcx.getvalue())))
     assert text.status_code == 415 and text.json()["detail"].startswith("notes.txt: not a readable image")
     assert cut.status_code == 415 and cut.json()["detail"].startswith("cut.png: unreadable")
     assert zeros.status_code == 415 and "z.png" in zeros.json()["detail"]
+    assert exotic.status_code == 415 and "old.pcx: PCX pictures are not accepted" in exotic.json()["detail"]
 
 
 def test_request_totals_are_capped(ckpt):

@@ -144,7 +144,8 @@ class _Service:
         """Decode in the pool once the budget holds the picture's estimated cost; 503 past the deadline."""
         loop = asyncio.get_running_loop()
         try:
-            await asyncio.wait_for(self.budget.acquire(header.cost), deadline - loop.time())
+            async with asyncio.timeout_at(deadline):  # a timeout context: no extra task or loop hop
+                await self.budget.acquire(header.cost)
         except TimeoutError:
             raise Refused(503, f"server busy: no decoding memory came free within "
                                f"{self.limits.work_timeout_s:g} s; retry in a moment") from None
@@ -153,7 +154,8 @@ class _Service:
         job.add_done_callback(lambda _: loop.is_closed() or loop.call_soon_threadsafe(self.budget.release,
                                                                                       header.cost))
         try:
-            return await asyncio.wait_for(asyncio.wrap_future(job), deadline - loop.time())
+            async with asyncio.timeout_at(deadline):
+                return await asyncio.wrap_future(job)
         except TimeoutError:
             raise Refused(503, f"{blob[0]}: decoding did not finish within {self.limits.work_timeout_s:g} s; "
                                f"send a smaller picture or retry later") from None
@@ -170,8 +172,8 @@ class _Service:
             status = 413 if any(it["status"] == 413 for it in items) else 415
             raise Refused(status, "; ".join(it["error"] for it in items))
         try:
-            result = await asyncio.wait_for(asyncio.wrap_future(batcher.submit([it.pop("array") for it in good])),
-                                            deadline - loop.time())
+            async with asyncio.timeout_at(deadline):
+                result = await asyncio.wrap_future(batcher.submit([it.pop("array") for it in good]))
         except TimeoutError:
             raise Refused(503, f"the model did not answer within {self.limits.work_timeout_s:g} s; "
                                f"the server is overloaded, retry in a moment") from None

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import io
-import warnings
 from dataclasses import dataclass
 
 from PIL import Image
@@ -25,6 +24,9 @@ _BYTES_PER_PIXEL = {"1": 8, "L": 8, "P": 12, "RGB": 12, "CMYK": 12, "YCbCr": 12,
                     "I;16": 32, "I;16L": 32, "I;16B": 32, "I;16N": 32, "I": 36, "F": 36}
 _UNKNOWN_MODE = 36  # the most any mode above takes
 _HIDES_ALPHA = {"WEBP"}  # WebP's header says RGB for pictures that decode as RGBA
+# what an upload may be, as Pillow identifies it (the same way as the decoder will after
+# us): exotic plugins are refused, EPS for one would run Ghostscript
+FORMATS = ("JPEG", "MPO", "PNG", "WEBP", "GIF", "BMP", "TIFF", "PPM")
 
 
 class Refused(Exception):
@@ -51,14 +53,14 @@ def decode_cost(width: int, height: int, mode: str, fmt: str | None = None, tran
 def read_header(data: bytes, name: str, max_pixels: int, budget: int) -> Header:
     """Size and decode cost from the header alone; ``Refused`` 413 (too large) or 415 (not a picture)."""
     try:
-        with warnings.catch_warnings():  # our own limit below is lower and says more
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data)) as img:
-                (w, h), mode, fmt, info = img.size, img.mode, img.format, img.info
-    except Image.DecompressionBombError:
+        with Image.open(io.BytesIO(data)) as img:
+            (w, h), mode, fmt, info = img.size, img.mode, img.format, img.info
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):  # a warning when run with -W error
         raise Refused(413, f"{name}: far too many pixels (decompression-bomb guard); downscale it first") from None
     except Exception:  # Pillow raises many kinds for what it cannot identify
         raise Refused(415, f"{name}: not a readable image (send a JPEG, PNG, WebP, GIF, BMP or TIFF)") from None
+    if fmt not in FORMATS:
+        raise Refused(415, f"{name}: {fmt} pictures are not accepted; send a JPEG, PNG, WebP, GIF, BMP or TIFF")
     if w * h > max_pixels:
         raise Refused(413, f"{name}: {w}x{h} is {w * h / 1e6:.3g} Mpixels, over the {max_pixels / 1e6:.3g} "
                            f"Mpixel limit (decompression-bomb guard); downscale it first")

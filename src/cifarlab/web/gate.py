@@ -3,8 +3,9 @@
 Everything here runs before FastAPI parses a byte, and answers what it refuses with one
 line of JSON (``{"detail": "..."}``) as the app's own errors do:
 
-- 401 when a token is configured and ``/api/*`` is called without it (``Authorization:
-  Bearer TOKEN``); the page, its files and ``/health`` stay open.
+- 401 when a token is configured and it is missing (``Authorization: Bearer TOKEN``) on
+  anything but the page, its files, ``/health`` and the API docs (an allow-list, so that
+  a route added later is guarded by default).
 - 429 when ``max_inflight`` requests, or ``max_inflight_bytes`` of declared uploads, are
   already being served: load shed at the door, before the body is read.
 - 413 when the body is over ``max_upload_bytes`` (Content-Length is checked first; a
@@ -21,6 +22,7 @@ import json
 from cifarlab.web.limits import ServeLimits
 
 _OPEN_METHODS = ("GET", "HEAD", "OPTIONS")
+_OPEN_PATHS = {"/", "/health", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json", "/favicon.ico"}
 
 
 class Gate:
@@ -33,7 +35,7 @@ class Gate:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         headers = dict(scope["headers"])
-        if self.token and scope["path"].startswith("/api/") and not self._authorized(headers):
+        if self.token and not _open(scope["path"]) and not self._authorized(headers):
             return await refuse(send, 401, "this server needs its API token: send 'Authorization: Bearer "
                                            "<token>' (on the page, open /#token=<token>)")
         if scope["method"] in _OPEN_METHODS:
@@ -97,6 +99,10 @@ class Gate:
         limit = self.limits.max_upload_bytes
         await refuse(send, 413, f"upload of {size / 2**20:.1f} MiB is over the {limit / 2**20:.1f} MiB limit; "
                                 f"send a smaller picture")
+
+
+def _open(path: str) -> bool:
+    return path in _OPEN_PATHS or path.startswith("/static/")
 
 
 async def refuse(send, status: int, detail: str, retry_after: int | None = None) -> None:
