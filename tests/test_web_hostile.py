@@ -216,6 +216,8 @@ def test_serve_beyond_loopback_needs_a_token(ckpt, monkeypatch, capsys):
     monkeypatch.delenv("CIFARLAB_TOKEN")
     assert main(base) == 0 and served[-1][0].token is None  # loopback stays open
     assert "token" not in capsys.readouterr().err
+    assert main(base + ["--max-inflight-mb", "5"]) == 1
+    assert "--max-inflight-mb (5) must be at least --max-upload-mb (10)" in capsys.readouterr().err
 
 
 def test_budget_is_first_come_first_served_and_a_timeout_leaves_the_line():

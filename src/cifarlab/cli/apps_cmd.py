@@ -77,6 +77,9 @@ def _limits(args):
               args.decode_budget_mb, args.max_inflight, args.max_inflight_mb, args.body_timeout, args.work_timeout)
     if min(values) <= 0:
         raise ConfigError("--max-*, --decode-budget-mb and the timeouts must be positive")
+    if args.max_inflight_mb < args.max_upload_mb:  # else every upload of the largest size gets 429
+        raise ConfigError(f"--max-inflight-mb ({args.max_inflight_mb:g}) must be at least --max-upload-mb "
+                          f"({args.max_upload_mb:g})")
     return ServeLimits(max_upload_bytes=int(args.max_upload_mb * 2**20), max_pixels=args.max_pixels,
                        max_files=args.max_files, max_batch=args.max_batch, max_wait_ms=args.max_wait_ms,
                        max_request_pixels=int(args.max_request_mpixels * 1e6),
