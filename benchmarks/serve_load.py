@@ -323,7 +323,9 @@ def report(args, url: str, entry: dict, nbytes: int, out: dict) -> None:
           f"p99 {q(0.99):.1f} ms  max {lat[-1] * 1000:.1f} ms | mean server batch {mean_batch:.1f} | "
           f"errors {out['errors']}" + (f" ({', '.join(sorted(set(out['messages'])))})" if out["messages"] else ""))
     per = lambda sec: "n/a" if sec is None else f"{1000 * sec / max(out['all'], 1):.2f} ms"  # noqa: E731
-    print(f"CPU per request (warm-up included): server {per(out['server_cpu'])}, clients {per(out['client_cpu'])}")
+    extra = ", the hostile requests' work included" if args.hostile else ""
+    print(f"CPU per valid request (warm-up{extra}): server {per(out['server_cpu'])}, "
+          f"clients {per(out['client_cpu'])}")
     gib = lambda b: "n/a" if b is None else f"{b / 2**30:.2f} GiB"  # noqa: E731
     print(f"server RSS: {gib(out['rss_ready'])} when ready, peak {gib(out['rss_peak'])} (VmHWM)")
     if args.hostile:
