@@ -298,7 +298,11 @@ async def load(args) -> None:
     finally:
         if proc is not None:
             proc.terminate()
-            proc.wait(timeout=10)
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:  # still draining requests: the numbers are in already
+                proc.kill()
+                proc.wait()
     report(args, url, entry, len(body), out)
 
 

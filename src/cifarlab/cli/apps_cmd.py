@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+_GRACE_S = 5  # seconds
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}  # the only hosts served without a token
 
 
@@ -121,8 +122,9 @@ def run_serve(args: argparse.Namespace) -> int:
     if token:
         print(f"cifarlab: API token required: clients send 'Authorization: Bearer <token>'; "
               f"the page: http://{args.host}:{args.port}/#token=<token>", file=sys.stderr)
+    # on Ctrl-C or SIGTERM, requests still running (a slow upload, say) get at most _GRACE_S
     uvicorn.run(create_app(catalog, limits, token=token), host=args.host, port=args.port, log_level="warning",
-                access_log=False)
+                access_log=False, timeout_graceful_shutdown=_GRACE_S)
     return 0
 
 
