@@ -108,7 +108,9 @@ def run_serve(args: argparse.Namespace) -> int:
     except ImportError:
         raise CifarlabError("cifarlab serve needs uvicorn and FastAPI: pip install 'cifarlab[web]'") from None
     from cifarlab.web import create_app
+    from cifarlab.web.app import release_freed_memory
     limits, token = _limits(args), _token(args)
+    release_freed_memory()  # else decoded pictures' memory lingers past the decode budget
     if args.threads:
         import torch
         torch.set_num_threads(args.threads)
