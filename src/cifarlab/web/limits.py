@@ -1,9 +1,10 @@
 """The web service's limits, apart so that the CLI can show their defaults cheaply.
 
-Together they bound the server's memory: the model and libraries (about 0.4 GiB), plus
-the upload bytes admitted at once (``max_inflight_bytes``, held about twice while the
-form is parsed), plus the decode budget (``decode_budget_bytes``, the estimated peak of
-the pictures being decoded at once). ``benchmarks/serve_load.py --hostile`` measures it.
+Together they bound the server's memory: the model and libraries (0.26 GiB for the
+shipped model), plus the upload bytes admitted at once (``max_inflight_bytes``, held about
+twice while the form is parsed), plus the decode budget (``decode_budget_bytes``, the
+estimated peak of the pictures being decoded at once): about 1.2 GiB with the defaults.
+``benchmarks/serve_load.py --hostile`` measures the peak.
 """
 
 from __future__ import annotations
