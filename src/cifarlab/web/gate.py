@@ -43,9 +43,8 @@ class Gate:
         return await self._admit(scope, receive, send, headers.get(b"content-length"))
 
     def _authorized(self, headers: dict) -> bool:
-        given = headers.get(b"authorization", b"").decode("latin-1")
-        scheme, _, value = given.partition(" ")
-        return scheme.lower() == "bearer" and hmac.compare_digest(value.strip().encode(), self.token.encode())
+        scheme, _, value = headers.get(b"authorization", b"").partition(b" ")
+        return scheme.lower() == b"bearer" and hmac.compare_digest(value.strip(), self.token.encode())
 
     async def _admit(self, scope, receive, send, length: bytes | None):
         limit = self.limits.max_upload_bytes
