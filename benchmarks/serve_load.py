@@ -10,10 +10,20 @@ server formed, and the error count.
     python benchmarks/serve_load.py --clients 16 --duration 20
     python benchmarks/serve_load.py --checkpoint runs/resnet20-x/best.pt
     python benchmarks/serve_load.py --url http://127.0.0.1:8000 --model default
+    python benchmarks/serve_load.py --hostile --duration 20
 
 Goal on the 2-core CPU machine with the default model: >= 100 requests/s at 16 clients,
 p99 <= 250 ms, zero errors. The clients share the machine with the server, so the number
 is a floor for a server with the machine to itself.
+
+``--hostile`` adds one attacker per kind beside the 16 clients, each on fresh connections,
+for the same time and at most ``--hostile-max`` requests each: decompression bombs (a PNG
+header declaring 400 Mpx; a 20 Mpx RGBA PNG of zeros in 60 kB, under the limits, which the
+server must decode within its memory budget; 16 pictures of 12 Mpx in one request),
+truncated JPEGs, an oversize body (12 MiB declared), a slow sender (one byte every 0.5 s)
+and text posted as a picture. It reports what each got back, and the goals: zero errors on
+the valid requests, and the server's peak RSS (VmHWM of the server process, when it is
+started here) <= 1.5 GiB.
 """
 
 from __future__ import annotations
@@ -29,6 +39,8 @@ import statistics
 import subprocess
 import sys
 import time
+import zlib
+from collections import Counter
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -73,6 +85,17 @@ def cpu_seconds(pid: int) -> float | None:
         return None
 
 
+def peak_rss(pid: int) -> int | None:
+    """Peak resident bytes of a process so far (VmHWM, Linux /proc); None elsewhere."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -106,14 +129,19 @@ async def wait_ready(client, url: str, proc: subprocess.Popen | None, timeout: f
     raise SystemExit(f"server at {url} not ready after {timeout:.0f}s")
 
 
-def multipart_request(host: str, port: int, model: str, picture_bytes: bytes) -> bytes:
-    """The whole POST /api/predict request, built once: the clients resend these bytes."""
+def multipart_request(host: str, port: int, model: str, picture_bytes: bytes | list[bytes],
+                      length: int | None = None) -> bytes:
+    """The whole POST /api/predict request, built once: the clients resend these bytes.
+
+    Several pictures go as several 'file' fields; ``length`` overrides Content-Length."""
     boundary = "cifarlabbenchboundary"
-    body = (f'--{boundary}\r\nContent-Disposition: form-data; name="model"\r\n\r\n{model}\r\n'
-            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="bench.jpg"\r\n'
-            f"Content-Type: image/jpeg\r\n\r\n").encode() + picture_bytes + f"\r\n--{boundary}--\r\n".encode()
+    body = f'--{boundary}\r\nContent-Disposition: form-data; name="model"\r\n\r\n{model}\r\n'.encode()
+    for i, data in enumerate(picture_bytes if isinstance(picture_bytes, list) else [picture_bytes]):
+        body += (f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="bench{i}.jpg"\r\n'
+                 f"Content-Type: image/jpeg\r\n\r\n").encode() + data + b"\r\n"
+    body += f"--{boundary}--\r\n".encode()
     head = (f"POST /api/predict HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: multipart/form-data; "
-            f"boundary={boundary}\r\nContent-Length: {len(body)}\r\n\r\n").encode()
+            f"boundary={boundary}\r\nContent-Length: {length or len(body)}\r\n\r\n").encode()
     return head + body
 
 
@@ -152,6 +180,89 @@ async def one_client(host: str, port: int, request: bytes, stop_at: float, recor
         writer.close()
 
 
+# ---------------------------------------------------------------- hostile clients
+# what each kind of attack should get back, and how many attackers of that kind run at once
+EXPECTED = {"bomb: 400 Mpx header": (413, 1), "bomb: 20 Mpx RGBA in 60 kB": (200, 2),
+            "16 x 12 Mpx in one request": (413, 1), "truncated JPEG": (415, 1), "oversize body": (413, 1),
+            "slow sender": (408, 1), "not an image": (415, 1)}
+
+
+def _chunk(kind: bytes, data: bytes) -> bytes:
+    return len(data).to_bytes(4, "big") + kind + data + zlib.crc32(kind + data).to_bytes(4, "big")
+
+
+def png_of_zeros(width: int, height: int, channels: int, rows: int | None = None) -> bytes:
+    """A PNG of black (transparent) pixels: a few kB that inflate to width x height.
+
+    ``rows`` writes only that many rows: the header still declares all of them."""
+    colour = {1: 0, 4: 6}[channels]
+    line = b"\0" * (width * channels + 1)
+    z = zlib.compressobj(9)
+    data = b"".join(z.compress(line * min(256, height - y)) for y in range(0, rows or height, 256)) + z.flush()
+    ihdr = width.to_bytes(4, "big") + height.to_bytes(4, "big") + bytes([8, colour, 0, 0, 0])
+    return b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", ihdr) + _chunk(b"IDAT", data) + _chunk(b"IEND", b"")
+
+
+def hostile_requests(host: str, port: int, model: str, valid: bytes) -> dict[str, bytes]:
+    """The raw bytes each attacker sends (the slow sender trickles a valid request)."""
+    photo = picture((640, 480))
+    make = lambda pictures: multipart_request(host, port, model, pictures)  # noqa: E731
+    oversize = multipart_request(host, port, model, b"", length=12 * 2**20)
+    return {"bomb: 400 Mpx header": make(png_of_zeros(20_000, 20_000, 1, rows=256)),
+            "bomb: 20 Mpx RGBA in 60 kB": make(png_of_zeros(5000, 4000, 4)),
+            "16 x 12 Mpx in one request": make([png_of_zeros(4000, 3000, 1)] * 16),
+            "truncated JPEG": make(photo[:len(photo) // 2]),
+            "oversize body": oversize[:oversize.index(b"\r\n\r\n") + 4],  # the head; the body never comes
+            "slow sender": valid,
+            "not an image": make(b"plain text, not a picture\n" * 40)}
+
+
+async def read_status(reader) -> int:
+    head = await reader.readuntil(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    length = next((int(v) for k, _, v in (ln.partition(":") for ln in lines[1:]) if k.lower() == "content-length"), 0)
+    await reader.readexactly(length)
+    return int(lines[0].split()[1])
+
+
+async def trickle(writer, request: bytes) -> None:
+    """A slow sender: the head, then one byte every half second."""
+    writer.write(request[:request.index(b"\r\n\r\n") + 4])
+    for i in range(request.index(b"\r\n\r\n") + 4, len(request)):
+        await writer.drain()
+        await asyncio.sleep(0.5)
+        writer.write(request[i:i + 1])
+
+
+async def attack_once(kind: str, host: str, port: int, request: bytes) -> int:
+    reader, writer = await asyncio.open_connection(host, port)
+    sender = asyncio.create_task(trickle(writer, request)) if kind == "slow sender" else None
+    try:
+        if sender is None:
+            writer.write(request)
+        return await read_status(reader)
+    finally:
+        if sender is not None:
+            sender.cancel()
+        writer.close()
+
+
+async def attacker(kind: str, host: str, port: int, request: bytes, stop_at: float, limit: int, out: dict) -> None:
+    """One kind of attack, one request at a time on a fresh connection, until stop_at or ``limit`` sent."""
+    for _ in range(limit):
+        start = time.perf_counter()
+        if start >= stop_at:
+            return
+        try:  # an answer still pending at the end is cut off, not waited for
+            status = await asyncio.wait_for(attack_once(kind, host, port, request), stop_at - start + 5)
+        except TimeoutError:
+            status = "cut off at the end"
+        except (OSError, asyncio.IncompleteReadError) as exc:
+            status = type(exc).__name__
+        out[kind]["status"][status] += 1
+        out[kind]["latency"].append(time.perf_counter() - start)
+
+
 async def load(args) -> None:
     import httpx
     proc, url = (None, args.url) if args.url else start_server(args)
@@ -166,20 +277,32 @@ async def load(args) -> None:
             body = picture(args.size)
             where = urlparse(url)
             request = multipart_request(where.hostname, where.port, model, body)
-            now = time.perf_counter()
+            out = {"latency": [], "errors": 0, "batches": [], "messages": [], "hostile": {}}
+            attacks = hostile_requests(where.hostname, where.port, model, request) if args.hostile else {}
+            out["rss_ready"] = peak_rss(proc.pid) if proc else None
+            now = time.perf_counter()  # the attacks took a moment to build
             record_from, stop_at = now + args.warmup, now + args.warmup + args.duration
-            out = {"latency": [], "errors": 0, "batches": [], "messages": []}
             cpu0 = (cpu_seconds(proc.pid) if proc else None, time.process_time())
             out["all"] = 0
-            await asyncio.gather(*(one_client(where.hostname, where.port, request, stop_at, record_from, out)
-                                   for _ in range(args.clients)))
+            clients = [one_client(where.hostname, where.port, request, stop_at, record_from, out)
+                       for _ in range(args.clients)]
+            for kind, raw in attacks.items():
+                out["hostile"][kind] = {"status": Counter(), "latency": []}
+                clients += [attacker(kind, where.hostname, where.port, raw, stop_at, args.hostile_max, out["hostile"])
+                            for _ in range(EXPECTED[kind][1])]
+            await asyncio.gather(*clients)
+            out["rss_peak"] = peak_rss(proc.pid) if proc else None
             server_cpu = cpu_seconds(proc.pid) if proc else None
             out["server_cpu"] = None if server_cpu is None or cpu0[0] is None else server_cpu - cpu0[0]
             out["client_cpu"] = time.process_time() - cpu0[1]
     finally:
         if proc is not None:
             proc.terminate()
-            proc.wait(timeout=10)
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:  # still draining requests: the numbers are in already
+                proc.kill()
+                proc.wait()
     report(args, url, entry, len(body), out)
 
 
@@ -193,7 +316,7 @@ def report(args, url: str, entry: dict, nbytes: int, out: dict) -> None:
     acc = "not measured" if entry["accuracy"] is None else f"{entry['accuracy']:.2%}"
     print(f"server {url} ({'external' if args.url else 'started here'}) | model {entry['name']} "
           f"({entry['model']}, {entry['parameters']} params, test acc {acc}) | picture {args.size[0]}x{args.size[1]} "
-          f"JPEG {nbytes} B | max_wait {args.max_wait_ms} ms")
+          f"JPEG {nbytes} B | max_wait {args.max_wait_ms} ms | {'HOSTILE mix' if args.hostile else 'valid requests only'}")
     print(f"{args.clients} clients, {args.duration:.0f} s measured after {args.warmup:.0f} s warm-up")
     if not lat:
         print("no requests completed")
@@ -204,9 +327,29 @@ def report(args, url: str, entry: dict, nbytes: int, out: dict) -> None:
           f"p99 {q(0.99):.1f} ms  max {lat[-1] * 1000:.1f} ms | mean server batch {mean_batch:.1f} | "
           f"errors {out['errors']}" + (f" ({', '.join(sorted(set(out['messages'])))})" if out["messages"] else ""))
     per = lambda sec: "n/a" if sec is None else f"{1000 * sec / max(out['all'], 1):.2f} ms"  # noqa: E731
-    print(f"CPU per request (warm-up included): server {per(out['server_cpu'])}, clients {per(out['client_cpu'])}")
+    extra = ", the hostile requests' work included" if args.hostile else ""
+    print(f"CPU per valid request (warm-up{extra}): server {per(out['server_cpu'])}, "
+          f"clients {per(out['client_cpu'])}")
+    gib = lambda b: "n/a" if b is None else f"{b / 2**30:.2f} GiB"  # noqa: E731
+    print(f"server RSS: {gib(out['rss_ready'])} when ready, peak {gib(out['rss_peak'])} (VmHWM)")
+    if args.hostile:
+        report_hostile(out)
+        rss_ok = out["rss_peak"] is not None and out["rss_peak"] <= 1.5 * 2**30
+        goal = out["errors"] == 0 and rss_ok
+        print(f"goal (valid requests: 0 errors; server peak RSS <= 1.5 GiB): {'met' if goal else 'NOT met'}")
+        return
     goal = rate >= 100 and q(0.99) <= 250 and out["errors"] == 0
     print(f"goal (>= 100 requests/s, p99 <= 250 ms, 0 errors): {'met' if goal else 'NOT met'}")
+
+
+def report_hostile(out: dict) -> None:
+    print("hostile requests (alongside; warm-up included):")
+    for kind, seen in out["hostile"].items():
+        expected, attackers = EXPECTED[kind]
+        answers = ", ".join(f"{status}: {n}" for status, n in seen["status"].most_common())
+        median = statistics.median(seen["latency"]) * 1000 if seen["latency"] else float("nan")
+        print(f"  {kind:28} x{attackers}  sent {sum(seen['status'].values()):4}  answers {answers or 'none'}  "
+              f"(expected {expected})  median {median:.0f} ms")
 
 
 def main() -> None:
@@ -222,6 +365,9 @@ def main() -> None:
                    help="test picture WxH (default 160x120)")
     p.add_argument("--max-wait-ms", type=float, default=2.0, help="server batching wait (when started here)")
     p.add_argument("--threads", type=int, default=None, help="server torch threads (when started here)")
+    p.add_argument("--hostile", action="store_true", help="add bombs, truncated files, oversize bodies, slow "
+                                                          "senders and non-images (one attacker per kind)")
+    p.add_argument("--hostile-max", type=int, default=500, help="most requests each attacker sends")
     args = p.parse_args()
     if args.url and urlparse(args.url).hostname not in ("127.0.0.1", "localhost", "::1"):
         raise SystemExit("--url must be a loopback address (127.0.0.1, localhost, ::1)")

@@ -100,7 +100,7 @@ def test_bad_form_values(client, form, status, words):
 
 def test_not_an_image_and_no_picture(client):
     r = client.post("/api/predict", files={"file": ("x.jpg", b"\xff\xd8garbage", "image/jpeg")})
-    assert r.status_code == 422 and "x.jpg" in r.json()["detail"]
+    assert r.status_code == 415 and "x.jpg" in r.json()["detail"]
     r = client.post("/api/predict", data={"model": "r20"})
     assert r.status_code == 422 and "no picture" in r.json()["detail"]
 
@@ -116,7 +116,7 @@ def test_upload_limits(ckpt):
                          headers={"content-type": "multipart/form-data; boundary=b"})
         assert chunked.status_code == 413
         r = c.post("/api/predict", files={"file": ("wide.png", _png(size=(400, 100)), "image/png")})
-        assert r.status_code == 422 and "Mpixel" in r.json()["detail"]
+        assert r.status_code == 413 and "Mpixel" in r.json()["detail"]
         files = [("file", (f"{i}.png", _png(size=(20, 20)), "image/png")) for i in range(3)]
         r = c.post("/api/predict", files=files)
         assert r.status_code == 413 and "at most 2" in r.json()["detail"]

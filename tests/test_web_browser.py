@@ -3,7 +3,8 @@
 The server is uvicorn in a thread on a free loopback port. Playwright never downloads a
 browser: it launches /usr/bin/chromium (``make sysdeps`` installs it; ``CHROMIUM`` overrides
 the path). The screenshot is saved to test-artifacts/web.png (``CIFARLAB_ARTIFACTS``
-overrides the folder).
+overrides the folder). The server wants an API token, as one beyond loopback would: the
+page is opened at ``/#token=...`` and must send it.
 """
 
 from __future__ import annotations
@@ -35,13 +36,14 @@ CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 ARTIFACTS = Path(os.environ.get("CIFARLAB_ARTIFACTS", Path(__file__).resolve().parents[1] / "test-artifacts"))
+TOKEN = "browser-test-token"
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     """(base url, checkpoint path) of a live server; stopped after the module."""
     path = write_checkpoint(tmp_path_factory.mktemp("ckpt") / "r20.pt", top1=0.5)
-    app = create_app(Catalog({"tiny-resnet20": str(path)}, runs=False, shipped=False))
+    app = create_app(Catalog({"tiny-resnet20": str(path)}, runs=False, shipped=False), token=TOKEN)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -71,6 +73,12 @@ def page(server):
         browser.close()
 
 
+def _open(page, url: str, token: str | None = TOKEN) -> None:
+    """Load the page afresh (a URL differing only after '#' would not reload it)."""
+    page.goto("about:blank")
+    page.goto(url + "/" + (f"#token={token}" if token else ""))
+
+
 def _picture(path: Path) -> Path:
     """A 640x480 photo-like picture: a sky gradient over a green field."""
     y = np.linspace(0, 1, 480)[:, None, None]
@@ -83,7 +91,7 @@ def _picture(path: Path) -> Path:
 
 def test_upload_shows_ten_bars_and_the_class(server, page, tmp_path):
     url, ckpt = server
-    page.goto(url + "/")
+    _open(page, url)
     page.wait_for_function("document.querySelectorAll('#model option').length > 0")
     assert "tiny-resnet20" in page.inner_text("#model") and "50.00% test accuracy" in page.inner_text("#model")
     picture = _picture(tmp_path / "field.jpg")
@@ -110,7 +118,7 @@ def test_upload_shows_ten_bars_and_the_class(server, page, tmp_path):
 
 def test_a_file_that_is_not_a_picture_shows_an_error(server, page, tmp_path):
     url, _ = server
-    page.goto(url + "/")
+    _open(page, url)
     page.wait_for_function("document.querySelectorAll('#model option').length > 0")
     bad = tmp_path / "notes.txt"
     bad.write_text("not a picture")
@@ -123,7 +131,7 @@ def test_a_file_that_is_not_a_picture_shows_an_error(server, page, tmp_path):
 
 def test_dropping_a_picture_classifies_it(server, page, tmp_path):
     url, ckpt = server
-    page.goto(url + "/")
+    _open(page, url)
     page.wait_for_function("document.querySelectorAll('#model option').length > 0")
     data = _picture(tmp_path / "drop.jpg").read_bytes()
     page.evaluate("""(bytes) => {
@@ -136,3 +144,13 @@ def test_dropping_a_picture_classifies_it(server, page, tmp_path):
     assert page.locator("#bars li").count() == 10
     assert page.inner_text("#label") == Predictor(ckpt).predict([data])[0].label
     assert page.inner_text("#preview-caption") == "drop.jpg"
+
+
+def test_without_the_token_the_page_says_how_to_give_it(server, page):
+    url, _ = server
+    _open(page, url, token=None)
+    page.wait_for_selector("#error:not([hidden])")
+    assert "needs its API token" in page.inner_text("#error") and "/#token=<token>" in page.inner_text("#error")
+    _open(page, url, token="wrong")
+    page.wait_for_selector("#error:not([hidden])")
+    assert "needs its API token" in page.inner_text("#error")

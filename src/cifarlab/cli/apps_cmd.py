@@ -9,7 +9,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+_GRACE_S = 5  # seconds
+LOOPBACK = {"127.0.0.1", "localhost", "::1"}  # the only hosts served without a token
 
 
 def register(subparsers) -> None:
@@ -37,6 +38,21 @@ def _register_serve(subparsers) -> None:
     p.add_argument("--max-files", type=int, default=d.max_files, help="pictures per request (default %(default)s)")
     p.add_argument("--max-batch", type=int, default=d.max_batch, help="pictures per forward pass across requests (default %(default)s)")
     p.add_argument("--max-wait-ms", type=float, default=d.max_wait_ms, help="how long a batch waits for more requests (default %(default)s)")
+    p.add_argument("--max-request-mpixels", type=float, default=d.max_request_pixels / 1e6,
+                   help="pixels of all pictures in one request together, in millions (default %(default)s)")
+    p.add_argument("--decode-budget-mb", type=float, default=d.decode_budget_bytes / 2**20,
+                   help="estimated memory of the pictures decoding at once; others wait (default %(default)s)")
+    p.add_argument("--max-inflight", type=int, default=d.max_inflight,
+                   help="requests served at once; more get 429 (default %(default)s)")
+    p.add_argument("--max-inflight-mb", type=float, default=d.max_inflight_bytes / 2**20,
+                   help="their upload sizes together; more get 429 (default %(default)s)")
+    p.add_argument("--body-timeout", type=float, default=d.body_timeout_s,
+                   help="seconds for a whole upload to arrive; slower gets 408 (default %(default)s)")
+    p.add_argument("--work-timeout", type=float, default=d.work_timeout_s,
+                   help="seconds for decoding and the model per request; longer gets 503 (default %(default)s)")
+    p.add_argument("--token", default=None,
+                   help="API token clients must send (Authorization: Bearer TOKEN); required unless --host is "
+                        "loopback; default: $CIFARLAB_TOKEN (safer: not shown in the process list)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own choice)")
     p.set_defaults(func=run_serve)
 
@@ -55,20 +71,49 @@ def _catalog(args):
     return catalog
 
 
+def _limits(args):
+    from cifarlab.errors import ConfigError
+    from cifarlab.web import ServeLimits
+    values = (args.max_upload_mb, args.max_pixels, args.max_files, args.max_batch, args.max_request_mpixels,
+              args.decode_budget_mb, args.max_inflight, args.max_inflight_mb, args.body_timeout, args.work_timeout)
+    if min(values) <= 0:
+        raise ConfigError("--max-*, --decode-budget-mb and the timeouts must be positive")
+    if args.max_inflight_mb < args.max_upload_mb:  # else every upload of the largest size gets 429
+        raise ConfigError(f"--max-inflight-mb ({args.max_inflight_mb:g}) must be at least --max-upload-mb "
+                          f"({args.max_upload_mb:g})")
+    return ServeLimits(max_upload_bytes=int(args.max_upload_mb * 2**20), max_pixels=args.max_pixels,
+                       max_files=args.max_files, max_batch=args.max_batch, max_wait_ms=args.max_wait_ms,
+                       max_request_pixels=int(args.max_request_mpixels * 1e6),
+                       decode_budget_bytes=int(args.decode_budget_mb * 2**20), max_inflight=args.max_inflight,
+                       max_inflight_bytes=int(args.max_inflight_mb * 2**20), body_timeout_s=args.body_timeout,
+                       work_timeout_s=args.work_timeout)
+
+
+def _token(args) -> str | None:
+    """The API token; refuses to serve beyond loopback without one."""
+    import os
+
+    from cifarlab.errors import ConfigError
+    token = args.token or os.environ.get("CIFARLAB_TOKEN") or None
+    if token is None and args.host not in LOOPBACK:
+        raise ConfigError(f"serving on {args.host} (beyond this machine) needs an API token: pass --token or set "
+                          f"CIFARLAB_TOKEN (127.0.0.1 needs none)")
+    return token
+
+
 def run_serve(args: argparse.Namespace) -> int:
-    from cifarlab.errors import CifarlabError, ConfigError
+    from cifarlab.errors import CifarlabError
     try:
         import uvicorn
     except ImportError:
         raise CifarlabError("cifarlab serve needs uvicorn and FastAPI: pip install 'cifarlab[web]'") from None
-    from cifarlab.web import ServeLimits, create_app
-    if min(args.max_upload_mb, args.max_pixels, args.max_files, args.max_batch) <= 0:
-        raise ConfigError("--max-upload-mb, --max-pixels, --max-files and --max-batch must be positive")
+    from cifarlab.web import create_app
+    from cifarlab.web.app import release_freed_memory
+    limits, token = _limits(args), _token(args)
+    release_freed_memory()  # else decoded pictures' memory lingers past the decode budget
     if args.threads:
         import torch
         torch.set_num_threads(args.threads)
-    limits = ServeLimits(int(args.max_upload_mb * 2**20), args.max_pixels, args.max_files, args.max_batch,
-                         args.max_wait_ms)
     catalog = _catalog(args)
     if args.host not in LOOPBACK:
         print(f"cifarlab: warning: listening on {args.host}, reachable from other machines", file=sys.stderr)
@@ -76,8 +121,12 @@ def run_serve(args: argparse.Namespace) -> int:
         acc = "not measured" if e.accuracy is None else f"{e.accuracy:.2%}"
         print(f"model {e.name}: {e.model}, test accuracy {acc} ({e.source})", file=sys.stderr)
     print(f"cifarlab: page at http://{args.host}:{args.port}/  API docs at /docs", file=sys.stderr)
-    uvicorn.run(create_app(catalog, limits), host=args.host, port=args.port, log_level="warning",
-                access_log=False)
+    if token:
+        print(f"cifarlab: API token required: clients send 'Authorization: Bearer <token>'; "
+              f"the page: http://{args.host}:{args.port}/#token=<token>", file=sys.stderr)
+    # on Ctrl-C or SIGTERM, requests still running (a slow upload, say) get at most _GRACE_S
+    uvicorn.run(create_app(catalog, limits, token=token), host=args.host, port=args.port, log_level="warning",
+                access_log=False, timeout_graceful_shutdown=_GRACE_S)
     return 0
 
 

@@ -2,12 +2,14 @@
 
 Clients name models; the ``Catalog`` maps names to checkpoints, so no path from a client
 is ever opened. Each model is loaded once and served by a ``MicroBatcher``. Pictures are
-decoded in the thread pool (Pillow releases the GIL while decoding), the forward pass
+decoded in a small thread pool (Pillow releases the GIL while decoding), the forward pass
 runs in the batcher's thread, and the event loop only moves bytes.
 
-Limits, all in ``ServeLimits``: request body size (checked before parsing, also for
-chunked uploads), pixels per picture (the decompression-bomb guard runs before decoding),
-pictures per request, top-k range.
+Limits, all in ``ServeLimits``: the ``Gate`` (token, requests in flight, body size and
+read time) runs before anything is parsed; then each picture's header is read (size,
+mode) and the request refused when a picture or all of them together have too many
+pixels; then pictures decode only while their estimated memory fits the decode budget;
+waiting, decoding and the model share one deadline per request.
 """
 
 from __future__ import annotations
@@ -15,9 +17,10 @@ from __future__ import annotations
 import asyncio
 import base64
 import io
-import json
+import os
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -26,17 +29,23 @@ from cifarlab import __version__
 from cifarlab.catalog import Catalog
 from cifarlab.errors import CifarlabError, ImageError
 from cifarlab.web.batcher import MicroBatcher
+from cifarlab.web.decode import Budget, Header, Refused, read_header
+from cifarlab.web.gate import Gate
 from cifarlab.web.limits import ServeLimits
 
 STATIC = Path(__file__).parent / "static"
 # small pictures are decoded on the event loop (well under a millisecond, less than a
-# thread hop costs); larger ones in the thread pool, so that they cannot stall other requests
+# thread hop costs); larger ones in the thread pool, under the decode budget, so that they
+# cannot stall other requests. One request decodes inline at a time: the loop has one thread.
 _INLINE_BYTES = 256 * 1024
-_INLINE_PIXELS = 512 * 512
+_INLINE_COST = 16 * 2**20  # estimated decode bytes of the whole request
 
 
-def create_app(catalog: Catalog | None = None, limits: ServeLimits | None = None, preload: bool = True):
-    """The ASGI app; ``catalog`` defaults to the shipped model plus finished runs."""
+def create_app(catalog: Catalog | None = None, limits: ServeLimits | None = None, preload: bool = True,
+               token: str | None = None):
+    """The ASGI app; ``catalog`` defaults to the shipped model plus finished runs.
+
+    With ``token``, every ``/api/*`` call needs ``Authorization: Bearer <token>``."""
     try:
         from fastapi import FastAPI
     except ImportError:
@@ -47,13 +56,34 @@ def create_app(catalog: Catalog | None = None, limits: ServeLimits | None = None
     app.state.service = service
     from cifarlab.web.routes import add_routes
     add_routes(app, service)
-    return _BodyLimit(app, service.limits.max_upload_bytes)
+    return Gate(app, service.limits, token)
+
+
+def release_freed_memory() -> None:
+    """Make glibc hand large freed blocks back to the system at once (Linux; elsewhere nothing).
+
+    After the first large free, glibc raises its mmap threshold, and later image blocks come
+    from per-thread heaps that keep what is freed: the server's RSS then grows past the decode
+    budget (1.17 GiB instead of 0.73 under ``serve_load.py --hostile``). A fixed threshold keeps
+    every block over 1 MiB in its own mapping, returned when it is freed. Process-wide, so
+    ``cifarlab serve`` calls it, not ``create_app``.
+    """
+    import ctypes
+    import sys
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        ctypes.CDLL(None).mallopt(-3, 1 << 20)  # M_MMAP_THRESHOLD, bytes
+    except (OSError, AttributeError):  # not glibc: its allocator has its own rules
+        pass
 
 
 # ---------------------------------------------------------------- the work behind the routes
 class _Service:
     def __init__(self, catalog: Catalog, limits: ServeLimits):
         self.catalog, self.limits = catalog, limits
+        self.budget = Budget(limits.decode_budget_bytes)
+        self._pool = ThreadPoolExecutor(min(4, os.cpu_count() or 1), thread_name_prefix="decode")
         self._batchers: dict[str, MicroBatcher] = {}
         self._ready: dict[str, tuple[MicroBatcher, list[str]]] = {}
         self._lock = threading.Lock()
@@ -68,6 +98,7 @@ class _Service:
             yield
             for b in self._batchers.values():
                 b.close()
+            self._pool.shutdown(wait=False, cancel_futures=True)
         return span
 
     def ready_batcher(self, name: str) -> tuple[MicroBatcher, list[str]] | None:
@@ -88,35 +119,83 @@ class _Service:
                 self._ready[key] = (self._batchers[key], predictor.classes)
         return self._ready[key]
 
-    def decode(self, blobs: list[tuple[str, bytes]], view: bool) -> list[dict]:
-        """Each upload as {"filename", "array"} or {"filename", "error"}; in a worker thread."""
+    def decode(self, filename: str, data: bytes, view: bool) -> dict:
+        """One upload as {"filename", "array", ...} or {"filename", "error", "status"}."""
         from cifarlab.engine.predict import load_image, to_input
-        out = []
+        item: dict = {"filename": filename}
+        try:
+            img = load_image(data, self.limits.max_pixels)
+            item["size"] = list(img.size)
+            item["array"] = to_input(img)
+            if view:
+                item["view"] = _png_data_url(item["array"])
+        except ImageError as exc:  # truncated or corrupt past its header
+            item["error"], item["status"] = str(exc).replace("<bytes>", filename, 1), 415
+        except Exception as exc:  # a hostile file can trip a Pillow plugin in ways it does not wrap
+            item["error"], item["status"] = f"{filename}: unreadable ({type(exc).__name__})", 415
+        return item
+
+    def headers(self, blobs: list[tuple[str, bytes]]) -> list[Header | Refused]:
+        """Each upload's header, or why it is refused; the request refused when they add up to too much."""
+        out: list[Header | Refused] = []
         for filename, data in blobs:
-            item: dict = {"filename": filename}
             try:
-                img = load_image(data, self.limits.max_pixels)
-                item["size"] = list(img.size)
-                item["array"] = to_input(img)
-                if view:
-                    item["view"] = _png_data_url(item["array"])
-            except ImageError as exc:
-                item["error"] = str(exc).replace("<bytes>", filename or "upload", 1)
-            out.append(item)
+                out.append(read_header(data, filename, self.limits.max_pixels, self.limits.decode_budget_bytes))
+            except Refused as exc:
+                out.append(exc)
+        total = sum(h.pixels for h in out if isinstance(h, Header))
+        if total > self.limits.max_request_pixels:
+            raise Refused(413, f"the {len(blobs)} pictures have {total / 1e6:.3g} Mpixels together, over the "
+                               f"{self.limits.max_request_pixels / 1e6:.3g} Mpixel limit per request; "
+                               f"send fewer or smaller pictures")
         return out
+
+    async def decode_all(self, blobs: list[tuple[str, bytes]], view: bool, deadline: float) -> list[dict]:
+        headers = self.headers(blobs)
+        refused = [{"filename": b[0], "error": h.detail, "status": h.status} if isinstance(h, Refused) else None
+                   for b, h in zip(blobs, headers)]
+        if _small(blobs, headers):  # a small picture decodes faster than a thread hop
+            return [r or self.decode(*b, view) for b, r in zip(blobs, refused)]
+        return [r or await self._decode_budgeted(b, h, view, deadline)
+                for b, h, r in zip(blobs, headers, refused)]
+
+    async def _decode_budgeted(self, blob: tuple[str, bytes], header: Header, view: bool, deadline: float) -> dict:
+        """Decode in the pool once the budget holds the picture's estimated cost; 503 past the deadline."""
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout_at(deadline):  # a timeout context: no extra task or loop hop
+                await self.budget.acquire(header.cost)
+        except TimeoutError:
+            raise Refused(503, f"server busy: no decoding memory came free within "
+                               f"{self.limits.work_timeout_s:g} s; retry in a moment") from None
+        job = self._pool.submit(self.decode, *blob, view)
+        # given back when the thread is done, not when the request gives up: the memory is held till then
+        job.add_done_callback(lambda _: loop.is_closed() or loop.call_soon_threadsafe(self.budget.release,
+                                                                                      header.cost))
+        try:
+            async with asyncio.timeout_at(deadline):
+                return await asyncio.wrap_future(job)
+        except TimeoutError:
+            raise Refused(503, f"{blob[0]}: decoding did not finish within {self.limits.work_timeout_s:g} s; "
+                               f"send a smaller picture or retry later") from None
 
     async def predict(self, name: str, blobs: list[tuple[str, bytes]], top_k: int, view: bool) -> dict:
         start = time.perf_counter()
         batcher, classes = self.ready_batcher(name) or await asyncio.to_thread(self.batcher, name)
-        if _small(blobs):
-            items = self.decode(blobs, view)  # a small picture decodes faster than a thread hop
-        else:
-            items = await asyncio.to_thread(self.decode, blobs, view)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.limits.work_timeout_s
+        items = await self.decode_all(blobs, view, deadline)
         decoded = time.perf_counter()
         good = [it for it in items if "array" in it]
         if not good:
-            raise ImageError("; ".join(it["error"] for it in items))
-        result = await asyncio.wrap_future(batcher.submit([it.pop("array") for it in good]))
+            status = 413 if any(it["status"] == 413 for it in items) else 415
+            raise Refused(status, "; ".join(it["error"] for it in items))
+        try:
+            async with asyncio.timeout_at(deadline):
+                result = await asyncio.wrap_future(batcher.submit([it.pop("array") for it in good]))
+        except TimeoutError:
+            raise Refused(503, f"the model did not answer within {self.limits.work_timeout_s:g} s; "
+                               f"the server is overloaded, retry in a moment") from None
         for it, row in zip(good, result.probabilities):
             it.update(_ranked(classes, row, top_k))
         done = time.perf_counter()
@@ -127,19 +206,10 @@ class _Service:
                               "total": round((done - start) * 1000, 2)}}
 
 
-def _small(blobs: list[tuple[str, bytes]]) -> bool:
-    """True when every upload is small in bytes and, by its header, in pixels."""
-    from PIL import Image
-    if sum(len(b) for _, b in blobs) > _INLINE_BYTES:
-        return False
-    try:
-        for _, data in blobs:
-            with Image.open(io.BytesIO(data)) as img:  # reads the header only
-                if img.size[0] * img.size[1] > _INLINE_PIXELS:
-                    return False
-    except Exception:  # unreadable: let the thread pool's decode report it
-        return False
-    return True
+def _small(blobs: list[tuple[str, bytes]], headers: list) -> bool:
+    """True when the uploads are small in bytes and, by their headers, in decode memory."""
+    cost = sum(h.cost for h in headers if isinstance(h, Header))
+    return sum(len(b) for _, b in blobs) <= _INLINE_BYTES and cost <= _INLINE_COST
 
 
 def _ranked(classes: list[str], row: np.ndarray, top_k: int) -> dict:
@@ -159,54 +229,3 @@ def _png_data_url(array: np.ndarray) -> str:
     buf = io.BytesIO()
     Image.fromarray(array).save(buf, "PNG")
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
-
-
-# ---------------------------------------------------------------- body size limit
-class _BodyLimit:
-    """Refuse request bodies over ``limit`` bytes with 413 before the app parses anything.
-
-    Content-Length is checked first; a chunked body is read (and counted) here and handed
-    on only when it fits, so a client cannot stream an endless upload into the form parser.
-    """
-
-    def __init__(self, app, limit: int):
-        self.app, self.limit = app, limit
-        self.state = app.state  # tests and the CLI reach the service through the wrapper
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
-            return await self.app(scope, receive, send)
-        length = dict(scope["headers"]).get(b"content-length")
-        if length is not None and length.isdigit() and int(length) > self.limit:
-            return await self._too_large(send, int(length))
-        body, more = bytearray(), True
-        while more:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            body += message.get("body", b"")
-            more = message.get("more_body", False)
-            if len(body) > self.limit:
-                return await self._too_large(send, len(body))
-        await self.app(scope, _replay(bytes(body), receive), send)
-
-    async def _too_large(self, send, size: int) -> None:
-        detail = (f"upload of {size / 2**20:.1f} MiB is over the {self.limit / 2**20:.1f} MiB limit; "
-                  f"send a smaller picture")
-        payload = json.dumps({"detail": detail}).encode()
-        await send({"type": "http.response.start", "status": 413,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode()),
-                                (b"connection", b"close")]})
-        await send({"type": "http.response.body", "body": payload})
-
-
-def _replay(body: bytes, receive):
-    sent = False
-
-    async def replayed():
-        nonlocal sent
-        if not sent:
-            sent = True
-            return {"type": "http.request", "body": body, "more_body": False}
-        return await receive()  # after the body: wait for the disconnect as usual
-    return replayed

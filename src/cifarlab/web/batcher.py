@@ -83,6 +83,10 @@ class MicroBatcher:
         return jobs, False
 
     def _process(self, jobs: list[_Job]) -> None:
+        # a caller that gave up (its deadline passed) cancelled its future: skip its pictures
+        jobs = [job for job in jobs if job.future.set_running_or_notify_cancel()]
+        if not jobs:
+            return
         arrays = [a for job in jobs for a in job.arrays]
         start = time.perf_counter()
         try:

@@ -1,4 +1,11 @@
-"""The web service's limits, apart so that the CLI can show their defaults cheaply."""
+"""The web service's limits, apart so that the CLI can show their defaults cheaply.
+
+Together they bound the server's memory: the model and libraries (0.26 GiB for the
+shipped model), plus the upload bytes admitted at once (``max_inflight_bytes``, held about
+twice while the form is parsed), plus the decode budget (``decode_budget_bytes``, the
+estimated peak of the pictures being decoded at once): about 1.2 GiB with the defaults.
+``benchmarks/serve_load.py --hostile`` measures the peak.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +15,13 @@ from dataclasses import dataclass
 @dataclass
 class ServeLimits:
     max_upload_bytes: int = 10 * 2**20  # whole request body; a phone photo is 2-8 MB
-    max_pixels: int = 40_000_000  # per picture, checked from the header before decoding
+    max_pixels: int = 24_000_000  # per picture, from the header before decoding: a 6000x4000 camera
     max_files: int = 16  # pictures per request
     max_batch: int = 64  # pictures per forward pass across requests
     max_wait_ms: float = 2.0  # how long a batch waits for company; bounds the latency it adds
+    max_request_pixels: int = 48_000_000  # all pictures of one request together, from their headers
+    decode_budget_bytes: int = 640 * 2**20  # estimated decode memory of all pictures decoding at once
+    max_inflight: int = 32  # requests past the door at once (reading, waiting, decoding, in the model)
+    max_inflight_bytes: int = 160 * 2**20  # their declared upload sizes together
+    body_timeout_s: float = 15.0  # a whole upload must arrive within this (slow senders)
+    work_timeout_s: float = 30.0  # waiting for decode memory + decoding + the model, per request

@@ -11,6 +11,7 @@ from fastapi.staticfiles import StaticFiles
 from cifarlab import __version__
 from cifarlab.errors import CifarlabError, ModelError
 from cifarlab.web.app import STATIC
+from cifarlab.web.decode import Refused
 
 
 def add_routes(app, service) -> None:
@@ -23,9 +24,13 @@ def add_routes(app, service) -> None:
         entries = service.catalog.entries()
         return {"default": entries[0].name if entries else None, "models": [e.public() for e in entries],
                 "limits": {"max_upload_bytes": service.limits.max_upload_bytes,
-                           "max_pixels": service.limits.max_pixels, "max_files": service.limits.max_files}}
+                           "max_pixels": service.limits.max_pixels, "max_files": service.limits.max_files,
+                           "max_request_pixels": service.limits.max_request_pixels}}
 
-    @app.post("/api/predict", summary="class probabilities for one or several pictures")
+    @app.post("/api/predict", summary="class probabilities for one or several pictures",
+              description="Refusals are `{\"detail\": \"...\"}`: 401 without the server's token, 408 upload too "
+                          "slow, 413 too large, 415 not a picture, 429 too many requests in flight, "
+                          "503 busy (retry).")
     async def predict(file: list[UploadFile] | None = File(None, description="one or more pictures, any size"),
                       model: str | None = Form(None, description="a name from /api/models; default: the first"),
                       top_k: int = Form(3, description="classes listed in `top` (1-10)"),
@@ -42,6 +47,9 @@ def add_routes(app, service) -> None:
             blobs = [(f.filename or f"upload {i + 1}", await f.read()) for i, f in enumerate(files)]
             # a ready JSONResponse skips FastAPI's per-field encoding of the result
             return JSONResponse(await service.predict(name, blobs, top_k, view))
+        except Refused as exc:  # 413 too large, 415 not a picture, 503 busy: one line each
+            retry = {"Retry-After": "1"} if exc.status == 503 else None
+            return JSONResponse({"detail": exc.detail}, exc.status, headers=retry)
         except ModelError as exc:
             raise HTTPException(404, str(exc)) from None
         except CifarlabError as exc:

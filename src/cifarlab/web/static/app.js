@@ -2,6 +2,10 @@
 "use strict";
 
 const $ = (id) => document.getElementById(id);
+// a server started with a token wants it on every /api call; the user opens /#token=... (the
+// part after # never reaches the server's logs or other sites)
+const token = new URLSearchParams(location.hash.slice(1)).get("token");
+const auth = token ? { Authorization: `Bearer ${token}` } : {};
 let limits = null;
 let lastFile = null;
 
@@ -32,7 +36,7 @@ async function detailOf(response) {
 
 async function loadModels() {
   try {
-    const response = await fetch("/api/models");
+    const response = await fetch("/api/models", { headers: auth });
     if (!response.ok) throw new Error(await detailOf(response));
     const body = await response.json();
     limits = body.limits;
@@ -46,7 +50,7 @@ async function loadModels() {
     }
     if (!body.models.length) showError("No models: the shipped model is missing and no run has finished.");
     showModelInfo();
-    $("limits").textContent = `Any size and format Pillow reads, up to ${(limits.max_upload_bytes / 1048576).toFixed(0)} MB and ${(limits.max_pixels / 1e6).toFixed(0)} Mpixels.`;
+    $("limits").textContent = `Any format Pillow reads, up to ${(limits.max_upload_bytes / 1048576).toFixed(0)} MB and ${(limits.max_pixels / 1e6).toFixed(0)} Mpixels.`;
   } catch (e) {
     showError("Could not list the models: " + e.message);
   }
@@ -108,7 +112,7 @@ async function classify(file) {
   form.append("view", "true");
   const start = performance.now();
   try {
-    const response = await fetch("/api/predict", { method: "POST", body: form });
+    const response = await fetch("/api/predict", { method: "POST", body: form, headers: auth });
     if (!response.ok) throw new Error(await detailOf(response));
     drawResult(await response.json(), performance.now() - start);
   } catch (e) {
