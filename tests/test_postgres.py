@@ -64,6 +64,33 @@ def env(pg_url, tmp_path):
             "OMP_NUM_THREADS": "1"}
 
 
+def test_workers_starting_together_create_the_tables_once(pg_url):
+    """Optuna's own table creation races on PostgreSQL (duplicate alembic_version / pg_type):
+    seen with 3 workers started at once; cifarlab serializes it with an advisory lock."""
+    import threading
+
+    import psycopg
+    from cifarlab.registry import Registry
+    from cifarlab.studies.tune import create
+    with psycopg.connect(pg_url, autocommit=True) as con:
+        con.execute("CREATE DATABASE fresh")
+    url = pg_url.rsplit("/", 1)[0] + "/fresh"
+    start, errors = threading.Barrier(6), []
+
+    def worker(i: int) -> None:
+        start.wait()
+        try:
+            create(url, "same") if i % 2 else Registry(url)
+        except Exception as exc:  # noqa: BLE001 - every failure is the finding
+            errors.append(f"{type(exc).__name__}: {str(exc).splitlines()[0]}")
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+
+
 def _trials(url: str, name: str):
     import optuna
     from cifarlab.studies.tune import storage_for

@@ -82,6 +82,20 @@ class Database:
             con.execute(_pg_types(schema))
 
     @contextlib.contextmanager
+    def lock(self, name: str) -> Iterator[None]:
+        """Hold a server-wide lock named ``name`` for the block (PostgreSQL; SQLite: no-op,
+        its own file lock already serializes writers)."""
+        if not self.postgres:
+            yield
+            return
+        with self._connection() as con:
+            con.execute("SELECT pg_advisory_lock(%s)", (zlib.crc32(name.encode()),))
+            try:
+                yield
+            finally:
+                con.execute("SELECT pg_advisory_unlock(%s)", (zlib.crc32(name.encode()),))
+
+    @contextlib.contextmanager
     def _connection(self) -> Iterator[Any]:
         con = _pg_connect(self.target) if self.postgres else _sqlite_connect(self.target)
         try:

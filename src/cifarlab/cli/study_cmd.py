@@ -66,7 +66,8 @@ def _register_tune(subparsers) -> None:
 
 
 def _heartbeat_arg(p: argparse.ArgumentParser, what: str) -> None:
-    p.add_argument("--heartbeat", type=int, default=10, metavar="S",
+    # default None: studies.claims.HEARTBEAT_S decides (not imported here: `cifarlab --help` stays fast)
+    p.add_argument("--heartbeat", type=int, metavar="S",
                    help=f"a worker marks its {what} alive every S seconds; after 3*S of silence another "
                         f"worker takes the {what} over (default 10)")
 

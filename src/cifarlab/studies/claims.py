@@ -23,6 +23,8 @@ from typing import Iterator
 from cifarlab import sqldb
 from cifarlab.errors import ConfigError
 
+HEARTBEAT_S = 10  # a worker says it is alive this often; silent for 3x that, its work is taken over
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS study_claims (
     study TEXT NOT NULL,
@@ -51,7 +53,7 @@ def study_key(spec) -> str:
 
 
 class Claims:
-    def __init__(self, storage: str, study: str, heartbeat: int = 10):
+    def __init__(self, storage: str, study: str, heartbeat: int = HEARTBEAT_S):
         if heartbeat < 1:
             raise ConfigError(f"--heartbeat {heartbeat} must be at least 1 (seconds)")
         self.db, self.study, self.heartbeat = database(storage), study, heartbeat

@@ -291,7 +291,7 @@ def _changed_keys(a: dict, b: dict) -> list[str]:
 def run_study(spec: StudySpec, out: str | Path, *, data=None, callbacks: Iterable = (),
               progress: bool = False, report: bool = True,
               on_run: Callable[[int, int, PlannedRun, str], None] | None = None,
-              storage: str | None = None, heartbeat: int = 10) -> StudyResult:
+              storage: str | None = None, heartbeat: int | None = None) -> StudyResult:
     """Train every planned run not finished yet, then write tables, figures and the report.
 
     ``data``: a CifarData shared by all runs (default: loaded once from the base config).
@@ -301,11 +301,11 @@ def run_study(spec: StudySpec, out: str | Path, *, data=None, callbacks: Iterabl
     workers (``studies.claims``); each run is then trained by exactly one of them, and the
     worker that finishes the last run writes the report.
     """
-    from cifarlab.studies.claims import Claims, study_key
+    from cifarlab.studies.claims import HEARTBEAT_S, Claims, study_key
     out = open_study(out, spec)
     runs = plan(spec)
     result = StudyResult(out, spec, runs)
-    claims = Claims(storage, study_key(spec), heartbeat) if storage else None
+    claims = Claims(storage, study_key(spec), HEARTBEAT_S if heartbeat is None else heartbeat) if storage else None
     data = data if data is not None else _shared_data(spec)
     note = on_run or (lambda *a: None)
     for i, run in enumerate(runs):

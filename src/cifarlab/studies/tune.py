@@ -10,6 +10,7 @@ heartbeat: a trial whose worker died is failed by the others and run again as a 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from cifarlab.engine.callbacks import Callback
+from cifarlab.studies.claims import HEARTBEAT_S
 from cifarlab.errors import CifarlabError, ConfigError
 
 # what is searched when --space is not given: the knobs of the one-factor study and a few more
@@ -111,9 +113,6 @@ class OptunaPruning(Callback):
 
 
 # ---------------------------------------------------------------- running
-HEARTBEAT_S = 10  # a running trial says it is alive this often; silent for 3x that, it is failed
-
-
 def storage_for(url: str, heartbeat: int | None = None):
     """An Optuna storage. SQLite gets a long lock timeout so concurrent workers wait, not fail.
 
@@ -122,8 +121,23 @@ def storage_for(url: str, heartbeat: int | None = None):
     (same parameters) for whoever comes next.
     """
     optuna = _optuna()
+    import sqlalchemy.exc
     kwargs = {"connect_args": {"timeout": 120}} if url.startswith("sqlite") else {"pool_pre_ping": True}
-    return optuna.storages.RDBStorage(_sqlalchemy_url(url), engine_kwargs=kwargs, **_heartbeat_args(optuna, heartbeat))
+    extra = _heartbeat_args(optuna, heartbeat)
+    try:
+        with _schema_lock(url):
+            return optuna.storages.RDBStorage(_sqlalchemy_url(url), engine_kwargs=kwargs, **extra)
+    except sqlalchemy.exc.OperationalError as exc:
+        from cifarlab.sqldb import redact
+        first = str(exc.orig).strip().splitlines()[0] if exc.orig else type(exc).__name__
+        raise CifarlabError(f"cannot open the Optuna storage {redact(url)} ({first}); check the URL "
+                            f"and that the database server runs") from None
+
+
+def _schema_lock(url: str):
+    """Optuna creates its tables without a lock: PostgreSQL workers starting together collide."""
+    from cifarlab import sqldb
+    return sqldb.Database(url).lock("cifarlab-optuna-schema") if sqldb.is_postgres(url) else contextlib.nullcontext()
 
 
 def _sqlalchemy_url(url: str) -> str:
@@ -192,7 +206,7 @@ def run_worker(storage: str, study_name: str, n_trials: int, base: dict, space: 
 
 def tune(base: dict, trials: int, *, out: str | Path, storage: str | None = None,
          study_name: str | None = None, workers: int = 1, space: str = DEFAULT_SPACE,
-         data=None, seed: int = 0, heartbeat: int = HEARTBEAT_S) -> dict:
+         data=None, seed: int = 0, heartbeat: int | None = None) -> dict:
     """``trials`` trials split across ``workers`` local processes; returns the study summary.
 
     Several machines share one search by each running this with the same PostgreSQL
@@ -201,6 +215,7 @@ def tune(base: dict, trials: int, *, out: str | Path, storage: str | None = None
     Each worker runs a fixed share (trials // workers, the remainder to the first ones), so
     the total is exact however fast each worker is.
     """
+    heartbeat = HEARTBEAT_S if heartbeat is None else heartbeat
     if trials < 1 or workers < 1 or heartbeat < 1:
         raise ConfigError(f"--trials {trials}, --workers {workers} and --heartbeat {heartbeat} must be at least 1")
     out = Path(out)
