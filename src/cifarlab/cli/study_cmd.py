@@ -73,7 +73,8 @@ def _heartbeat_arg(p: argparse.ArgumentParser, what: str) -> None:
 
 
 def _register_runs(subparsers) -> None:
-    p = subparsers.add_parser("runs", help="list, filter and compare recorded runs (SQLite file, or $CIFARLAB_REGISTRY=postgresql://...)")
+    p = subparsers.add_parser("runs", help="list, filter and compare recorded runs "
+                                           "(SQLite file, or $CIFARLAB_REGISTRY=postgresql://...)")
     p.add_argument("--model")
     p.add_argument("--status", help="running | finished | failed | interrupted")
     p.add_argument("--study")

@@ -305,7 +305,8 @@ def run_study(spec: StudySpec, out: str | Path, *, data=None, callbacks: Iterabl
     out = open_study(out, spec)
     runs = plan(spec)
     result = StudyResult(out, spec, runs)
-    claims = Claims(storage, study_key(spec), HEARTBEAT_S if heartbeat is None else heartbeat) if storage else None
+    beat = HEARTBEAT_S if heartbeat is None else heartbeat
+    claims = Claims(storage, study_key(spec), beat) if storage else None
     data = data if data is not None else _shared_data(spec)
     note = on_run or (lambda *a: None)
     for i, run in enumerate(runs):

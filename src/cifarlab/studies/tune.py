@@ -137,7 +137,9 @@ def storage_for(url: str, heartbeat: int | None = None):
 def _schema_lock(url: str):
     """Optuna creates its tables without a lock: PostgreSQL workers starting together collide."""
     from cifarlab import sqldb
-    return sqldb.Database(url).lock("cifarlab-optuna-schema") if sqldb.is_postgres(url) else contextlib.nullcontext()
+    if not sqldb.is_postgres(url):
+        return contextlib.nullcontext()
+    return sqldb.Database(url).lock("cifarlab-optuna-schema")
 
 
 def _sqlalchemy_url(url: str) -> str:
