@@ -9,7 +9,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 TORCH  ?= torch==2.13.0
-EXTRAS ?= dev,plots,tune,web,desktop,onnx
+EXTRAS ?= dev,plots,tune,web,desktop,onnx,postgres
 HAS_GPU := $(shell command -v nvidia-smi >/dev/null 2>&1 && echo 1)
 # The shared JPEG copy, when it sits beside the checkout; CIFARLAB_DATA overrides it.
 SHARED_DATA := $(wildcard ../shared/data/cifar10-jpeg75.tar.gz)
@@ -36,7 +36,8 @@ TRAIN_RECIPE := $(if $(HAS_GPU),fast,cpu-5min)
 train: setup
 	$(VENV)/bin/cifarlab train --recipe $(TRAIN_RECIPE)
 
-# Debian packages the browser and desktop tests need (chromium, Qt's shared libraries);
+# Debian packages the browser, desktop and PostgreSQL tests need (chromium, Qt's shared
+# libraries, postgresql);
 # installs only what is missing, only as root, else prints what is missing.
 sysdeps:
 	@bash scripts/sysdeps.sh

@@ -105,14 +105,12 @@ def test_dead_process_run_is_settled(tmp_path):
     run.mkdir()
     reg.start(run, {"model": "x"})
     # pretend the process that started it has gone away
-    with reg._connect() as con:
-        con.execute("UPDATE runs SET pid = ? WHERE path = ?", (2 ** 22 + 12345, str(run.resolve())))
+    reg._write("UPDATE runs SET pid = ? WHERE path = ?", (2 ** 22 + 12345, str(run.resolve())))
     reg.refresh()
     assert reg.get(str(run))["status"] == "failed"  # no last.pt or config.json: nothing to resume
     (run / "config.json").write_text("{}")  # killed before its first epoch ended: resume restarts it
     reg.start(run, {"model": "x"})
-    with reg._connect() as con:
-        con.execute("UPDATE runs SET pid = ? WHERE path = ?", (2 ** 22 + 12345, str(run.resolve())))
+    reg._write("UPDATE runs SET pid = ? WHERE path = ?", (2 ** 22 + 12345, str(run.resolve())))
     reg.refresh()
     assert reg.get(str(run))["status"] == "interrupted"
 

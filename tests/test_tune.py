@@ -54,12 +54,19 @@ class _Trial:
 def test_pruning_callback_stops_the_fit_after_the_reported_epoch():
     trial = _Trial(prune_after=2)
     cb = tune_mod.OptunaPruning(trial)
-    learn = SimpleNamespace(metrics={"val_acc": 0.3}, epoch=1, stop=False, stop_reason="")
+    learn = SimpleNamespace(metrics={"val_acc": 0.3}, epoch=1, epochs=3, stop=False, stop_reason="")
     cb.after_epoch(learn)
     assert not learn.stop and trial.reports == [(1, 0.3)]
     learn.metrics, learn.epoch = {"val_acc": 0.2}, 2
     cb.after_epoch(learn)
     assert learn.stop and cb.pruned and cb.best == 0.3 and "pruned" in learn.stop_reason
+
+
+def test_a_trial_that_ran_all_its_epochs_is_complete_not_pruned():
+    cb = tune_mod.OptunaPruning(_Trial(prune_after=1))
+    learn = SimpleNamespace(metrics={"val_acc": 0.2}, epoch=2, epochs=2, stop=False, stop_reason="")
+    cb.after_epoch(learn)
+    assert not learn.stop and not cb.pruned and cb.best == 0.2
 
 
 def test_space_parsing_and_errors():

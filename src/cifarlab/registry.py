@@ -9,20 +9,20 @@ this module stays cheap (no torch: ``engine.callbacks`` is plain Python), so
 
 Several processes (study workers, Optuna workers, a ``cifarlab train`` in another shell)
 write at once, so the database runs in WAL mode with a busy timeout, and every write is
-retried on ``database is locked``.
+retried on ``database is locked``. Workers on several machines share one PostgreSQL
+database instead: ``CIFARLAB_REGISTRY=postgresql://...`` (``cifarlab.sqldb``).
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import socket
-import sqlite3
 import time
 from pathlib import Path
 from typing import Any
 
+from cifarlab import sqldb
 from cifarlab.engine.callbacks import Callback
 from cifarlab.errors import ConfigError
 
@@ -54,55 +54,40 @@ def default_path() -> Path:
     return Path(home) / "runs.sqlite"
 
 
+def default_target() -> str | Path:
+    """``$CIFARLAB_REGISTRY`` when it is a postgresql:// URL (shared by machines), else the file."""
+    url = os.environ.get("CIFARLAB_REGISTRY", "")
+    return url if sqldb.is_postgres(url) else default_path()
+
+
 class Registry:
-    """A handle on the runs database; cheap to create, one connection per call."""
+    """A handle on the runs database; cheap to create, one connection per call.
+
+    ``path``: a SQLite file or a ``postgresql://`` URL; default ``$CIFARLAB_REGISTRY`` when it
+    is a URL, else ``$CIFARLAB_HOME/runs.sqlite``.
+    """
 
     def __init__(self, path: str | Path | None = None, retries: int = 20):
-        self.path = Path(path) if path else default_path()
-        self.retries = retries
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._write("executescript", _SCHEMA)
+        target = path or default_target()
+        self.db = sqldb.Database(target if sqldb.is_postgres(str(target)) else Path(target), retries)
+        self.path = self.db.target if self.db.postgres else Path(self.db.target)
+        self.db.create(_SCHEMA)
+
+    def __str__(self) -> str:
+        return str(self.db)
 
     # ------------------------------------------------------------ plumbing
-    def _connect(self) -> sqlite3.Connection:
-        con = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-        con.row_factory = sqlite3.Row
-        con.execute("PRAGMA busy_timeout = 30000")
-        # WAL lets readers proceed while one process writes; set once, it sticks to the file
-        con.execute("PRAGMA journal_mode = WAL")
-        return con
-
-    def _write(self, method: str, sql: str, params: tuple | dict = ()) -> int | None:
-        """One statement, retried with backoff while another process holds the lock."""
-        for attempt in range(self.retries):
-            try:
-                with contextlib.closing(self._connect()) as con:
-                    if method == "executescript":
-                        con.executescript(sql)
-                        return None
-                    return con.execute(sql, params).lastrowid
-            except sqlite3.OperationalError as exc:
-                if not _is_lock_error(exc) or attempt == self.retries - 1:
-                    raise
-                time.sleep(min(0.05 * 2 ** attempt, 2.0))
-        return None
+    def _write(self, sql: str, params: tuple = ()) -> None:
+        self.db.query(sql, params)
 
     def _query(self, sql: str, params: tuple = ()) -> list[dict]:
-        for attempt in range(self.retries):
-            try:
-                with contextlib.closing(self._connect()) as con:
-                    return [_row(r) for r in con.execute(sql, params).fetchall()]
-            except sqlite3.OperationalError as exc:
-                if not _is_lock_error(exc) or attempt == self.retries - 1:
-                    raise
-                time.sleep(min(0.05 * 2 ** attempt, 2.0))
-        return []
+        return [_row(r) for r in self.db.query(sql, params)]
 
     # ------------------------------------------------------------ writing
     def start(self, run_dir: str | Path, config: dict, study: str | None = None) -> int:
         """Insert (or, on resume, re-open) the row of ``run_dir`` as running; returns its id."""
         path = str(Path(run_dir).resolve())
-        self._write("execute", """
+        self._write("""
             INSERT INTO runs (name, path, model, status, created, config, study, pid, host)
             VALUES (?, ?, ?, 'running', ?, ?, ?, ?, ?)
             ON CONFLICT(path) DO UPDATE SET status='running', finished=NULL, error=NULL,
@@ -120,7 +105,7 @@ class Registry:
         path = str(Path(run_dir).resolve())
         rows = self._query("SELECT metrics FROM runs WHERE path = ?", (path,))
         merged = {**(rows[0]["metrics"] if rows else {}), **(metrics or {})}
-        self._write("execute", "UPDATE runs SET status=?, finished=?, metrics=?, error=? WHERE path=?",
+        self._write("UPDATE runs SET status=?, finished=?, metrics=?, error=? WHERE path=?",
                     (status, time.time(), json.dumps(merged), error, path))
 
     def sync(self, run_dir: str | Path) -> None:
@@ -233,14 +218,15 @@ class RegistryCallback(Callback):
 
 def recorder(study: str | None = None) -> list[Callback]:
     """The callbacks that record one run here: pass them to ``train``/``resume``.
-    Empty when ``CIFARLAB_REGISTRY=0`` (recording turned off)."""
+    Empty when ``CIFARLAB_REGISTRY=0`` (recording turned off); a ``postgresql://`` URL
+    there records into that server instead of the local file."""
     if os.environ.get("CIFARLAB_REGISTRY", "1") == "0":
         return []
     return [RegistryCallback(study)]
 
 
 # ---------------------------------------------------------------- helpers
-def _row(r: sqlite3.Row) -> dict:
+def _row(r: dict) -> dict:
     out = dict(r)
     for key in ("config", "metrics"):
         if key in out:
@@ -261,10 +247,6 @@ def _read_summary(run_dir: Path) -> dict | None:
         return json.loads((run_dir / "summary.json").read_text())
     except (FileNotFoundError, json.JSONDecodeError):
         return None
-
-
-def _is_lock_error(exc: sqlite3.OperationalError) -> bool:
-    return "locked" in str(exc) or "busy" in str(exc)
 
 
 def _alive(pid: int | None) -> bool:

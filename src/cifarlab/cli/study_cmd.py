@@ -41,6 +41,9 @@ def _register_study(subparsers) -> None:
     p.add_argument("--name", help="study name (default from the preset/model and factors)")
     p.add_argument("--report-only", action="store_true", help="rewrite tables/figures/report of --out and exit")
     p.add_argument("--quiet", action="store_true", help="one line per run instead of per-epoch progress")
+    p.add_argument("--storage", help="database shared by several workers (postgresql://... across machines, "
+                                     "sqlite:///FILE on one): each run is trained by exactly one of them")
+    _heartbeat_arg(p, "run")
     p.set_defaults(func=run_study_cmd)
 
 
@@ -58,11 +61,20 @@ def _register_tune(subparsers) -> None:
                                     "label_smoothing=0:0.2' (default: lr, optimizer, weight_decay, "
                                     "batch_size, label_smoothing, act)")
     p.add_argument("--seed", type=int, default=0, help="sampler seed of the first worker (+i for worker i)")
+    _heartbeat_arg(p, "trial")
     p.set_defaults(func=run_tune_cmd)
 
 
+def _heartbeat_arg(p: argparse.ArgumentParser, what: str) -> None:
+    # default None: studies.claims.HEARTBEAT_S decides (not imported here: `cifarlab --help` stays fast)
+    p.add_argument("--heartbeat", type=int, metavar="S",
+                   help=f"a worker marks its {what} alive every S seconds; after 3*S of silence another "
+                        f"worker takes the {what} over (default 10)")
+
+
 def _register_runs(subparsers) -> None:
-    p = subparsers.add_parser("runs", help="list, filter and compare recorded runs (SQLite registry)")
+    p = subparsers.add_parser("runs", help="list, filter and compare recorded runs "
+                                           "(SQLite file, or $CIFARLAB_REGISTRY=postgresql://...)")
     p.add_argument("--model")
     p.add_argument("--status", help="running | finished | failed | interrupted")
     p.add_argument("--study")
@@ -95,15 +107,23 @@ def run_study_cmd(args) -> int:
     out = args.out or f"studies/{spec.name}"
 
     def note(i: int, n: int, run, state: str) -> None:
-        said = {"skip": "already done", "resume": "resumed", "start": "trained", "diverged": "DIVERGED (recorded)"}
+        said = {"skip": "already done", "resume": "resumed", "start": "trained", "diverged": "DIVERGED (recorded)",
+                "elsewhere": "taken by another worker"}
         console.print(f"[{i + 1}/{n}] {run.name}: {said.get(state, state)}", highlight=False)
     try:
-        result = run_study(spec, out, progress=not args.quiet, on_run=note)
+        result = run_study(spec, out, progress=not args.quiet, on_run=note, storage=args.storage,
+                           heartbeat=args.heartbeat)
     except KeyboardInterrupt:
         console.print(f"study interrupted; run the same command again to continue ({out})")
         return 130
-    console.print(f"{len(result.trained)} runs trained, {len(result.skipped)} already done; "
-                  f"report: {result.out / 'report.md'}", highlight=False)
+    done = f"{len(result.trained)} runs trained, {len(result.skipped)} already done"
+    if result.elsewhere:
+        done += f", {len(result.elsewhere)} by other workers"
+    if result.waiting:
+        console.print(f"{done}; {len(result.waiting)} still running elsewhere: the worker that finishes the "
+                      f"last one writes the report (or later: --report-only --out {out})", highlight=False)
+    else:
+        console.print(f"{done}; report: {result.out / 'report.md'}", highlight=False)
     return 0
 
 
@@ -117,7 +137,8 @@ def run_tune_cmd(args) -> int:
     cfg.progress = False  # K workers would draw K progress bars over each other
     out = args.out or f"tune/{args.study_name or cfg.model + '-tune'}"
     summary = tune(cfg.to_dict(), args.trials, out=out, storage=args.storage, study_name=args.study_name,
-                   workers=args.workers, space=args.space or DEFAULT_SPACE, seed=args.seed)
+                   workers=args.workers, space=args.space or DEFAULT_SPACE, seed=args.seed,
+                   heartbeat=args.heartbeat)
     print(json.dumps(summary, indent=2))
     return 0
 
@@ -133,7 +154,7 @@ def run_runs_cmd(args) -> int:
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
-    _print_runs(rows, reg.path)
+    _print_runs(rows, reg)
     return 0
 
 

@@ -244,6 +244,8 @@ class StudyResult:
     runs: list  # PlannedRun, in plan order
     trained: list = field(default_factory=list)  # names trained (or resumed) by this call
     skipped: list = field(default_factory=list)  # names already finished before this call
+    elsewhere: list = field(default_factory=list)  # names another worker holds or has done
+    waiting: list = field(default_factory=list)  # names not done when this call ended (no report yet)
 
 
 def open_study(out: str | Path, spec: StudySpec) -> Path:
@@ -288,26 +290,45 @@ def _changed_keys(a: dict, b: dict) -> list[str]:
 
 def run_study(spec: StudySpec, out: str | Path, *, data=None, callbacks: Iterable = (),
               progress: bool = False, report: bool = True,
-              on_run: Callable[[int, int, PlannedRun, str], None] | None = None) -> StudyResult:
+              on_run: Callable[[int, int, PlannedRun, str], None] | None = None,
+              storage: str | None = None, heartbeat: int | None = None) -> StudyResult:
     """Train every planned run not finished yet, then write tables, figures and the report.
 
     ``data``: a CifarData shared by all runs (default: loaded once from the base config).
-    ``on_run(i, n, run, state)`` is told "skip", "start", "resume" or "diverged" for each run;
-    a diverged run is recorded (diverged.json) and the study goes on.
+    ``on_run(i, n, run, state)`` is told "skip", "start", "resume", "diverged" or
+    "elsewhere" (another worker holds it) for each run; a diverged run is recorded
+    (diverged.json) and the study goes on. ``storage``: a database URL shared by several
+    workers (``studies.claims``); each run is then trained by exactly one of them, and the
+    worker that finishes the last run writes the report.
     """
+    from cifarlab.studies.claims import HEARTBEAT_S, Claims, study_key
     out = open_study(out, spec)
     runs = plan(spec)
     result = StudyResult(out, spec, runs)
+    beat = HEARTBEAT_S if heartbeat is None else heartbeat
+    claims = Claims(storage, study_key(spec), beat) if storage else None
     data = data if data is not None else _shared_data(spec)
     note = on_run or (lambda *a: None)
     for i, run in enumerate(runs):
-        state = _run_one(run, out, data, [*callbacks, *registry.recorder(spec.name)], progress)
-        (result.skipped if state == "skip" else result.trained).append(run.name)
+        recorded = [*callbacks, *registry.recorder(spec.name)]
+        state = _run_claimed(run, out, data, recorded, progress, claims)
+        {"skip": result.skipped, "elsewhere": result.elsewhere}.get(state, result.trained).append(run.name)
         note(i, len(runs), run, state)
-    if report:
+    result.waiting = claims.pending([r.name for r in runs]) if claims else []
+    if report and not result.waiting:
         from cifarlab.studies.report import write_report
         write_report(out)
     return result
+
+
+def _run_claimed(run: PlannedRun, out: Path, data, callbacks: list, progress: bool, claims) -> str:
+    """``_run_one`` when this worker gets the run's claim (always, without shared storage)."""
+    if claims is None:
+        return _run_one(run, out, data, callbacks, progress)
+    if not claims.take(run.name):
+        return "elsewhere"
+    with claims.holding(run.name):
+        return _run_one(run, out, data, callbacks, progress)
 
 
 def _run_one(run: PlannedRun, out: Path, data, callbacks: list, progress: bool) -> str:

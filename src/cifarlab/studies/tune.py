@@ -4,11 +4,13 @@ The objective is the best validation accuracy of a run (never the test set). A c
 reports validation accuracy after every epoch and stops the run when the MedianPruner
 says so. Trials live in an Optuna storage: a local SQLite file by default, so several
 worker processes (``workers=K``) or several machines (a shared PostgreSQL URL) cooperate on
-one study. Each trial is an ordinary run folder under ``<out>/trials/``.
+one study. Each trial is an ordinary run folder under ``<out>/trials/``. Workers send a
+heartbeat: a trial whose worker died is failed by the others and run again as a new trial.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 from dataclasses import dataclass
@@ -16,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from cifarlab.engine.callbacks import Callback
+from cifarlab.studies.claims import HEARTBEAT_S
 from cifarlab.errors import CifarlabError, ConfigError
 
 # what is searched when --space is not given: the knobs of the one-factor study and a few more
@@ -102,17 +105,66 @@ class OptunaPruning(Callback):
             return
         self.best = max(self.best, value)
         self.trial.report(value, learn.epoch)
+        if learn.epoch >= learn.epochs:  # nothing left to save: the trial is complete, not pruned
+            return
         if self.trial.should_prune():
             self.pruned, learn.stop = True, True
             learn.stop_reason = f"pruned by optuna after epoch {learn.epoch} (val_acc {value:.4f})"
 
 
 # ---------------------------------------------------------------- running
-def storage_for(url: str):
-    """An Optuna storage; SQLite gets a long lock timeout so concurrent workers wait, not fail."""
+def storage_for(url: str, heartbeat: int | None = None):
+    """An Optuna storage. SQLite gets a long lock timeout so concurrent workers wait, not fail.
+
+    ``heartbeat`` (seconds, workers only): a trial whose worker died (SIGKILL, lost machine)
+    is marked FAIL by the next worker that asks for a trial, and a copy of it is queued
+    (same parameters) for whoever comes next.
+    """
     optuna = _optuna()
+    import sqlalchemy.exc
     kwargs = {"connect_args": {"timeout": 120}} if url.startswith("sqlite") else {"pool_pre_ping": True}
-    return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
+    extra = _heartbeat_args(optuna, heartbeat)
+    try:
+        with _schema_lock(url):
+            return optuna.storages.RDBStorage(_sqlalchemy_url(url), engine_kwargs=kwargs, **extra)
+    except sqlalchemy.exc.OperationalError as exc:
+        from cifarlab.sqldb import redact
+        first = str(exc.orig).strip().splitlines()[0] if exc.orig else type(exc).__name__
+        raise CifarlabError(f"cannot open the Optuna storage {redact(url)} ({first}); check the URL "
+                            f"and that the database server runs") from None
+
+
+def _schema_lock(url: str):
+    """Optuna creates its tables without a lock: PostgreSQL workers starting together collide."""
+    from cifarlab import sqldb
+    if not sqldb.is_postgres(url):
+        return contextlib.nullcontext()
+    return sqldb.Database(url).lock("cifarlab-optuna-schema")
+
+
+def _sqlalchemy_url(url: str) -> str:
+    """postgresql:// means psycopg 3 here (SQLAlchemy alone would look for psycopg2)."""
+    from cifarlab import sqldb
+    if not sqldb.is_postgres(url):
+        return url
+    try:
+        import psycopg  # noqa: F401
+    except ImportError:
+        raise CifarlabError("a postgresql:// storage needs psycopg: pip install 'cifarlab[postgres]'") from None
+    return "postgresql+psycopg://" + url.split("://", 1)[1]
+
+
+def _heartbeat_args(optuna, heartbeat: int | None) -> dict:
+    if not heartbeat:
+        return {}
+    import warnings
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    storages = optuna.storages
+    if hasattr(storages, "RetryHeartbeatStaleTrialCallback"):  # optuna >= 4.9
+        retry = {"heartbeat_stale_trial_callback": storages.RetryHeartbeatStaleTrialCallback(max_retry=2)}
+    else:
+        retry = {"failed_trial_callback": storages.RetryFailedTrialCallback(max_retry=2)}
+    return {"heartbeat_interval": int(heartbeat), "grace_period": 3 * int(heartbeat), **retry}
 
 
 def _pruner(optuna):
@@ -126,7 +178,7 @@ def create(storage: str, study_name: str):
 
 
 def run_worker(storage: str, study_name: str, n_trials: int, base: dict, space: str, out: str,
-               data=None, seed: int = 0) -> None:
+               data=None, seed: int = 0, heartbeat: int = HEARTBEAT_S) -> None:
     """One worker: ``n_trials`` trials of the shared study (safe to run in many processes)."""
     optuna = _optuna()
     from cifarlab import registry
@@ -136,7 +188,7 @@ def run_worker(storage: str, study_name: str, n_trials: int, base: dict, space: 
     if data is None:  # one copy per worker, not one load per trial
         from cifarlab.data import load_cifar
         data = load_cifar(base["data"], val=base["val"], seed=base["seed"], progress=False)
-    study = optuna.load_study(study_name=study_name, storage=storage_for(storage),
+    study = optuna.load_study(study_name=study_name, storage=storage_for(storage, heartbeat),
                               sampler=optuna.samplers.TPESampler(seed=seed), pruner=_pruner(optuna))
 
     def objective(trial) -> float:
@@ -156,14 +208,18 @@ def run_worker(storage: str, study_name: str, n_trials: int, base: dict, space: 
 
 def tune(base: dict, trials: int, *, out: str | Path, storage: str | None = None,
          study_name: str | None = None, workers: int = 1, space: str = DEFAULT_SPACE,
-         data=None, seed: int = 0) -> dict:
+         data=None, seed: int = 0, heartbeat: int | None = None) -> dict:
     """``trials`` trials split across ``workers`` local processes; returns the study summary.
+
+    Several machines share one search by each running this with the same PostgreSQL
+    ``storage`` and ``study_name``: Optuna hands every trial number to exactly one worker.
 
     Each worker runs a fixed share (trials // workers, the remainder to the first ones), so
     the total is exact however fast each worker is.
     """
-    if trials < 1 or workers < 1:
-        raise ConfigError(f"--trials {trials} and --workers {workers} must be at least 1")
+    heartbeat = HEARTBEAT_S if heartbeat is None else heartbeat
+    if trials < 1 or workers < 1 or heartbeat < 1:
+        raise ConfigError(f"--trials {trials}, --workers {workers} and --heartbeat {heartbeat} must be at least 1")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     storage = storage or f"sqlite:///{(out / 'optuna.db').resolve()}"
@@ -171,12 +227,13 @@ def tune(base: dict, trials: int, *, out: str | Path, storage: str | None = None
     parse_space(space, base)  # bad input fails here, not inside K workers
     create(storage, study_name)
     shares = [trials // workers + (i < trials % workers) for i in range(workers)]
-    jobs = [(storage, study_name, n, base, space, str(out), data, seed + i) for i, n in enumerate(shares) if n]
+    jobs = [(storage, study_name, n, base, space, str(out), data, seed + i, heartbeat)
+            for i, n in enumerate(shares) if n]
     if len(jobs) == 1:
         run_worker(*jobs[0])
     else:
         _spawn(jobs)
-    return summarize(storage, study_name, out)
+    return summarize(storage, study_name, out, heartbeat)
 
 
 def _spawn(jobs: list[tuple]) -> None:
@@ -193,10 +250,14 @@ def _spawn(jobs: list[tuple]) -> None:
                             f"rerun the same command to add the missing trials")
 
 
-def summarize(storage: str, study_name: str, out: str | Path | None = None) -> dict:
-    """Trial counts by state, the best trial, and (when ``out``) best.json written there."""
+def summarize(storage: str, study_name: str, out: str | Path | None = None, heartbeat: int = HEARTBEAT_S) -> dict:
+    """Trial counts by state, the best trial, and (when ``out``) best.json written there.
+
+    Trials of dead workers (no heartbeat) are marked FAIL first and their retries queued.
+    """
     optuna = _optuna()
-    study = optuna.load_study(study_name=study_name, storage=storage_for(storage))
+    study = optuna.load_study(study_name=study_name, storage=storage_for(storage, heartbeat))
+    optuna.storages.fail_stale_trials(study)
     trials = study.get_trials(deepcopy=False)
     states: dict[str, int] = {}
     for t in trials:
