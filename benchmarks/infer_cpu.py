@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 from _env import environment  # benchmarks/_env.py
-from cifarlab.export import OnnxModel, export_model
+from cifarlab.engine.export import OnnxModel, export_model
 
 
 def default_model() -> tuple[torch.nn.Module, dict, str]:

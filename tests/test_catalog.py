@@ -123,7 +123,7 @@ def test_shipped_default_model():
 
 def test_an_onnx_export_can_be_offered(tiny_run, tmp_path):
     need_module("onnxruntime", "onnx extra not installed: pip install 'cifarlab[onnx]'")
-    from cifarlab.export import export_checkpoint
+    from cifarlab.engine.export import export_checkpoint
     result, _ = tiny_run
     onnx = export_checkpoint(result.run_dir / "best.pt")  # beside best.pt, so summary.json is found
     catalog = Catalog({"fast": str(onnx)}, runs=False, shipped=False)

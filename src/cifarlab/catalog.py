@@ -178,7 +178,7 @@ def _file_entry(name: str, path, source: str) -> CatalogEntry:
 
 def _onnx_entry(name: str, path: Path, source: str) -> CatalogEntry:
     """An exported model (``cifarlab export``); its accuracy comes from the run folder it sits in."""
-    from cifarlab.export import OnnxModel
+    from cifarlab.engine.export import OnnxModel
     meta = OnnxModel(path).meta  # raises a one-line CifarlabError for a missing or foreign file
     test = _summary_test(path.resolve().parent)
     return CatalogEntry(name=name, path=str(path.resolve()), model=meta["model"]["name"], accuracy=test.get("top1"),

@@ -18,7 +18,7 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from cifarlab.export import export_checkpoint, onnxruntime_available
+    from cifarlab.engine.export import export_checkpoint, onnxruntime_available
     out = export_checkpoint(args.checkpoint, args.out, args.exporter)
     line = f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB)"
     if onnxruntime_available():
@@ -33,7 +33,7 @@ def _check(checkpoint, path) -> float:
     import torch
 
     from cifarlab.engine.checkpoint import load_model
-    from cifarlab.export import OnnxModel
+    from cifarlab.engine.export import OnnxModel
     model, _ = load_model(checkpoint, "cpu")
     onnx_model = OnnxModel(path)
     channels = 1 if onnx_model.meta["normalize"]["grayscale"] == 1 else 3

@@ -13,7 +13,7 @@ import types
 # public name -> module that defines it
 _API = {
     "predict_folder": "batch_predict", "launch": "distributed",
-    "RunResult": "api", "TrainingInterrupted": "api", "callbacks_for": "api", "resume": "api", "train": "api",
+    "RunResult": "runs", "TrainingInterrupted": "api", "callbacks_for": "api", "resume": "api", "train": "api",
     "Callback": "callbacks", "Checkpointer": "callbacks", "DivergenceGuard": "callbacks",
     "EarlyStopping": "callbacks", "MetricsLogger": "callbacks", "Plotter": "callbacks",
     "ProgressBar": "callbacks", "StopAfter": "callbacks", "TensorBoardLogger": "callbacks",

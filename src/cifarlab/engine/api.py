@@ -16,13 +16,11 @@ from __future__ import annotations
 import random
 import statistics
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
 import numpy as np
 import torch
-from torch import nn
 
 from cifarlab.atomic import remove_leftovers
 from cifarlab.engine import callbacks as cbs
@@ -36,15 +34,8 @@ from cifarlab.engine.loop import Learner
 from cifarlab.engine.losses import build_loss
 from cifarlab.engine.optim import build_optimizer, build_schedule
 from cifarlab.engine.recipes import fill_from_recipe
-from cifarlab.engine.runs import new_run_dir, write_json
+from cifarlab.engine.runs import RunResult, new_run_dir, write_json
 from cifarlab.errors import CifarlabError, ConfigError, TrainingInterrupted
-
-
-@dataclass
-class RunResult:
-    run_dir: Path
-    summary: dict
-    model: nn.Module
 
 
 def train(config: TrainConfig | dict | None = None, callbacks: Iterable[cbs.Callback] = (),

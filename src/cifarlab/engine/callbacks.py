@@ -57,6 +57,13 @@ def monitored(metrics: dict, name: str) -> tuple[str, float | None]:
     return name, m.get(name)
 
 
+def metric_mode(name: str, mode: str = "auto") -> str:
+    """'max' for accuracies, 'min' for losses, unless given explicitly (Keras 'auto')."""
+    if mode != "auto":
+        return mode
+    return "max" if "acc" in name else "min"
+
+
 # ---------------------------------------------------------------- resolution
 class ProgressiveResize(Callback):
     """Trains the first epochs on downscaled batches (``resolutions``: "16:2,24:2"), then at
@@ -131,7 +138,6 @@ class EarlyStopping(Callback):
 
     def __init__(self, monitor: str = "val_loss", patience: int = 10, min_delta: float = 0.0,
                  mode: str = "auto"):
-        from cifarlab.engine.optim import metric_mode
         self.monitor, self.patience, self.min_delta = monitor, patience, abs(min_delta)
         self.mode = metric_mode(monitor, mode)
         self.best: float | None = None
@@ -167,7 +173,6 @@ class Checkpointer(Callback):
     main_only = True
 
     def __init__(self, run_dir: str | Path, monitor: str = "val_acc", mode: str = "auto"):
-        from cifarlab.engine.optim import metric_mode
         self.run_dir, self.monitor = Path(run_dir), monitor
         self.mode = metric_mode(monitor, mode)
         self.best: float | None = None

@@ -204,7 +204,7 @@ def _raise_reported(queue) -> None:
 def _result(queue):
     from pathlib import Path
 
-    from cifarlab.engine.api import RunResult
+    from cifarlab.engine.runs import RunResult
     from cifarlab.engine.checkpoint import load_model
     while not queue.empty():
         kind, *rest = queue.get()

@@ -15,7 +15,7 @@ import math
 import torch
 from torch import nn
 
-from cifarlab.engine.callbacks import monitored
+from cifarlab.engine.callbacks import metric_mode, monitored
 from cifarlab.engine.config import TrainConfig
 from cifarlab.errors import ConfigError
 
@@ -163,13 +163,6 @@ def _improved(value: float, best: float | None, min_delta: float, mode: str) -> 
     if best is None:
         return True
     return value < best - min_delta if mode == "min" else value > best + min_delta
-
-
-def metric_mode(name: str, mode: str = "auto") -> str:
-    """'max' for accuracies, 'min' for losses, unless given explicitly (Keras 'auto')."""
-    if mode != "auto":
-        return mode
-    return "max" if "acc" in name else "min"
 
 
 def build_schedule(cfg: TrainConfig, steps_per_epoch: int) -> Schedule:

@@ -18,7 +18,8 @@ def available() -> bool:
     return True
 
 
-def _pyplot():
+def pyplot():
+    """matplotlib.pyplot on the file-only Agg backend; one line naming the extra when missing."""
     try:
         import matplotlib
     except ImportError:
@@ -28,14 +29,15 @@ def _pyplot():
     return plt
 
 
-def _save(fig, path: Path, dpi: int = 110) -> None:
+def save_png(fig, path: Path, dpi: int = 110) -> None:
+    """Written atomically: a reader never sees half a figure."""
     with atomic_path(path, ".png") as tmp:
         fig.savefig(tmp, dpi=dpi)
 
 
 def save_curves(history: list[dict], path: str | Path) -> None:
     """Two panels like the reference repository: accuracy and loss, train vs validation."""
-    plt = _pyplot()
+    plt = pyplot()
     epochs = [h["epoch"] for h in history]
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     for ax, what in zip(axes, ("acc", "loss")):
@@ -48,13 +50,13 @@ def save_curves(history: list[dict], path: str | Path) -> None:
         ax.grid(alpha=0.3)
         ax.legend()
     fig.tight_layout()
-    _save(fig, Path(path))
+    save_png(fig, Path(path))
     plt.close(fig)
 
 
 def save_confusion(confusion: np.ndarray, classes: list[str], path: str | Path, title: str = "") -> None:
     """Counts per (true, predicted) pair, rows normalised for the colour."""
-    plt = _pyplot()
+    plt = pyplot()
     rows = confusion.sum(axis=1, keepdims=True)
     fig, ax = plt.subplots(figsize=(7, 6))
     ax.imshow(confusion / np.maximum(rows, 1), cmap="Blues", vmin=0, vmax=1)
@@ -70,7 +72,7 @@ def save_confusion(confusion: np.ndarray, classes: list[str], path: str | Path, 
                 ax.text(j, i, int(confusion[i, j]), ha="center", va="center", fontsize=7,
                         color="white" if confusion[i, j] > 0.5 * max(rows[i, 0], 1) else "black")
     fig.tight_layout()
-    _save(fig, Path(path))
+    save_png(fig, Path(path))
     plt.close(fig)
 
 

@@ -153,7 +153,7 @@ class Predictor:
         self.max_pixels = max_pixels
 
     def _load_onnx(self, path, device) -> None:
-        from cifarlab.export import OnnxModel, onnxruntime_available
+        from cifarlab.engine.export import OnnxModel, onnxruntime_available
         if not onnxruntime_available():
             raise CifarlabError(f"{path} is an ONNX export and onnxruntime is not installed; "
                                 f"pip install 'cifarlab[onnx]' (or predict from the .pt checkpoint)")

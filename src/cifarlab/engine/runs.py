@@ -4,11 +4,21 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from cifarlab.atomic import atomic_write_text, remove_leftovers
 from cifarlab.engine.config import TrainConfig
 from cifarlab.errors import ConfigError
+
+
+@dataclass
+class RunResult:
+    """What ``train``/``resume`` return: the run folder, its summary.json, the trained model."""
+    run_dir: Path
+    summary: dict
+    model: Any  # nn.Module (typed loosely so this module needs no torch)
 
 
 def new_run_dir(cfg: TrainConfig) -> Path:

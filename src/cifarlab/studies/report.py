@@ -146,7 +146,7 @@ def reference_cells(factor: str, tables: dict) -> tuple[list[str], list[list[str
 # ---------------------------------------------------------------- figures
 def _pyplot():
     from cifarlab.engine import plots
-    return plots._pyplot()  # raises the one-line "pip install 'cifarlab[plots]'" error
+    return plots.pyplot()  # raises the one-line "pip install 'cifarlab[plots]'" error
 
 
 def factor_figure(spec: StudySpec, runs: list[PlannedRun], factor: str, path: Path) -> bool:
@@ -199,7 +199,7 @@ def _curve(ax, histories: list[list[dict]], metric: str, label: str) -> None:
 
 
 def _save(fig, path: Path) -> None:
-    from cifarlab.engine.plots import _save as save_png
+    from cifarlab.engine.plots import save_png
     save_png(fig, path, dpi=100)
 
 

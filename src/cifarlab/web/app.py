@@ -33,7 +33,6 @@ from cifarlab.web.decode import Budget, Header, Refused, read_header
 from cifarlab.web.gate import Gate
 from cifarlab.web.limits import ServeLimits
 
-STATIC = Path(__file__).parent / "static"
 # small pictures are decoded on the event loop (well under a millisecond, less than a
 # thread hop costs); larger ones in the thread pool, under the decode budget, so that they
 # cannot stall other requests. One request decodes inline at a time: the loop has one thread.

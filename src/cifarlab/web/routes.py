@@ -4,14 +4,17 @@ No ``from __future__ import annotations`` here: FastAPI reads these signatures a
 time, and string annotations naming UploadFile would not resolve.
 """
 
+from pathlib import Path
+
 from fastapi import File, Form, HTTPException, UploadFile
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 
 from cifarlab import __version__
 from cifarlab.errors import CifarlabError, ModelError
-from cifarlab.web.app import STATIC
 from cifarlab.web.decode import Refused
+
+STATIC = Path(__file__).parent / "static"
 
 
 def add_routes(app, service) -> None:
