@@ -13,7 +13,7 @@ from cifarlab.engine import Predictor, train
 from cifarlab.engine.checkpoint import FORMAT
 from cifarlab.errors import ConfigError, ModelError
 from cifarlab.models import count_params, create_model
-from cifarlab.registry import Registry, RegistryCallback
+from cifarlab.runlog import Registry, RegistryCallback
 
 from _checkpoints import write_checkpoint
 from conftest import need, need_module

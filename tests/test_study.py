@@ -14,7 +14,7 @@ from cifarlab.data import random_cifar
 from cifarlab.data.synthetic import write_cifar10_python
 from cifarlab.engine import Callback, TrainingInterrupted
 from cifarlab.errors import ConfigError
-from cifarlab.registry import Registry
+from cifarlab.runlog import Registry
 from cifarlab.studies import build_spec, load_spec, plan, run_study
 
 TINY = {"epochs": 2, "batch_size": 16, "device": "cpu", "tensorboard": False, "plots": False,

@@ -14,7 +14,7 @@ import pytest
 
 from cifarlab.cli import main
 from cifarlab.data.synthetic import write_cifar10_python
-from cifarlab import registry
+from cifarlab import runlog
 from cifarlab.engine import StopAfter
 
 FAST = ["--model", "lenet5_modern", "--batch-size", "32", "--val", "40", "--no-tensorboard", "--no-progress",
@@ -62,12 +62,12 @@ def test_flag_errors_are_one_line(data_dir, tmp_path, capsys):
 
 def test_ctrl_c_prints_resume_line_and_resume_finishes(data_dir, tmp_path, capsys, monkeypatch):
     runs = tmp_path / "runs"
-    monkeypatch.setattr(registry, "recorder", lambda study=None: [StopAfter(1)])
+    monkeypatch.setattr(runlog, "recorder", lambda study=None: [StopAfter(1)])
     code = main(["train", "--data", str(data_dir), "--epochs", "3", "--runs-dir", str(runs), "--name", "b", *FAST])
     err = capsys.readouterr().err
     assert code == 130
     assert err.strip() == f"interrupted after epoch 1; resume with: cifarlab train --resume {runs / 'b'}"
-    monkeypatch.setattr(registry, "recorder", lambda study=None: [])
+    monkeypatch.setattr(runlog, "recorder", lambda study=None: [])
     assert main(["train", "--resume", str(runs / "b"), "--lr", "1"]) == 1
     assert "only --epochs may change" in capsys.readouterr().err
     assert main(["train", "--resume", str(runs / "b"), "--no-progress"]) == 0

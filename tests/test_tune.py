@@ -11,7 +11,7 @@ import pytest
 from cifarlab.data import random_cifar
 from cifarlab.engine import TrainConfig
 from cifarlab.errors import CifarlabError, ConfigError
-from cifarlab.registry import Registry
+from cifarlab.runlog import Registry
 from cifarlab.studies import tune as tune_mod
 
 from conftest import need_module

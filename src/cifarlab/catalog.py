@@ -132,7 +132,7 @@ class Catalog:
         return self._runs
 
     def _read_runs(self) -> list[CatalogEntry]:
-        from cifarlab.registry import Registry
+        from cifarlab.runlog import Registry
         try:
             rows = (self._registry or Registry()).list(status="finished")
         except Exception as exc:  # a broken registry must not take the shipped model down with it

@@ -22,6 +22,7 @@ _COMMAND_MODULES = [
     "export_cmd",
     "convert_cmd",
     "study_cmd",
+    "runs_cmd",
     "apps_cmd",
 ]
 
@@ -34,13 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"cifarlab {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in _COMMAND_MODULES:
-        try:
-            module = importlib.import_module(f"cifarlab.cli.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"cifarlab.cli.{name}":
-                raise
-            continue  # command not built yet in this checkout
-        module.register(sub)
+        importlib.import_module(f"cifarlab.cli.{name}").register(sub)
     return parser
 
 

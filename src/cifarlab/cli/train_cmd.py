@@ -138,13 +138,13 @@ def parse_set(items: list[str]) -> dict:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from cifarlab import registry
+    from cifarlab import runlog
     from cifarlab.engine.api import TrainingInterrupted, resume, train
     if "list_recipes" in vars(args):
         return _print_recipes()
     nproc = vars(args).get("nproc", 1)
     sync_bn = vars(args).get("sync_bn")
-    record = registry.recorder()  # every run started here is recorded in the run registry
+    record = runlog.recorder()  # every run started here is recorded in the run registry
     try:
         if "resume" in vars(args):
             result = _start(nproc, resume, args.resume, **_resume_options(args), sync_bn=sync_bn, callbacks=record)

@@ -10,7 +10,7 @@ import shutil
 from pathlib import Path
 from typing import Callable, Iterable
 
-from cifarlab import registry
+from cifarlab import runlog
 from cifarlab.studies.report import write_report
 from cifarlab.studies.study import _DATA_FACTORS, DIVERGED, PlannedRun, StudyResult, StudySpec, open_study, plan
 
@@ -37,7 +37,7 @@ def run_study(spec: StudySpec, out: str | Path, *, data=None, callbacks: Iterabl
     data = data if data is not None else _shared_data(spec)
     note = on_run or (lambda *a: None)
     for i, run in enumerate(runs):
-        recorded = [*callbacks, *registry.recorder(spec.name)]
+        recorded = [*callbacks, *runlog.recorder(spec.name)]
         state = _run_claimed(run, out, data, recorded, progress, claims)
         {"skip": result.skipped, "elsewhere": result.elsewhere}.get(state, result.trained).append(run.name)
         note(i, len(runs), run, state)

@@ -181,7 +181,7 @@ def run_worker(storage: str, study_name: str, n_trials: int, base: dict, space: 
                data=None, seed: int = 0, heartbeat: int = HEARTBEAT_S) -> None:
     """One worker: ``n_trials`` trials of the shared study (safe to run in many processes)."""
     optuna = _optuna()
-    from cifarlab import registry
+    from cifarlab import runlog
     from cifarlab.engine import train
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     params = parse_space(space, base)
@@ -195,7 +195,7 @@ def run_worker(storage: str, study_name: str, n_trials: int, base: dict, space: 
         config = {**trial_config(base, params, trial), "runs_dir": str(Path(out) / "trials"),
                   "name": f"trial-{trial.number:04d}"}
         pruning = OptunaPruning(trial)
-        result = train(config, callbacks=[pruning, *registry.recorder(f"tune:{study_name}")], data=data)
+        result = train(config, callbacks=[pruning, *runlog.recorder(f"tune:{study_name}")], data=data)
         trial.set_user_attr("run_dir", str(result.run_dir))
         if pruning.pruned:
             raise optuna.TrialPruned()

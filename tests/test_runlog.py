@@ -8,13 +8,13 @@ import sys
 
 import pytest
 
-from cifarlab import registry
+from cifarlab import runlog
 from cifarlab.cli import main
 from cifarlab.data import random_cifar
 from cifarlab.data.synthetic import write_cifar10_python
 from cifarlab.engine import Callback, TrainingInterrupted, train
 from cifarlab.errors import ConfigError
-from cifarlab.registry import Registry
+from cifarlab.runlog import Registry
 
 TINY = {"epochs": 2, "batch_size": 16, "device": "cpu", "tensorboard": False, "plots": False,
         "augment": "none", "progress": False}
@@ -36,15 +36,15 @@ class Boom(Callback):
 
 def _train(tmp_path, data, name, callbacks=(), study=None, **kw):
     return train({**TINY, "model": "lenet5_modern", "runs_dir": str(tmp_path), "name": name, **kw},
-                 callbacks=[*callbacks, *registry.recorder(study)], data=data)
+                 callbacks=[*callbacks, *runlog.recorder(study)], data=data)
 
 
 def test_default_path_follows_cifarlab_home(tmp_path, monkeypatch):
     monkeypatch.setenv("CIFARLAB_HOME", str(tmp_path / "home"))
-    assert registry.default_path() == tmp_path / "home" / "runs.sqlite"
-    assert [type(cb) for cb in registry.recorder()] == [registry.RegistryCallback]
+    assert runlog.default_path() == tmp_path / "home" / "runs.sqlite"
+    assert [type(cb) for cb in runlog.recorder()] == [runlog.RegistryCallback]
     monkeypatch.setenv("CIFARLAB_REGISTRY", "0")
-    assert registry.recorder() == []
+    assert runlog.recorder() == []
 
 
 def test_statuses_metrics_filters(tmp_path, data):
@@ -85,8 +85,8 @@ def test_only_runs_given_the_recorder_are_recorded(tmp_path, data):
 def test_cli_train_and_resume_are_recorded(tmp_path, monkeypatch):
     from cifarlab.engine import StopAfter
     source = write_cifar10_python(tmp_path / "data", per_batch=20, n_test=20).path
-    real, extra = registry.recorder, [StopAfter(1)]  # Ctrl-C after epoch 1 of the first command
-    monkeypatch.setattr(registry, "recorder", lambda study=None: [*real(study), *extra])
+    real, extra = runlog.recorder, [StopAfter(1)]  # Ctrl-C after epoch 1 of the first command
+    monkeypatch.setattr(runlog, "recorder", lambda study=None: [*real(study), *extra])
     args = ["train", "--data", str(source), "--model", "lenet5_modern", "--epochs", "2", "--batch-size", "16",
             "--runs-dir", str(tmp_path / "runs"), "--name", "cli", "--no-progress", "--no-plots",
             "--no-tensorboard", "--augment", "none", "--device", "cpu", "--val", "20"]
@@ -137,7 +137,7 @@ def test_runs_cli_list_json_and_compare(tmp_path, data, capsys):
 
 _HAMMER = """
 import os, sys
-from cifarlab.registry import Registry
+from cifarlab.runlog import Registry
 db, worker, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 reg = Registry(db)
 for i in range(n):
