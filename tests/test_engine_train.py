@@ -231,6 +231,8 @@ def test_run_folder_is_complete(tmp_path, tiny):
     assert set(ckpt) >= {"model", "state_dict", "optimizer", "scheduler", "rng", "epoch", "config", "metrics",
                          "classes", "normalize", "versions"}
     assert set(ckpt["rng"]) >= {"torch", "numpy", "python"}
+    from cifarlab.engine.checkpoint import git_commit
+    assert summary["versions"] == ckpt["versions"] and ckpt["versions"].get("commit") == git_commit()
     model, meta = load_model(run / "best.pt")
     assert meta["classes"] == tiny.classes and sum(p.numel() for p in model.parameters()) > 0
     from PIL import Image
@@ -262,3 +264,26 @@ def test_nan_loss_names_epoch_and_step(tmp_path, tiny):
     with pytest.raises(TrainingDiverged, match=r"^loss became nan at epoch 2 step 3 — the learning rate"):
         train(cfg(tmp_path, epochs=3, schedule="constant", optimizer="sgd", lr=0.01), callbacks=[PoisonGrads()],
               data=tiny)
+
+
+def test_every_loop_event_is_a_callback_method_and_nothing_else():
+    from cifarlab.engine.callbacks import Callback
+    from cifarlab.engine.loop import EVENTS
+    hooks = {n for n in vars(Callback) if n.startswith(("before_", "after_"))}
+    assert hooks == set(EVENTS)
+    import pytest
+    from cifarlab.engine.loop import Learner
+    learn = Learner.__new__(Learner)
+    learn.callbacks = []
+    with pytest.raises(ValueError, match="unknown event 'after_fitt'"):
+        learn.event("after_fitt")
+
+
+def test_code_version_is_recorded_once_and_never_fails(monkeypatch):
+    from cifarlab import __version__
+    from cifarlab.engine import checkpoint
+    checkpoint.git_commit.cache_clear()
+    monkeypatch.setenv("PATH", "/nonexistent")  # no git: no commit, no error
+    assert checkpoint.git_commit() is None
+    assert checkpoint.versions()["cifarlab"] == __version__ and "commit" not in checkpoint.versions()
+    checkpoint.git_commit.cache_clear()

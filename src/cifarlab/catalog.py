@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass
 from importlib import resources
 from pathlib import Path
 
+from cifarlab.engine.runs import read_summary
 from cifarlab.errors import ModelError
 
 DEFAULT_NAME = "default"
@@ -190,7 +191,7 @@ def _run_entry(row: dict, taken: set[str]) -> CatalogEntry | None:
     path = next((run_dir / n for n in ("best.pt", "last.pt") if (run_dir / n).is_file()), None)
     if path is None:
         return None
-    summary = _read_json(run_dir / "summary.json")
+    summary = read_summary(run_dir) or {}
     params = (summary.get("params") or {}).get("trainable")
     name = row["name"] if row["name"] not in taken else f"{row['name']}-{row['id']}"
     metrics = row.get("metrics") or {}
@@ -208,14 +209,7 @@ def _run_description(row: dict, summary: dict) -> str:
 
 
 def _summary_test(run_dir: Path) -> dict:
-    return _read_json(run_dir / "summary.json").get("test") or {}
-
-
-def _read_json(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return {}
+    return (read_summary(run_dir) or {}).get("test") or {}
 
 
 def _count(state_dict: dict) -> int:
@@ -246,7 +240,7 @@ def package_run(run_dir, out, half: bool = False, data_file=None, test: dict | N
     from cifarlab.engine.checkpoint import FORMAT, load_checkpoint, save_checkpoint, versions
     from cifarlab.errors import ConfigError
     run_dir = Path(run_dir)
-    summary = _read_json(run_dir / "summary.json")
+    summary = read_summary(run_dir) or {}
     if not summary.get("test"):
         raise ConfigError(f"{run_dir} has no summary.json with test metrics; let the run finish first")
     ckpt = load_checkpoint(run_dir / summary["selection"]["checkpoint"])

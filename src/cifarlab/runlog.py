@@ -24,6 +24,7 @@ from typing import Any
 
 from cifarlab import sqldb
 from cifarlab.engine.callbacks import Callback
+from cifarlab.engine.runs import read_summary
 from cifarlab.errors import ConfigError
 
 STATUSES = ("running", "finished", "failed", "interrupted")
@@ -111,7 +112,7 @@ class Registry:
     def sync(self, run_dir: str | Path) -> None:
         """Bring a row up to date with its folder: summary.json means finished with test metrics."""
         run_dir = Path(run_dir)
-        summary = _read_summary(run_dir)
+        summary = read_summary(run_dir)
         if summary is not None:
             self.finish(run_dir, "finished", summary_metrics(summary))
 
@@ -236,17 +237,12 @@ def _row(r: dict) -> dict:
 
 def _row_from_folder(run_dir: Path) -> dict[str, Any]:
     config = json.loads((run_dir / "config.json").read_text())
-    summary = _read_summary(run_dir)
+    summary = read_summary(run_dir)
     return {"id": None, "name": run_dir.name, "path": str(run_dir.resolve()), "model": config.get("model"),
             "status": "finished" if summary else "unknown", "config": config,
             "metrics": summary_metrics(summary) if summary else {}, "study": None}
 
 
-def _read_summary(run_dir: Path) -> dict | None:
-    try:
-        return json.loads((run_dir / "summary.json").read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        return None
 
 
 def _alive(pid: int | None) -> bool:

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from cifarlab.data.augment import Augment
-from cifarlab.data.preprocess import to_grayscale
+from cifarlab.data.preprocess import normalize
 from cifarlab.data.types import Split
 
 
@@ -93,10 +93,7 @@ class DeviceLoader:
             yield self._batch(index, b), self.labels[index]
 
     def _batch(self, index: torch.Tensor, batch_no: int) -> torch.Tensor:
-        x = self.images[index].float().div_(255.0)
-        if self.grayscale:
-            x = to_grayscale(x, self.grayscale)
-        x = (x - self.mean) / self.std
+        x = normalize(self.images[index], self.mean, self.std, self.grayscale)
         if self.augment:
             parts = (self.seed, self.epoch, batch_no, 1) + ((self.rank,) if self.world_size > 1 else ())
             g = torch.Generator().manual_seed(derive_seed(*parts))

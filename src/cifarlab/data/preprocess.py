@@ -39,3 +39,13 @@ def to_grayscale(x: torch.Tensor, channels: int = 1) -> torch.Tensor:
     w = torch.tensor(GRAY_WEIGHTS, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
     gray = (x * w).sum(1, keepdim=True)
     return gray.expand(-1, channels, -1, -1).contiguous() if channels == 3 else gray
+
+
+def normalize(images: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, grayscale: int | None = None) -> torch.Tensor:
+    """uint8 NCHW pictures as the float batch a model sees: [0, 1], then grey (1 or 3
+    channels) when asked, then per channel ``(x - mean) / std``. Training, whitening and
+    prediction all go through here, so they cannot drift apart."""
+    x = images.float().div_(255.0)
+    if grayscale:
+        x = to_grayscale(x, grayscale)
+    return (x - mean) / std

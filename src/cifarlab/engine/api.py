@@ -25,8 +25,9 @@ import torch
 from cifarlab.atomic import remove_leftovers
 from cifarlab.engine import callbacks as cbs
 from cifarlab.engine import distributed
-from cifarlab.engine.checkpoint import load_checkpoint, restore_rng, unwrap
+from cifarlab.engine.checkpoint import load_checkpoint, restore_rng, unwrap, versions
 from cifarlab.engine.config import TrainConfig
+from cifarlab.engine.dataset import data_for
 from cifarlab.engine.evaluate import evaluate_model, write_confusion
 from cifarlab.engine.fast import WeightAverage, WhiteningInit
 from cifarlab.engine.hardware import describe, hardware_info, pick_device
@@ -146,9 +147,12 @@ def _load_data_once_per_machine(cfg: TrainConfig, data, dist: distributed.Dist):
 
 
 def _load_data(cfg: TrainConfig, data):
-    from cifarlab.data import CifarData, load_cifar
-    if not isinstance(data, CifarData):
-        data = load_cifar(data or cfg.data, val=cfg.val, seed=cfg.seed, progress=cfg.progress)
+    from cifarlab.data import CifarData
+    if data is not None and not isinstance(data, CifarData):
+        raise TypeError(f"data must be a CifarData or None, not {type(data).__name__}; "
+                        "a path belongs in config.data")
+    if data is None:
+        data = data_for(cfg)
         if cfg.data is None and Path(data.info.source).exists():  # found via $CIFARLAB_DATA or the
             cfg.data = str(Path(data.info.source).resolve())  # cache: record it for evaluate/resume
     if cfg.train_subset or cfg.test_subset:
@@ -325,7 +329,7 @@ def _summary(learner: Learner, cfg, run_dir: Path, hw: dict, seconds: float, tes
         "training_time_s": round(seconds, 2),
         "images_per_s": round(statistics.median(rates), 1) if rates else None,
         "params": {"trainable": params.trainable, "non_trainable": params.non_trainable},
-        "hardware": hw, "data": learner.meta["data"],
+        "hardware": hw, "data": learner.meta["data"], "versions": versions(),
     }
     return out
 

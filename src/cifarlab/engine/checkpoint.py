@@ -12,10 +12,13 @@ weights_only=True)``: a file from a stranger can hold wrong numbers but runs no 
 ``save_checkpoint`` refuses anything else rather than write a file the loader would
 reject. Files of format /1 (pickled numpy RNG state) are converted once, deliberately,
 with ``cifarlab convert`` (``convert_checkpoint``).
+``versions`` names the code that wrote it: the cifarlab version, and the git commit when
+the package runs from a git checkout.
 """
 
 from __future__ import annotations
 
+import functools
 import pickle
 import platform
 import random
@@ -39,7 +42,27 @@ _PLAIN = (str, int, float, bool, bytes, type(None))
 
 def versions() -> dict[str, str]:
     # str(): torch.__version__ is a TorchVersion, a class the safe loader refuses
-    return {"cifarlab": __version__, "torch": str(torch.__version__), "python": platform.python_version()}
+    out = {"cifarlab": __version__, "torch": str(torch.__version__), "python": platform.python_version()}
+    if commit := git_commit():
+        out["commit"] = commit
+    return out
+
+
+@functools.cache  # asked once per process: a run writes many checkpoints
+def git_commit() -> str | None:
+    """The commit of the git checkout this package runs from ("+dirty" when it has
+    uncommitted changes); None when installed elsewhere or git is missing."""
+    import subprocess
+    here = str(Path(__file__).resolve().parent)
+    try:
+        head = subprocess.run(["git", "-C", here, "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
+        if head.returncode != 0:
+            return None
+        dirty = subprocess.run(["git", "-C", here, "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
 
 
 def rng_state() -> dict[str, Any]:

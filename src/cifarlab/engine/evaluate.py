@@ -9,6 +9,7 @@ import torch
 
 from cifarlab.engine.checkpoint import load_checkpoint, load_model
 from cifarlab.engine.config import TTA_MODES, TrainConfig
+from cifarlab.engine.dataset import data_for
 from cifarlab.engine.hardware import pick_device
 from cifarlab.engine.loop import run_eval
 from cifarlab.engine.losses import build_loss
@@ -73,7 +74,8 @@ def evaluate(run_or_checkpoint, data=None, tta: str | bool = False, split: str =
     dev = pick_device(device or "auto")
     model, meta = load_model(ckpt, dev)
     cfg = TrainConfig.from_dict(meta["config"])
-    data = _data_for(cfg, data)
+    if data is None or isinstance(data, (str, Path)):
+        data = data_for(cfg.override({"data": str(data)} if data else {}), progress=False)
     if list(data.classes) != list(meta["classes"]):
         raise DataError(f"the data's classes {data.classes[:3]}... differ from the checkpoint's "
                         f"{meta['classes'][:3]}...; evaluate on the data set it was trained on")
@@ -88,13 +90,6 @@ def evaluate(run_or_checkpoint, data=None, tta: str | bool = False, split: str =
     out = evaluate_model(model, loader, meta["classes"], dev, cfg.loss, tta, cfg.amp)
     out.update(checkpoint=ckpt["path"], split=split, epoch=meta["epoch"], model=meta["model"]["name"])
     return out
-
-
-def _data_for(cfg: TrainConfig, data):
-    from cifarlab.data import CifarData, load_cifar
-    if isinstance(data, CifarData):
-        return data
-    return load_cifar(data or cfg.data, val=cfg.val, seed=cfg.seed, progress=False)
 
 
 def write_confusion(result: dict, out_dir: str | Path, stem: str = "confusion", png: bool = True) -> list[Path]:

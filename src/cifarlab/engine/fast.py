@@ -57,13 +57,10 @@ def find_whitening_layer(model: nn.Module) -> nn.Conv2d | None:
 
 def _normalized_images(loader, count: int) -> torch.Tensor:
     """``count`` training images picked at random (seeded), preprocessed as the loader does."""
-    from cifarlab.data import to_grayscale
+    from cifarlab.data import normalize
     n = len(loader.images)
     pick = torch.randperm(n, generator=torch.Generator().manual_seed(loader.seed))[:count]
-    x = loader.images[pick.to(loader.images.device)].float().div_(255.0)
-    if loader.grayscale:
-        x = to_grayscale(x, loader.grayscale)
-    return (x - loader.mean) / loader.std
+    return normalize(loader.images[pick.to(loader.images.device)], loader.mean, loader.std, loader.grayscale)
 
 
 class WhiteningInit(Callback):

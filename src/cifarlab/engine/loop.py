@@ -29,8 +29,11 @@ from cifarlab.engine.distributed import Dist
 from cifarlab.engine.metrics import Accumulator
 from cifarlab.engine.optim import Schedule
 
+# every event the loop fires, in the order of a run; after_fit_failed replaces after_fit when
+# the fit raises (Ctrl-C included), after_report comes once summary.json is written
 EVENTS = ("before_fit", "before_epoch", "before_batch", "after_backward", "after_batch",
-          "before_validate", "after_validate", "after_epoch", "after_fit")
+          "before_validate", "after_validate", "after_epoch", "after_fit", "after_fit_failed",
+          "after_report")
 
 
 def autocast(device: torch.device, enabled: bool):
@@ -176,6 +179,8 @@ class Learner:
         return next((c for c in self.callbacks if isinstance(c, kind)), None)
 
     def event(self, name: str) -> None:
+        if name not in EVENTS:  # a misspelt event would otherwise reach no callback, silently
+            raise ValueError(f"unknown event {name!r}; the loop's events are {EVENTS}")
         for cb in self.callbacks:
             if cb.main_only and not self.is_main:
                 continue

@@ -166,11 +166,9 @@ class Predictor:
 
     def preprocess(self, arrays: list[np.ndarray]) -> torch.Tensor:
         """uint8 [N,32,32,3] pictures as the normalized float batch the model was trained on."""
-        from cifarlab.data import to_grayscale
-        x = torch.from_numpy(np.stack(arrays)).to(self.device).permute(0, 3, 1, 2).float() / 255.0
-        if self.grayscale:
-            x = to_grayscale(x, self.grayscale)
-        return (x - self.mean) / self.std
+        from cifarlab.data import normalize
+        x = torch.from_numpy(np.stack(arrays)).to(self.device).permute(0, 3, 1, 2)
+        return normalize(x, self.mean, self.std, self.grayscale)
 
     @torch.no_grad()
     def probabilities(self, arrays: list[np.ndarray]) -> np.ndarray:

@@ -43,6 +43,15 @@ def new_run_dir(cfg: TrainConfig) -> Path:
     raise ConfigError(f"could not create a fresh run folder under {parent}")
 
 
+def read_summary(run_dir: str | Path) -> dict | None:
+    """A run's summary.json (the run finished and was tested); None when there is none or it
+    cannot be read. The one reader of that file: reports, the run registry, the catalogue."""
+    try:
+        return json.loads((Path(run_dir) / "summary.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
 def write_json(path: str | Path, obj) -> None:
     atomic_write_text(Path(path), json.dumps(obj, indent=2, default=_jsonable) + "\n")
 

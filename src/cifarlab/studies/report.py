@@ -29,9 +29,9 @@ METRICS = {
 # ---------------------------------------------------------------- reading runs
 def run_record(run_dir: Path) -> dict | None:
     """Final numbers and per-epoch history of a finished run; None while it is not finished."""
-    try:
-        summary = json.loads((run_dir / "summary.json").read_text())
-    except FileNotFoundError:
+    from cifarlab.engine.runs import read_summary
+    summary = read_summary(run_dir)
+    if summary is None:
         return None
     history = read_history(run_dir)
     last = history[-1] if history else {}

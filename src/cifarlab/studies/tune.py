@@ -186,8 +186,8 @@ def run_worker(storage: str, study_name: str, n_trials: int, base: dict, space: 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     params = parse_space(space, base)
     if data is None:  # one copy per worker, not one load per trial
-        from cifarlab.data import load_cifar
-        data = load_cifar(base["data"], val=base["val"], seed=base["seed"], progress=False)
+        from cifarlab.engine import TrainConfig, data_for
+        data = data_for(TrainConfig.from_dict(base), progress=False)
     study = optuna.load_study(study_name=study_name, storage=storage_for(storage, heartbeat),
                               sampler=optuna.samplers.TPESampler(seed=seed), pruner=_pruner(optuna))
 
