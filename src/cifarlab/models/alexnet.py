@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from cifarlab.models.layers import check_in_chans, init_he, init_keras, keras_bn, make_act
+from cifarlab.models.layers import check_in_chans, init_he, init_keras, keras_bn, make_act, pool_head
 from cifarlab.models.registry import register_model
 
 _WIDTHS = (96, 256, 384, 384, 256)
@@ -50,8 +50,7 @@ class AlexNet(nn.Module):
             if i in (0, 1, 4):
                 layers.append(nn.MaxPool2d(2))
             cin = cout
-        head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(0.2),
-                             nn.Linear(cin, num_classes))
+        head = pool_head(cin, num_classes, dropout=0.2)
         return nn.Sequential(*layers), head
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

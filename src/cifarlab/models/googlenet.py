@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from cifarlab.models.layers import check_in_chans, conv_bn_act, init_he, init_keras
+from cifarlab.models.layers import check_in_chans, conv_bn_act, init_he, init_keras, pool_head
 from cifarlab.models.registry import register_model
 
 
@@ -57,7 +57,7 @@ class SmallGoogLeNet(nn.Module):
             layers.append(InceptionBlock(cin, (ch,) * 6, stride=stride, **unit))
             cin = layers[-1].out_channels
         self.blocks = nn.Sequential(*layers)
-        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(cin, num_classes))
+        self.head = pool_head(cin, num_classes)
         init_keras(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -94,8 +94,7 @@ class GoogLeNet(nn.Module):
                 layers.append(InceptionBlock(cin, cfg, act=act))
                 cin = layers[-1].out_channels
         self.blocks = nn.Sequential(*layers)
-        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(0.2),
-                                  nn.Linear(cin, num_classes))
+        self.head = pool_head(cin, num_classes, dropout=0.2)
         init_he(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -6,7 +6,7 @@ import torch
 import torch.nn as nn
 
 from cifarlab.models.googlenet import InceptionBlock
-from cifarlab.models.layers import check_in_chans, init_he, init_keras, keras_bn
+from cifarlab.models.layers import check_in_chans, init_he, init_keras, keras_bn, pool_head
 from cifarlab.models.registry import register_model
 
 # (1x1, 3x3 reduce, 3x3, 5x5 reduce, 5x5, pool proj) of the notebook's four modules
@@ -46,8 +46,7 @@ class InceptionColab(nn.Module):
 
     @staticmethod
     def _modern_head(cin: int, num_classes: int) -> nn.Sequential:
-        return nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(0.2),
-                             nn.Linear(cin, num_classes))
+        return pool_head(cin, num_classes, dropout=0.2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.blocks(x))

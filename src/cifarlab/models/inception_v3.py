@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from cifarlab.models.layers import check_in_chans, conv_bn_act, init_he
+from cifarlab.models.layers import check_in_chans, conv_bn_act, init_he, pool_head
 from cifarlab.models.registry import register_model
 
 
@@ -132,8 +132,7 @@ class InceptionV3(nn.Module):
                 block, cin = build(cin, cfg, act)
                 layers.append(block)
         self.blocks = nn.Sequential(*layers)
-        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(0.2),
-                                  nn.Linear(cin, num_classes))
+        self.head = pool_head(cin, num_classes, dropout=0.2)
         init_he(self, mode="fan_in")  # Keras he_normal
 
     @staticmethod

@@ -62,6 +62,14 @@ def conv_bn_act(cin: int, cout: int, kernel: int | tuple[int, int], *, stride: i
     return nn.Sequential(*layers)
 
 
+def pool_head(cin: int, num_classes: int, dropout: float = 0.0) -> nn.Sequential:
+    """Global average pool, flatten, [dropout,] linear: the classifier most families end in.
+    Its layout (and so the state_dict keys, ``head.2`` or ``head.3``) is the one the
+    families wrote out before sharing it, so saved checkpoints still load."""
+    drop = [nn.Dropout(dropout)] if dropout else []
+    return nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), *drop, nn.Linear(cin, num_classes))
+
+
 def init_keras(model: nn.Module) -> nn.Module:
     """Keras defaults: Glorot-uniform kernels, zero biases (BN keeps gamma 1, beta 0)."""
     for m in model.modules():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from cifarlab.models.layers import check_in_chans, init_he, init_keras, make_act
+from cifarlab.models.layers import check_in_chans, init_he, init_keras, make_act, pool_head
 from cifarlab.models.registry import register_model
 
 # three groups of five 3x3 'same' convs; max-pool 2 after the first two groups
@@ -33,8 +33,7 @@ class PlainCNN(nn.Module):
             if g < len(_GROUPS) - 1:  # the last group ends in the global pool instead
                 layers += [nn.MaxPool2d(2)] + ([] if modern else [nn.Dropout(0.25)])
         self.features = nn.Sequential(*layers)
-        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(0.2),
-                                  nn.Linear(cin, num_classes)) if modern else nn.Sequential(
+        self.head = pool_head(cin, num_classes, dropout=0.2) if modern else nn.Sequential(
             nn.AdaptiveMaxPool2d(1), nn.Flatten(), nn.Dropout(0.25), nn.Linear(cin, 500),
             make_act(act), nn.Dropout(0.25), nn.Linear(500, num_classes))
         init_he(self) if modern else init_keras(self)

@@ -7,7 +7,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from cifarlab.models.layers import check_in_chans, init_he, make_act
+from cifarlab.models.layers import check_in_chans, init_he, make_act, pool_head
 from cifarlab.models.registry import register_model
 
 
@@ -69,7 +69,7 @@ class ResNet(nn.Module):
                 layers.append(BasicBlock(cin, width, stride, act, shortcut))
                 cin = width
         self.blocks = nn.Sequential(*layers)
-        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(cin, num_classes))
+        self.head = pool_head(cin, num_classes)
         init_he(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
