@@ -163,7 +163,8 @@ class ClassifierWindow(QMainWindow):
             return None
         finally:
             QApplication.restoreOverrideCursor()
-        ranked = sorted(zip(predictor.classes, map(float, probs)), key=lambda t: -t[1])
+        from cifarlab.engine.predict import rank
+        ranked = [(c, p) for _, c, p in rank(predictor.classes, probs)]
         self._show_result(ranked, seconds, loading)
         return ranked
 

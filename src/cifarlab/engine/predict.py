@@ -204,8 +204,13 @@ class Predictor:
         return results
 
     def _fill(self, pred: Prediction, row: np.ndarray, top_k: int) -> None:
-        order = np.argsort(-row, kind="stable")
-        pred.index = int(order[0])
-        pred.label = self.classes[pred.index]
-        pred.probabilities = {self.classes[j]: float(row[j]) for j in order}
-        pred.top = [(self.classes[j], float(row[j])) for j in order[:max(1, top_k)]]
+        ranked = rank(self.classes, row)
+        pred.index, pred.label = ranked[0][0], ranked[0][1]
+        pred.probabilities = {c: p for _, c, p in ranked}
+        pred.top = [(c, p) for _, c, p in ranked[:max(1, top_k)]]
+
+
+def rank(classes: list[str], row: np.ndarray) -> list[tuple[int, str, float]]:
+    """(index, class, probability) for every class, most probable first, ties in class order:
+    the one ranking that the CLI, the web service and the desktop app show."""
+    return [(int(j), classes[j], float(row[j])) for j in np.argsort(-row, kind="stable")]

@@ -212,10 +212,10 @@ def _small(blobs: list[tuple[str, bytes]], headers: list) -> bool:
 
 
 def _ranked(classes: list[str], row: np.ndarray, top_k: int) -> dict:
-    order = np.argsort(-row, kind="stable")
-    return {"label": classes[order[0]], "index": int(order[0]),
-            "probabilities": {classes[j]: round(float(row[j]), 6) for j in order},
-            "top": [[classes[j], round(float(row[j]), 6)] for j in order[:top_k]]}
+    from cifarlab.engine.predict import rank
+    ranked = [(j, c, round(p, 6)) for j, c, p in rank(classes, row)]
+    return {"label": ranked[0][1], "index": ranked[0][0], "probabilities": {c: p for _, c, p in ranked},
+            "top": [[c, p] for _, c, p in ranked[:top_k]]}
 
 
 def _shaped(item: dict) -> dict:
