@@ -44,7 +44,7 @@ def write_hostile_checkpoint(path, marker, model="lenet5_modern"):
 def hostile_run(folder, marker, name="evil-run"):
     """A run folder whose best.pt is hostile, recorded as finished in the default run registry
     (under $CIFARLAB_HOME), so catalogues list it by ``name``; returns the registry."""
-    from cifarlab.registry import Registry
+    from cifarlab.runlog import Registry
     run = folder / name
     run.mkdir(parents=True)
     write_hostile_checkpoint(run / "best.pt", marker)
