@@ -70,7 +70,7 @@ def test_workers_starting_together_create_the_tables_once(pg_url):
     import threading
 
     import psycopg
-    from cifarlab.registry import Registry
+    from cifarlab.runlog import Registry
     from cifarlab.studies.tune import create
     with psycopg.connect(pg_url, autocommit=True) as con:
         con.execute("CREATE DATABASE fresh")
