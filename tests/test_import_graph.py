@@ -22,6 +22,7 @@ ROOT = Path(cifarlab.__file__).resolve().parent
 # only __version__ and a lazy name table, so it sits at the bottom.
 LAYERS = {
     "cifarlab": 0, "errors": 0, "atomic": 0,          # the root, errors, atomic file writes
+    "sqldb": 1,                                       # SQLite or PostgreSQL for the registry and claims
     "models": 1, "data": 1,                           # models | data
     "engine": 2,                                      # train, evaluate, predict, export
     "runlog": 3,                                      # the run registry (used by studies, catalog)
