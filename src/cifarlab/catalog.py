@@ -173,7 +173,7 @@ def _file_entry(name: str, path, source: str) -> CatalogEntry:
     test = ckpt.get("test") or _summary_test(Path(ckpt["path"]).parent)
     return CatalogEntry(
         name=name, path=ckpt["path"], model=ckpt["model"]["name"], accuracy=test.get("top1"),
-        top5=test.get("top5"), parameters=ckpt.get("parameters") or _count(ckpt["state_dict"]),
+        top5=test.get("top5"), parameters=ckpt.get("parameters") or _count(ckpt),
         source=source, description=ckpt.get("description", ""))
 
 
@@ -212,10 +212,12 @@ def _summary_test(run_dir: Path) -> dict:
     return (read_summary(run_dir) or {}).get("test") or {}
 
 
-def _count(state_dict: dict) -> int:
-    """Trainable parameters from a state dict: everything but BatchNorm's running statistics."""
-    skip = ("running_mean", "running_var", "num_batches_tracked")
-    return int(sum(v.numel() for k, v in state_dict.items() if not k.endswith(skip)))
+def _count(ckpt: dict) -> int:
+    """Trainable parameters of the model a checkpoint describes (models.count_params counts)."""
+    from cifarlab.models import count_params, create_model
+    spec = ckpt["model"]
+    model = create_model(spec["name"], num_classes=spec.get("num_classes", 10), **spec.get("kwargs", {}))
+    return count_params(model).trainable
 
 
 
@@ -252,7 +254,7 @@ def package_run(run_dir, out, half: bool = False, data_file=None, test: dict | N
     slim = {
         "format": FORMAT, "model": ckpt["model"], "state_dict": state, "classes": ckpt["classes"],
         "normalize": ckpt["normalize"], "config": ckpt["config"], "epoch": ckpt.get("epoch"),
-        "metrics": ckpt.get("metrics", []), "test": test, "parameters": _count(ckpt["state_dict"]),
+        "metrics": ckpt.get("metrics", []), "test": test, "parameters": _count(ckpt),
         "weights_dtype": "float16" if half else "float32",
         "description": (f"{ckpt['model']['name']} trained {summary.get('epochs_run')} epochs on CIFAR-10 "
                         f"(test top-1 {test['top1']:.2%} on {test.get('n')} images)"),
