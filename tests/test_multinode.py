@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -28,6 +29,9 @@ RTOL = 1e-4  # see tests/test_distributed.py
 
 def _losses(run_dir) -> list[float]:
     return [json.loads(line)["train_loss"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+_STORE_RACE = "The connection to the C10d store has failed"
 
 
 def _args(data: str, runs: str, name: str) -> list[str]:
@@ -48,9 +52,15 @@ def _node(port: int, args: list[str], home) -> subprocess.Popen:
 def test_two_launchers_train_like_one_process_and_rank_0_writes_one_run(tmp_path):
     data = str(write_cifar10_python(tmp_path / "data", per_batch=40, n_test=40).path)  # 160 train = 5 batches
     runs = tmp_path / "runs"
-    port = free_port()
-    nodes = [_node(port, _args(data, str(runs), "two"), tmp_path / f"home{i}") for i in range(2)]
-    outs = [p.communicate(timeout=180) for p in nodes]
+    for attempt in range(3):
+        shutil.rmtree(runs, ignore_errors=True)
+        port = free_port()
+        nodes = [_node(port, _args(data, str(runs), "two"), tmp_path / f"home{attempt}-{i}") for i in range(2)]
+        outs = [p.communicate(timeout=180) for p in nodes]
+        if not any(p.returncode and _STORE_RACE in err for p, (_, err) in zip(nodes, outs)):
+            break
+        # torch's c10d rendezvous: the launcher hosting the store may exit while the other one
+        # still polls it (pytorch/pytorch#69197 and kin); a whole new job, never a partial one
     for p, (out, err) in zip(nodes, outs):
         assert p.returncode == 0, f"launcher exited {p.returncode}:\n{err[-3000:]}"
     reports = [line for out, _ in outs for line in out.splitlines() if line.startswith("{")]

@@ -83,10 +83,14 @@ def test_sigint_to_a_real_process_exits_130_without_traceback(data_dir, tmp_path
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     cmd = [sys.executable, "-m", "cifarlab", "train", "--data", str(data_dir), "--epochs", "500",
            "--runs-dir", str(runs), "--name", "c", *FAST]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    # a terminal's Ctrl-C: SIGINT handled by default in the child, even where this test process
+    # inherited it ignored (an ignored SIGINT survives exec, and Python then keeps ignoring it)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 60
     while not (runs / "c" / "last.pt").exists() and time.time() < deadline and proc.poll() is None:
         time.sleep(0.2)
+    assert proc.poll() is None, "the run ended before it could be interrupted"
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
