@@ -125,10 +125,12 @@ class Registry:
         here = socket.gethostname()
         for row in self._query("SELECT * FROM runs WHERE status IN ('running', 'finished')"):
             folder = Path(row["path"])
+            dead = row["host"] == here and not _alive(row["pid"])
             if (folder / "summary.json").exists():
-                if "test_top1" not in row["metrics"]:
+                # killed between summary.json and its own registry update: the report is whole
+                if "test_top1" not in row["metrics"] or (row["status"] == "running" and dead):
                     self.sync(folder)
-            elif row["host"] == here and not _alive(row["pid"]) and (row["status"] == "running" or folder.is_dir()):
+            elif dead and (row["status"] == "running" or folder.is_dir()):
                 # `train --resume` continues from last.pt, or restarts from config.json
                 resumable = any((folder / f).exists() for f in ("last.pt", "config.json"))
                 self.finish(folder, "interrupted" if resumable else "failed",
