@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 
@@ -46,7 +47,21 @@ def _node(port: int, args: list[str], home) -> subprocess.Popen:
                 "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{port}", "--rdzv-id", "p14",
                 "--rdzv-conf", "join_timeout=60", "-m", "cifarlab", *args]
     env = {**os.environ, "CIFARLAB_HOME": str(home), "OMP_NUM_THREADS": "1"}
-    return subprocess.Popen(launcher, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    return subprocess.Popen(launcher, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            start_new_session=True)  # its own process group: a hung job is killed whole
+
+
+def _finish(nodes: list[subprocess.Popen], timeout: float) -> tuple[list[tuple[str, str]], bool]:
+    """Each launcher's (stdout, stderr), and whether the job hung (then every process is killed)."""
+    try:
+        return [p.communicate(timeout=timeout) for p in nodes], False
+    except subprocess.TimeoutExpired:
+        for p in nodes:
+            try:
+                os.killpg(p.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        return [p.communicate() for p in nodes], True
 
 
 def test_two_launchers_train_like_one_process_and_rank_0_writes_one_run(tmp_path):
@@ -56,11 +71,13 @@ def test_two_launchers_train_like_one_process_and_rank_0_writes_one_run(tmp_path
         shutil.rmtree(runs, ignore_errors=True)
         port = free_port()
         nodes = [_node(port, _args(data, str(runs), "two"), tmp_path / f"home{attempt}-{i}") for i in range(2)]
-        outs = [p.communicate(timeout=180) for p in nodes]
-        if not any(p.returncode and _STORE_RACE in err for p, (_, err) in zip(nodes, outs)):
+        outs, hung = _finish(nodes, timeout=90)
+        if not hung and not any(p.returncode and _STORE_RACE in err for p, (_, err) in zip(nodes, outs)):
             break
         # torch's c10d rendezvous: the launcher hosting the store may exit while the other one
-        # still polls it (pytorch/pytorch#69197 and kin); a whole new job, never a partial one
+        # still polls it, or wait on a partner that already left (pytorch/pytorch#69197 and
+        # kin); a whole new job, never a partial one
+    assert not hung, f"the two launchers did not finish in 90 s, three times:\n{outs[0][1][-2000:]}"
     for p, (out, err) in zip(nodes, outs):
         assert p.returncode == 0, f"launcher exited {p.returncode}:\n{err[-3000:]}"
     reports = [line for out, _ in outs for line in out.splitlines() if line.startswith("{")]
