@@ -125,7 +125,7 @@ class Registry:
         here = socket.gethostname()
         for row in self._query("SELECT * FROM runs WHERE status IN ('running', 'finished')"):
             folder = Path(row["path"])
-            dead = row["host"] == here and not _alive(row["pid"])
+            dead = row["host"] == here and not pid_alive(row["pid"])
             if (folder / "summary.json").exists():
                 # killed between summary.json and its own registry update: the report is whole
                 if "test_top1" not in row["metrics"] or (row["status"] == "running" and dead):
@@ -247,7 +247,8 @@ def _row_from_folder(run_dir: Path) -> dict[str, Any]:
 
 
 
-def _alive(pid: int | None) -> bool:
+def pid_alive(pid: int | None) -> bool:
+    """Whether process ``pid`` runs on this machine (None or 0: no)."""
     if not pid:
         return False
     try:

@@ -20,6 +20,8 @@ import socket
 import threading
 from typing import Iterator
 
+from cifarlab.runlog import pid_alive
+
 from cifarlab import sqldb
 from cifarlab.errors import ConfigError
 
@@ -119,16 +121,6 @@ class Claims:
             return ""
         owner = rows[0]["owner"]
         host, pid, _ = (owner.rsplit(":", 2) + ["", "", ""])[:3]
-        if host == socket.gethostname() and pid.isdigit() and not _alive(int(pid)):
+        if host == socket.gethostname() and pid.isdigit() and not pid_alive(int(pid)):
             return owner
         return ""
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
