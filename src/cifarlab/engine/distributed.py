@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
+import sys
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
@@ -185,6 +186,23 @@ def _worker(rank: int, nproc: int, port: int, queue, fn: Callable, args: tuple, 
         raise
     if rank == 0:
         queue.put(("result", str(result.run_dir), result.summary))
+    _exit_without_destructors()
+
+
+def _exit_without_destructors() -> None:
+    """End a finished worker at once: the run folder is written and the process group gone.
+
+    A normal interpreter exit runs C++ static destructors, and now and then one of them meets
+    a gloo or TCPStore thread that is still joinable and aborts the process ("terminate
+    called without an active exception", SIGABRT), which turns a finished job into a failed
+    one. ``os._exit`` skips them; the queue's put above has already written its pipe.
+    """
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(0)
 
 
 def _reported_error(_rank, message: str, code: int) -> CifarlabError:
