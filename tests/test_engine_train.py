@@ -30,8 +30,8 @@ def cfg(tmp_path, **kw):
     return {**base, **kw}
 
 
-@pytest.mark.parametrize("optimizer,lr", [("sgd", 0.05), ("adam", 1e-3), ("adamw", 1e-3), ("rmsprop", 1e-3),
-                                          ("adagrad", 0.01), ("adadelta", 1.0)])
+@pytest.mark.parametrize("optimizer,lr", [("sgd", 0.05), ("muon", 0.05), ("adam", 1e-3), ("adamw", 1e-3),
+                                          ("rmsprop", 1e-3), ("adagrad", 0.01), ("adadelta", 1.0)])
 def test_every_optimizer_lowers_the_training_loss(tmp_path, tiny, optimizer, lr):
     r = train(cfg(tmp_path, optimizer=optimizer, lr=lr, epochs=3, schedule="constant"), data=tiny)
     hist = [json.loads(line) for line in (r.run_dir / "metrics.jsonl").read_text().splitlines()]

@@ -19,7 +19,7 @@ from typing import Any
 
 from cifarlab.errors import ConfigError
 
-OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop", "adagrad", "adadelta")
+OPTIMIZERS = ("sgd", "muon", "adam", "adamw", "rmsprop", "adagrad", "adadelta")
 LOSSES = ("ce", "bce", "mse")
 SCHEDULES = ("constant", "step", "cosine", "onecycle", "plateau")
 DEVICES = ("auto", "cpu", "cuda", "mps")
@@ -46,6 +46,13 @@ class TrainConfig:
     momentum: float = 0.9  # sgd momentum / rmsprop momentum; beta1 for adam(w)
     nesterov: bool = True  # sgd only: Nesterov momentum converges a little faster
     weight_decay: float = 5e-4  # L2 coefficient (decoupled for adamw); applied to all weights
+    # muon: conv filters take Muon steps (momentum orthogonalized by Newton-Schulz, engine/muon.py),
+    # every other parameter the sgd settings above. Filters' peak lr (the schedule scales it
+    # like lr), their own momentum, and whether each filter is rescaled to norm sqrt(out)
+    # before its step (right when BatchNorm follows every conv; then no weight decay on them)
+    muon_lr: float = 0.24
+    muon_momentum: float = 0.6
+    muon_normalize: bool = False
     # --- loss ---
     loss: str = "ce"  # ce | bce (Keras-style, on softmax probs) | mse (on softmax probs)
     label_smoothing: float = 0.1  # ce only: fraction of target mass spread over all classes
@@ -154,6 +161,9 @@ class TrainConfig:
         _positive("batch_size", self.batch_size)
         _positive("lr", self.lr)
         _positive("bias_lr_scale", self.bias_lr_scale)
+        _positive("muon_lr", self.muon_lr)
+        if not 0 <= self.muon_momentum < 1:
+            raise ConfigError(f"muon_momentum={self.muon_momentum} must be in [0, 1)")
         _positive("average_every", self.average_every)
         _positive("whiten_images", self.whiten_images)
         if not 0 <= self.average_decay <= 1:

@@ -23,16 +23,28 @@ from cifarlab.errors import ConfigError
 def param_groups(model: nn.Module, cfg: TrainConfig) -> list[dict]:
     """One group of every parameter, or two when ``bias_lr_scale`` != 1: BatchNorm biases get
     lr x scale and weight decay / scale, so lr x decay (the per-step shrinkage under SGD's
-    coupled decay) stays that of the other weights -- airbench's bias group."""
+    coupled decay) stays that of the other weights -- airbench's bias group.
+
+    With ``optimizer: muon`` the conv filters (4-d weights) get a group of their own that
+    takes Muon steps at ``muon_lr`` (``lr_scale`` = muon_lr / lr, so the schedule shapes it
+    like every other group). It comes last: a checkpoint's schedule lr is read from group 0.
+    """
     params = list(model.parameters())
+    muon: list[dict] = []
+    if cfg.optimizer == "muon":
+        filters = [p for p in params if p.ndim == 4]
+        params = [p for p in params if p.ndim != 4]
+        muon.append({"params": filters, "lr_scale": cfg.muon_lr / cfg.lr, "orthogonalize": True,
+                     "momentum": cfg.muon_momentum, "normalize": cfg.muon_normalize,
+                     "weight_decay": 0.0 if cfg.muon_normalize else cfg.weight_decay})
     scale = cfg.bias_lr_scale
     if scale == 1:
-        return [{"params": params, "lr_scale": 1.0}]
+        return [{"params": params, "lr_scale": 1.0}] + muon
     norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     biases = {id(m.bias) for m in norms if m.bias is not None}
     return [{"params": [p for p in params if id(p) not in biases], "lr_scale": 1.0},
             {"params": [p for p in params if id(p) in biases], "lr_scale": scale,
-             "weight_decay": cfg.weight_decay / scale}]
+             "weight_decay": cfg.weight_decay / scale}] + muon
 
 
 def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -41,6 +53,9 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(params, lr=lr, momentum=mom, nesterov=cfg.nesterov and mom > 0,
                                weight_decay=wd)
+    if cfg.optimizer == "muon":
+        from cifarlab.engine.muon import Muon
+        return Muon(params, lr=lr, momentum=mom, nesterov=cfg.nesterov, weight_decay=wd)
     if cfg.optimizer == "adam":  # Keras defaults: betas (0.9, 0.999); eps 1e-7 in Keras, 1e-8 here
         return torch.optim.Adam(params, lr=lr, betas=(mom, 0.999), weight_decay=wd)
     if cfg.optimizer == "adamw":
