@@ -15,11 +15,14 @@ HAS_GPU := $(shell command -v nvidia-smi >/dev/null 2>&1 && echo 1)
 SHARED_DATA := $(wildcard ../shared/data/cifar10-jpeg75.tar.gz)
 export CIFARLAB_DATA ?= $(SHARED_DATA)
 
-.PHONY: setup sysdeps train test clean
+.PHONY: setup setup-core sysdeps train test clean
 
+# setup-core: torch, numpy, pillow and cifarlab itself (all `make train` needs);
+# setup: that plus every optional extra (what the tests exercise)
+setup-core: $(VENV)/.core
 setup: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml Makefile
+$(VENV)/.core: pyproject.toml Makefile
 ifeq ($(HAS_GPU),1)
 	$(PYTHON) -m venv --system-site-packages $(VENV)
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install "$(TORCH)"
@@ -27,13 +30,17 @@ else
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet "$(TORCH)"
 endif
+	$(PY) -m pip install --quiet -e .
+	touch $@
+
+$(VENV)/.installed: $(VENV)/.core
 	$(PY) -m pip install --quiet -e ".[$(EXTRAS)]"
 	touch $@
 
 # the main job: on a GPU the record-speed recipe, on a CPU the 5-minute one (docs/cpu-frontier.md)
 TRAIN_RECIPE := $(if $(HAS_GPU),fast,cpu-5min)
 
-train: setup
+train: setup-core
 	$(VENV)/bin/cifarlab train --recipe $(TRAIN_RECIPE)
 
 # Debian packages the browser, desktop and PostgreSQL tests need (chromium, Qt's shared

@@ -76,15 +76,20 @@ def test_cpu_recipes_are_fast_recipes_with_existing_models(name):
     assert model_info(cfg.model) is not None
     assert cfg.whiten and cfg.average == "lookahead" and cfg.bias_lr_scale == 64.0 and cfg.channels_last
     assert cfg.val == 0 and cfg.tta == "flip" and cfg.batch_size == 250
+    assert cfg.optimizer == "muon" and cfg.muon_normalize  # airnet: BatchNorm after every conv
     assert name in list_recipes()
 
 
 def test_cpu_recipe_learns_a_real_subset(real_data, tmp_path):
-    """cpu-2min's pieces on 5,000 real images, 3 epochs (2 at low resolution); ~15 s.
-    Measured 47.9% on the shared JPEG copy; a broken resize or whitening lands near 10-30%."""
-    cfg = recipe_config("cpu-2min", {"epochs": 3, "resolutions": "16:1,24:1", "train_subset": 5000,
-                                     "test_subset": 2000, "runs_dir": str(tmp_path), "progress": False,
-                                     "plots": False, "tensorboard": False})
-    result = train(cfg, data=real_data)
-    print("cpu-2min pieces on a 5k real subset:", result.summary["test"]["top1"])
-    assert result.summary["test"]["top1"] > 0.40, result.summary["test"]
+    """cpu-2min's pieces on 5,000 real images, 3 epochs (2 at low resolution), with its Muon
+    filters and with plain SGD instead; ~15 s each. A broken resize or whitening lands near
+    10-30%; a broken Muon step (wrong lr group, no orthogonalization) falls well behind SGD."""
+    accs = {}
+    for optimizer in ("muon", "sgd"):
+        cfg = recipe_config("cpu-2min", {"epochs": 3, "resolutions": "16:1,24:1", "train_subset": 5000,
+                                         "test_subset": 2000, "runs_dir": str(tmp_path), "progress": False,
+                                         "plots": False, "tensorboard": False, "optimizer": optimizer})
+        accs[optimizer] = train(cfg, data=real_data).summary["test"]["top1"]
+    print("cpu-2min pieces on a 5k real subset:", accs)
+    assert accs["muon"] > 0.40, accs
+    assert accs["muon"] > accs["sgd"] - 0.01, accs
