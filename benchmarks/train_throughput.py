@@ -6,6 +6,7 @@ shape by default (the data source does not change the compute); ``--data`` uses 
 subset. CPU timing: time.perf_counter; GPU: CUDA events + synchronize.
 
     python benchmarks/train_throughput.py --model resnet20 --batch-size 128
+    python benchmarks/train_throughput.py --model resnet20 --batch-size 128 --nproc 2
 """
 
 from __future__ import annotations
@@ -42,61 +43,114 @@ def timed_chunk(step, batches, device) -> float:
     return time.perf_counter() - t
 
 
-def main() -> None:
+def parse(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default="resnet20")
-    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--batch-size", type=int, default=128, help="global batch (split over --nproc)")
     p.add_argument("--batches", type=int, default=8, help="batches per timed chunk")
     p.add_argument("--chunks", type=int, default=5, help="timed chunks (median reported)")
     p.add_argument("--warmup", type=int, default=3, help="untimed batches first")
     p.add_argument("--device", default="auto")
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    p.add_argument("--nproc", type=int, default=1,
+                   help="data-parallel processes on this machine, as `cifarlab train --nproc N`: each "
+                        "takes batch/N images and cores/N threads; gradients are all-reduced (DDP, gloo)")
     p.add_argument("--data", default=None, help="real CIFAR source; default random data of the right shape")
     p.add_argument("--amp", action="store_true", help="bf16 autocast (cuda)")
-    args = p.parse_args()
+    args = p.parse_args(argv)
+    if args.nproc < 1 or args.batch_size % args.nproc:
+        p.error(f"--batch-size {args.batch_size} must divide evenly over --nproc {args.nproc}")
+    return args
+
+
+def measure(args: argparse.Namespace, rank: int = 0, world: int = 1) -> dict:
+    """Median images/s of the whole job (every process's images) over the timed chunks."""
+    from cifarlab.engine import distributed
+    with distributed.session(args.device) as (info, rank_dev):
+        device = rank_dev or pick_device(args.device)
+        local = args.batch_size // world
+        n = local * (args.batches * args.chunks + args.warmup)
+        if args.data:
+            from cifarlab.data import load_cifar
+            data = load_cifar(args.data, val=0, progress=False).subset(train=n)
+        else:
+            data = random_cifar(n_train=n, n_test=10, seed=rank)
+        cfg = TrainConfig(model=args.model, batch_size=args.batch_size)
+        torch.manual_seed(0)
+        model = create_model(cfg.model).to(device).train()
+        if cfg.channels_last:  # as the engine trains it (TrainConfig's default)
+            model = model.to(memory_format=torch.channels_last)
+        opt = build_optimizer(model, cfg)
+        model = distributed.wrap_model(model, info, device, sync_bn=False)
+        loss_fn = build_loss(cfg.loss, 10, cfg.label_smoothing)
+        loader = DeviceLoader(data.train, local, device, (0.5,) * 3, (0.25,) * 3, shuffle=True,
+                              augment=build_augment(cfg.augment), drop_last=True,
+                              channels_last=cfg.channels_last)
+        batches = list(loader)  # augmentation is part of the loader, timed separately below
+
+        def step(x, y):
+            with autocast(device, args.amp):
+                loss = loss_fn(model(x), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()  # under DDP: the gradients' all-reduce happens here
+            opt.step()
+
+        if rank == 0:
+            print(environment(device))
+            print(f"model {args.model} | batch {args.batch_size} ({world} x {local}, "
+                  f"{torch.get_num_threads()} threads each) | {'real' if args.data else 'random'} data | "
+                  f"augment {cfg.augment} | optimizer {cfg.optimizer} | amp {args.amp and device.type == 'cuda'} | "
+                  f"channels_last {cfg.channels_last}", flush=True)
+        timed_chunk(step, batches[:args.warmup], device)
+        rates = []
+        for c in range(args.chunks):
+            chunk = batches[args.warmup + c * args.batches: args.warmup + (c + 1) * args.batches]
+            info.barrier()  # every process starts the chunk together
+            seconds = timed_chunk(step, chunk, device)
+            rates.append(len(chunk) * args.batch_size / seconds)
+            if rank == 0:
+                print(f"chunk {c + 1}/{args.chunks}: {rates[-1]:.0f} images/s", flush=True)
+        info.barrier()
+        t = time.perf_counter()
+        for _ in loader:
+            pass
+        aug_rate = len(loader) * local / (time.perf_counter() - t)
+    return {"rates": rates, "aug_rate": aug_rate}
+
+
+def _worker(rank: int, args: argparse.Namespace, port: int, queue) -> None:
+    import os
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(args.nproc),
+                      LOCAL_WORLD_SIZE=str(args.nproc), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     if args.threads:
         torch.set_num_threads(args.threads)
-    device = pick_device(args.device)
-    n = args.batch_size * (args.batches * args.chunks + args.warmup)
-    if args.data:
-        from cifarlab.data import load_cifar
-        data = load_cifar(args.data, val=0, progress=False).subset(train=n)
+    elif not torch.cuda.is_available():  # the processes share the cores, as `train --nproc` does
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // args.nproc))
+    from cifarlab.engine.distributed import exit_now
+    result = measure(args, rank, args.nproc)
+    if rank == 0:
+        queue.put(result)
+    exit_now()  # as `train --nproc` workers: no C++ static destructors racing gloo's threads
+
+
+def main(argv=None) -> None:
+    args = parse(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.nproc == 1:
+        result = measure(args)
     else:
-        data = random_cifar(n_train=n, n_test=10)
-    cfg = TrainConfig(model=args.model, batch_size=args.batch_size)
-    model = create_model(cfg.model).to(device).train()
-    if cfg.channels_last:  # as the engine trains it (TrainConfig's default)
-        model = model.to(memory_format=torch.channels_last)
-    opt = build_optimizer(model, cfg)
-    loss_fn = build_loss(cfg.loss, 10, cfg.label_smoothing)
-    loader = DeviceLoader(data.train, args.batch_size, device, (0.5,) * 3, (0.25,) * 3, shuffle=True,
-                          augment=build_augment(cfg.augment), drop_last=True, channels_last=cfg.channels_last)
-    batches = list(loader)  # augmentation is part of the loader, timed separately below
+        import torch.multiprocessing as mp
 
-    def step(x, y):
-        with autocast(device, args.amp):
-            loss = loss_fn(model(x), y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-
-    print(environment(device))
-    print(f"model {args.model} | batch {args.batch_size} | {'real' if args.data else 'random'} data | "
-          f"augment {cfg.augment} | optimizer {cfg.optimizer} | amp {args.amp and device.type == 'cuda'} | "
-          f"channels_last {cfg.channels_last}")
-    timed_chunk(step, batches[:args.warmup], device)
-    rates = []
-    for c in range(args.chunks):
-        chunk = batches[args.warmup + c * args.batches: args.warmup + (c + 1) * args.batches]
-        seconds = timed_chunk(step, chunk, device)
-        rates.append(len(chunk) * args.batch_size / seconds)
-        print(f"chunk {c + 1}/{args.chunks}: {rates[-1]:.0f} images/s")
-    t = time.perf_counter()
-    for _ in loader:
-        pass
-    aug_rate = len(loader) * args.batch_size / (time.perf_counter() - t)
+        from cifarlab.engine.distributed import free_port
+        ctx = mp.get_context("spawn")
+        queue = ctx.SimpleQueue()
+        mp.spawn(_worker, args=(args, free_port(), queue), nprocs=args.nproc, join=True)
+        result = queue.get()
+    rates = result["rates"]
     print(f"train step: median {statistics.median(rates):.0f} images/s (min {min(rates):.0f}, max {max(rates):.0f}, "
-          f"{args.chunks} chunks of {args.batches} batches) | loader+augment alone: {aug_rate:.0f} images/s")
+          f"{args.chunks} chunks of {args.batches} batches, {args.nproc} process(es)) | loader+augment alone: "
+          f"{result['aug_rate']:.0f} images/s per process")
     epoch_s = 45000 / statistics.median(rates)
     print(f"=> one epoch of 45,000 images: about {epoch_s / 60:.1f} min on this device")
 

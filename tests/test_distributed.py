@@ -16,6 +16,7 @@ sync_bn, which restores global statistics, is CUDA-only in torch and not checked
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -110,3 +111,17 @@ def test_cli_nproc_trains_and_only_rank_0_reports(tmp_path, capfd):
     reports = [line for line in out.splitlines() if line.startswith("{")]
     assert len(reports) == 1 and json.loads(reports[0])["run_dir"] == str(runs / "cli")
     assert len(losses(runs / "cli")) == 1 and (runs / "cli" / "summary.json").is_file()
+
+
+def test_throughput_benchmark_times_the_data_parallel_step_in_two_processes():
+    """benchmarks/train_throughput.py --nproc 2: the DDP step `train --nproc 2` runs, timed."""
+    import subprocess
+    import sys
+    from pathlib import Path
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "train_throughput.py"
+    out = subprocess.run([sys.executable, str(script), "--model", "lenet5", "--batch-size", "8", "--batches", "2",
+                          "--chunks", "2", "--warmup", "1", "--nproc", "2", "--device", "cpu"],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert re.search(r"batch 8 \(2 x 4, \d+ threads each\)", out.stdout), out.stdout
+    assert "2 process(es)" in out.stdout and "images/s" in out.stdout

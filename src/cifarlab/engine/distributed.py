@@ -186,10 +186,10 @@ def _worker(rank: int, nproc: int, port: int, queue, fn: Callable, args: tuple, 
         raise
     if rank == 0:
         queue.put(("result", str(result.run_dir), result.summary))
-    _exit_without_destructors()
+    exit_now()
 
 
-def _exit_without_destructors() -> None:
+def exit_now() -> None:
     """End a finished worker at once: the run folder is written and the process group gone.
 
     A normal interpreter exit runs C++ static destructors, and now and then one of them meets
