@@ -171,10 +171,10 @@ register_recipe(
     "2-core CPU, about 5 min: airnet_small, the fast recipe with Muon filters at batch 250, 8 epochs "
     "(1 at 16 px), flip TTA")
 register_recipe(
-    "cpu-15min", _cpu("airnet_medium", 12, "16:3,24:2"),
-    "2-core CPU, about 13 min: airnet_medium, the fast recipe with Muon filters at batch 250, 12 epochs "
+    "cpu-15min", _cpu("airnet_medium", 14, "16:3,24:2"),
+    "2-core CPU, about 12 min: airnet_medium, the fast recipe with Muon filters at batch 250, 14 epochs "
     "(3 at 16 px, 2 at 24 px), flip TTA")
 register_recipe(
-    "cpu-45min", _cpu("airnet94", 16, "16:3,24:3"),
-    "2-core CPU, about 40 min: airnet94, the fast recipe with Muon filters at batch 250, 16 epochs "
+    "cpu-45min", _cpu("airnet94", 18, "16:3,24:3"),
+    "2-core CPU, about 35-40 min: airnet94, the fast recipe with Muon filters at batch 250, 18 epochs "
     "(3 at 16 px, 3 at 24 px), flip TTA")
