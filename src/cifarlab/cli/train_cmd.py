@@ -24,8 +24,11 @@ _FLAGS = [
     ("--epochs", "epochs", int, "passes over the training split"),
     ("--batch-size", "batch_size", int, "images per optimizer step"),
     ("--seed", "seed", int, "seed for init, val split, shuffling, augmentation"),
-    ("--optimizer", "optimizer", str, "sgd | adam | adamw | rmsprop | adagrad | adadelta"),
+    ("--optimizer", "optimizer", str, "sgd | muon (conv filters; the rest sgd) | adam | adamw | rmsprop | "
+                                      "adagrad | adadelta"),
     ("--lr", "lr", float, "peak learning rate"),
+    ("--muon-lr", "muon_lr", float, "muon: the conv filters' peak learning rate"),
+    ("--muon-momentum", "muon_momentum", float, "muon: the conv filters' momentum"),
     ("--momentum", "momentum", float, "sgd/rmsprop momentum, beta1 of adam(w)"),
     ("--weight-decay", "weight_decay", float, "L2 coefficient (decoupled for adamw)"),
     ("--loss", "loss", str, "ce | bce (softmax + binary CE, Keras-style) | mse (on softmax)"),
