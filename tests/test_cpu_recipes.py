@@ -83,7 +83,8 @@ def test_cpu_recipes_are_fast_recipes_with_existing_models(name):
 def test_cpu_recipe_learns_a_real_subset(real_data, tmp_path):
     """cpu-2min's pieces on 5,000 real images, 3 epochs (2 at low resolution), with its Muon
     filters and with plain SGD instead; ~15 s each. A broken resize or whitening lands near
-    10-30%; a broken Muon step (wrong lr group, no orthogonalization) falls well behind SGD."""
+    10-30%; a broken Muon step (wrong lr group, no orthogonalization) falls well behind SGD.
+    Measured on the shared JPEG copy (AMD EPYC, 65adba6): Muon 53.6%, SGD 47.8%."""
     accs = {}
     for optimizer in ("muon", "sgd"):
         cfg = recipe_config("cpu-2min", {"epochs": 3, "resolutions": "16:1,24:1", "train_subset": 5000,
