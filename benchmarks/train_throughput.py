@@ -119,14 +119,8 @@ def measure(args: argparse.Namespace, rank: int = 0, world: int = 1) -> dict:
 
 
 def _worker(rank: int, args: argparse.Namespace, port: int, queue) -> None:
-    import os
-    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(args.nproc),
-                      LOCAL_WORLD_SIZE=str(args.nproc), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    elif not torch.cuda.is_available():  # the processes share the cores, as `train --nproc` does
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // args.nproc))
-    from cifarlab.engine.distributed import exit_now
+    from cifarlab.engine.distributed import exit_now, join_local_job
+    join_local_job(rank, args.nproc, port, args.threads)  # as `train --nproc` sets up its workers
     result = measure(args, rank, args.nproc)
     if rank == 0:
         queue.put(result)

@@ -174,11 +174,19 @@ def launch(nproc: int, fn: Callable, *args, **kwargs):
     return _result(queue)
 
 
-def _worker(rank: int, nproc: int, port: int, queue, fn: Callable, args: tuple, kwargs: dict) -> None:
+def join_local_job(rank: int, nproc: int, port: int, threads: int | None = None) -> None:
+    """This spawned process becomes rank ``rank`` of ``nproc`` on this machine (env:// rendezvous
+    on ``port``); on the CPU it takes ``threads`` or its share of the cores (no oversubscription)."""
     os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(nproc),
                       LOCAL_WORLD_SIZE=str(nproc), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    if not torch.cuda.is_available():  # N processes share the cores: no oversubscription
+    if threads:
+        torch.set_num_threads(threads)
+    elif not torch.cuda.is_available():
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // nproc))
+
+
+def _worker(rank: int, nproc: int, port: int, queue, fn: Callable, args: tuple, kwargs: dict) -> None:
+    join_local_job(rank, nproc, port)
     try:
         result = fn(*args, **kwargs)
     except CifarlabError as exc:

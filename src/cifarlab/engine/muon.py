@@ -74,33 +74,31 @@ class Muon(torch.optim.Optimizer):
                 (self._muon if group["orthogonalize"] else self._sgd)(group, params)
         return loss
 
-    def _buffer(self, p: torch.Tensor, grad: torch.Tensor, momentum: float) -> torch.Tensor:
-        state = self.state[p]
-        buf = state.get("momentum_buffer")
-        if buf is None:  # as torch.optim.SGD: the first buffer is the first gradient
-            buf = state["momentum_buffer"] = grad.detach().clone()
+    def _momentum(self, p: torch.Tensor, grad: torch.Tensor, group: dict) -> torch.Tensor:
+        """The (Nesterov) momentum update from ``grad``, as torch.optim.SGD forms it: the buffer
+        starts as the first gradient, then buf = momentum * buf + grad."""
+        mom = group["momentum"]
+        if not mom:
+            return grad
+        buf = self.state[p].get("momentum_buffer")
+        if buf is None:
+            buf = self.state[p]["momentum_buffer"] = grad.detach().clone()
         else:
-            buf.mul_(momentum).add_(grad)
-        return buf
+            buf.mul_(mom).add_(grad)
+        return grad.add(buf, alpha=mom) if group["nesterov"] else buf
 
     def _sgd(self, group: dict, params: list[torch.Tensor]) -> None:
-        lr, mom, wd = group["lr"], group["momentum"], group["weight_decay"]
+        wd = group["weight_decay"]
         for p in params:
-            grad = p.grad if wd == 0 else p.grad.add(p, alpha=wd)
-            if mom:
-                buf = self._buffer(p, grad, mom)
-                grad = grad.add(buf, alpha=mom) if group["nesterov"] else buf
-            p.add_(grad, alpha=-lr)
+            grad = p.grad if wd == 0 else p.grad.add(p, alpha=wd)  # coupled decay, as SGD
+            p.add_(self._momentum(p, grad, group), alpha=-group["lr"])
 
     def _muon(self, group: dict, params: list[torch.Tensor]) -> None:
-        lr, mom, wd = group["lr"], group["momentum"], group["weight_decay"]
+        lr, wd = group["lr"], group["weight_decay"]
         for p in params:
-            grad = p.grad
-            if mom:
-                buf = self._buffer(p, grad, mom)
-                grad = grad.add(buf, alpha=mom) if group["nesterov"] else buf
+            update = self._momentum(p, p.grad, group)
             if group["normalize"]:
                 p.mul_(len(p) ** 0.5 / p.norm().clamp_min(1e-12))
             elif wd:
                 p.mul_(1 - lr * wd)  # decoupled: orthogonalizing would undo coupled decay
-            p.add_(orthogonalize(grad, group["ns_steps"]), alpha=-lr)
+            p.add_(orthogonalize(update, group["ns_steps"]), alpha=-lr)

@@ -20,10 +20,9 @@ import socket
 import threading
 from typing import Iterator
 
-from cifarlab.runlog import pid_alive
-
 from cifarlab import sqldb
 from cifarlab.errors import ConfigError
+from cifarlab.runlog import pid_alive
 
 HEARTBEAT_S = 10  # a worker says it is alive this often; silent for 3x that, its work is taken over
 
