@@ -4,13 +4,15 @@
     python benchmarks/cpu_frontier.py --recipes cpu-5min --seeds 1
 
 Printed: the environment, this machine's float32 matmul ceiling measured in the same run
-(a 2048x2048 matmul, the best any training can do here), then per recipe and seed: the test
+(a 2048x2048 matmul, the best any training can do here) and, on a CPU with native bf16
+(where the recipes train in bf16), the bf16 one too, then per recipe and seed: the test
 accuracy with the recipe's test-time augmentation (what the run reports) and without it,
 the wall time of the whole ``train()`` call (model build, data-dependent whitening, every
 epoch, the final test evaluation, run-folder writes; the decoded data comes from the warm
 cache, loaded once untimed first), the time of the epochs alone, and the useful training
 GFLOP/s: 3 x 2 x forward MACs per image (at each epoch's resolution) x images trained,
-over the epochs' time, also as a fraction of the matmul ceiling. Means, standard deviations
+over the epochs' time, also as a fraction of the matmul ceiling in the number format the
+run trained in (``summary.json``'s ``hardware.amp``). Means, standard deviations
 and medians close each recipe. Run it on an otherwise idle machine (or with
 ``chrt -f 20`` so that nothing else gets the cores); the load average is printed first.
 """
@@ -30,14 +32,15 @@ from _env import environment  # benchmarks/_env.py
 from cifarlab.data import load_cifar
 from cifarlab.data.loader import parse_resolutions, size_at_epoch
 from cifarlab.engine import evaluate_model, recipe_config, train
+from cifarlab.engine.hardware import bf16_native
 from cifarlab.engine.recipes import list_recipes
 from cifarlab.models import create_model
 from cifarlab.models.inspect import macs
 
 
-def matmul_ceiling(n: int = 2048, reps: int = 10) -> float:
-    """GFLOP/s of an n x n float32 matmul on this CPU (median of ``reps`` timed products)."""
-    a, b = torch.randn(n, n), torch.randn(n, n)
+def matmul_ceiling(n: int = 2048, reps: int = 10, dtype: torch.dtype = torch.float32) -> float:
+    """GFLOP/s of an n x n matmul in ``dtype`` on this CPU (median of ``reps`` timed products)."""
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
     for _ in range(3):
         a @ b
     times = []
@@ -71,7 +74,8 @@ def one_run(name: str, seed: int, data_path: str | None, runs_dir: str) -> dict:
     wall = time.perf_counter() - start
     s = result.summary
     row = {"seed": seed, "acc": s["test"]["top1"], "tta": s["test"].get("tta", "none"), "wall": wall,
-           "fit": s["training_time_s"], "flops": training_flops(cfg, s["data"]["train"])}
+           "fit": s["training_time_s"], "flops": training_flops(cfg, s["data"]["train"]),
+           "bf16": bool(s["hardware"].get("amp"))}
     row["acc_plain"] = row["acc"] if row["tta"] == "none" else _plain_accuracy(result, cfg)
     return row
 
@@ -91,16 +95,17 @@ def _stats(values: list[float], scale: float = 1.0, fmt: str = ".2f") -> str:
     return f"mean {mean:{fmt}} ± {sd:{fmt}}, median {statistics.median(values) * scale:{fmt}}"
 
 
-def run_recipe(name: str, seeds: int, data_path: str | None, ceiling: float, runs_dir: str) -> list[dict]:
+def run_recipe(name: str, seeds: int, data_path: str | None, ceilings: dict, runs_dir: str) -> list[dict]:
     print(f"\nrecipe {name}: {list_recipes()[name]}", flush=True)
     rows = []
     for seed in range(seeds):
         r = one_run(name, seed, data_path, runs_dir)
         rate = r["flops"] / r["fit"] / 1e9
         rows.append({**r, "gflops": rate})
+        fmt = "bf16" if r["bf16"] else "float32"
         print(f"  seed {seed}  test {100 * r['acc']:.2f}% (tta {r['tta']})  without tta {100 * r['acc_plain']:.2f}%  "
-              f"wall {r['wall']:.1f} s  epochs {r['fit']:.1f} s  {rate:.1f} GFLOP/s = "
-              f"{100 * rate / ceiling:.0f}% of the matmul ceiling", flush=True)
+              f"wall {r['wall']:.1f} s  epochs {r['fit']:.1f} s  trained in {fmt}  {rate:.1f} GFLOP/s = "
+              f"{100 * rate / ceilings[fmt]:.0f}% of the {fmt} matmul ceiling", flush=True)
     print(f"  {name}: test % {_stats([r['acc'] for r in rows], 100)} | without tta % "
           f"{_stats([r['acc_plain'] for r in rows], 100)} | wall s {_stats([r['wall'] for r in rows], 1, '.1f')} | "
           f"GFLOP/s {_stats([r['gflops'] for r in rows], 1, '.1f')}", flush=True)
@@ -118,12 +123,15 @@ def main(argv: list[str] | None = None) -> int:
     names = [n for n in args.recipes.split(",") if n] or [n for n in list_recipes() if n.startswith("cpu-")]
     print(environment(torch.device("cpu")))
     print(f"torch threads {torch.get_num_threads()} | recipes {', '.join(names)} | seeds {args.seeds}")
-    ceiling = matmul_ceiling()
-    print(f"matmul ceiling (2048x2048 float32, median of 10): {ceiling:.1f} GFLOP/s", flush=True)
+    ceilings = {"float32": matmul_ceiling()}
+    if bf16_native(torch.device("cpu")):  # the recipes train in bf16 here (amp)
+        ceilings["bf16"] = matmul_ceiling(dtype=torch.bfloat16)
+    for fmt, rate in ceilings.items():
+        print(f"matmul ceiling (2048x2048 {fmt}, median of 10): {rate:.1f} GFLOP/s", flush=True)
     load_cifar(args.data, val=0, progress=False)  # decode (or read the cache) once, untimed
     with tempfile.TemporaryDirectory(prefix="cpu-frontier-") as tmp:
         for name in names:
-            run_recipe(name, args.seeds, args.data, ceiling, args.keep or tmp)
+            run_recipe(name, args.seeds, args.data, ceilings, args.keep or tmp)
     return 0
 
 

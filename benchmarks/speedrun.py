@@ -39,6 +39,7 @@ import torch
 
 from _env import environment  # benchmarks/_env.py
 from cifarlab.engine import Callback, recipe_config, train
+from cifarlab.engine.hardware import bf16_native
 
 
 # ---------------------------------------------------------------- environment
@@ -114,7 +115,7 @@ def one_run(args, data, device: torch.device, seed: int, epochs: int | None, run
     start = time.perf_counter()
     result = train(cfg, callbacks=[timer], data=data)
     wall = time.perf_counter() - start
-    amp = cfg.amp and device.type == "cuda"
+    amp = cfg.amp and bf16_native(device)
     plain = _evaluate(result.model, data, device, "none", cfg.channels_last, amp)
     tta = _evaluate(result.model, data, device, cfg.tta, cfg.channels_last, amp)
     return {"seed": seed, "epochs": cfg.epochs, "acc": plain, "acc_tta": tta, "wall": wall,

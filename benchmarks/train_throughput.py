@@ -20,7 +20,7 @@ import torch
 from _env import environment  # benchmarks/_env.py
 from cifarlab.data import DeviceLoader, build_augment, random_cifar
 from cifarlab.engine.config import TrainConfig
-from cifarlab.engine.hardware import pick_device
+from cifarlab.engine.hardware import bf16_native, pick_device
 from cifarlab.engine.loop import autocast
 from cifarlab.engine.losses import build_loss
 from cifarlab.engine.optim import build_optimizer
@@ -56,7 +56,9 @@ def parse(argv=None) -> argparse.Namespace:
                    help="data-parallel processes on this machine, as `cifarlab train --nproc N`: each "
                         "takes batch/N images and cores/N threads; gradients are all-reduced (DDP, gloo)")
     p.add_argument("--data", default=None, help="real CIFAR source; default random data of the right shape")
-    p.add_argument("--amp", action="store_true", help="bf16 autocast (cuda)")
+    p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=TrainConfig.amp,
+                   help="bf16 autocast where the device runs it natively, as training does "
+                        "(default: on; --no-amp times float32)")
     args = p.parse_args(argv)
     if args.nproc < 1 or args.batch_size % args.nproc:
         p.error(f"--batch-size {args.batch_size} must divide evenly over --nproc {args.nproc}")
@@ -99,7 +101,7 @@ def measure(args: argparse.Namespace, rank: int = 0, world: int = 1) -> dict:
             print(environment(device))
             print(f"model {args.model} | batch {args.batch_size} ({world} x {local}, "
                   f"{torch.get_num_threads()} threads each) | {'real' if args.data else 'random'} data | "
-                  f"augment {cfg.augment} | optimizer {cfg.optimizer} | amp {args.amp and device.type == 'cuda'} | "
+                  f"augment {cfg.augment} | optimizer {cfg.optimizer} | amp {args.amp and bf16_native(device)} | "
                   f"channels_last {cfg.channels_last}", flush=True)
         timed_chunk(step, batches[:args.warmup], device)
         rates = []

@@ -44,7 +44,7 @@ _FLAGS = [
     ("--test-subset", "test_subset", int, "test on only this many images"),
     ("--early-stop", "early_stop", None, "stop when val_loss stalls (see --set early_patience=N)"),
     ("--device", "device", str, "auto | cpu | cuda | mps"),
-    ("--amp", "amp", None, "bf16 autocast on cuda"),
+    ("--amp", "amp", None, "bf16 autocast where native: cuda, CPUs with AVX512-BF16/AMX"),
     ("--channels-last", "channels_last", None, "NHWC memory format"),
     ("--compile", "compile", None, "torch.compile the model"),
     ("--runs-dir", "runs_dir", str, "parent folder of run folders (default runs)"),

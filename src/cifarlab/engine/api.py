@@ -30,7 +30,7 @@ from cifarlab.engine.config import TrainConfig
 from cifarlab.engine.dataset import data_for
 from cifarlab.engine.evaluate import evaluate_model, write_confusion
 from cifarlab.engine.fast import WeightAverage, WhiteningInit
-from cifarlab.engine.hardware import describe, hardware_info, pick_device
+from cifarlab.engine.hardware import bf16_native, describe, hardware_info, pick_device
 from cifarlab.engine.loop import Learner
 from cifarlab.engine.losses import build_loss
 from cifarlab.engine.optim import build_optimizer, build_schedule
@@ -199,7 +199,7 @@ def _build(cfg: TrainConfig, data, device: torch.device, run_dir: Path, extra,
     fit_model = torch.compile(fit_model) if cfg.compile else fit_model
     learner = Learner(fit_model, build_loss(cfg.loss, data.num_classes, cfg.label_smoothing), optimizer,
                       schedule, train_loader, val_loader, cfg.epochs, device,
-                      amp=cfg.amp and device.type == "cuda", binary=cfg.loss == "bce", meta=meta, dist=dist)
+                      amp=cfg.amp and bf16_native(device), binary=cfg.loss == "bce", meta=meta, dist=dist)
     learner.run_dir = run_dir
     if dist.rank:  # dropout masks differ per rank (rank 0 keeps the single-process stream)
         torch.manual_seed(cfg.seed + 7919 * dist.rank)
@@ -261,7 +261,7 @@ def _optimizer_state(state: dict, optimizer: torch.optim.Optimizer) -> dict:
 
 # ---------------------------------------------------------------- fit, test once, report
 def _fit_and_report(learner: Learner, cfg: TrainConfig, data, run_dir: Path) -> RunResult:
-    hw = hardware_info(learner.device)
+    hw = {**hardware_info(learner.device), "amp": learner.amp}
     if learner.dist.active:
         hw["processes"] = learner.dist.world_size
     if cfg.progress:

@@ -98,7 +98,9 @@ class TrainConfig:
     tta: str = "none"  # views averaged at the final test: none | flip | flip-translate (+-1 px)
     # --- hardware ---
     device: str = "auto"  # auto picks cuda, then mps, then cpu
-    amp: bool = True  # bf16 autocast on cuda (ignored on cpu/mps, where it is slower)
+    # bf16 autocast where the device runs bf16 natively: CUDA, CPUs with AVX512-BF16 or AMX
+    # (ignored elsewhere: MPS, and CPUs that would emulate bf16, slower than float32)
+    amp: bool = True
     # NHWC memory format: oneDNN's CPU convolutions and recent GPUs' are faster in it
     # (googlenet_small trains 1.6x, resnet20 1.15x faster on a 2-core CPU)
     channels_last: bool = True

@@ -26,6 +26,7 @@ from torch import nn
 
 from cifarlab.engine.callbacks import Callback
 from cifarlab.engine.distributed import Dist
+from cifarlab.engine.hardware import bf16_native
 from cifarlab.engine.metrics import Accumulator
 from cifarlab.engine.optim import Schedule
 
@@ -36,10 +37,15 @@ EVENTS = ("before_fit", "before_epoch", "before_batch", "after_backward", "after
           "after_report")
 
 
-def autocast(device: torch.device, enabled: bool):
-    """bf16 autocast on CUDA (no loss scaling needed); a no-op elsewhere."""
-    if enabled and device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
+def autocast(device: torch.device, enabled: bool, training: bool = True):
+    """bf16 autocast (no loss scaling needed) where the device runs bf16 natively; else a no-op.
+
+    Native: CUDA GPUs with bf16, CPUs with AVX512-BF16 or AMX (``hardware.bf16_native``).
+    Evaluation on a CPU stays float32 (``training=False``): a few seconds of a run, and the
+    accuracy a model states is then the same on every CPU, with or without bf16 units.
+    """
+    if enabled and bf16_native(device) and (training or device.type != "cpu"):
+        return torch.autocast(device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
 
@@ -52,7 +58,7 @@ def run_eval(model: nn.Module, batches: Iterable, loss_fn: Callable | None, devi
     model.eval()
     acc = Accumulator(keep_predictions)
     for x, y in batches:
-        with autocast(device, amp):
+        with autocast(device, amp, training=False):
             xs = views(x) if views else [x]
             logits = torch.stack([model(v).float() for v in xs]).mean(0)
         loss = float(loss_fn(logits, y)) if loss_fn else None

@@ -1,0 +1,109 @@
+"""bf16 autocast where the device runs it natively: CUDA, and CPUs with AVX512-BF16 or AMX.
+
+The CPU probes are patched, so every path runs on any CPU (where bf16 is not native,
+torch emulates it: slower, same numbers).
+"""
+
+from __future__ import annotations
+
+import json
+import pytest
+import torch
+
+from cifarlab.data import random_cifar
+from cifarlab.engine import Callback, load_model, recipe_config, train
+from cifarlab.engine import hardware
+from cifarlab.engine.loop import autocast, run_eval
+
+CPU = torch.device("cpu")
+
+
+@pytest.fixture
+def cpu_bf16(monkeypatch):
+    """Set whether this CPU 'has' bf16 units: cpu_bf16(True) or cpu_bf16(False)."""
+    def setting(native: bool):
+        monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: native)
+        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+        hardware._bf16_native.cache_clear()
+    yield setting
+    hardware._bf16_native.cache_clear()
+
+
+@pytest.mark.parametrize("avx512_bf16,amx,native", [(False, False, False), (True, False, True), (False, True, True)])
+def test_a_cpu_is_bf16_native_with_avx512_bf16_or_amx(monkeypatch, avx512_bf16, amx, native):
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
+    hardware._bf16_native.cache_clear()
+    try:
+        assert hardware.bf16_native(CPU) is native
+        assert hardware.bf16_native(torch.device("mps")) is False
+        assert hardware.hardware_info(CPU)["bf16_native"] is native
+    finally:
+        hardware._bf16_native.cache_clear()
+
+
+def _conv_dtype(enabled: bool, training: bool = True) -> torch.dtype:
+    conv = torch.nn.Conv2d(3, 4, 3)
+    with autocast(CPU, enabled, training):
+        return conv(torch.randn(2, 3, 8, 8)).dtype
+
+
+def test_autocast_runs_cpu_training_convs_in_bf16_only_where_native(cpu_bf16):
+    cpu_bf16(True)
+    assert _conv_dtype(True) == torch.bfloat16
+    assert _conv_dtype(False) == torch.float32, "amp off: float32"
+    assert _conv_dtype(True, training=False) == torch.float32, "evaluation on a CPU stays float32"
+    cpu_bf16(False)
+    assert _conv_dtype(True) == torch.float32, "emulated bf16 is slower than float32: not used"
+
+
+def test_cpu_evaluation_is_float32_whatever_amp_says(cpu_bf16):
+    """The accuracy a model states must not depend on the CPU that measures it."""
+    cpu_bf16(True)
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.Flatten(), torch.nn.LazyLinear(10))
+    x, y = torch.randn(16, 3, 8, 8), torch.randint(0, 10, (16,))
+    model(x)
+    on = run_eval(model, [(x, y)], torch.nn.functional.cross_entropy, CPU, amp=True)
+    off = run_eval(model, [(x, y)], torch.nn.functional.cross_entropy, CPU, amp=False)
+    assert on.loss_sum == off.loss_sum and on.correct1 == off.correct1
+
+
+class _Dtypes(Callback):
+    def __init__(self):
+        self.logits = set()
+
+    def after_backward(self, learner):
+        self.logits.add(learner.logits.dtype)
+        assert all(p.grad is None or p.grad.dtype == torch.float32 for p in learner.model.parameters())
+
+
+@pytest.mark.parametrize("amp", [True, False])
+def test_a_cpu_run_trains_in_bf16_with_float32_weights_and_says_so(tmp_path, cpu_bf16, amp):
+    cpu_bf16(True)
+    seen = _Dtypes()
+    cfg = {"model": "lenet5_modern", "epochs": 2, "batch_size": 32, "runs_dir": str(tmp_path), "device": "cpu",
+           "progress": False, "plots": False, "tensorboard": False, "augment": "none", "amp": amp}
+    r = train(cfg, data=random_cifar(n_train=160, n_test=40, val=40, seed=0), callbacks=[seen])
+    assert seen.logits == {torch.bfloat16 if amp else torch.float32}
+    assert r.summary["hardware"]["amp"] is amp and r.summary["hardware"]["bf16_native"] is True
+    model, _ = load_model(r.run_dir, CPU)
+    assert {p.dtype for p in model.state_dict().values() if p.is_floating_point()} == {torch.float32}
+    losses = [json.loads(line)["train_loss"] for line in (r.run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert len(losses) == 2 and losses[-1] < losses[0]
+
+
+def test_bf16_training_learns_a_real_subset_as_well_as_float32(real_data, tmp_path, cpu_bf16):
+    """cpu-2min's pieces on 5,000 real images, 3 epochs, trained in bf16 and in float32.
+    On the full data bf16 cost cpu-5min 0.3 points at seed 0 (86.75% vs 87.09%) and ran 1.5x
+    faster on an AVX512-BF16 CPU; a broken bf16 path (a float16 overflow, weights cast to bf16,
+    the optimizer stepping bf16 copies) falls far behind."""
+    cpu_bf16(True)
+    accs = {}
+    for amp in (True, False):
+        cfg = recipe_config("cpu-2min", {"epochs": 3, "resolutions": "16:1,24:1", "train_subset": 5000,
+                                         "test_subset": 2000, "runs_dir": str(tmp_path), "progress": False,
+                                         "plots": False, "tensorboard": False, "amp": amp, "device": "cpu"})
+        accs[amp] = train(cfg, data=real_data).summary["test"]["top1"]
+    print("cpu-2min pieces on a 5k real subset, bf16 / float32:", accs)
+    assert accs[True] > 0.40 and accs[True] > accs[False] - 0.03, accs
