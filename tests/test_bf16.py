@@ -107,3 +107,23 @@ def test_bf16_training_learns_a_real_subset_as_well_as_float32(real_data, tmp_pa
         accs[amp] = train(cfg, data=real_data).summary["test"]["top1"]
     print("cpu-2min pieces on a 5k real subset, bf16 / float32:", accs)
     assert accs[True] > 0.40 and accs[True] > accs[False] - 0.03, accs
+
+
+def test_cpu_frontier_rates_each_run_against_the_ceiling_of_its_number_format(monkeypatch, capsys):
+    """A bf16 run is measured against the bf16 matmul (4x float32's on an AVX512-BF16 CPU),
+    not flattered by the float32 one."""
+    import sys
+    from pathlib import Path
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    sys.modules.pop("cpu_frontier", None)
+    import cpu_frontier
+    assert cpu_frontier.matmul_ceiling(n=64, reps=2, dtype=torch.bfloat16) > 0
+    runs = iter([{"bf16": True}, {"bf16": False}])
+    monkeypatch.setattr(cpu_frontier, "one_run", lambda name, seed, data, runs_dir: {
+        "seed": seed, "acc": 0.9, "acc_plain": 0.89, "tta": "flip", "wall": 12.0, "fit": 10.0, "flops": 4e12,
+        **next(runs)})
+    rows = cpu_frontier.run_recipe("cpu-2min", 2, None, {"float32": 200.0, "bf16": 800.0}, "unused")
+    out = capsys.readouterr().out
+    assert [r["gflops"] for r in rows] == [400.0, 400.0]
+    assert "trained in bf16  400.0 GFLOP/s = 50% of the bf16 matmul ceiling" in out
+    assert "trained in float32  400.0 GFLOP/s = 200% of the float32 matmul ceiling" in out
