@@ -14,14 +14,15 @@ from cifarlab.errors import ConfigError
 from cifarlab.models import create_model
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("shape", [(64, 32, 3, 3), (16, 200), (300, 20)], ids=["filter", "wide", "tall"])
-def test_orthogonalize_brings_every_singular_value_near_one(shape):
+def test_orthogonalize_brings_every_singular_value_near_one(shape, dtype):
     g = torch.Generator().manual_seed(0)
     update = torch.randn(shape, generator=g) * torch.logspace(-1, 1, shape[0])[(...,) + (None,) * (len(shape) - 1)]
-    out = orthogonalize(update)
-    assert out.shape == update.shape
+    out = orthogonalize(update, dtype=dtype)
+    assert out.shape == update.shape and out.dtype == update.dtype
     s = torch.linalg.svdvals(out.reshape(shape[0], -1))
-    assert s.min() > 0.6 and s.max() < 1.25, s  # the raw rows span 100x
+    assert s.min() > 0.6 and s.max() < 1.25, s  # the raw rows span 100x (bf16: same band)
     # same singular vectors: the orthogonalized update still points along the raw one
     assert (out * update).sum() > 0
 
@@ -51,6 +52,22 @@ def test_a_muon_step_normalizes_the_filter_then_moves_it_by_the_orthogonalized_u
     nesterov = grad + 0.6 * grad  # first step: buffer = gradient
     expected = before * (8 ** 0.5 / before.norm()) - 0.1 * orthogonalize(nesterov)
     torch.testing.assert_close(w.detach(), expected)
+
+
+@pytest.mark.parametrize("native,amp,expected", [(True, True, torch.bfloat16), (True, False, torch.float32),
+                                                 (False, True, torch.float32)])
+def test_newton_schulz_runs_in_bf16_only_where_training_does(monkeypatch, native, amp, expected):
+    """bf16 iterations where matmuls in it are native and the run trains in it; float32 elsewhere
+    (emulated bf16 would be slower). A machine property: the saved state does not carry it."""
+    from cifarlab.engine import hardware
+    monkeypatch.setattr(hardware, "bf16_native", lambda device: native)
+    opt = build_optimizer(create_model("airnet_tiny"), TrainConfig(optimizer="muon", lr=0.1, amp=amp))
+    assert opt.ns_dtype == expected
+    assert all("ns_dtype" not in g for g in opt.state_dict()["param_groups"])
+    w = opt.param_groups[-1]["params"][0]
+    w.grad = torch.randn_like(w)
+    opt.step()
+    assert w.dtype == torch.float32
 
 
 def test_muon_config_puts_the_filters_in_their_own_last_group():
