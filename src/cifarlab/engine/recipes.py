@@ -105,7 +105,7 @@ def _fast(model: str, epochs: int, lr_per_1024: float, batch_size: int = 1000) -
         "schedule": "onecycle", "warmup": 0.23,  # lr/10 -> lr over 23% of the steps, then -> 0
         "augment": "altflip,translate:2",  # each image mirrored every other epoch; +-2 px reflect shift
         "val": 0,  # all 50k images train; the test split is evaluated once at the end
-        "amp": True, "channels_last": True,  # bf16 autocast and NHWC convs on CUDA
+        "amp": True, "channels_last": True,  # bf16 autocast where native (CUDA, AVX512-BF16 CPUs); NHWC convs
         "whiten": True, "whiten_images": 5000, "whiten_eps": 5e-4, "whiten_bias_epochs": 3,
         "average": "lookahead", "average_decay": 0.95, "average_every": 5, "average_power": 3.0,
         "tta": "flip-translate",  # final test: mean logits of the image, its mirror, each shifted 1 px
