@@ -40,7 +40,8 @@ def _bf16_native(kind: str) -> bool:
     if kind == "cuda":
         return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
     if kind == "cpu":  # AVX512-BF16 or AMX: oneDNN runs bf16 convs natively (elsewhere it emulates, slower)
-        probes = (getattr(torch.cpu, "_is_avx512_bf16_supported", None), getattr(torch.cpu, "_is_amx_tile_supported", None))
+        probes = (getattr(torch.cpu, "_is_avx512_bf16_supported", None),
+                  getattr(torch.cpu, "_is_amx_tile_supported", None))
         return any(bool(probe()) for probe in probes if probe is not None)
     return False
 
