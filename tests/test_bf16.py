@@ -20,26 +20,21 @@ CPU = torch.device("cpu")
 
 @pytest.fixture
 def cpu_bf16(monkeypatch):
-    """Set whether this CPU 'has' bf16 units: cpu_bf16(True) or cpu_bf16(False)."""
-    def setting(native: bool):
+    """Set which bf16 units this CPU 'has': cpu_bf16(avx512_bf16, amx=False)."""
+    def setting(native: bool, amx: bool = False):
         monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: native)
-        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
         hardware._bf16_native.cache_clear()
     yield setting
     hardware._bf16_native.cache_clear()
 
 
 @pytest.mark.parametrize("avx512_bf16,amx,native", [(False, False, False), (True, False, True), (False, True, True)])
-def test_a_cpu_is_bf16_native_with_avx512_bf16_or_amx(monkeypatch, avx512_bf16, amx, native):
-    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16)
-    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
-    hardware._bf16_native.cache_clear()
-    try:
-        assert hardware.bf16_native(CPU) is native
-        assert hardware.bf16_native(torch.device("mps")) is False
-        assert hardware.hardware_info(CPU)["bf16_native"] is native
-    finally:
-        hardware._bf16_native.cache_clear()
+def test_a_cpu_is_bf16_native_with_avx512_bf16_or_amx(cpu_bf16, avx512_bf16, amx, native):
+    cpu_bf16(avx512_bf16, amx)
+    assert hardware.bf16_native(CPU) is native
+    assert hardware.bf16_native(torch.device("mps")) is False
+    assert hardware.hardware_info(CPU)["bf16_native"] is native
 
 
 def _conv_dtype(enabled: bool, training: bool = True) -> torch.dtype:
