@@ -95,10 +95,10 @@ def _stats(values: list[float], scale: float = 1.0, fmt: str = ".2f") -> str:
     return f"mean {mean:{fmt}} ± {sd:{fmt}}, median {statistics.median(values) * scale:{fmt}}"
 
 
-def run_recipe(name: str, seeds: int, data_path: str | None, ceilings: dict, runs_dir: str) -> list[dict]:
+def run_recipe(name: str, seeds: range, data_path: str | None, ceilings: dict, runs_dir: str) -> list[dict]:
     print(f"\nrecipe {name}: {list_recipes()[name]}", flush=True)
     rows = []
-    for seed in range(seeds):
+    for seed in seeds:
         r = one_run(name, seed, data_path, runs_dir)
         rate = r["flops"] / r["fit"] / 1e9
         rows.append({**r, "gflops": rate})
@@ -115,14 +115,19 @@ def run_recipe(name: str, seeds: int, data_path: str | None, ceilings: dict, run
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--recipes", default="", help="comma-separated recipe names (default: every cpu-* recipe)")
-    p.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 per recipe")
+    p.add_argument("--seeds", type=int, default=3, help="how many seeds per recipe")
+    p.add_argument("--first-seed", type=int, default=0,
+                   help="the first seed (seeds first..first+N-1); lets a long recipe's seeds run in parts")
     p.add_argument("--data", default=os.environ.get("CIFARLAB_DATA"),
                    help="CIFAR-10 source (default $CIFARLAB_DATA, then the cache)")
     p.add_argument("--keep", default=None, help="keep the run folders under this folder (default: a temporary one)")
     args = p.parse_args(argv)
+    if args.seeds < 1 or args.first_seed < 0:
+        p.error("--seeds must be at least 1 and --first-seed at least 0")
+    seeds = range(args.first_seed, args.first_seed + args.seeds)
     names = [n for n in args.recipes.split(",") if n] or [n for n in list_recipes() if n.startswith("cpu-")]
     print(environment(torch.device("cpu")))
-    print(f"torch threads {torch.get_num_threads()} | recipes {', '.join(names)} | seeds {args.seeds}")
+    print(f"torch threads {torch.get_num_threads()} | recipes {', '.join(names)} | seeds {seeds.start}..{seeds.stop - 1}")
     ceilings = {"float32": matmul_ceiling()}
     if bf16_native(torch.device("cpu")):  # the recipes train in bf16 here (amp)
         ceilings["bf16"] = matmul_ceiling(dtype=torch.bfloat16)
@@ -131,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     load_cifar(args.data, val=0, progress=False)  # decode (or read the cache) once, untimed
     with tempfile.TemporaryDirectory(prefix="cpu-frontier-") as tmp:
         for name in names:
-            run_recipe(name, args.seeds, args.data, ceilings, args.keep or tmp)
+            run_recipe(name, seeds, args.data, ceilings, args.keep or tmp)
     return 0
 
 
