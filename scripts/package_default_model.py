@@ -7,7 +7,7 @@ accuracy from summary.json -- single view, re-measured, when the run was tested 
 provenance with the data file's sha256) in the current format,
 which loads with ``torch.load(weights_only=True)``, then re-measures its
 test accuracy from the written file on the run's own data and refuses to keep it if the
-numbers differ by more than ``--tolerance`` (fp16 rounding, or a file that does not rebuild
+numbers differ by more than ``--tolerance`` (fp16 or int8 rounding, or a file that does not rebuild
 the model it claims). Within it, the file then states what it measures itself.
 """
 
@@ -41,7 +41,9 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("run_dir", type=Path)
     p.add_argument("--out", type=Path, default=ASSET)
-    p.add_argument("--half", action="store_true", help="store weights as float16 (half the size)")
+    p.add_argument("--weights", choices=["float32", "float16", "int8"], default="float32",
+                   help="stored weight format: float16 halves the file, int8 (a scale per output channel) quarters it")
+    p.add_argument("--half", dest="weights", action="store_const", const="float16", help="the same as --weights float16")
     p.add_argument("--data", help="data file to hash and test on (default: the one the run used)")
     p.add_argument("--tolerance", type=float, default=0.0005, help="allowed test top-1 change (0.0005 = 5 of 10,000)")
     p.add_argument("--no-verify", dest="verify", action="store_false", help="skip re-measuring the test accuracy")
@@ -49,7 +51,7 @@ def main() -> int:
     config = json.loads((args.run_dir / "config.json").read_text())
     data = args.data or config.get("data") or os.environ.get("CIFARLAB_DATA")
     plain = _single_view_test(args.run_dir, data)
-    meta = package_run(args.run_dir, args.out, half=args.half, data_file=data, test=plain)
+    meta = package_run(args.run_dir, args.out, data_file=data, test=plain, weights=args.weights)
     from cifarlab.engine import load_checkpoint
     load_checkpoint(args.out)  # the loader every face uses (weights_only=True) must read it
     stated = meta["test"]
@@ -67,8 +69,8 @@ def main() -> int:
         print(f"accuracy changed by packaging ({stated['top1']:.4f} -> {measured['top1']:.4f}); removed {args.out}",
               file=sys.stderr)
         return 1
-    if (measured["top1"], measured["top5"]) != (stated["top1"], stated["top5"]):  # fp16 rounding moved a few images
-        package_run(args.run_dir, args.out, half=args.half, data_file=data, test=measured)
+    if (measured["top1"], measured["top5"]) != (stated["top1"], stated["top5"]):  # rounding moved a few images
+        package_run(args.run_dir, args.out, data_file=data, test=measured, weights=args.weights)
         print(f"restated as the written file measures: test top-1 {measured['top1']:.4f} top-5 {measured['top5']:.4f}")
     return 0
 

@@ -10,8 +10,8 @@ from cifarlab.catalog import MAX_SHIPPED_BYTES, Catalog, default_checkpoint, pac
 from cifarlab.data import random_cifar
 from cifarlab.data.synthetic import CIFAR10_CLASSES
 from cifarlab.engine import Predictor, train
-from cifarlab.engine.checkpoint import FORMAT
-from cifarlab.errors import ConfigError, ModelError
+from cifarlab.engine.checkpoint import FORMAT, dequantize_state, load_model, quantize_state
+from cifarlab.errors import CifarlabError, ConfigError, ModelError
 from cifarlab.models import count_params, create_model
 from cifarlab.runlog import Registry, RegistryCallback
 
@@ -99,6 +99,31 @@ def test_package_run_is_slim_and_predicts_like_the_run(tiny_run, tmp_path):
     assert half["weights_dtype"] == "float16" and half["bytes"] < meta["bytes"]
     np.testing.assert_allclose(Predictor(tmp_path / "half.pt").probabilities(pics),
                                Predictor(out).probabilities(pics), atol=2e-2)
+    int8 = package_run(result.run_dir, tmp_path / "int8.pt", weights="int8")
+    assert int8["weights_dtype"] == "int8" and int8["bytes"] < half["bytes"]
+    raw = torch.load(tmp_path / "int8.pt", map_location="cpu", weights_only=True)
+    assert raw["state_dict"]["features.0.weight"].dtype == torch.int8  # stored as int8 ...
+    model, _ = load_model(tmp_path / "int8.pt")
+    assert model.features[0].weight.dtype == torch.float32  # ... and loaded as float32
+    np.testing.assert_allclose(Predictor(tmp_path / "int8.pt").probabilities(pics),
+                               Predictor(out).probabilities(pics), atol=2e-2)
+    with pytest.raises(ConfigError, match="weights='int4' is not one of"):
+        package_run(result.run_dir, tmp_path / "int4.pt", weights="int4")
+
+
+def test_int8_weights_are_within_half_a_step_of_their_channel_and_damage_is_named(tmp_path):
+    torch.manual_seed(0)
+    state = {"conv.weight": torch.randn(8, 3, 3, 3) * torch.logspace(-3, 0, 8).view(8, 1, 1, 1),
+             "bn.weight": torch.rand(8), "bn.num_batches_tracked": torch.tensor(5)}
+    q, scales = quantize_state(state)
+    assert q["conv.weight"].dtype == torch.int8 and set(scales) == {"conv.weight"}
+    assert q["bn.weight"] is state["bn.weight"]  # 1-d tensors stay float32
+    back = dequantize_state(q, scales)["conv.weight"]
+    step = scales["conv.weight"].view(8, 1, 1, 1)
+    assert ((back - state["conv.weight"]).abs() <= step / 2 + 1e-9).all()  # small channels keep their precision
+    assert torch.allclose(back.abs().flatten(1).amax(1), state["conv.weight"].abs().flatten(1).amax(1))
+    with pytest.raises(CifarlabError, match="damaged: its int8 weight 'conv.weight' does not match its scales"):
+        dequantize_state(q, {"conv.weight": torch.ones(4)}, "x.pt")
 
 
 def test_package_refuses_an_unfinished_run(tmp_path):

@@ -226,27 +226,40 @@ def _count(ckpt: dict) -> int:
 MAX_SHIPPED_BYTES = 5 * 1024 * 1024
 
 
-def package_run(run_dir, out, half: bool = False, data_file=None, test: dict | None = None) -> dict:
+WEIGHT_FORMATS = ("float32", "float16", "int8")
+
+
+def package_run(run_dir, out, half: bool = False, data_file=None, test: dict | None = None,
+                weights: str = "float32") -> dict:
     """Write a run's selected checkpoint as a slim, self-describing file to ship; returns its metadata.
 
     Keeps what inference and evaluation need (model spec, weights, classes, normalization,
     config) and adds the measured test accuracy from summary.json and where it came from;
-    drops optimizer, scheduler, RNG and callback state. ``half`` stores weights as float16
-    (half the size); the caller should re-measure accuracy then (scripts/package_default_model.py does).
+    drops optimizer, scheduler, RNG and callback state. ``weights``: "float16" halves the size,
+    "int8" quarters it (conv and linear weights as int8 with a scale per output channel,
+    engine.checkpoint.quantize_state; the loader restores float32); ``half`` means "float16".
+    The caller should re-measure accuracy then (scripts/package_default_model.py does).
     ``test`` replaces the summary's test metrics, e.g. with the single-view accuracy the apps
     give when the run itself was tested with test-time augmentation.
     """
     import datetime
     import hashlib
 
-    from cifarlab.engine.checkpoint import FORMAT, load_checkpoint, save_checkpoint, versions
+    from cifarlab.engine.checkpoint import FORMAT, load_checkpoint, quantize_state, save_checkpoint, versions
     from cifarlab.errors import ConfigError
     run_dir = Path(run_dir)
     summary = read_summary(run_dir) or {}
     if not summary.get("test"):
         raise ConfigError(f"{run_dir} has no summary.json with test metrics; let the run finish first")
     ckpt = load_checkpoint(run_dir / summary["selection"]["checkpoint"])
-    state = {k: (v.half() if half and v.is_floating_point() else v) for k, v in ckpt["state_dict"].items()}
+    weights = "float16" if half else weights
+    if weights not in WEIGHT_FORMATS:
+        raise ConfigError(f"weights={weights!r} is not one of: {', '.join(WEIGHT_FORMATS)}")
+    state, scales = ckpt["state_dict"], None
+    if weights == "float16":
+        state = {k: (v.half() if v.is_floating_point() else v) for k, v in state.items()}
+    elif weights == "int8":
+        state, scales = quantize_state(state)
     data = dict(summary.get("data") or {})
     if data_file and Path(data_file).is_file():
         data["file_sha256"] = hashlib.sha256(Path(data_file).read_bytes()).hexdigest()
@@ -255,7 +268,7 @@ def package_run(run_dir, out, half: bool = False, data_file=None, test: dict | N
         "format": FORMAT, "model": ckpt["model"], "state_dict": state, "classes": ckpt["classes"],
         "normalize": ckpt["normalize"], "config": ckpt["config"], "epoch": ckpt.get("epoch"),
         "metrics": ckpt.get("metrics", []), "test": test, "parameters": _count(ckpt),
-        "weights_dtype": "float16" if half else "float32",
+        "weights_dtype": weights,
         "description": (f"{ckpt['model']['name']} trained {summary.get('epochs_run')} epochs on CIFAR-10 "
                         f"(test top-1 {test['top1']:.2%} on {test.get('n')} images)"),
         "provenance": {"run": run_dir.name, "selection": summary.get("selection"), "data": data,
@@ -264,13 +277,15 @@ def package_run(run_dir, out, half: bool = False, data_file=None, test: dict | N
                        "packaged": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")},
         "versions": versions(),
     }
+    if scales is not None:
+        slim["weight_scales"] = scales
     save_checkpoint(slim, out)
     size = Path(out).stat().st_size
     if size > MAX_SHIPPED_BYTES:
         Path(out).unlink()
         raise ConfigError(f"{out} would be {size / 2**20:.1f} MiB, over the 5 MiB limit; pick a smaller "
-                          f"model or pass half=True")
-    return {k: v for k, v in slim.items() if k != "state_dict"} | {"bytes": size}
+                          f"model or store its weights as float16 or int8")
+    return {k: v for k, v in slim.items() if k not in ("state_dict", "weight_scales")} | {"bytes": size}
 
 
 __all__ = ["Catalog", "CatalogEntry", "DEFAULT_NAME", "MAX_SHIPPED_BYTES", "default_checkpoint", "package_run", "parse_named"]

@@ -18,10 +18,25 @@ import sys
 
 S = argparse.SUPPRESS
 
+_UNITS = {"": 1, "s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600}
+
+
+def parse_duration(text: str) -> float:
+    """``"300"``, ``"300s"``, ``"5min"``, ``"1.5h"`` -> seconds."""
+    import re
+    match = re.fullmatch(r"\s*(\d+(?:\.\d*)?)\s*([a-z]*)\s*", text.lower())
+    if not match or match.group(2) not in _UNITS:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a duration; use seconds or a unit: 300, 300s, 5min, 1.5h")
+    return float(match.group(1)) * _UNITS[match.group(2)]
+
+
 # (flag, config key, type, help); type None means a --flag/--no-flag switch
 _FLAGS = [
     ("--model", "model", str, "model name (see `cifarlab models`); 'default' = resnet20"),
     ("--epochs", "epochs", int, "passes over the training split"),
+    ("--time-budget", "time_budget", parse_duration,
+     "wall time for the whole run (e.g. 5min, 300): times a few steps, then plans the epochs to fit; "
+     "0 = --epochs as given"),
     ("--batch-size", "batch_size", int, "images per optimizer step"),
     ("--seed", "seed", int, "seed for init, val split, shuffling, augmentation"),
     ("--optimizer", "optimizer", str, "sgd | muon (conv filters; the rest sgd) | adam | adamw | rmsprop | "

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import random
 import statistics
+import sys
 import time
 from pathlib import Path
 from typing import Iterable
@@ -25,6 +26,7 @@ import torch
 from cifarlab.atomic import remove_leftovers
 from cifarlab.engine import callbacks as cbs
 from cifarlab.engine import distributed
+from cifarlab.engine.budget import BudgetPlan, check_budget, plan_run
 from cifarlab.engine.checkpoint import load_checkpoint, restore_rng, unwrap, versions
 from cifarlab.engine.config import TrainConfig
 from cifarlab.engine.dataset import data_for
@@ -44,6 +46,7 @@ def train(config: TrainConfig | dict | None = None, callbacks: Iterable[cbs.Call
     """Train a model as ``config`` says, in a new run folder. ``data``: a CifarData to use
     instead of loading ``config.data`` (tests, studies that share one copy in memory).
     ``sync_bn``: under DDP, BatchNorm statistics computed over the global batch."""
+    started = time.perf_counter()
     cfg = _as_config(config)
     if cfg.model == "default":
         cfg.model = TrainConfig().model
@@ -51,16 +54,39 @@ def train(config: TrainConfig | dict | None = None, callbacks: Iterable[cbs.Call
         cfg.data = str(Path(cfg.data).resolve())
     from cifarlab.models import model_info
     model_info(cfg.model)  # an unknown name fails here, before data loading or a run folder
-    return _train_in(cfg, callbacks, data, sync_bn)
+    return _train_in(cfg, callbacks, data, sync_bn, started=started)
 
 
-def _train_in(cfg: TrainConfig, callbacks, data, sync_bn: bool, run_dir: Path | None = None) -> RunResult:
-    """A fit from epoch 0 in ``run_dir``, or in a new run folder when None."""
+def _train_in(cfg: TrainConfig, callbacks, data, sync_bn: bool, run_dir: Path | None = None,
+              started: float | None = None) -> RunResult:
+    """A fit from epoch 0 in ``run_dir``, or in a new run folder when None. ``started``: when
+    the caller's clock started (a time budget counts from there)."""
+    started = time.perf_counter() if started is None else started
     with distributed.session(cfg.device) as (dist, rank_device):
+        if cfg.time_budget:
+            check_budget(cfg, dist.active)
         device, data = _prepare_rank(cfg, data, dist, rank_device)
+        plan = _plan_budget(cfg, data, device, started) if cfg.time_budget else None
+        if plan is not None and not plan.fits:
+            print(f"cifarlab: warning: {plan.describe()}", file=sys.stderr)
         run_dir = dist.broadcast_object(_new_run(cfg, run_dir) if dist.is_main else None)
         learner = _build(cfg, data, device, run_dir, callbacks, dist, sync_bn)
-        return _fit_and_report(learner, cfg, data, run_dir)
+        if plan is not None:
+            learner.meta["time_budget"] = plan.to_dict()
+        return _fit_and_report(learner, cfg, data, run_dir, started)
+
+
+def _plan_budget(cfg: TrainConfig, data, device: torch.device, started: float):
+    """Time this run's steps on a throwaway copy of its model and set ``cfg.epochs`` to fit
+    ``cfg.time_budget`` (engine.budget); the random streams are left as they were."""
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        model = _create_model(cfg, data, device)
+        train_loader, val_loader, norm = _loaders(cfg, data, device, distributed.Dist())
+        test_loader = _test_loader(cfg, data, device, norm) if len(data.test) else None
+        plan = plan_run(cfg, model, build_loss(cfg.loss, data.num_classes, cfg.label_smoothing), train_loader,
+                        test_loader, val_loader, device, cfg.amp and bf16_native(device), started)
+    cfg.epochs = plan.epochs
+    return plan
 
 
 def _new_run(cfg: TrainConfig, run_dir: Path | None = None) -> Path:
@@ -77,14 +103,15 @@ def resume(run_dir: str | Path, epochs: int | None = None, callbacks: Iterable[c
     A run may resume with another number of processes (same global batch): the batches stay
     the same, only the per-rank augmentation draws and BN statistics change.
     """
+    started = time.perf_counter()
     run_dir = Path(run_dir)
     if not (run_dir / "last.pt").is_file():
         return _restart(run_dir, epochs, callbacks, data, progress, bool(sync_bn))
     remove_leftovers(run_dir)  # temporaries of a writer killed mid-checkpoint
     ckpt = load_checkpoint(run_dir / "last.pt", prefer="last.pt")
     cfg = TrainConfig.from_dict(fill_from_recipe(ckpt["config"]))
-    if epochs is not None:
-        cfg.override({"epochs": epochs})
+    if epochs is not None:  # the epochs asked for replace a time budget's plan
+        cfg.override({"epochs": epochs, "time_budget": 0.0})
     if progress is not None:
         cfg.progress = progress
     if sync_bn is None:
@@ -95,7 +122,7 @@ def resume(run_dir: str | Path, epochs: int | None = None, callbacks: Iterable[c
         _restore(learner, ckpt)
         if dist.is_main:
             write_json(run_dir / "config.json", cfg.to_dict())
-        return _fit_and_report(learner, cfg, data, run_dir)
+        return _fit_and_report(learner, cfg, data, run_dir, started)
 
 
 def _restart(run_dir: Path, epochs, callbacks, data, progress, sync_bn: bool) -> RunResult:
@@ -104,7 +131,7 @@ def _restart(run_dir: Path, epochs, callbacks, data, progress, sync_bn: bool) ->
         raise CifarlabError(f"{run_dir} has no last.pt or config.json to resume from; "
                             "start the run again with `cifarlab train`")
     cfg = TrainConfig.from_json(run_dir / "config.json")
-    cfg.override({"epochs": epochs} if epochs is not None else {})
+    cfg.override({"epochs": epochs, "time_budget": 0.0} if epochs is not None else {})  # epochs given: no plan
     cfg.progress = cfg.progress if progress is None else progress
     remove_leftovers(run_dir)
     return _train_in(cfg, callbacks, data, sync_bn, run_dir)
@@ -165,32 +192,16 @@ def _load_data(cfg: TrainConfig, data):
 # ---------------------------------------------------------------- building a learner
 def _build(cfg: TrainConfig, data, device: torch.device, run_dir: Path, extra,
            dist: distributed.Dist | None = None, sync_bn: bool = False) -> Learner:
-    from cifarlab.data import DeviceLoader, build_augment, channel_stats
-    from cifarlab.models import create_model
     dist = dist or distributed.Dist()
     if device.type == "cuda":  # fixed input shapes: let cuDNN time its conv algorithms once
         torch.backends.cudnn.benchmark = True
-    mean, std = channel_stats(data.train.images, cfg.grayscale)
-    loader_args = dict(device=device, mean=mean, std=std, grayscale=cfg.grayscale,
-                       channels_last=cfg.channels_last, rank=dist.rank, world_size=dist.world_size)
-    n, b = len(data.train), cfg.batch_size
-    # BN cannot train on one image: drop a last batch that leaves any rank fewer than 2
-    short_last = 0 < n % b < 2 * dist.world_size and n > b
-    train_loader = DeviceLoader(data.train, b, shuffle=True, augment=build_augment(cfg.augment),
-                                seed=cfg.seed, drop_last=short_last, **loader_args)
-    val_loader = (DeviceLoader(data.val, max(cfg.batch_size, 500), shuffle=False, **loader_args)
-                  if len(data.val) else None)
-    kwargs = dict(cfg.model_kwargs)
-    if cfg.grayscale == 1:
-        kwargs.setdefault("in_chans", 1)
-    model = create_model(cfg.model, num_classes=data.num_classes, **kwargs).to(device)
-    if cfg.channels_last:
-        model = model.to(memory_format=torch.channels_last)
+    train_loader, val_loader, norm = _loaders(cfg, data, device, dist)
+    model = _create_model(cfg, data, device)
     optimizer = build_optimizer(model, cfg)
     schedule = build_schedule(cfg, len(train_loader))
-    meta = {"model": {"name": cfg.model, "kwargs": kwargs, "num_classes": data.num_classes},
+    meta = {"model": {"name": cfg.model, "kwargs": _model_kwargs(cfg), "num_classes": data.num_classes},
             "config": cfg.to_dict(), "classes": list(data.classes),
-            "normalize": {"mean": mean, "std": std, "grayscale": cfg.grayscale},
+            "normalize": norm,
             "distributed": {**dist.to_dict(), "sync_bn": bool(sync_bn and dist.active)},
             "data": {"source": data.info.source, "format": data.info.format, "checksum": data.info.checksum,
                      "train": len(data.train),
@@ -206,6 +217,43 @@ def _build(cfg: TrainConfig, data, device: torch.device, run_dir: Path, extra,
     for cb in [*callbacks_for(cfg, run_dir, device), *extra]:
         learner.add_callback(cb)
     return learner
+
+
+def _loaders(cfg: TrainConfig, data, device: torch.device, dist: distributed.Dist):
+    """(train loader, val loader or None, normalization) on ``device``; the normalization
+    ({"mean", "std", "grayscale"}) is the training split's statistics."""
+    from cifarlab.data import DeviceLoader, build_augment, channel_stats
+    mean, std = channel_stats(data.train.images, cfg.grayscale)
+    loader_args = dict(device=device, mean=mean, std=std, grayscale=cfg.grayscale,
+                       channels_last=cfg.channels_last, rank=dist.rank, world_size=dist.world_size)
+    n, b = len(data.train), cfg.batch_size
+    # BN cannot train on one image: drop a last batch that leaves any rank fewer than 2
+    short_last = 0 < n % b < 2 * dist.world_size and n > b
+    train_loader = DeviceLoader(data.train, b, shuffle=True, augment=build_augment(cfg.augment),
+                                seed=cfg.seed, drop_last=short_last, **loader_args)
+    val_loader = (DeviceLoader(data.val, max(cfg.batch_size, 500), shuffle=False, **loader_args)
+                  if len(data.val) else None)
+    return train_loader, val_loader, {"mean": mean, "std": std, "grayscale": cfg.grayscale}
+
+
+def _test_loader(cfg: TrainConfig, data, device: torch.device, norm: dict):
+    """The final test's loader: batches of 500, normalized as ``norm`` says."""
+    from cifarlab.data import DeviceLoader
+    return DeviceLoader(data.test, 500, device, norm["mean"], norm["std"], shuffle=False,
+                        grayscale=norm["grayscale"], channels_last=cfg.channels_last)
+
+
+def _model_kwargs(cfg: TrainConfig) -> dict:
+    kwargs = dict(cfg.model_kwargs)
+    if cfg.grayscale == 1:
+        kwargs.setdefault("in_chans", 1)
+    return kwargs
+
+
+def _create_model(cfg: TrainConfig, data, device: torch.device) -> torch.nn.Module:
+    from cifarlab.models import create_model
+    model = create_model(cfg.model, num_classes=data.num_classes, **_model_kwargs(cfg)).to(device)
+    return model.to(memory_format=torch.channels_last) if cfg.channels_last else model
 
 
 def callbacks_for(cfg: TrainConfig, run_dir: Path, device: torch.device) -> list[cbs.Callback]:
@@ -260,7 +308,7 @@ def _optimizer_state(state: dict, optimizer: torch.optim.Optimizer) -> dict:
 
 
 # ---------------------------------------------------------------- fit, test once, report
-def _fit_and_report(learner: Learner, cfg: TrainConfig, data, run_dir: Path) -> RunResult:
+def _fit_and_report(learner: Learner, cfg: TrainConfig, data, run_dir: Path, started: float) -> RunResult:
     hw = {**hardware_info(learner.device), "amp": learner.amp}
     if learner.dist.active:
         hw["processes"] = learner.dist.world_size
@@ -268,6 +316,8 @@ def _fit_and_report(learner: Learner, cfg: TrainConfig, data, run_dir: Path) -> 
         procs = f" | {learner.dist.world_size} processes" if learner.dist.active else ""
         _say(f"{describe(hw)}{procs}\nrun folder {run_dir} | {cfg.model} | train {len(data.train)} "
              f"val {len(data.val)} test {len(data.test)} | {cfg.epochs} epochs")
+        if "time_budget" in learner.meta:
+            _say(BudgetPlan(**learner.meta["time_budget"]).describe())
     start = time.perf_counter()
     try:
         learner.fit()
@@ -277,6 +327,9 @@ def _fit_and_report(learner: Learner, cfg: TrainConfig, data, run_dir: Path) -> 
     if not learner.is_main:  # rank 0 tests and reports; the others are done
         return RunResult(run_dir, {}, unwrap(learner.model))
     summary = _test_and_summarize(learner, cfg, data, run_dir, hw, fit_seconds)
+    summary["wall_time_s"] = round(time.perf_counter() - started, 2)  # from the train/resume call
+    if "time_budget" in learner.meta:  # the plan beside what it came to
+        summary["time_budget"] = {**learner.meta["time_budget"], "wall_s": summary["wall_time_s"]}
     write_json(run_dir / "summary.json", summary)
     learner.summary = summary
     learner.event("after_report")
@@ -295,16 +348,13 @@ def _interrupted(learner: Learner, run_dir: Path) -> TrainingInterrupted:
 
 
 def _test_and_summarize(learner: Learner, cfg, data, run_dir: Path, hw: dict, seconds: float) -> dict:
-    from cifarlab.data import DeviceLoader
     ckpt_name = "best.pt" if (run_dir / "best.pt").exists() else "last.pt"
     model = unwrap(learner.model)
     if (run_dir / ckpt_name).exists():
         model.load_state_dict(load_checkpoint(run_dir / ckpt_name)["state_dict"])
-    norm = learner.meta["normalize"]
     test = {}
     if len(data.test):
-        loader = DeviceLoader(data.test, 500, learner.device, norm["mean"], norm["std"], shuffle=False,
-                              grayscale=norm["grayscale"], channels_last=cfg.channels_last)
+        loader = _test_loader(cfg, data, learner.device, learner.meta["normalize"])
         test = evaluate_model(model, loader, data.classes, learner.device, cfg.loss, tta=cfg.tta, amp=learner.amp)
         write_confusion({**test, "split": "test"}, run_dir, png=cfg.plots)
     return _summary(learner, cfg, run_dir, hw, seconds, test, ckpt_name)

@@ -104,6 +104,7 @@ def build_checkpoint(learner) -> dict[str, Any]:
         "classes": meta["classes"],
         "normalize": meta["normalize"],
         "distributed": meta.get("distributed"),  # world size, sync_bn: how it was trained, not needed to load
+        "time_budget": meta.get("time_budget"),  # the plan that set the epochs (engine/budget.py), or None
         "versions": versions(),
         "callbacks": learner.callback_states(),
     }
@@ -170,8 +171,42 @@ def load_checkpoint(path: str | Path, prefer: str = "best.pt") -> dict[str, Any]
                             f"with: cifarlab convert {path}")
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise CifarlabError(f"{path} is not a cifarlab checkpoint (expected format {FORMAT})")
+    if ckpt.get("weight_scales") is not None:  # a shipped file with int8 weights: float32 from here on
+        ckpt["state_dict"] = dequantize_state(ckpt["state_dict"], ckpt.pop("weight_scales"), path)
     ckpt["path"] = str(path)
     return ckpt
+
+
+def quantize_state(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """``(state, scales)``: every float tensor of 2 or more dimensions (conv and linear weights,
+    nearly all of a model's bytes) as int8 with one float32 scale per output channel (symmetric:
+    the channel's largest magnitude maps to 127); everything else (BatchNorm, biases) as is.
+    A weight is then off by at most half its channel's scale; a quarter of float32's size."""
+    out, scales = dict(state), {}
+    for key, value in state.items():
+        if not (value.is_floating_point() and value.dim() >= 2):
+            continue
+        w = value.detach().float()
+        scale = w.abs().flatten(1).amax(1).clamp_min(1e-12) / 127
+        out[key] = torch.round(w / _per_channel(scale, w)).clamp(-127, 127).to(torch.int8)
+        scales[key] = scale
+    return out, scales
+
+
+def dequantize_state(state: dict, scales: dict, where: str | Path = "checkpoint") -> dict[str, torch.Tensor]:
+    """``quantize_state`` undone: float32 weights (to within half a scale step)."""
+    out = dict(state)
+    for key, scale in scales.items():
+        q = state.get(key)
+        if q is None or q.dtype != torch.int8 or scale.shape != q.shape[:1]:
+            raise CifarlabError(f"{where} is damaged: its int8 weight {key!r} does not match its scales; "
+                                f"package the model again")
+        out[key] = q.float() * _per_channel(scale.float(), q)
+    return out
+
+
+def _per_channel(scale: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    return scale.view(-1, *([1] * (like.dim() - 1)))
 
 
 class _Refused(CifarlabError):

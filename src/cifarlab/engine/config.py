@@ -37,6 +37,9 @@ class TrainConfig:
     epochs: int = 20  # full passes over the training split (~35 min for resnet20 on 2 idle CPU cores)
     batch_size: int = 128  # images per optimizer step
     seed: int = 0  # seeds model init, the val split, shuffling and augmentation
+    # wall-clock seconds for the whole run (data loading, training, final test); > 0: a new run
+    # times a few of its steps and sets `epochs` to fit (engine/budget.py); 0: `epochs` as given
+    time_budget: float = 0.0
     # --- optimizer ---
     optimizer: str = "sgd"  # one of OPTIMIZERS
     lr: float = 0.1  # peak learning rate, absolute (not rescaled when batch_size changes)
@@ -161,6 +164,7 @@ class TrainConfig:
         _choice("average", self.average, AVERAGE_MODES)
         _positive("epochs", self.epochs, allow_zero=True)
         _positive("batch_size", self.batch_size)
+        _positive("time_budget", self.time_budget, allow_zero=True)
         _positive("lr", self.lr)
         _positive("bias_lr_scale", self.bias_lr_scale)
         _positive("muon_lr", self.muon_lr)

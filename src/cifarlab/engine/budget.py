@@ -1,0 +1,168 @@
+"""A run sized to a wall-clock budget (``time_budget``): time the real steps, then choose the epochs.
+
+A fixed epoch count holds a time promise on one machine only: the 2-core machines this
+project runs on differ by 1.5-2x between kinds (float32-only, AVX512-BF16, AMX), and by
+10-15% between runs of one kind. With ``time_budget`` > 0 a new run first times a few real
+training steps (its own model, optimizer, loader, augmentation and bf16 setting) at every
+resolution it will train at, and a final-test batch with its TTA views, then takes the
+largest number of full-resolution epochs whose estimate ends inside the budget; the
+lower-resolution stages (``resolutions``) stay as the config gives them. The clock starts
+when ``train`` is called: data loading and this calibration (1-5 s) count against it.
+
+The plan is recorded in config.json (``epochs``), in the checkpoints' meta and in
+summary.json (``time_budget``: the timings, the estimate and the measured wall time). A
+resumed run keeps its planned epochs.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import statistics
+import time
+from dataclasses import asdict, dataclass
+
+import torch
+
+from cifarlab.errors import ConfigError
+
+SAFETY = 0.05  # plan to end this fraction of the budget early: run-to-run speed varies ~5-15%
+WARM_STEPS, TIMED_STEPS = 2, 4  # per resolution: the first steps at a new shape build oneDNN kernels
+
+
+@dataclass
+class BudgetPlan:
+    budget_s: float  # the wall-clock budget of the whole run
+    epochs: int  # epochs planned: the resolution stages + the full-resolution ones
+    stages: list  # [[side, epochs], ...] at low resolution, then [native side, epochs]
+    step_s: dict  # side (px, as a string) -> seconds per training step, median of the timed steps
+    steps_per_epoch: int
+    test_s: float  # estimated final test (with its TTA views)
+    val_s: float  # estimated validation pass per epoch (0 without a val split)
+    spent_s: float  # seconds from train() to the end of calibration (data loading included)
+    planned_s: float  # the estimate of the whole run's wall time
+    fits: bool  # False: even the shortest run (the stages + 1 epoch) overruns the budget
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def describe(self) -> str:
+        parts = ", ".join(f"{e} at {s} px" for s, e in self.stages)
+        steps = " / ".join(f"{1000 * t:.0f}" for t in self.step_s.values())
+        text = (f"time budget {self.budget_s:.0f} s: {self.epochs} epochs ({parts}), planned to end at "
+                f"{self.planned_s:.0f} s ({self.spent_s:.1f} s spent before training; ms per step "
+                f"{steps}; test {self.test_s:.1f} s)")
+        if not self.fits:
+            text += (f"; the budget is too short for this model here: its shortest run needs about "
+                     f"{self.planned_s:.0f} s")
+        return text
+
+
+def plan_epochs(budget_s: float, spent_s: float, stages: list[tuple[int, int]], native: int,
+                steps_per_epoch: int, step_s: dict[int, float], test_s: float, val_s: float = 0.0,
+                safety: float = SAFETY) -> tuple[int, float, bool]:
+    """(epochs, estimated total seconds, fits): the stages plus the most full-resolution epochs
+    (at least one) whose estimate ends by ``budget_s * (1 - safety)``."""
+    def epoch_s(side: int) -> float:
+        return steps_per_epoch * step_s[side] + val_s
+
+    staged = sum(e * epoch_s(side) for side, e in stages)
+    fixed = spent_s + staged + test_s
+    room = budget_s * (1 - safety) - fixed
+    full = max(1, math.floor(room / epoch_s(native))) if room > 0 else 1
+    total = fixed + full * epoch_s(native)
+    return sum(e for _, e in stages) + full, total, total <= budget_s
+
+
+def check_budget(cfg, dist_active: bool) -> None:
+    """The settings a time budget cannot plan for, as one ConfigError."""
+    if cfg.compile:
+        raise ConfigError("time_budget plans from eager step times and cannot include torch.compile's "
+                          "warm-up; drop --compile or --time-budget")
+    if dist_active:
+        raise ConfigError("time_budget plans a single-process run; drop --nproc/torchrun or --time-budget")
+    if cfg.early_stop:
+        raise ConfigError("time_budget sets the number of epochs; early stopping would cut the schedule "
+                          "short: drop --early-stop or --time-budget")
+
+
+def plan_run(cfg, model: torch.nn.Module, loss_fn, train_loader, test_loader, val_loader,
+             device: torch.device, amp: bool, started: float) -> BudgetPlan:
+    """Time ``model``'s training steps (on a copy: the run's weights, optimizer state and random
+    streams are untouched) and its test pass, and plan ``cfg.time_budget``."""
+    from cifarlab.data.loader import parse_resolutions
+    from cifarlab.engine.evaluate import tta_views
+    from cifarlab.engine.optim import build_optimizer
+
+    native = int(train_loader.images.shape[-1])
+    stages = parse_resolutions(cfg.resolutions)
+    sides = [s for s, _ in stages] + [native]
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        probe = copy.deepcopy(model)
+        optimizer = build_optimizer(probe, cfg)
+        for group in optimizer.param_groups:  # a tiny lr: the copy must not blow up in a few steps
+            group["lr"] = 1e-6 * group.get("lr_scale", 1.0)
+        step_s = {side: _step_seconds(probe, loss_fn, optimizer, train_loader, side, device, amp)
+                  for side in dict.fromkeys(sides)}
+        views = 1 if cfg.tta == "none" else len(tta_views(torch.zeros(1, 3, 4, 4), cfg.tta))
+        eval_loader = test_loader or val_loader
+        batch_s = _eval_seconds(probe, eval_loader, device, amp) if eval_loader else 0.0
+    test_s = batch_s * views * (len(test_loader) if test_loader else 0)
+    val_s = batch_s * (len(val_loader) if val_loader else 0)
+    spent = time.perf_counter() - started
+    epochs, total, fits = plan_epochs(cfg.time_budget, spent, stages, native, len(train_loader), step_s,
+                                      test_s, val_s)
+    full = epochs - sum(e for _, e in stages)
+    return BudgetPlan(budget_s=cfg.time_budget, epochs=epochs, stages=[[s, e] for s, e in stages] + [[native, full]],
+                      step_s={str(s): round(t, 5) for s, t in step_s.items()}, steps_per_epoch=len(train_loader),
+                      test_s=round(test_s, 2), val_s=round(val_s, 2), spent_s=round(spent, 2),
+                      planned_s=round(total, 1), fits=fits)
+
+
+def _step_seconds(model, loss_fn, optimizer, loader, side: int, device: torch.device, amp: bool) -> float:
+    """Median seconds of one training step at ``side`` px, batch making and optimizer included."""
+    from cifarlab.engine.loop import autocast
+    saved, loader.size = loader.size, side
+    model.train()
+    times = []
+    try:
+        batches = _cycle(loader)
+        for _ in range(WARM_STEPS + TIMED_STEPS):
+            t0 = time.perf_counter()
+            x, y = next(batches)
+            with autocast(device, amp):
+                loss = loss_fn(model(x), y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            float(loss.detach())  # waits for the device; the loop's divergence guard reads it too
+            times.append(time.perf_counter() - t0)
+    finally:
+        loader.size = saved
+    return statistics.median(times[WARM_STEPS:])
+
+
+@torch.no_grad()
+def _eval_seconds(model, loader, device: torch.device, amp: bool) -> float:
+    """Median seconds of one evaluation forward pass of a batch (CPU evaluation is float32)."""
+    from cifarlab.engine.loop import autocast
+    model.eval()
+    times = []
+    batches = _cycle(loader)
+    for _ in range(3):
+        t0 = time.perf_counter()
+        x, _ = next(batches)
+        with autocast(device, amp, training=False):
+            model(x).float().sum().item()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times[1:])
+
+
+def _cycle(loader):
+    while True:
+        empty = True
+        for batch in loader:
+            empty = False
+            yield batch
+        if empty:
+            raise ConfigError("time_budget: the training split gives no batch to time")
