@@ -172,28 +172,34 @@ def _cpu(model: str, epochs: int, resolutions: str, batch_size: int = 250) -> di
 
 
 register_recipe(
-    "cpu-2min", _cpu("airnet_small", 7, "16:2,24:1"),
-    "2-core CPU, under 2 min: airnet_small, the fast recipe with Muon filters at batch 250, 7 epochs "
-    "(2 at 16 px, 1 at 24 px, 4 at 32 px), bf16 where the CPU has it, flip TTA",
-    measured="86.05 ± 0.17% test top-1 (85.25% without TTA) in 96.8 s wall (median; 95.0-96.9), 3 seeds, "
-             "2-core AMD EPYC with AVX512-BF16, commit 0fd7d4e, benchmarks/cpu_frontier.py")
+    "cpu-2min", {**_cpu("airnet_small", 7, "16:2,24:1"), "time_budget": 120.0},
+    "any CPU, 2 min of wall time: airnet_small, the fast recipe with Muon filters at batch 250, epochs "
+    "planned to fit 120 s (2 at 16 px, 1 at 24 px, the rest at 32 px; 7 with --time-budget 0), bf16 where "
+    "the CPU has it, flip TTA",
+    measured="with --time-budget 0 (7 epochs): 86.05 ± 0.17% test top-1 (85.25% without TTA) in 96.8 s wall "
+             "(median; 95.0-96.9), 3 seeds, 2-core AMD EPYC with AVX512-BF16, commit 0fd7d4e, "
+             "benchmarks/cpu_frontier.py")
 register_recipe(
     "cpu-5min", {**_cpu("airnet_medium", 7, "16:2,24:2"), "time_budget": 300.0},
     "any CPU, 5 min of wall time: airnet_medium, the fast recipe with Muon filters at batch 250, epochs "
     "planned to fit 300 s (2 at 16 px, 2 at 24 px, the rest at 32 px; 7 with --time-budget 0), bf16 where "
     "the CPU has it, flip TTA",
-    measured="with --time-budget 0 (7 epochs): 88.25 ± 0.12% test top-1 (87.71% without TTA) in 204.7 s wall "
-             "(median; 202.6-210.6), 3 seeds, "
-             "2-core AMD EPYC with AVX512-BF16, commit 3693c26, benchmarks/cpu_frontier.py")
+    measured="89.48 ± 0.17% test top-1 (88.73% without TTA) in 269.2 s wall (median; 266.5-275.5), 9 epochs "
+             "planned, 3 seeds, 2-core Intel Xeon with AMX, commit 1d2ba6e; with --time-budget 0 (7 epochs) 88.25 ± "
+             "0.12% in 202.6-210.6 s on a 2-core AMD EPYC with AVX512-BF16, benchmarks/cpu_frontier.py")
 register_recipe(
-    "cpu-15min", _cpu("airnet_medium", 21, "16:3,24:3"),
-    "2-core CPU, under 15 min: airnet_medium, the fast recipe with Muon filters at batch 250, 21 epochs "
-    "(3 at 16 px, 3 at 24 px), bf16 where the CPU has it, flip TTA",
-    measured="90.52 ± 0.30% test top-1 (89.84% without TTA) in 856 s wall (median; 840-860), 3 seeds, "
-             "2-core AMD EPYC with AVX512-BF16, commit 21ae192, benchmarks/cpu_frontier.py")
+    "cpu-15min", {**_cpu("airnet_medium", 21, "16:3,24:3"), "time_budget": 900.0},
+    "any CPU, 15 min of wall time: airnet_medium, the fast recipe with Muon filters at batch 250, epochs "
+    "planned to fit 900 s (3 at 16 px, 3 at 24 px, the rest at 32 px; 21 with --time-budget 0), bf16 where "
+    "the CPU has it, flip TTA",
+    measured="with --time-budget 0 (21 epochs): 90.52 ± 0.30% test top-1 (89.84% without TTA) in 856 s wall "
+             "(median; 840-860), 3 seeds, 2-core AMD EPYC with AVX512-BF16, commit 21ae192, "
+             "benchmarks/cpu_frontier.py")
 register_recipe(
     "cpu-45min", _cpu("airnet94", 35, "16:4,24:4"),
-    "2-core CPU, under 45 min: airnet94, the fast recipe with Muon filters at batch 250, 35 epochs "
-    "(4 at 16 px, 4 at 24 px), bf16 where the CPU has it, flip TTA",
-    measured="91.51% test top-1 (90.67% without TTA) in 2,421 s wall, 1 seed, 2-core AMD EPYC with "
-             "AVX512-BF16, commit 9820ead, benchmarks/cpu_frontier.py")
+    "2-core CPU with bf16, under 45 min: airnet94, the fast recipe with Muon filters at batch 250, 35 epochs "
+    "(4 at 16 px, 4 at 24 px), bf16 where the CPU has it, flip TTA (a fixed epoch count: --time-budget 45min "
+    "plans it for another machine)",
+    measured="91.43 ± 0.14% test top-1 (90.44% without TTA), 3 seeds: 91.51% in 2,421 s on a 2-core AMD EPYC "
+             "with AVX512-BF16 (commit 9820ead), 91.51% and 91.27% in 1,709 and 1,610 s on a 2-core Intel Xeon "
+             "with AMX (commit 2054f63), benchmarks/cpu_frontier.py")
