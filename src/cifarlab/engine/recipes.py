@@ -176,9 +176,9 @@ register_recipe(
     "any CPU, 2 min of wall time: airnet_small, the fast recipe with Muon filters at batch 250, epochs "
     "planned to fit 120 s (2 at 16 px, 1 at 24 px, the rest at 32 px; 7 with --time-budget 0), bf16 where "
     "the CPU has it, flip TTA",
-    measured="with --time-budget 0 (7 epochs): 86.05 ± 0.17% test top-1 (85.25% without TTA) in 96.8 s wall "
-             "(median; 95.0-96.9), 3 seeds, 2-core AMD EPYC with AVX512-BF16, commit 0fd7d4e, "
-             "benchmarks/cpu_frontier.py")
+    measured="86.02 ± 0.06% test top-1 (85.04% without TTA) in 103.6 s wall (median; 98.7-103.8), 7 epochs "
+             "planned, 3 seeds, 2-core Intel Xeon with AMX, commit d8f04a7; with --time-budget 0 (7 epochs) 86.05 ± "
+             "0.17% in 95.0-96.9 s on a 2-core AMD EPYC with AVX512-BF16, benchmarks/cpu_frontier.py")
 register_recipe(
     "cpu-5min", {**_cpu("airnet_medium", 7, "16:2,24:2"), "time_budget": 300.0},
     "any CPU, 5 min of wall time: airnet_medium, the fast recipe with Muon filters at batch 250, epochs "
