@@ -27,7 +27,10 @@ import torch
 from cifarlab.errors import ConfigError
 
 SAFETY = 0.05  # plan to end this fraction of the budget early: run-to-run speed varies ~5-15%
-WARM_STEPS, TIMED_STEPS = 2, 4  # per resolution: the first steps at a new shape build oneDNN kernels
+# per resolution: the first steps at a new shape build oneDNN kernels; of the timed ones the
+# lower quartile: single steps run 10-40% slow now and then (the disk writing back the venv or
+# the data cache just written), while an epoch's mean stays near the quartile
+WARM_STEPS, TIMED_STEPS = 2, 8
 
 
 @dataclass
@@ -35,7 +38,7 @@ class BudgetPlan:
     budget_s: float  # the wall-clock budget of the whole run
     epochs: int  # epochs planned: the resolution stages + the full-resolution ones
     stages: list  # [[side, epochs], ...] at low resolution, then [native side, epochs]
-    step_s: dict  # side (px, as a string) -> seconds per training step, median of the timed steps
+    step_s: dict  # side (px, as a string) -> seconds per training step, lower quartile of the timed steps
     steps_per_epoch: int
     test_s: float  # estimated final test (with its TTA views)
     val_s: float  # estimated validation pass per epoch (0 without a val split)
@@ -139,23 +142,27 @@ def _step_seconds(model, loss_fn, optimizer, loader, side: int, device: torch.de
             times.append(time.perf_counter() - t0)
     finally:
         loader.size = saved
-    return statistics.median(times[WARM_STEPS:])
+    return _lower_quartile(times[WARM_STEPS:])
+
+
+def _lower_quartile(values: list[float]) -> float:
+    return statistics.quantiles(values, n=4)[0] if len(values) > 1 else values[0]
 
 
 @torch.no_grad()
 def _eval_seconds(model, loader, device: torch.device, amp: bool) -> float:
-    """Median seconds of one evaluation forward pass of a batch (CPU evaluation is float32)."""
+    """Seconds of one evaluation forward pass of a batch, lower quartile (CPU evaluation is float32)."""
     from cifarlab.engine.loop import autocast
     model.eval()
     times = []
     batches = _cycle(loader)
-    for _ in range(3):
+    for _ in range(5):
         t0 = time.perf_counter()
         x, _ = next(batches)
         with autocast(device, amp, training=False):
             model(x).float().sum().item()
         times.append(time.perf_counter() - t0)
-    return statistics.median(times[1:])
+    return _lower_quartile(times[1:])
 
 
 def _cycle(loader):
