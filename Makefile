@@ -49,6 +49,7 @@ train: setup-core
 ifeq ($(HAS_GPU),1)
 	$(VENV)/bin/cifarlab train --recipe $(TRAIN_RECIPE)
 else
+	@sync  # the venv's files to disk now: their writeback slowed the training's step timing by 10-25%
 	@left=$$(( $(TRAIN_SECONDS) - 5 - $$(date +%s) + $(MAKE_STARTED) )); [ $$left -ge 60 ] || left=60; \
 	echo "$(VENV)/bin/cifarlab train --recipe $(TRAIN_RECIPE) --time-budget $$left"; \
 	$(VENV)/bin/cifarlab train --recipe $(TRAIN_RECIPE) --time-budget $$left

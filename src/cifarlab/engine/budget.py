@@ -30,6 +30,7 @@ SAFETY = 0.05  # plan to end this fraction of the budget early: run-to-run speed
 # per resolution: the first steps at a new shape build oneDNN kernels; of the timed ones the
 # lower quartile: single steps run 10-40% slow now and then (the disk writing back the venv or
 # the data cache just written), while an epoch's mean stays near the quartile
+# (twice as many at full resolution, where most of the time goes)
 WARM_STEPS, TIMED_STEPS = 2, 8
 
 
@@ -105,7 +106,8 @@ def plan_run(cfg, model: torch.nn.Module, loss_fn, train_loader, test_loader, va
         optimizer = build_optimizer(probe, cfg)
         for group in optimizer.param_groups:  # a tiny lr: the copy must not blow up in a few steps
             group["lr"] = 1e-6 * group.get("lr_scale", 1.0)
-        step_s = {side: _step_seconds(probe, loss_fn, optimizer, train_loader, side, device, amp)
+        step_s = {side: _step_seconds(probe, loss_fn, optimizer, train_loader, side, device, amp,
+                                      TIMED_STEPS * (2 if side == native else 1))
                   for side in dict.fromkeys(sides)}
         views = 1 if cfg.tta == "none" else len(tta_views(torch.zeros(1, 3, 4, 4), cfg.tta))
         eval_loader = test_loader or val_loader
@@ -122,7 +124,8 @@ def plan_run(cfg, model: torch.nn.Module, loss_fn, train_loader, test_loader, va
                       planned_s=round(total, 1), fits=fits)
 
 
-def _step_seconds(model, loss_fn, optimizer, loader, side: int, device: torch.device, amp: bool) -> float:
+def _step_seconds(model, loss_fn, optimizer, loader, side: int, device: torch.device, amp: bool,
+                  timed: int = TIMED_STEPS) -> float:
     """Median seconds of one training step at ``side`` px, batch making and optimizer included."""
     from cifarlab.engine.loop import autocast
     saved, loader.size = loader.size, side
@@ -130,7 +133,7 @@ def _step_seconds(model, loss_fn, optimizer, loader, side: int, device: torch.de
     times = []
     try:
         batches = _cycle(loader)
-        for _ in range(WARM_STEPS + TIMED_STEPS):
+        for _ in range(WARM_STEPS + timed):
             t0 = time.perf_counter()
             x, y = next(batches)
             with autocast(device, amp):
