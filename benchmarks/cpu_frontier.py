@@ -132,7 +132,8 @@ def main(argv: list[str] | None = None) -> int:
     seeds = range(args.first_seed, args.first_seed + args.seeds)
     names = [n for n in args.recipes.split(",") if n] or [n for n in list_recipes() if n.startswith("cpu-")]
     print(environment(torch.device("cpu")))
-    print(f"torch threads {torch.get_num_threads()} | recipes {', '.join(names)} | seeds {seeds.start}..{seeds.stop - 1}")
+    print(f"torch threads {torch.get_num_threads()} | recipes {', '.join(names)} | "
+          f"seeds {seeds.start}..{seeds.stop - 1}")
     ceilings = {"float32": matmul_ceiling()}
     if bf16_native(torch.device("cpu")):  # the recipes train in bf16 here (amp)
         ceilings["bf16"] = matmul_ceiling(dtype=torch.bfloat16)

@@ -69,7 +69,8 @@ def _small(tmp_path, **over):
 
 def test_a_budget_run_trains_the_planned_epochs_records_the_plan_and_differs_in_nothing_else(tmp_path, monkeypatch):
     # fixed step times: 20 steps an epoch of 5 / 10 / 20 s; a 75-s budget leaves room for 2 at 32 px
-    monkeypatch.setattr(budget, "_step_seconds", lambda model, loss, opt, loader, side, *a: {16: .25, 24: .5}.get(side, 1.0))
+    monkeypatch.setattr(budget, "_step_seconds",
+                        lambda model, loss, opt, loader, side, *a: {16: .25, 24: .5}.get(side, 1.0))
     monkeypatch.setattr(budget, "_eval_seconds", lambda *a: 0.0)
     data = random_cifar(n_train=1000, n_test=200, seed=1)
     planned = train(_small(tmp_path, time_budget=75.0, name="planned"), data=data)

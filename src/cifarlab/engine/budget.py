@@ -126,7 +126,8 @@ def plan_run(cfg, model: torch.nn.Module, loss_fn, train_loader, test_loader, va
 
 def _step_seconds(model, loss_fn, optimizer, loader, side: int, device: torch.device, amp: bool,
                   timed: int = TIMED_STEPS) -> float:
-    """Median seconds of one training step at ``side`` px, batch making and optimizer included."""
+    """Seconds of one training step at ``side`` px (lower quartile of ``timed``), batch making and
+    optimizer included."""
     from cifarlab.engine.loop import autocast
     saved, loader.size = loader.size, side
     model.train()

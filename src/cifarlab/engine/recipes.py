@@ -160,8 +160,9 @@ def _cpu(model: str, epochs: int, resolutions: str, batch_size: int = 250) -> di
     buy more passes for the same time. Test-time augmentation is the mirror only: the
     flip-translate views cost 6 forward passes of the test set, a fifth of a 2-min budget.
     Training runs in bf16 (``amp``, from the fast recipe) where the CPU has AVX512-BF16 or AMX:
-    1.6-1.9x more steps a second, at 0.3 points of accuracy for equal epochs. The epochs are
-    sized for such a CPU; one without (float32 only) takes about 1.7x the budget.
+    1.6-1.9x more steps a second, at 0.3 points of accuracy for equal epochs. The budget
+    recipes plan their epochs on the machine they run on (engine/budget.py); the fixed ones
+    are sized for such a CPU, and one without (float32 only) takes about 1.7x as long.
     """
     return {**_fast(model, epochs, 11.5, batch_size), "resolutions": resolutions, "tta": "flip",
             # conv filters by Muon, each renormalized before its step (BatchNorm follows every
@@ -171,34 +172,38 @@ def _cpu(model: str, epochs: int, resolutions: str, batch_size: int = 250) -> di
             "optimizer": "muon", "muon_lr": 0.05, "muon_momentum": 0.85, "muon_normalize": True}
 
 
-register_recipe(
-    "cpu-2min", {**_cpu("airnet_small", 7, "16:2,24:1"), "time_budget": 120.0},
-    "any CPU, 2 min of wall time: airnet_small, the fast recipe with Muon filters at batch 250, epochs "
-    "planned to fit 120 s (2 at 16 px, 1 at 24 px, the rest at 32 px; 7 with --time-budget 0), bf16 where "
-    "the CPU has it, flip TTA",
-    measured="86.02 ± 0.06% test top-1 (85.04% without TTA) in 103.6 s wall (median; 98.7-103.8), 7 epochs "
-             "planned, 3 seeds, 2-core Intel Xeon with AMX, commit d8f04a7; with --time-budget 0 (7 epochs) 86.05 ± "
-             "0.17% in 95.0-96.9 s on a 2-core AMD EPYC with AVX512-BF16, benchmarks/cpu_frontier.py")
-register_recipe(
-    "cpu-5min", {**_cpu("airnet_medium", 7, "16:2,24:2"), "time_budget": 300.0},
-    "any CPU, 5 min of wall time: airnet_medium, the fast recipe with Muon filters at batch 250, epochs "
-    "planned to fit 300 s (2 at 16 px, 2 at 24 px, the rest at 32 px; 7 with --time-budget 0), bf16 where "
-    "the CPU has it, flip TTA",
-    measured="89.48 ± 0.17% test top-1 (88.73% without TTA) in 269.2 s wall (median; 266.5-275.5), 9 epochs "
-             "planned, 3 seeds, 2-core Intel Xeon with AMX, commit 1d2ba6e; with --time-budget 0 (7 epochs) 88.25 ± "
-             "0.12% in 202.6-210.6 s on a 2-core AMD EPYC with AVX512-BF16, benchmarks/cpu_frontier.py")
-register_recipe(
-    "cpu-15min", _cpu("airnet_medium", 21, "16:3,24:3"),
-    "2-core CPU with bf16, under 15 min: airnet_medium, the fast recipe with Muon filters at batch 250, 21 "
-    "epochs (3 at 16 px, 3 at 24 px), bf16 where the CPU has it, flip TTA (a fixed epoch count: "
-    "--time-budget 15min plans it for another machine)",
-    measured="90.52 ± 0.30% test top-1 (89.84% without TTA) in 856 s wall (median; 840-860), 3 seeds, "
-             "2-core AMD EPYC with AVX512-BF16, commit 21ae192, benchmarks/cpu_frontier.py")
-register_recipe(
-    "cpu-45min", _cpu("airnet94", 35, "16:4,24:4"),
-    "2-core CPU with bf16, under 45 min: airnet94, the fast recipe with Muon filters at batch 250, 35 epochs "
-    "(4 at 16 px, 4 at 24 px), bf16 where the CPU has it, flip TTA (a fixed epoch count: --time-budget 45min "
-    "plans it for another machine)",
-    measured="91.43 ± 0.14% test top-1 (90.44% without TTA), 3 seeds: 91.51% in 2,421 s on a 2-core AMD EPYC "
-             "with AVX512-BF16 (commit 9820ead), 91.51% and 91.27% in 1,709 and 1,610 s on a 2-core Intel Xeon "
-             "with AMX (commit 2054f63), benchmarks/cpu_frontier.py")
+def _register_cpu(name: str, model: str, minutes: int, epochs: int, resolutions: str, budget: bool,
+                  measured: str) -> None:
+    """A CPU recipe: a time budget of ``minutes`` (its epochs planned on the machine it runs on,
+    ``epochs`` with --time-budget 0), or a fixed ``epochs`` sized for a 2-core CPU with bf16."""
+    values = {**_cpu(model, epochs, resolutions), **({"time_budget": 60.0 * minutes} if budget else {})}
+    stages = ", ".join(f"{n} at {side} px" for side, n in
+                       (map(int, part.split(":")) for part in resolutions.split(",")))
+    recipe = f"{model}, the fast recipe with Muon filters at batch 250"
+    tail = "bf16 where the CPU has it, flip TTA"
+    if budget:
+        text = (f"any CPU, {minutes} min of wall time: {recipe}, epochs planned to fit {60 * minutes} s "
+                f"({stages}, the rest at 32 px; {epochs} with --time-budget 0), {tail}")
+    else:
+        text = (f"2-core CPU with bf16, under {minutes} min: {recipe}, {epochs} epochs ({stages}), {tail} "
+                f"(a fixed epoch count: --time-budget {minutes}min plans it for another machine)")
+    register_recipe(name, values, text, measured=measured)
+
+
+_register_cpu("cpu-2min", "airnet_small", 2, 7, "16:2,24:1", budget=True,
+              measured="86.02 ± 0.06% test top-1 (85.04% without TTA) in 103.6 s wall (median; 98.7-103.8), "
+                       "7 epochs planned, 3 seeds, 2-core Intel Xeon with AMX, commit d8f04a7; with "
+                       "--time-budget 0 (7 epochs) 86.05 ± 0.17% in 95.0-96.9 s on a 2-core AMD EPYC with "
+                       "AVX512-BF16, benchmarks/cpu_frontier.py")
+_register_cpu("cpu-5min", "airnet_medium", 5, 7, "16:2,24:2", budget=True,
+              measured="89.48 ± 0.17% test top-1 (88.73% without TTA) in 269.2 s wall (median; 266.5-275.5), "
+                       "9 epochs planned, 3 seeds, 2-core Intel Xeon with AMX, commit 1d2ba6e; with "
+                       "--time-budget 0 (7 epochs) 88.25 ± 0.12% in 202.6-210.6 s on a 2-core AMD EPYC with "
+                       "AVX512-BF16, benchmarks/cpu_frontier.py")
+_register_cpu("cpu-15min", "airnet_medium", 15, 21, "16:3,24:3", budget=False,
+              measured="90.52 ± 0.30% test top-1 (89.84% without TTA) in 856 s wall (median; 840-860), 3 seeds, "
+                       "2-core AMD EPYC with AVX512-BF16, commit 21ae192, benchmarks/cpu_frontier.py")
+_register_cpu("cpu-45min", "airnet94", 45, 35, "16:4,24:4", budget=False,
+              measured="91.43 ± 0.14% test top-1 (90.44% without TTA), 3 seeds: 91.51% in 2,421 s on a 2-core "
+                       "AMD EPYC with AVX512-BF16 (commit 9820ead), 91.51% and 91.27% in 1,709 and 1,610 s on a "
+                       "2-core Intel Xeon with AMX (commit 2054f63), benchmarks/cpu_frontier.py")

@@ -94,7 +94,7 @@ _INFO = dict(faithful=False, ref_params=None, ref_accuracy=None)
 
 
 @register_model(reproduces="modern record-speed net in the style of airbench94 (Jordan 2024)",
-                notes="~2.0M params; trained by `cifarlab train --recipe fast` (whitening init, "
+                notes="~2.0M params; trained by `cifarlab train --recipe fast` (GPU) and `cpu-45min` (whitening init, "
                       "lookahead, TTA); 94% is airbench's figure on the original data", **_INFO)
 def airnet94(num_classes=10, in_chans=3, act="gelu", widths=(64, 256, 256)):
     return AirNet(tuple(widths), 2, num_classes, in_chans, act)
@@ -115,13 +115,13 @@ def airnet96(num_classes=10, in_chans=3, act="gelu", widths=(128, 384, 512)):
 
 @register_model(reproduces="modern airnet sized for a 2-core CPU: a quarter of airnet94's compute per "
                            "channel group (widths 64/128/256)",
-                notes="~1.2M params, 65M MACs; trained by `--recipe cpu-15min`", **_INFO)
+                notes="~1.2M params, 65M MACs; trained by `--recipe cpu-5min` and `cpu-15min`", **_INFO)
 def airnet_medium(num_classes=10, in_chans=3, act="gelu", widths=(64, 128, 256)):
     return AirNet(tuple(widths), 2, num_classes, in_chans, act)
 
 
 @register_model(reproduces="modern airnet sized for minutes on a 2-core CPU (widths 32/64/128)",
-                notes="~0.29M params, 20M MACs; trained by `--recipe cpu-2min` and `cpu-5min`", **_INFO)
+                notes="~0.29M params, 20M MACs; trained by `--recipe cpu-2min`", **_INFO)
 def airnet_small(num_classes=10, in_chans=3, act="gelu", widths=(32, 64, 128)):
     return AirNet(tuple(widths), 2, num_classes, in_chans, act)
 
