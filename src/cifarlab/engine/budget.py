@@ -127,8 +127,9 @@ def plan_run(cfg, model: torch.nn.Module, loss_fn, train_loader, test_loader, va
 def _step_seconds(model, loss_fn, optimizer, loader, side: int, device: torch.device, amp: bool,
                   timed: int = TIMED_STEPS) -> float:
     """Seconds of one training step at ``side`` px (lower quartile of ``timed``), batch making and
-    optimizer included."""
-    from cifarlab.engine.loop import autocast
+    optimizer included: the loop's own step (``Learner.train_step``), without callbacks."""
+    from cifarlab.engine.loop import Learner
+    step = Learner(model, loss_fn, optimizer, None, loader, None, 1, device, amp=amp).train_step
     saved, loader.size = loader.size, side
     model.train()
     times = []
@@ -136,13 +137,7 @@ def _step_seconds(model, loss_fn, optimizer, loader, side: int, device: torch.de
         batches = _cycle(loader)
         for _ in range(WARM_STEPS + timed):
             t0 = time.perf_counter()
-            x, y = next(batches)
-            with autocast(device, amp):
-                loss = loss_fn(model(x), y)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            float(loss.detach())  # waits for the device; the loop's divergence guard reads it too
+            float(step(*next(batches)))  # waits for the device; the loop's divergence guard reads it too
             times.append(time.perf_counter() - t0)
     finally:
         loader.size = saved
@@ -176,4 +171,4 @@ def _cycle(loader):
             empty = False
             yield batch
         if empty:
-            raise ConfigError("time_budget: the training split gives no batch to time")
+            raise ConfigError("time_budget: a split the run uses gives no batch to time; check --train-subset")

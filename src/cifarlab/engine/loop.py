@@ -245,6 +245,13 @@ class Learner:
         for group in self.optimizer.param_groups:
             group["lr"] = self.lr * group["lr_scale"]
 
+    def train_step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """One optimizer step on the batch ``(x, y)`` outside a fit (engine.budget times these);
+        returns the detached loss."""
+        self.x, self.y = x, y
+        self._train_step()
+        return self.loss
+
     def _train_step(self) -> None:
         with autocast(self.device, self.amp):
             self.logits = self.model(self.x)

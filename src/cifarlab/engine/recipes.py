@@ -177,8 +177,8 @@ def _register_cpu(name: str, model: str, minutes: int, epochs: int, resolutions:
     """A CPU recipe: a time budget of ``minutes`` (its epochs planned on the machine it runs on,
     ``epochs`` with --time-budget 0), or a fixed ``epochs`` sized for a 2-core CPU with bf16."""
     values = {**_cpu(model, epochs, resolutions), **({"time_budget": 60.0 * minutes} if budget else {})}
-    stages = ", ".join(f"{n} at {side} px" for side, n in
-                       (map(int, part.split(":")) for part in resolutions.split(",")))
+    from cifarlab.data.loader import parse_resolutions
+    stages = ", ".join(f"{n} at {side} px" for side, n in parse_resolutions(resolutions))
     recipe = f"{model}, the fast recipe with Muon filters at batch 250"
     tail = "bf16 where the CPU has it, flip TTA"
     if budget:
