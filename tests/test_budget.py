@@ -12,6 +12,7 @@ import torch
 from cifarlab.data import DeviceLoader, random_cifar
 from cifarlab.engine import budget, recipe_config, train
 from cifarlab.engine.checkpoint import load_checkpoint
+from cifarlab.engine.optim import Constant, Cosine, OneCycle, Plateau, Step
 from cifarlab.errors import ConfigError
 
 STEPS = {16: 0.06, 24: 0.13, 32: 0.24}  # seconds per step, about airnet_medium's at batch 250 here
@@ -69,6 +70,8 @@ def _small(tmp_path, **over):
 
 def test_a_budget_run_trains_the_planned_epochs_records_the_plan_and_differs_in_nothing_else(tmp_path, monkeypatch):
     # fixed step times: 20 steps an epoch of 5 / 10 / 20 s; a 75-s budget leaves room for 2 at 32 px
+    # (the real epochs take a fraction of a second: the keeper, tested below, would re-plan them)
+    monkeypatch.setattr(budget.BudgetKeeper, "after_epoch", lambda self, learn: None)
     monkeypatch.setattr(budget, "_step_seconds",
                         lambda model, loss, opt, loader, side, *a: {16: .25, 24: .5}.get(side, 1.0))
     monkeypatch.setattr(budget, "_eval_seconds", lambda *a: 0.0)
@@ -122,3 +125,108 @@ def test_make_train_on_a_cpu_gives_the_training_what_setup_left_of_five_minutes(
                           capture_output=True, text=True, cwd=root)
     assert make.returncode == 0, make.stderr
     assert "--time-budget $left" in make.stdout and "300 - 5 - $(date +%s) +" in make.stdout
+
+
+# ---------------------------------------------------------------- re-planning mid-run
+@pytest.mark.parametrize("make", [lambda: OneCycle(1.0, 1000, 100, 0.23), lambda: Cosine(1.0, 1000, 100, 0.1),
+                                  lambda: Step(1.0, 1000, 100, [5, 8], 0.1)])
+@pytest.mark.parametrize("at, total", [(500, 700), (500, 1400), (100, 600), (150, 3000)])
+def test_a_retargeted_schedule_keeps_its_lr_continuous_its_shape_and_its_end(make, at, total):
+    planned, sched = make(), make()
+    lr = [sched.lr_at(s) for s in range(at)]
+    sched.retarget(total, at)
+    assert lr == [planned.lr_at(s) for s in range(at)]  # the steps trained are untouched
+    assert sched.lr_at(at) == pytest.approx(planned.lr_at(at))  # no jump where it is re-planned
+    rest = [sched.lr_at(s) for s in range(at, total)]
+    # the rest of the first plan, squeezed or stretched onto the steps now left
+    for i in (0, (total - at) // 3, (total - at) // 2, total - at - 1):
+        assert rest[i] == pytest.approx(planned.lr_at(int(at + i * (1000 - at) / (total - at))), rel=0.05, abs=1e-3)
+    if not isinstance(sched, Step):
+        assert sched.lr_at(total) == pytest.approx(0.0, abs=1e-9) and rest[-1] < 0.01  # it still ends at zero
+
+
+def test_a_retarget_survives_a_resume_built_from_the_new_epochs_and_repeats():
+    sched = OneCycle(0.5, 1000, 100, 0.23)
+    sched.retarget(800, 400)
+    sched.retarget(900, 600)  # a second re-plan continues from the first
+    lr = [sched.lr_at(s) for s in range(600, 901)]
+    assert lr[-1] == 0.0 and all(a >= b for a, b in zip(lr, lr[1:]))
+    resumed = OneCycle(0.5, 900, 100, 0.23)  # resume builds the schedule from config.json's epochs
+    resumed.load_state_dict(sched.state_dict())
+    assert [resumed.lr_at(s) for s in range(600, 901)] == lr
+    assert OneCycle(0.5, 1000, 100, 0.23).state_dict() == {}  # a run never re-planned saves what it did
+    plateau = Plateau(0.1, 1000, 100, 0.5, 2, 0.0, "val_loss", 0.0)
+    plateau.retarget(500, 200)
+    assert plateau.lr_at(300) == 0.1 and Constant(0.1, 1000, 100).lr_at(999) == 0.1
+
+
+class _Loader(list):
+    images = torch.zeros(1, 3, 32, 32)
+
+
+def _keeper_case(monkeypatch, epoch_s, *, budget_s=300.0, planned=9, staged=4, spent_before=100.0, done=5,
+                 epochs_done_at=None):
+    """A BudgetKeeper after epoch ``done`` of ``planned`` (``staged`` at low resolution), each
+    full-resolution epoch having taken ``epoch_s``; returns the fake learner."""
+    from types import SimpleNamespace
+    plan = budget.BudgetPlan(budget_s, planned, [[16, 2], [24, 2], [32, planned - staged]], {"32": 0.2}, 10,
+                             5.0, 0.0, 3.0, 280.0, True)
+    cfg = SimpleNamespace(epochs=planned, to_dict=lambda: {})
+    learn = SimpleNamespace(epoch=0, epochs=planned, stop=False, step=0, train_loader=_Loader(range(10)),
+                            schedule=OneCycle(1.0, planned * 10, 10, 0.23), meta={"config": {"epochs": planned}},
+                            run_dir=None, is_main=True)
+    clock = [0.0]
+    monkeypatch.setattr(budget.time, "perf_counter", lambda: clock[0])
+    keeper = budget.BudgetKeeper(plan, cfg, started=-3.0, say=False)
+    keeper.before_fit(learn)
+    clock[0] = spent_before  # the staged epochs
+    for e in range(1, done + 1):
+        clock[0] += epoch_s if e > staged else 0
+        if e <= staged:
+            clock[0] = spent_before * e / staged
+        learn.epoch, learn.step = e, 10 * e
+        keeper.after_epoch(learn)
+    return learn, plan, cfg
+
+
+def test_the_keeper_cuts_epochs_that_run_slower_than_planned(monkeypatch):
+    # planned: 5 full epochs after 103 s of setup and staged ones; the first takes 45 s: 9 epochs would
+    # end at 103 + 5 x 45 + 5 = 333 s, 8 at 288 s (past 95% of 300), 7 at 243 s
+    learn, plan, cfg = _keeper_case(monkeypatch, 45.0, done=5)
+    assert learn.epochs == cfg.epochs == plan.epochs == learn.meta["config"]["epochs"] == 7
+    assert plan.stages[-1] == [32, 3] and plan.replans[0]["after_epoch"] == 5 and plan.replans[0]["was"] == 9
+    assert plan.planned_s == pytest.approx(243.0) and plan.planned_s <= 300 * (1 - budget.SAFETY)
+    assert learn.schedule.lr_at(70) == 0.0 and learn.schedule.lr_at(69) > 0  # the lr now ends with epoch 7
+
+
+def test_the_keeper_adds_epochs_when_they_run_faster_and_holds_inside_its_margin(monkeypatch):
+    learn, plan, _ = _keeper_case(monkeypatch, 25.0, done=5)  # 128 + 4 x 25 + 5 = 233 s: room for 2 more
+    assert learn.epochs == 11 and plan.replans[-1]["was"] == 9
+    learn, plan, _ = _keeper_case(monkeypatch, 36.5, done=5)  # 139.5 + 4 x 36.5 + 5 = 290.5 s: 95-97.5%
+    assert learn.epochs == 9 and plan.replans == []
+
+
+def test_the_keeper_always_leaves_one_epoch_and_ignores_staged_and_last_epochs(monkeypatch):
+    learn, plan, _ = _keeper_case(monkeypatch, 90.0, done=5)  # 193 s spent: not one more 90-s epoch fits
+    assert learn.epochs == 6 and plan.replans[0]["epochs"] == 6  # still one, for the lr to come down
+    learn, plan, _ = _keeper_case(monkeypatch, 90.0, done=3)  # only staged epochs so far
+    assert learn.epochs == 9 and plan.replans == []
+    learn, plan, _ = _keeper_case(monkeypatch, 10.0, planned=5, done=5)  # the last planned epoch: done
+    assert learn.epochs == 5 and plan.replans == []
+
+
+def test_a_budget_run_re_plans_from_its_real_epochs_and_records_it(tmp_path, monkeypatch):
+    # the timing says a step is 50x faster than it is: the plan is far too long for 12 s, the keeper cuts it
+    real = budget._step_seconds
+    monkeypatch.setattr(budget, "_step_seconds", lambda *a, **k: real(*a, **k) / 50)
+    data = random_cifar(n_train=1000, n_test=200, seed=1)
+    run = train(_small(tmp_path, time_budget=12.0, resolutions="16:1", name="kept"), data=data)
+    s = run.summary
+    first, replans = s["time_budget"]["replans"][0], s["time_budget"]["replans"]
+    assert first["after_epoch"] == 2 and first["epochs"] < first["was"]
+    assert s["epochs_run"] == s["epochs_planned"] == s["time_budget"]["epochs"] == replans[-1]["epochs"]
+    assert s["time_budget"]["planned_s"] <= 12.0
+    assert json.loads((run.run_dir / "config.json").read_text())["epochs"] == s["epochs_run"]
+    ckpt = load_checkpoint(run.run_dir / "last.pt")
+    assert ckpt["config"]["epochs"] == s["epochs_run"] and ckpt["scheduler"]["anchor"][2] == s["epochs_run"] * 20
+    assert ckpt["metrics"][-1]["lr"] < 0.05 * max(m["lr"] for m in ckpt["metrics"])  # it came down to the end

@@ -26,7 +26,7 @@ import torch
 from cifarlab.atomic import remove_leftovers
 from cifarlab.engine import callbacks as cbs
 from cifarlab.engine import distributed
-from cifarlab.engine.budget import BudgetPlan, check_budget, plan_run
+from cifarlab.engine.budget import BudgetKeeper, BudgetPlan, check_budget, plan_run
 from cifarlab.engine.checkpoint import load_checkpoint, restore_rng, unwrap, versions
 from cifarlab.engine.config import TrainConfig
 from cifarlab.engine.dataset import data_for
@@ -73,6 +73,7 @@ def _train_in(cfg: TrainConfig, callbacks, data, sync_bn: bool, run_dir: Path | 
         learner = _build(cfg, data, device, run_dir, callbacks, dist, sync_bn)
         if plan is not None:
             learner.meta["time_budget"] = plan.to_dict()
+            learner.add_callback(BudgetKeeper(plan, cfg, started, say=cfg.progress))
         return _fit_and_report(learner, cfg, data, run_dir, started)
 
 

@@ -9,9 +9,14 @@ largest number of full-resolution epochs whose estimate ends inside the budget; 
 lower-resolution stages (``resolutions``) stay as the config gives them. The clock starts
 when ``train`` is called: data loading and this calibration (1-5 s) count against it.
 
+Single steps timed before training are an estimate: over a long run the machine's speed
+drifts by more than the margin (a 15-minute budget once ran 1.4% over). So ``BudgetKeeper``
+re-plans after every full-resolution epoch from the real epoch times, and the lr schedule
+and the weight average stretch or shrink what is left of them (``Schedule.retarget``).
+
 The plan is recorded in config.json (``epochs``), in the checkpoints' meta and in
-summary.json (``time_budget``: the timings, the estimate and the measured wall time). A
-resumed run keeps its planned epochs.
+summary.json (``time_budget``: the timings, the estimate, each re-plan and the measured
+wall time). A resumed run keeps the epochs planned when it stopped.
 """
 
 from __future__ import annotations
@@ -19,11 +24,13 @@ from __future__ import annotations
 import copy
 import math
 import statistics
+import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import torch
 
+from cifarlab.engine.callbacks import ORDER_DECIDE, Callback
 from cifarlab.errors import ConfigError
 
 SAFETY = 0.05  # plan to end this fraction of the budget early: run-to-run speed varies ~5-15%
@@ -46,6 +53,7 @@ class BudgetPlan:
     spent_s: float  # seconds from train() to the end of calibration (data loading included)
     planned_s: float  # the estimate of the whole run's wall time
     fits: bool  # False: even the shortest run (the stages + 1 epoch) overruns the budget
+    replans: list = field(default_factory=list)  # BudgetKeeper's changes: after which epoch, to what
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -172,3 +180,65 @@ def _cycle(loader):
             yield batch
         if empty:
             raise ConfigError("time_budget: a split the run uses gives no batch to time; check --train-subset")
+
+
+class BudgetKeeper(Callback):
+    """Re-plans a time budget's full-resolution epochs from their real wall times.
+
+    After each full-resolution epoch (the last planned one excepted) it projects the end of the
+    run from the mean wall time of the last two such epochs (checkpoint and logs included), the
+    time spent so far and the planned final test. When that end passes ``1 - SAFETY/2`` of the
+    budget, the epochs left are cut to what ends by ``1 - SAFETY``; when one more epoch would
+    still end by ``1 - SAFETY``, they grow. At least one epoch is always left, so the lr still
+    comes down to zero (``Schedule.retarget`` keeps it continuous). Only a new run has one: its
+    clock started at ``started`` (a resumed run keeps the epochs it was planned to).
+    """
+
+    order = ORDER_DECIDE  # after_epoch: before the checkpoint saves the epochs and the schedule
+
+    def __init__(self, plan: BudgetPlan, cfg, started: float, say: bool = True):
+        self.plan, self.cfg, self.started, self.say = plan, cfg, started, say
+        self.staged = sum(e for _, e in plan.stages[:-1])
+        self.ends: list[float] = []  # perf_counter at the start of the fit and at each epoch's end
+
+    def before_fit(self, learn) -> None:
+        self.ends = [time.perf_counter()]
+
+    def after_epoch(self, learn) -> None:
+        self.ends.append(time.perf_counter())
+        if learn.epoch <= self.staged or learn.epoch >= learn.epochs or learn.stop:
+            return
+        walls = [b - a for a, b in zip(self.ends[:-1], self.ends[1:])][self.staged:]
+        epoch_s = statistics.fmean(walls[-2:])
+        spent = self.ends[-1] - self.started
+        left = learn.epochs - learn.epoch
+        target = self.plan.budget_s * (1 - SAFETY)
+        room = target - spent - self.plan.test_s
+        if spent + left * epoch_s + self.plan.test_s > self.plan.budget_s * (1 - SAFETY / 2):
+            new_left = max(1, math.floor(room / epoch_s))
+        elif (left + 1) * epoch_s <= room:
+            new_left = math.floor(room / epoch_s)
+        else:
+            return
+        if new_left != left:
+            self._replan(learn, new_left, epoch_s, spent)
+
+    def _replan(self, learn, new_left: int, epoch_s: float, spent: float) -> None:
+        from cifarlab.engine.runs import write_json
+        before = learn.epochs
+        learn.epochs = self.cfg.epochs = learn.epoch + new_left
+        learn.schedule.retarget(learn.epochs * len(learn.train_loader), learn.step)
+        plan = self.plan
+        plan.epochs = learn.epochs
+        plan.stages[-1][1] = learn.epochs - self.staged
+        plan.planned_s = round(spent + new_left * epoch_s + plan.test_s, 1)
+        plan.replans.append({"after_epoch": learn.epoch, "epochs": learn.epochs, "was": before,
+                             "epoch_s": round(epoch_s, 2), "spent_s": round(spent, 1)})
+        learn.meta["time_budget"] = plan.to_dict()
+        learn.meta["config"]["epochs"] = learn.epochs
+        if learn.run_dir is not None and learn.is_main:
+            write_json(learn.run_dir / "config.json", self.cfg.to_dict())
+        if self.say:
+            print(f"time budget: {before} -> {learn.epochs} epochs (a {learn.train_loader.images.shape[-1]}-px "
+                  f"epoch takes {epoch_s:.1f} s here; {spent:.0f} s spent, now planned to end at "
+                  f"{plan.planned_s:.0f} s of {plan.budget_s:.0f})", file=sys.stderr)

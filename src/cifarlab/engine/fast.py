@@ -123,14 +123,18 @@ class WeightAverage(Callback):
         return self.decay ** self.every * min(1.0, step / self.total) ** self.power
 
     def before_fit(self, learn) -> None:
-        self.total = max(1, learn.epochs * len(learn.train_loader))
+        self._set_total(learn)
         self.live = _float_state(unwrap(learn.model))
         if self.avg is None:  # fresh (or lookahead resume, where avg == weights at epoch ends)
             self.avg = [t.detach().clone() for t in self.live]
         else:
             self.avg = [a.to(t.device, t.dtype) for a, t in zip(self.avg, self.live)]
 
+    def _set_total(self, learn) -> None:
+        self.total = max(1, learn.epochs * len(learn.train_loader))
+
     def before_epoch(self, learn) -> None:
+        self._set_total(learn)  # a time budget may re-plan the epochs between two of them
         if self.swapped:
             self._swap()
 

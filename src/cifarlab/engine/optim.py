@@ -75,24 +75,56 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer
 
 
 class Schedule:
-    """The learning rate of each optimizer step (0-based, counted over all epochs)."""
+    """The learning rate of each optimizer step (0-based, counted over all epochs).
+
+    A time budget may re-plan a run's length mid-way (``retarget``, engine/budget.py). The
+    schedule then keeps its shape: from that step on, the steps now left map linearly onto
+    what was left of the schedule first planned (``anchor``: the step, the planned step it
+    maps to, and the new total), so the lr stays continuous and still ends where the
+    planned schedule ends (zero, for the decaying ones). Subclasses give ``lr_of`` a planned
+    step (a float after a re-plan) and derive their own steps (the warm-up) in ``_plan``.
+    """
 
     def __init__(self, base_lr: float, total_steps: int, steps_per_epoch: int):
         self.base_lr = base_lr
-        self.total_steps = max(1, total_steps)
         self.steps_per_epoch = max(1, steps_per_epoch)
+        self.anchor: tuple[int, float, int] | None = None
+        self._plan(max(1, total_steps))
+
+    def _plan(self, total_steps: int) -> None:
+        self.total_steps = total_steps
 
     def lr_at(self, step: int) -> float:
+        return self.lr_of(self.planned_step(step))
+
+    def lr_of(self, step: float) -> float:
         return self.base_lr
+
+    def planned_step(self, step: int) -> float:
+        """The step of the schedule first planned that ``step`` stands for (itself, unless a
+        re-plan at or before it mapped the rest)."""
+        if self.anchor is None or step < self.anchor[0]:
+            return step
+        at, planned, total = self.anchor
+        return planned + (self.total_steps - planned) * (step - at) / max(1, total - at)
+
+    def retarget(self, total_steps: int, at_step: int) -> None:
+        """The run now ends after ``total_steps`` steps; ``at_step`` is the next step to train."""
+        self.anchor = (at_step, float(self.planned_step(at_step)), max(at_step + 1, total_steps))
 
     def observe(self, metrics: dict) -> None:
         """After each epoch, with its metrics (plateau only: may lower the lr)."""
 
     def state_dict(self) -> dict:
-        return {}
+        if self.anchor is None:
+            return {}
+        return {"planned_total": self.total_steps, "anchor": list(self.anchor)}
 
     def load_state_dict(self, state: dict) -> None:
-        pass
+        if state.get("anchor") is not None:  # built from the re-planned epochs: back to the first plan
+            self._plan(int(state["planned_total"]))
+            at, planned, total = state["anchor"]
+            self.anchor = (int(at), float(planned), int(total))
 
 
 class Constant(Schedule):
@@ -106,7 +138,7 @@ class Step(Schedule):
         super().__init__(base_lr, total_steps, steps_per_epoch)
         self.milestones, self.gamma = sorted(int(m) for m in milestones), gamma
 
-    def lr_at(self, step: int) -> float:
+    def lr_of(self, step: float) -> float:
         epoch = step // self.steps_per_epoch
         passed = sum(1 for m in self.milestones if epoch >= m)
         return self.base_lr * self.gamma ** passed
@@ -116,10 +148,14 @@ class Cosine(Schedule):
     """Linear warm-up over ``warmup`` of the steps, then half a cosine down to zero."""
 
     def __init__(self, base_lr, total_steps, steps_per_epoch, warmup):
+        self.warmup = warmup
         super().__init__(base_lr, total_steps, steps_per_epoch)
-        self.warm = int(warmup * self.total_steps)
 
-    def lr_at(self, step: int) -> float:
+    def _plan(self, total_steps: int) -> None:
+        super()._plan(total_steps)
+        self.warm = int(self.warmup * self.total_steps)
+
+    def lr_of(self, step: float) -> float:
         if step < self.warm:
             return self.base_lr * (step + 1) / self.warm
         t = (step - self.warm) / max(1, self.total_steps - self.warm)
@@ -132,10 +168,14 @@ class OneCycle(Schedule):
     start_fraction = 0.1  # warm-up starts at lr/10: large enough to move, small enough to be stable
 
     def __init__(self, base_lr, total_steps, steps_per_epoch, warmup):
+        self.warmup = warmup
         super().__init__(base_lr, total_steps, steps_per_epoch)
-        self.warm = int(warmup * self.total_steps)
 
-    def lr_at(self, step: int) -> float:
+    def _plan(self, total_steps: int) -> None:
+        super()._plan(total_steps)
+        self.warm = int(self.warmup * self.total_steps)
+
+    def lr_of(self, step: float) -> float:
         if step < self.warm:
             frac = self.start_fraction + (1 - self.start_fraction) * step / self.warm
             return self.base_lr * frac
@@ -156,7 +196,7 @@ class Plateau(Schedule):
         self.best: float | None = None
         self.wait = 0
 
-    def lr_at(self, step: int) -> float:
+    def lr_of(self, step: float) -> float:
         return self.lr
 
     def observe(self, metrics: dict) -> None:
@@ -172,9 +212,10 @@ class Plateau(Schedule):
             self.lr = max(self.lr * self.factor, self.min_lr)
 
     def state_dict(self) -> dict:
-        return {"best": self.best, "wait": self.wait, "lr": self.lr}
+        return {**super().state_dict(), "best": self.best, "wait": self.wait, "lr": self.lr}
 
     def load_state_dict(self, state: dict) -> None:
+        super().load_state_dict(state)
         self.best, self.wait = state.get("best"), state.get("wait", 0)
         self.lr = state.get("lr", self.lr)
 

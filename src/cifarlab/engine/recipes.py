@@ -200,10 +200,10 @@ _register_cpu("cpu-5min", "airnet_medium", 5, 7, "16:2,24:2", budget=True,
                        "9 epochs planned, 3 seeds, 2-core Intel Xeon with AMX, commit 1d2ba6e; with "
                        "--time-budget 0 (7 epochs) 88.25 ± 0.12% in 202.6-210.6 s on a 2-core AMD EPYC with "
                        "AVX512-BF16, benchmarks/cpu_frontier.py")
-_register_cpu("cpu-15min", "airnet_medium", 15, 21, "16:3,24:3", budget=False,
+_register_cpu("cpu-15min", "airnet_medium", 15, 21, "16:3,24:3", budget=True,
               measured="90.52 ± 0.30% test top-1 (89.84% without TTA) in 856 s wall (median; 840-860), 3 seeds, "
                        "2-core AMD EPYC with AVX512-BF16, commit 21ae192, benchmarks/cpu_frontier.py")
-_register_cpu("cpu-45min", "airnet94", 45, 35, "16:4,24:4", budget=False,
+_register_cpu("cpu-45min", "airnet94", 45, 35, "16:4,24:4", budget=True,
               measured="91.43 ± 0.14% test top-1 (90.44% without TTA), 3 seeds: 91.51% in 2,421 s on a 2-core "
                        "AMD EPYC with AVX512-BF16 (commit 9820ead), 91.51% and 91.27% in 1,709 and 1,610 s on a "
                        "2-core Intel Xeon with AMX (commit 2054f63), benchmarks/cpu_frontier.py")
