@@ -230,3 +230,26 @@ def test_a_budget_run_re_plans_from_its_real_epochs_and_records_it(tmp_path, mon
     ckpt = load_checkpoint(run.run_dir / "last.pt")
     assert ckpt["config"]["epochs"] == s["epochs_run"] and ckpt["scheduler"]["anchor"][2] == s["epochs_run"] * 20
     assert ckpt["metrics"][-1]["lr"] < 0.05 * max(m["lr"] for m in ckpt["metrics"])  # it came down to the end
+
+
+def test_a_re_planned_run_stopped_by_ctrl_c_resumes_with_its_new_epochs_and_schedule(tmp_path, monkeypatch):
+    from cifarlab.engine import resume
+    from cifarlab.engine.callbacks import StopAfter
+    from cifarlab.errors import TrainingInterrupted
+    real = budget._step_seconds
+    monkeypatch.setattr(budget, "_step_seconds", lambda *a, **k: real(*a, **k) / 50)
+    data = random_cifar(n_train=1000, n_test=200, seed=1)
+    with pytest.raises(TrainingInterrupted) as info:  # Ctrl-C after epoch 3: the re-plan came after epoch 2
+        train(_small(tmp_path, time_budget=12.0, resolutions="16:1", name="cut"), callbacks=[StopAfter(3)],
+              data=data)
+    run_dir = info.value.run_dir
+    ckpt = load_checkpoint(run_dir / "last.pt")
+    epochs = ckpt["config"]["epochs"]
+    assert ckpt["time_budget"]["replans"] and json.loads((run_dir / "config.json").read_text())["epochs"] == epochs
+    expected = OneCycle(ckpt["config"]["lr"], epochs * 20, 20, ckpt["config"]["warmup"])
+    expected.load_state_dict(ckpt["scheduler"])
+    result = resume(run_dir, data=data)
+    assert result.summary["epochs_run"] == epochs  # no new plan: the one it stopped with
+    assert result.summary["test"]["n"] == 200
+    last = json.loads((run_dir / "metrics.jsonl").read_text().splitlines()[-1])
+    assert last["lr"] == pytest.approx(expected.lr_at(epochs * 20 - 1))  # the re-mapped schedule, to its end
