@@ -253,3 +253,46 @@ def test_a_re_planned_run_stopped_by_ctrl_c_resumes_with_its_new_epochs_and_sche
     assert result.summary["test"]["n"] == 200
     last = json.loads((run_dir / "metrics.jsonl").read_text().splitlines()[-1])
     assert last["lr"] == pytest.approx(expected.lr_at(epochs * 20 - 1))  # the re-mapped schedule, to its end
+
+
+# ---------------------------------------------------------------- a smaller model on a slow CPU
+def _by_size(slow_params: int, slow: float, fast: float):
+    """Fake step times: ``slow`` s for models of more than ``slow_params`` parameters, else ``fast``."""
+    def step_seconds(model, *args, **kwargs):
+        return slow if sum(p.numel() for p in model.parameters()) > slow_params else fast
+    return step_seconds
+
+
+def test_a_budget_falls_back_to_a_smaller_model_where_its_own_fits_too_few_full_epochs(tmp_path, monkeypatch):
+    monkeypatch.setattr(budget.BudgetKeeper, "after_epoch", lambda self, learn: None)  # the plan as timed
+    monkeypatch.setattr(budget, "_eval_seconds", lambda *a: 0.0)
+    # 20 steps an epoch: airnet_small at 1 s a step gets 1 + 1 + 1 epochs in 75 s, airnet_tiny at 0.2 s 14
+    monkeypatch.setattr(budget, "_step_seconds", _by_size(100_000, 1.0, 0.2))
+    data = random_cifar(n_train=1000, n_test=200, seed=1)
+    cfg = _small(tmp_path, model="airnet_small", budget_fallback="airnet_tiny", time_budget=75.0,
+                 name="fell", resolutions="16:1,24:1")
+    run = train(cfg, data=data)
+    s, plan = run.summary, run.summary["time_budget"]
+    assert s["model"] == plan["model"] == "airnet_tiny"
+    assert json.loads((run.run_dir / "config.json").read_text())["model"] == "airnet_tiny"
+    assert plan["passed_over"] == [{"model": "airnet_small", "full_epochs": 1, "step_s": {"16": 1.0, "24": 1.0,
+                                                                                         "32": 1.0}}]
+    assert plan["stages"][-1][1] >= budget.MIN_FULL_EPOCHS and s["epochs_run"] == plan["epochs"]
+    assert "airnet_small would train only 1 at full resolution here, so airnet_tiny instead" in \
+        budget.BudgetPlan(**{k: v for k, v in plan.items() if k != "wall_s"}).describe()
+    # where the model fits enough epochs, it is kept; a model typed by the user clears the fallback
+    monkeypatch.setattr(budget, "_step_seconds", _by_size(100_000, 0.2, 0.2))
+    kept = train(_small(tmp_path, model="airnet_small", budget_fallback="airnet_tiny", time_budget=25.0,
+                        name="kept", resolutions="16:1,24:1"), data=data)  # 8 s of stages + 3 x 4 s
+    assert kept.summary["model"] == "airnet_small" and kept.summary["time_budget"]["passed_over"] == []
+    assert kept.summary["epochs_run"] == 2 + budget.MIN_FULL_EPOCHS
+    assert recipe_config("cpu-5min").budget_fallback == "airnet_small"
+    assert recipe_config("cpu-5min", {"model": "airnet94"}).budget_fallback == ""
+
+
+def test_an_unknown_fallback_model_is_one_line_before_any_timing(tmp_path):
+    from cifarlab.errors import CifarlabError
+    with pytest.raises(CifarlabError, match="unknown model 'airnet_smal'") as info:
+        train(_small(tmp_path, budget_fallback="airnet_smal", time_budget=60.0),
+              data=random_cifar(n_train=100, n_test=20, seed=0))
+    assert "\n" not in str(info.value)

@@ -26,7 +26,7 @@ import torch
 from cifarlab.atomic import remove_leftovers
 from cifarlab.engine import callbacks as cbs
 from cifarlab.engine import distributed
-from cifarlab.engine.budget import BudgetKeeper, BudgetPlan, check_budget, plan_run
+from cifarlab.engine.budget import MIN_FULL_EPOCHS, BudgetKeeper, BudgetPlan, check_budget, plan_run
 from cifarlab.engine.checkpoint import load_checkpoint, restore_rng, unwrap, versions
 from cifarlab.engine.config import TrainConfig
 from cifarlab.engine.dataset import data_for
@@ -79,13 +79,26 @@ def _train_in(cfg: TrainConfig, callbacks, data, sync_bn: bool, run_dir: Path | 
 
 def _plan_budget(cfg: TrainConfig, data, device: torch.device, started: float):
     """Time this run's steps on a throwaway copy of its model and set ``cfg.epochs`` to fit
-    ``cfg.time_budget`` (engine.budget); the random streams are left as they were."""
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        model = _create_model(cfg, data, device)
-        train_loader, val_loader, norm = _loaders(cfg, data, device, distributed.Dist())
-        test_loader = _test_loader(cfg, data, device, norm) if len(data.test) else None
-        plan = plan_run(cfg, model, build_loss(cfg.loss, data.num_classes, cfg.label_smoothing), train_loader,
-                        test_loader, val_loader, device, cfg.amp and bf16_native(device), started)
+    ``cfg.time_budget`` (engine.budget); the random streams are left as they were. Where the
+    model would train fewer than MIN_FULL_EPOCHS full-resolution epochs, the next model of
+    ``cfg.budget_fallback`` is timed instead, and ``cfg.model`` becomes the one planned."""
+    from cifarlab.models import model_info
+    names = [cfg.model] + [n.strip() for n in cfg.budget_fallback.split(",") if n.strip()]
+    for name in names[1:]:
+        model_info(name)  # an unknown name: one ModelError naming the close ones, before any timing
+    passed_over = []
+    for name in names:
+        cfg.model = name
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            model = _create_model(cfg, data, device)
+            train_loader, val_loader, norm = _loaders(cfg, data, device, distributed.Dist())
+            test_loader = _test_loader(cfg, data, device, norm) if len(data.test) else None
+            plan = plan_run(cfg, model, build_loss(cfg.loss, data.num_classes, cfg.label_smoothing), train_loader,
+                            test_loader, val_loader, device, cfg.amp and bf16_native(device), started)
+        if plan.full_epochs >= MIN_FULL_EPOCHS or name == names[-1]:
+            break
+        passed_over.append({"model": name, "full_epochs": plan.full_epochs, "step_s": plan.step_s})
+    plan.model, plan.passed_over = cfg.model, passed_over
     cfg.epochs = plan.epochs
     return plan
 

@@ -39,6 +39,10 @@ SAFETY = 0.05  # plan to end this fraction of the budget early: run-to-run speed
 # the data cache just written), while an epoch's mean stays near the quartile
 # (twice as many at full resolution, where most of the time goes)
 WARM_STEPS, TIMED_STEPS = 2, 8
+# a model that would train fewer full-resolution epochs than this in its budget gives way to
+# the config's ``budget_fallback``: airnet_medium with 3 of them (7 epochs, 88.3% in 263 s) matched
+# airnet_small with 14 (18 epochs, 88.4% in 297 s); with 1 (5 epochs) it reached 85.2% in 249 s
+MIN_FULL_EPOCHS = 3
 
 
 @dataclass
@@ -54,6 +58,12 @@ class BudgetPlan:
     planned_s: float  # the estimate of the whole run's wall time
     fits: bool  # False: even the shortest run (the stages + 1 epoch) overruns the budget
     replans: list = field(default_factory=list)  # BudgetKeeper's changes: after which epoch, to what
+    model: str = ""  # the model planned for
+    passed_over: list = field(default_factory=list)  # larger models that fit too few epochs here
+
+    @property
+    def full_epochs(self) -> int:
+        return self.stages[-1][1]
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -67,6 +77,9 @@ class BudgetPlan:
         if not self.fits:
             text += (f"; the budget is too short for this model here: its shortest run needs about "
                      f"{self.planned_s:.0f} s")
+        for other in self.passed_over:
+            text += (f"; {other['model']} would train only {other['full_epochs']} at full resolution here, "
+                     f"so {self.model} instead")
         return text
 
 

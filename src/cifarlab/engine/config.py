@@ -40,6 +40,10 @@ class TrainConfig:
     # wall-clock seconds for the whole run (data loading, training, final test); > 0: a new run
     # times a few of its steps and sets `epochs` to fit (engine/budget.py); 0: `epochs` as given
     time_budget: float = 0.0
+    # smaller models a time budget falls back to, in order, comma-separated, when `model` would
+    # train fewer than budget.MIN_FULL_EPOCHS full-resolution epochs in it on this machine;
+    # "" keeps `model` whatever the plan (a model typed by the user clears it)
+    budget_fallback: str = ""
     # --- optimizer ---
     optimizer: str = "sgd"  # one of OPTIMIZERS
     lr: float = 0.1  # peak learning rate, absolute (not rescaled when batch_size changes)

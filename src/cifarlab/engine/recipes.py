@@ -52,7 +52,8 @@ def resolve_config(recipe: str | None = None, file: str | Path | None = None,
     """The one place a run's config is assembled: defaults < recipe < file < flags < --set.
 
     ``epochs`` in ``flags`` or ``sets`` without ``time_budget`` turns a recipe's time budget off:
-    the epochs the user asked for are the epochs run.
+    the epochs the user asked for are the epochs run. ``model`` there without ``budget_fallback``
+    turns the recipe's fallback models off: the model asked for is the model trained.
 
     Each layer is a dict of TrainConfig fields (``file`` a JSON object of them) and replaces
     the fields it names; ``model_kwargs`` in ``flags`` are merged key by key into the layers
@@ -67,6 +68,8 @@ def resolve_config(recipe: str | None = None, file: str | Path | None = None,
     given = {**flags, **(sets or {})}
     if "epochs" in given and "time_budget" not in given:  # epochs typed by the user: no time plan
         flags["time_budget"] = 0.0
+    if "model" in given and "budget_fallback" not in given:  # a model typed by the user is the model
+        flags["budget_fallback"] = ""
     if "model_kwargs" in flags:
         flags["model_kwargs"] = {**cfg.model_kwargs, **flags["model_kwargs"]}
     return cfg.override(flags).override(sets or {})
@@ -172,38 +175,38 @@ def _cpu(model: str, epochs: int, resolutions: str, batch_size: int = 250) -> di
             "optimizer": "muon", "muon_lr": 0.05, "muon_momentum": 0.85, "muon_normalize": True}
 
 
-def _register_cpu(name: str, model: str, minutes: int, epochs: int, resolutions: str, budget: bool,
+def _register_cpu(name: str, model: str, minutes: int, epochs: int, resolutions: str, fallback: str,
                   measured: str) -> None:
-    """A CPU recipe: a time budget of ``minutes`` (its epochs planned on the machine it runs on,
-    ``epochs`` with --time-budget 0), or a fixed ``epochs`` sized for a 2-core CPU with bf16."""
-    values = {**_cpu(model, epochs, resolutions), **({"time_budget": 60.0 * minutes} if budget else {})}
+    """A CPU recipe: a time budget of ``minutes``, its epochs planned on the machine it runs on
+    (``epochs`` with --time-budget 0), and ``fallback`` the smaller model it trains where
+    ``model`` would get too few full-resolution epochs in the budget."""
+    values = {**_cpu(model, epochs, resolutions), "time_budget": 60.0 * minutes, "budget_fallback": fallback}
     from cifarlab.data.loader import parse_resolutions
     stages = ", ".join(f"{n} at {side} px" for side, n in parse_resolutions(resolutions))
-    recipe = f"{model}, the fast recipe with Muon filters at batch 250"
-    tail = "bf16 where the CPU has it, flip TTA"
-    if budget:
-        text = (f"any CPU, {minutes} min of wall time: {recipe}, epochs planned to fit {60 * minutes} s "
-                f"({stages}, the rest at 32 px; {epochs} with --time-budget 0), {tail}")
-    else:
-        text = (f"2-core CPU with bf16, under {minutes} min: {recipe}, {epochs} epochs ({stages}), {tail} "
-                f"(a fixed epoch count: --time-budget {minutes}min plans it for another machine)")
+    instead = f" ({fallback} on a CPU too slow for it)" if fallback else ""
+    text = (f"any CPU, {minutes} min of wall time: {model}{instead}, the fast recipe with Muon filters at "
+            f"batch 250, epochs planned to fit {60 * minutes} s and re-planned as they run ({stages}, the rest "
+            f"at 32 px; {epochs} with --time-budget 0), bf16 where the CPU has it, flip TTA")
     register_recipe(name, values, text, measured=measured)
 
 
-_register_cpu("cpu-2min", "airnet_small", 2, 7, "16:2,24:1", budget=True,
+_register_cpu("cpu-2min", "airnet_small", 2, 7, "16:2,24:1", fallback="",
               measured="86.02 ± 0.06% test top-1 (85.04% without TTA) in 103.6 s wall (median; 98.7-103.8), "
                        "7 epochs planned, 3 seeds, 2-core Intel Xeon with AMX, commit d8f04a7; with "
                        "--time-budget 0 (7 epochs) 86.05 ± 0.17% in 95.0-96.9 s on a 2-core AMD EPYC with "
                        "AVX512-BF16, benchmarks/cpu_frontier.py")
-_register_cpu("cpu-5min", "airnet_medium", 5, 7, "16:2,24:2", budget=True,
+_register_cpu("cpu-5min", "airnet_medium", 5, 7, "16:2,24:2", fallback="airnet_small",
               measured="89.48 ± 0.17% test top-1 (88.73% without TTA) in 269.2 s wall (median; 266.5-275.5), "
                        "9 epochs planned, 3 seeds, 2-core Intel Xeon with AMX, commit 1d2ba6e; with "
                        "--time-budget 0 (7 epochs) 88.25 ± 0.12% in 202.6-210.6 s on a 2-core AMD EPYC with "
                        "AVX512-BF16, benchmarks/cpu_frontier.py")
-_register_cpu("cpu-15min", "airnet_medium", 15, 21, "16:3,24:3", budget=True,
-              measured="90.52 ± 0.30% test top-1 (89.84% without TTA) in 856 s wall (median; 840-860), 3 seeds, "
-                       "2-core AMD EPYC with AVX512-BF16, commit 21ae192, benchmarks/cpu_frontier.py")
-_register_cpu("cpu-45min", "airnet94", 45, 35, "16:4,24:4", budget=True,
-              measured="91.43 ± 0.14% test top-1 (90.44% without TTA), 3 seeds: 91.51% in 2,421 s on a 2-core "
+_register_cpu("cpu-15min", "airnet_medium", 15, 21, "16:3,24:3", fallback="airnet_small",
+              measured="90.07 ± 0.39% test top-1 (89.22% without TTA) in 812.7 s wall (median; 787-846), "
+                       "12-15 epochs planned and re-planned, 3 seeds, a slower 2-core AMD EPYC with AVX512-BF16, "
+                       "commit 5efaade; as 21 fixed epochs 90.52 ± 0.30% in 840-860 s on a faster one, "
+                       "benchmarks/cpu_frontier.py")
+_register_cpu("cpu-45min", "airnet94", 45, 35, "16:4,24:4", fallback="airnet_medium",
+              measured="as 35 fixed epochs, before it was a budget: "
+                       "91.43 ± 0.14% test top-1 (90.44% without TTA), 3 seeds: 91.51% in 2,421 s on a 2-core "
                        "AMD EPYC with AVX512-BF16 (commit 9820ead), 91.51% and 91.27% in 1,709 and 1,610 s on a "
                        "2-core Intel Xeon with AMX (commit 2054f63), benchmarks/cpu_frontier.py")
