@@ -74,10 +74,12 @@ def one_run(name: str, seed: int, data_path: str | None, runs_dir: str) -> dict:
     result = train(cfg)
     wall = time.perf_counter() - start
     s = result.summary
-    ran = dataclasses.replace(cfg, epochs=s["epochs_run"])  # a time budget planned the epochs
+    # a time budget planned the epochs, and may have trained the recipe's smaller fallback model
+    ran = dataclasses.replace(cfg, epochs=s["epochs_run"], model=s["model"])
     row = {"seed": seed, "acc": s["test"]["top1"], "tta": s["test"].get("tta", "none"), "wall": wall,
            "fit": s["training_time_s"], "flops": training_flops(ran, s["data"]["train"]),
-           "bf16": bool(s["hardware"].get("amp")), "epochs": s["epochs_run"], "plan": s.get("time_budget")}
+           "bf16": bool(s["hardware"].get("amp")), "epochs": s["epochs_run"], "plan": s.get("time_budget"),
+           "model": s["model"]}
     row["acc_plain"] = row["acc"] if row["tta"] == "none" else _plain_accuracy(result, cfg)
     return row
 
@@ -109,7 +111,7 @@ def run_recipe(name: str, seeds: range, data_path: str | None, ceilings: dict, r
         planned = (f" (planned for {plan['budget_s']:.0f} s: {' + '.join(f'{e}@{px}' for px, e in plan['stages'])}, "
                    f"estimated {plan['planned_s']:.0f} s)") if plan else ""
         print(f"  seed {seed}  test {100 * r['acc']:.2f}% (tta {r['tta']})  without tta {100 * r['acc_plain']:.2f}%  "
-              f"wall {r['wall']:.1f} s  {r.get('epochs', '?')} epochs{planned} in {r['fit']:.1f} s  trained in {fmt}  "
+              f"wall {r['wall']:.1f} s  {r['model']}, {r.get('epochs', '?')} epochs{planned} in {r['fit']:.1f} s  trained in {fmt}  "
               f"{rate:.1f} GFLOP/s = {100 * rate / ceilings[fmt]:.0f}% of the {fmt} matmul ceiling", flush=True)
     print(f"  {name}: test % {_stats([r['acc'] for r in rows], 100)} | without tta % "
           f"{_stats([r['acc_plain'] for r in rows], 100)} | wall s {_stats([r['wall'] for r in rows], 1, '.1f')} | "

@@ -116,10 +116,11 @@ def test_cpu_frontier_rates_each_run_against_the_ceiling_of_its_number_format(mo
     runs = iter([{"bf16": True}, {"bf16": False}])
     monkeypatch.setattr(cpu_frontier, "one_run", lambda name, seed, data, runs_dir: {
         "seed": seed, "acc": 0.9, "acc_plain": 0.89, "tta": "flip", "wall": 12.0, "fit": 10.0, "flops": 4e12,
-        **next(runs)})
+        "model": "airnet_small", **next(runs)})
     rows = cpu_frontier.run_recipe("cpu-2min", range(3, 5), None, {"float32": 200.0, "bf16": 800.0}, "unused")
     out = capsys.readouterr().out
     assert [r["gflops"] for r in rows] == [400.0, 400.0]
     assert [r["seed"] for r in rows] == [3, 4]  # --first-seed 3 --seeds 2
     assert "trained in bf16  400.0 GFLOP/s = 50% of the bf16 matmul ceiling" in out
+    assert "wall 12.0 s  airnet_small, " in out  # the model trained: a budget may have fallen back
     assert "trained in float32  400.0 GFLOP/s = 200% of the float32 matmul ceiling" in out
