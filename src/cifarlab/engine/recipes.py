@@ -197,9 +197,9 @@ _register_cpu("cpu-2min", "airnet_small", 2, 7, "16:2,24:1", fallback="",
                        "AVX512-BF16, benchmarks/cpu_frontier.py")
 _register_cpu("cpu-5min", "airnet_medium", 5, 7, "16:2,24:2", fallback="airnet_small",
               measured="89.48 ± 0.17% test top-1 (88.73% without TTA) in 269.2 s wall (median; 266.5-275.5), "
-                       "9 epochs planned, 3 seeds, 2-core Intel Xeon with AMX, commit 1d2ba6e; with "
-                       "--time-budget 0 (7 epochs) 88.25 ± 0.12% in 202.6-210.6 s on a 2-core AMD EPYC with "
-                       "AVX512-BF16, benchmarks/cpu_frontier.py")
+                       "9 epochs planned, 3 seeds, 2-core Intel Xeon with AMX, commit 1d2ba6e; on a slower 2-core "
+                       "AMD EPYC with AVX512-BF16 it fell back to airnet_small: 87.25 ± 0.08% (86.51% without TTA) "
+                       "in 265.3 s (median; 265.0-279.0), 11 epochs, commit 3723c6e, benchmarks/cpu_frontier.py")
 _register_cpu("cpu-15min", "airnet_medium", 15, 21, "16:3,24:3", fallback="airnet_small",
               measured="90.07 ± 0.39% test top-1 (89.22% without TTA) in 812.7 s wall (median; 787-846), "
                        "12-15 epochs planned and re-planned, 3 seeds, a slower 2-core AMD EPYC with AVX512-BF16, "
