@@ -6,6 +6,7 @@ torch emulates it: slower, same numbers).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import pytest
 import torch
@@ -124,3 +125,23 @@ def test_cpu_frontier_rates_each_run_against_the_ceiling_of_its_number_format(mo
     assert "trained in bf16  400.0 GFLOP/s = 50% of the bf16 matmul ceiling" in out
     assert "wall 12.0 s  airnet_small, " in out  # the model trained: a budget may have fallen back
     assert "trained in float32  400.0 GFLOP/s = 200% of the float32 matmul ceiling" in out
+
+
+def test_cpu_frontier_counts_the_flops_of_the_model_a_budget_trained(monkeypatch):
+    """cpu-5min names airnet_medium; where its budget fell back to airnet_small, the useful
+    FLOPs are airnet_small's (a third of airnet_medium's), not the recipe's model's."""
+    import sys
+    from pathlib import Path
+    from types import SimpleNamespace
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    sys.modules.pop("cpu_frontier", None)
+    import cpu_frontier
+    summary = {"test": {"top1": 0.87, "tta": "none"}, "training_time_s": 240.0, "data": {"train": 50000},
+               "hardware": {"amp": True}, "epochs_run": 5, "model": "airnet_small", "time_budget": None}
+    monkeypatch.setattr(cpu_frontier, "train", lambda cfg: SimpleNamespace(summary=summary))
+    row = cpu_frontier.one_run("cpu-5min", 0, None, "unused")
+    cfg = recipe_config("cpu-5min", {"seed": 0})
+    assert cfg.model == "airnet_medium" and row["model"] == "airnet_small"
+    small = cpu_frontier.training_flops(dataclasses.replace(cfg, epochs=5, model="airnet_small"), 50000)
+    medium = cpu_frontier.training_flops(dataclasses.replace(cfg, epochs=5), 50000)
+    assert row["flops"] == small and small < medium / 2
