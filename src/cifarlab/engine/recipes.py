@@ -206,9 +206,9 @@ _register_cpu("cpu-15min", "airnet_medium", 15, 21, "16:3,24:3", fallback="airne
                        "commit 5efaade; as 21 fixed epochs 90.52 ± 0.30% in 840-860 s on a faster one, "
                        "benchmarks/cpu_frontier.py")
 _register_cpu("cpu-45min", "airnet94", 45, 35, "16:4,24:4", fallback="airnet_medium",
-              measured="as a 2,700-s budget: 91.41 ± 0.13% test top-1 (90.40% without TTA) in 2,475-2,581 s, "
-                       "24-25 epochs planned and re-planned, 2 seeds, a slower 2-core AMD EPYC with AVX512-BF16, "
-                       "commits 7e254f3 and 93f578f; "
+              measured="as a 2,700-s budget: 91.47 ± 0.15% test top-1 (90.42% without TTA) in 2,475-2,581 s, "
+                       "24-25 epochs planned and re-planned, 3 seeds, a slower 2-core AMD EPYC with AVX512-BF16, "
+                       "commits 7e254f3, 93f578f and cf7578f; "
                        "as 35 fixed epochs, before it was a budget: "
                        "91.43 ± 0.14% test top-1 (90.44% without TTA), 3 seeds: 91.51% in 2,421 s on a 2-core "
                        "AMD EPYC with AVX512-BF16 (commit 9820ead), 91.51% and 91.27% in 1,709 and 1,610 s on a "
