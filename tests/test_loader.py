@@ -26,6 +26,19 @@ def test_channel_stats_match_numpy(data):
     np.testing.assert_allclose(gray_std, [luma.std()], atol=1e-7)
 
 
+def test_channel_stats_exact_on_strided_and_extreme_images():
+    """The histogram path: a strided view, and values piled at 0 and 255 (the largest spread)."""
+    rng = np.random.default_rng(0)
+    images = rng.choice(np.array([0, 255], dtype=np.uint8), size=(64, 8, 8, 3))
+    images[..., 2] = 7  # a constant channel: std exactly 0
+    view = images[::2]
+    mean, std = channel_stats(view)
+    x = view.astype(np.float64) / 255
+    np.testing.assert_allclose(mean, x.mean(axis=(0, 1, 2)), atol=1e-12)
+    np.testing.assert_allclose(std, x.std(axis=(0, 1, 2)), atol=1e-12)
+    assert std[2] == 0.0
+
+
 def test_eval_loader_yields_every_image_in_order_normalized(data):
     mean, std = channel_stats(data.train.images)
     loader = DeviceLoader(data.test, 16, "cpu", mean, std, shuffle=False)

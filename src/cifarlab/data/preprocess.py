@@ -13,7 +13,11 @@ def channel_stats(images: np.ndarray, grayscale: int | None = None) -> tuple[lis
     """Per-channel mean and std in [0, 1] units of uint8 NHWC images (population std).
 
     With ``grayscale`` (1 or 3) the stats are those of the luma image, repeated per channel.
+    Colour stats of uint8 images come from a 256-bin histogram per channel: exact, and ~0.2 s
+    for the 50,000 training images where the float64 pass took ~2.9 s of a 2-minute budget.
     """
+    if not grayscale and images.dtype == np.uint8 and images.ndim == 4 and len(images):
+        return _histogram_stats(images)
     total = np.zeros(3)
     total_sq = np.zeros(3)
     n = 0
@@ -32,6 +36,20 @@ def channel_stats(images: np.ndarray, grayscale: int | None = None) -> tuple[lis
     std = np.sqrt(np.maximum(total_sq / n - mean**2, 0.0))
     channels = grayscale or 3
     return [float(m) for m in mean[:channels]], [float(s) for s in std[:channels]]
+
+
+def _histogram_stats(images: np.ndarray) -> tuple[list[float], list[float]]:
+    """Per-channel mean and population std of uint8 NHWC ``images`` from exact value counts."""
+    flat = torch.from_numpy(np.ascontiguousarray(images)).view(-1, images.shape[-1])
+    values = np.arange(256, dtype=np.float64) / 255.0
+    means, stds = [], []
+    for c in range(flat.shape[1]):
+        counts = torch.bincount(flat[:, c].contiguous(), minlength=256).numpy().astype(np.float64)
+        n = counts.sum()
+        mean = float(counts @ values / n)
+        means.append(mean)
+        stds.append(float(np.sqrt(counts @ (values - mean) ** 2 / n)))
+    return means, stds
 
 
 def to_grayscale(x: torch.Tensor, channels: int = 1) -> torch.Tensor:
