@@ -38,9 +38,9 @@ def test_a_cpu_is_bf16_native_with_avx512_bf16_or_amx(cpu_bf16, avx512_bf16, amx
     assert hardware.hardware_info(CPU)["bf16_native"] is native
 
 
-def _conv_dtype(enabled: bool, training: bool = True) -> torch.dtype:
+def _conv_dtype(enabled: bool, training: bool = True, amp_eval: bool = False) -> torch.dtype:
     conv = torch.nn.Conv2d(3, 4, 3)
-    with autocast(CPU, enabled, training):
+    with autocast(CPU, enabled, training, amp_eval=amp_eval):
         return conv(torch.randn(2, 3, 8, 8)).dtype
 
 
@@ -63,6 +63,44 @@ def test_cpu_evaluation_is_float32_whatever_amp_says(cpu_bf16):
     on = run_eval(model, [(x, y)], torch.nn.functional.cross_entropy, CPU, amp=True)
     off = run_eval(model, [(x, y)], torch.nn.functional.cross_entropy, CPU, amp=False)
     assert on.loss_sum == off.loss_sum and on.correct1 == off.correct1
+
+
+def test_amp_eval_runs_cpu_evaluation_in_bf16_only_with_amp_and_native_bf16(cpu_bf16):
+    cpu_bf16(True)
+    assert _conv_dtype(True, training=False, amp_eval=True) == torch.bfloat16
+    assert _conv_dtype(False, training=False, amp_eval=True) == torch.float32, "amp off wins"
+    cpu_bf16(False)
+    assert _conv_dtype(True, training=False, amp_eval=True) == torch.float32, "emulated bf16: not used"
+
+
+class _EvalDtypes(Callback):
+    """The dtype of the model's output in every eval-mode forward pass (val passes, final test)."""
+
+    def __init__(self):
+        self.seen = set()
+
+    def before_fit(self, learner):
+        def hook(module, inputs, output):
+            if not module.training:
+                self.seen.add(output.dtype)
+        learner.model.register_forward_hook(hook)
+
+
+@pytest.mark.parametrize("amp_eval", [True, False])
+def test_amp_eval_runs_val_and_test_in_bf16_and_evaluate_repeats_the_stated_accuracy(tmp_path, cpu_bf16,
+                                                                                    amp_eval):
+    from cifarlab.engine import evaluate
+    cpu_bf16(True)
+    seen = _EvalDtypes()
+    data = random_cifar(n_train=160, n_test=60, val=40, seed=1)
+    cfg = {"model": "lenet5_modern", "epochs": 2, "batch_size": 32, "runs_dir": str(tmp_path), "device": "cpu",
+           "progress": False, "plots": False, "tensorboard": False, "augment": "none", "amp_eval": amp_eval,
+           "tta": "flip"}
+    r = train(cfg, data=data, callbacks=[seen])
+    assert seen.seen == {torch.bfloat16 if amp_eval else torch.float32}
+    assert r.summary["hardware"]["amp_eval"] is amp_eval
+    again = evaluate(r.run_dir, data=data, tta="flip")
+    assert again["top1"] == r.summary["test"]["top1"] and again["loss"] == pytest.approx(r.summary["test"]["loss"])
 
 
 class _Dtypes(Callback):

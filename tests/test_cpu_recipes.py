@@ -78,6 +78,8 @@ def test_cpu_recipes_are_fast_recipes_with_existing_models(name):
     assert cfg.val == 0 and cfg.tta == "flip" and cfg.batch_size == 250
     assert cfg.optimizer == "muon" and cfg.muon_normalize  # airnet: BatchNorm after every conv
     assert name in list_recipes()
+    # the short budgets test in bf16 where they train in it (a float32 test: 6-8 s of 2 minutes)
+    assert cfg.amp_eval is (name in ("cpu-2min", "cpu-5min"))
 
 
 def test_cpu_recipe_learns_a_real_subset(real_data, tmp_path):

@@ -60,6 +60,7 @@ _FLAGS = [
     ("--early-stop", "early_stop", None, "stop when val_loss stalls (see --set early_patience=N)"),
     ("--device", "device", str, "auto | cpu | cuda | mps"),
     ("--amp", "amp", None, "bf16 autocast where native: cuda, CPUs with AVX512-BF16/AMX"),
+    ("--amp-eval", "amp_eval", None, "with --amp, evaluate in bf16 too (a CPU evaluates in float32 otherwise)"),
     ("--channels-last", "channels_last", None, "NHWC memory format"),
     ("--compile", "compile", None, "torch.compile the model"),
     ("--runs-dir", "runs_dir", str, "parent folder of run folders (default runs)"),

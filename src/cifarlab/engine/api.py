@@ -100,6 +100,7 @@ def _plan_budget(cfg: TrainConfig, data, device: torch.device, started: float):
         passed_over.append({"model": name, "full_epochs": plan.full_epochs, "step_s": plan.step_s})
     plan.model, plan.passed_over = cfg.model, passed_over
     cfg.epochs = plan.epochs
+    cfg.resolutions = ",".join(f"{side}:{n}" for side, n in plan.stages[:-1])  # the plan may add low-res epochs
     return plan
 
 
@@ -224,7 +225,8 @@ def _build(cfg: TrainConfig, data, device: torch.device, run_dir: Path, extra,
     fit_model = torch.compile(fit_model) if cfg.compile else fit_model
     learner = Learner(fit_model, build_loss(cfg.loss, data.num_classes, cfg.label_smoothing), optimizer,
                       schedule, train_loader, val_loader, cfg.epochs, device,
-                      amp=cfg.amp and bf16_native(device), binary=cfg.loss == "bce", meta=meta, dist=dist)
+                      amp=cfg.amp and bf16_native(device), binary=cfg.loss == "bce", meta=meta, dist=dist,
+                      amp_eval=cfg.amp_eval)
     learner.run_dir = run_dir
     if dist.rank:  # dropout masks differ per rank (rank 0 keeps the single-process stream)
         torch.manual_seed(cfg.seed + 7919 * dist.rank)
@@ -323,7 +325,7 @@ def _optimizer_state(state: dict, optimizer: torch.optim.Optimizer) -> dict:
 
 # ---------------------------------------------------------------- fit, test once, report
 def _fit_and_report(learner: Learner, cfg: TrainConfig, data, run_dir: Path, started: float) -> RunResult:
-    hw = {**hardware_info(learner.device), "amp": learner.amp}
+    hw = {**hardware_info(learner.device), "amp": learner.amp, "amp_eval": bool(learner.amp and learner.amp_eval)}
     if learner.dist.active:
         hw["processes"] = learner.dist.world_size
     if cfg.progress:
@@ -369,7 +371,8 @@ def _test_and_summarize(learner: Learner, cfg, data, run_dir: Path, hw: dict, se
     test = {}
     if len(data.test):
         loader = _test_loader(cfg, data, learner.device, learner.meta["normalize"])
-        test = evaluate_model(model, loader, data.classes, learner.device, cfg.loss, tta=cfg.tta, amp=learner.amp)
+        test = evaluate_model(model, loader, data.classes, learner.device, cfg.loss, tta=cfg.tta, amp=learner.amp,
+                              amp_eval=cfg.amp_eval)
         write_confusion({**test, "split": "test"}, run_dir, png=cfg.plots)
     return _summary(learner, cfg, run_dir, hw, seconds, test, ckpt_name)
 

@@ -44,12 +44,12 @@ def _tta_mode(mode: str | bool | None) -> str:
 
 
 def evaluate_model(model, loader, classes: list[str], device: torch.device, loss: str = "ce",
-                   tta: str | bool = False, amp: bool = False) -> dict:
+                   tta: str | bool = False, amp: bool = False, amp_eval: bool = False) -> dict:
     """Metrics of ``model`` on every batch of ``loader`` (eval mode, logits averaged over TTA views)."""
     mode = _tta_mode(tta)
     views = (lambda x: tta_views(x, mode)) if mode != "none" else None
     loss_fn = build_loss(loss, len(classes))
-    acc = run_eval(model, loader, loss_fn, device, amp, keep_predictions=True, views=views)
+    acc = run_eval(model, loader, loss_fn, device, amp, keep_predictions=True, views=views, amp_eval=amp_eval)
     y_true, y_pred = acc.predictions()
     conf = confusion_matrix(y_true, y_pred, len(classes))
     per_class = per_class_accuracy(conf)
@@ -87,7 +87,7 @@ def evaluate(run_or_checkpoint, data=None, tta: str | bool = False, split: str =
     norm = meta["normalize"]
     loader = DeviceLoader(part, batch_size, dev, norm["mean"], norm["std"], shuffle=False,
                           grayscale=norm.get("grayscale"))
-    out = evaluate_model(model, loader, meta["classes"], dev, cfg.loss, tta, cfg.amp)
+    out = evaluate_model(model, loader, meta["classes"], dev, cfg.loss, tta, cfg.amp, cfg.amp_eval)
     out.update(checkpoint=ckpt["path"], split=split, epoch=meta["epoch"], model=meta["model"]["name"])
     return out
 

@@ -37,14 +37,15 @@ EVENTS = ("before_fit", "before_epoch", "before_batch", "after_backward", "after
           "after_report")
 
 
-def autocast(device: torch.device, enabled: bool, training: bool = True):
+def autocast(device: torch.device, enabled: bool, training: bool = True, amp_eval: bool = False):
     """bf16 autocast (no loss scaling needed) where the device runs bf16 natively; else a no-op.
 
     Native: CUDA GPUs with bf16, CPUs with AVX512-BF16 or AMX (``hardware.bf16_native``).
-    Evaluation on a CPU stays float32 (``training=False``): a few seconds of a run, and the
-    accuracy a model states is then the same on every CPU, with or without bf16 units.
+    Evaluation on a CPU stays float32 (``training=False``) unless ``amp_eval``: a few seconds
+    of a run, and the accuracy a model states is then the same on every CPU, with or without
+    bf16 units.
     """
-    if enabled and bf16_native(device) and (training or device.type != "cpu"):
+    if enabled and bf16_native(device) and (training or amp_eval or device.type != "cpu"):
         return torch.autocast(device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
@@ -52,13 +53,15 @@ def autocast(device: torch.device, enabled: bool, training: bool = True):
 @torch.no_grad()
 def run_eval(model: nn.Module, batches: Iterable, loss_fn: Callable | None, device: torch.device,
              amp: bool = False, keep_predictions: bool = False,
-             views: Callable[[torch.Tensor], list[torch.Tensor]] | None = None) -> Accumulator:
-    """Loss and accuracies of ``model`` over ``batches`` (eval mode; logits averaged over views)."""
+             views: Callable[[torch.Tensor], list[torch.Tensor]] | None = None,
+             amp_eval: bool = False) -> Accumulator:
+    """Loss and accuracies of ``model`` over ``batches`` (eval mode; logits averaged over views;
+    bf16 on a CPU only with ``amp_eval``, see ``autocast``)."""
     was_training = model.training
     model.eval()
     acc = Accumulator(keep_predictions)
     for x, y in batches:
-        with autocast(device, amp, training=False):
+        with autocast(device, amp, training=False, amp_eval=amp_eval):
             xs = views(x) if views else [x]
             logits = torch.stack([model(v).float() for v in xs]).mean(0)
         loss = float(loss_fn(logits, y)) if loss_fn else None
@@ -140,10 +143,11 @@ class Learner:
     def __init__(self, model: nn.Module, loss_fn: Callable, optimizer: torch.optim.Optimizer,
                  schedule: Schedule, train_loader, val_loader, epochs: int, device: torch.device,
                  callbacks: Iterable[Callback] = (), amp: bool = False, binary: bool = False,
-                 meta: dict | None = None, dist: Dist | None = None):
+                 meta: dict | None = None, dist: Dist | None = None, amp_eval: bool = False):
         self.model, self.loss_fn, self.optimizer, self.schedule = model, loss_fn, optimizer, schedule
         self.train_loader, self.val_loader = train_loader, val_loader
         self.epochs, self.device, self.amp, self.binary = epochs, device, amp, binary
+        self.amp_eval = amp_eval  # val passes in bf16 too (``autocast``)
         self.meta: dict[str, Any] = meta or {}  # checkpoint description: model, classes, config...
         self.callbacks: list[Callback] = []
         self.epoch = 0  # epochs completed so far
@@ -283,7 +287,7 @@ class Learner:
             self.dist.broadcast_module(model, params=False)  # DDP keeps the weights equal already
         elif len(self.val_loader) == 0:
             return {}
-        acc = run_eval(model, self.val_loader, self.loss_fn, self.device, self.amp)
+        acc = run_eval(model, self.val_loader, self.loss_fn, self.device, self.amp, amp_eval=self.amp_eval)
         acc = reduce_accumulator(acc, self.dist)
         return acc.summary("val_", self.binary) if acc.n else {}
 

@@ -176,17 +176,22 @@ def _cpu(model: str, epochs: int, resolutions: str, batch_size: int = 250) -> di
 
 
 def _register_cpu(name: str, model: str, minutes: int, epochs: int, resolutions: str, fallback: str,
-                  measured: str) -> None:
+                  measured: str, bf16_test: bool = False) -> None:
     """A CPU recipe: a time budget of ``minutes``, its epochs planned on the machine it runs on
     (``epochs`` with --time-budget 0), and ``fallback`` the smaller model it trains where
-    ``model`` would get too few full-resolution epochs in the budget."""
-    values = {**_cpu(model, epochs, resolutions), "time_budget": 60.0 * minutes, "budget_fallback": fallback}
+    ``model`` would get too few full-resolution epochs in the budget. ``bf16_test``: the final
+    test in bf16 too where training is (``amp_eval``): on the slower EPYC a float32 test took
+    6-8 s of a 2-minute budget, a bf16 one 4."""
+    values = {**_cpu(model, epochs, resolutions), "time_budget": 60.0 * minutes, "budget_fallback": fallback,
+              "amp_eval": bf16_test}
     from cifarlab.data.loader import parse_resolutions
     stages = ", ".join(f"{n} at {side} px" for side, n in parse_resolutions(resolutions))
     instead = f" ({fallback} on a CPU too slow for it)" if fallback else ""
     text = (f"any CPU, {minutes} min of wall time: {model}{instead}, the fast recipe with Muon filters at "
             f"batch 250, epochs planned to fit {60 * minutes} s and re-planned as they run ({stages}, the rest "
-            f"at 32 px; {epochs} with --time-budget 0), bf16 where the CPU has it, flip TTA")
+            f"at 32 px, and more at {parse_resolutions(resolutions)[0][0]} px in time short of a 32-px one; "
+            f"{epochs} with --time-budget 0), bf16 where the CPU has it"
+            f"{' (the test too)' if bf16_test else ''}, flip TTA")
     register_recipe(name, values, text, measured=measured)
 
 
@@ -194,12 +199,13 @@ _register_cpu("cpu-2min", "airnet_small", 2, 7, "16:2,24:1", fallback="",
               measured="86.02 ± 0.06% test top-1 (85.04% without TTA) in 103.6 s wall (median; 98.7-103.8), "
                        "7 epochs planned, 3 seeds, 2-core Intel Xeon with AMX, commit d8f04a7; with "
                        "--time-budget 0 (7 epochs) 86.05 ± 0.17% in 95.0-96.9 s on a 2-core AMD EPYC with "
-                       "AVX512-BF16, benchmarks/cpu_frontier.py")
+                       "AVX512-BF16, benchmarks/cpu_frontier.py", bf16_test=True)
 _register_cpu("cpu-5min", "airnet_medium", 5, 7, "16:2,24:2", fallback="airnet_small",
               measured="89.48 ± 0.17% test top-1 (88.73% without TTA) in 269.2 s wall (median; 266.5-275.5), "
                        "9 epochs planned, 3 seeds, 2-core Intel Xeon with AMX, commit 1d2ba6e; on a slower 2-core "
                        "AMD EPYC with AVX512-BF16 it fell back to airnet_small: 87.25 ± 0.08% (86.51% without TTA) "
-                       "in 265.3 s (median; 265.0-279.0), 11 epochs, commit 3723c6e, benchmarks/cpu_frontier.py")
+                       "in 265.3 s (median; 265.0-279.0), 11 epochs, commit 3723c6e, benchmarks/cpu_frontier.py",
+              bf16_test=True)
 _register_cpu("cpu-15min", "airnet_medium", 15, 21, "16:3,24:3", fallback="airnet_small",
               measured="90.07 ± 0.39% test top-1 (89.22% without TTA) in 812.7 s wall (median; 787-846), "
                        "12-15 epochs planned and re-planned, 3 seeds, a slower 2-core AMD EPYC with AVX512-BF16, "
