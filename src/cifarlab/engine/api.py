@@ -100,7 +100,6 @@ def _plan_budget(cfg: TrainConfig, data, device: torch.device, started: float):
         passed_over.append({"model": name, "full_epochs": plan.full_epochs, "step_s": plan.step_s})
     plan.model, plan.passed_over = cfg.model, passed_over
     cfg.epochs = plan.epochs
-    cfg.resolutions = ",".join(f"{side}:{n}" for side, n in plan.stages[:-1])  # the plan may add low-res epochs
     return plan
 
 

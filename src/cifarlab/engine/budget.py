@@ -6,14 +6,12 @@ project runs on differ by 1.5-2x between kinds (float32-only, AVX512-BF16, AMX),
 training steps (its own model, optimizer, loader, augmentation and bf16 setting) at every
 resolution it will train at, and a final-test batch with its TTA views, then takes the
 largest number of full-resolution epochs whose estimate ends inside the budget; the
-lower-resolution stages (``resolutions``) stay as the config gives them, except that time
-left short of one full-resolution epoch buys more epochs of the first (cheapest) stage. The clock starts
+lower-resolution stages (``resolutions``) stay as the config gives them. The clock starts
 when ``train`` is called: data loading and this calibration (1-5 s) count against it.
 
 Single steps timed before training are an estimate: over a long run the machine's speed
 drifts by more than the margin (a 15-minute budget once ran 1.4% over). So ``BudgetKeeper``
-re-plans after the low-resolution epochs and after every full-resolution one from the real
-epoch times, and the lr schedule
+re-plans after every full-resolution epoch from the real epoch times, and the lr schedule
 and the weight average stretch or shrink what is left of them (``Schedule.retarget``).
 
 The plan is recorded in config.json (``epochs``), in the checkpoints' meta and in
@@ -87,12 +85,9 @@ class BudgetPlan:
 
 def plan_epochs(budget_s: float, spent_s: float, stages: list[tuple[int, int]], native: int,
                 steps_per_epoch: int, step_s: dict[int, float], test_s: float, val_s: float = 0.0,
-                safety: float = SAFETY) -> tuple[list[tuple[int, int]], int, float, bool]:
-    """(stages, full-resolution epochs, estimated total seconds, fits): the most full-resolution
-    epochs (at least one) whose estimate ends by ``budget_s * (1 - safety)`` after the given
-    low-resolution ``stages``; then what is left of that time, less than one full-resolution
-    epoch, goes to more epochs of the first (cheapest) stage instead of idling. On the slower
-    EPYC a 120-s budget left 20-28 s unused that way: two 16-px epochs of airnet_small."""
+                safety: float = SAFETY) -> tuple[int, float, bool]:
+    """(epochs, estimated total seconds, fits): the stages plus the most full-resolution epochs
+    (at least one) whose estimate ends by ``budget_s * (1 - safety)``."""
     def epoch_s(side: int) -> float:
         return steps_per_epoch * step_s[side] + val_s
 
@@ -101,13 +96,7 @@ def plan_epochs(budget_s: float, spent_s: float, stages: list[tuple[int, int]], 
     room = budget_s * (1 - safety) - fixed
     full = max(1, math.floor(room / epoch_s(native))) if room > 0 else 1
     total = fixed + full * epoch_s(native)
-    stages = list(stages)
-    if stages:
-        side, count = stages[0]
-        extra = max(0, math.floor((budget_s * (1 - safety) - total) / epoch_s(side)))
-        stages[0] = (side, count + extra)
-        total += extra * epoch_s(side)
-    return stages, full, total, total <= budget_s
+    return sum(e for _, e in stages) + full, total, total <= budget_s
 
 
 def check_budget(cfg, dist_active: bool) -> None:
@@ -147,9 +136,9 @@ def plan_run(cfg, model: torch.nn.Module, loss_fn, train_loader, test_loader, va
     test_s = batch_s * views * (len(test_loader) if test_loader else 0)
     val_s = batch_s * (len(val_loader) if val_loader else 0)
     spent = time.perf_counter() - started
-    stages, full, total, fits = plan_epochs(cfg.time_budget, spent, stages, native, len(train_loader), step_s,
-                                            test_s, val_s)
-    epochs = sum(e for _, e in stages) + full
+    epochs, total, fits = plan_epochs(cfg.time_budget, spent, stages, native, len(train_loader), step_s,
+                                      test_s, val_s)
+    full = epochs - sum(e for _, e in stages)
     return BudgetPlan(budget_s=cfg.time_budget, epochs=epochs, stages=[[s, e] for s, e in stages] + [[native, full]],
                       step_s={str(s): round(t, 5) for s, t in step_s.items()}, steps_per_epoch=len(train_loader),
                       test_s=round(test_s, 2), val_s=round(val_s, 2), spent_s=round(spent, 2),
@@ -212,11 +201,7 @@ class BudgetKeeper(Callback):
 
     After each full-resolution epoch (the last planned one excepted) it projects the end of the
     run from the mean wall time of the last two such epochs (checkpoint and logs included), the
-    time spent so far and the planned final test. After the last low-resolution epoch, before
-    any full-resolution one has run, it projects from the planned full-resolution epoch scaled
-    by how the low-resolution epochs ran against their plan: timed single steps ran 15-30%
-    slow on a loaded EPYC, and a 2-minute run has only one or two full-resolution epochs to
-    re-plan after. When that end passes ``1 - SAFETY/2`` of the
+    time spent so far and the planned final test. When that end passes ``1 - SAFETY/2`` of the
     budget, the epochs left are cut to what ends by ``1 - SAFETY``; when one more epoch would
     still end by ``1 - SAFETY``, they grow. At least one epoch is always left, so the lr still
     comes down to zero (``Schedule.retarget`` keeps it continuous). Only a new run has one: its
@@ -235,14 +220,10 @@ class BudgetKeeper(Callback):
 
     def after_epoch(self, learn) -> None:
         self.ends.append(time.perf_counter())
-        if learn.epoch < self.staged or learn.epoch >= learn.epochs or learn.stop:
+        if learn.epoch <= self.staged or learn.epoch >= learn.epochs or learn.stop:
             return
-        walls = [b - a for a, b in zip(self.ends[:-1], self.ends[1:])]
-        if learn.epoch == self.staged:
-            planned = sum(e * self._planned_epoch_s(side) for side, e in self.plan.stages[:-1])
-            epoch_s = self._planned_epoch_s(self.plan.stages[-1][0]) * sum(walls) / planned
-        else:
-            epoch_s = statistics.fmean(walls[self.staged:][-2:])
+        walls = [b - a for a, b in zip(self.ends[:-1], self.ends[1:])][self.staged:]
+        epoch_s = statistics.fmean(walls[-2:])
         spent = self.ends[-1] - self.started
         left = learn.epochs - learn.epoch
         target = self.plan.budget_s * (1 - SAFETY)
@@ -255,9 +236,6 @@ class BudgetKeeper(Callback):
             return
         if new_left != left:
             self._replan(learn, new_left, epoch_s, spent)
-
-    def _planned_epoch_s(self, side: int) -> float:
-        return self.plan.steps_per_epoch * self.plan.step_s[str(side)] + self.plan.val_s
 
     def _replan(self, learn, new_left: int, epoch_s: float, spent: float) -> None:
         from cifarlab.engine.runs import write_json

@@ -189,8 +189,7 @@ def _register_cpu(name: str, model: str, minutes: int, epochs: int, resolutions:
     instead = f" ({fallback} on a CPU too slow for it)" if fallback else ""
     text = (f"any CPU, {minutes} min of wall time: {model}{instead}, the fast recipe with Muon filters at "
             f"batch 250, epochs planned to fit {60 * minutes} s and re-planned as they run ({stages}, the rest "
-            f"at 32 px, and more at {parse_resolutions(resolutions)[0][0]} px in time short of a 32-px one; "
-            f"{epochs} with --time-budget 0), bf16 where the CPU has it"
+            f"at 32 px; {epochs} with --time-budget 0), bf16 where the CPU has it"
             f"{' (the test too)' if bf16_test else ''}, flip TTA")
     register_recipe(name, values, text, measured=measured)
 
