@@ -18,28 +18,60 @@ from cifarlab.errors import ConfigError
 STEPS = {16: 0.06, 24: 0.13, 32: 0.24}  # seconds per step, about airnet_medium's at batch 250 here
 
 
+def _epochs(*args, **kwargs) -> int:
+    stages, full, _, _ = budget.plan_epochs(*args, **kwargs)
+    return sum(e for _, e in stages) + full
+
+
 def test_the_plan_fills_the_budget_with_full_resolution_epochs():
     # 200 steps an epoch: 12 s at 16 px, 26 s at 24 px, 48 s at 32 px; 10 s spent, 5 s of test
-    epochs, total, fits = budget.plan_epochs(300, 10, [(16, 2), (24, 2)], 32, 200, STEPS, test_s=5)
-    assert (epochs, fits) == (8, True)  # 2 + 2 + 4: a fifth 32-px epoch would end at 331 s
+    stages, full, total, fits = budget.plan_epochs(300, 10, [(16, 2), (24, 2)], 32, 200, STEPS, test_s=5)
+    assert (stages, full, fits) == ([(16, 2), (24, 2)], 4, True)  # a fifth 32-px epoch would end at 331 s
     assert total == pytest.approx(10 + 24 + 52 + 4 * 48 + 5)
     assert total <= 300 * (1 - budget.SAFETY)
 
 
+@pytest.mark.parametrize("budget_s, stages, total", [
+    (150, [(16, 2)], 135),  # 95%: 142.5 s; the 24-px epoch (26 s) frees enough for a 48-s one
+    (135, [(16, 1)], 123),  # 128.25 s: the 24-px epoch and one 16-px epoch
+    (125, [], 111),  # 118.75 s: every low-resolution epoch
+])
+def test_a_run_short_of_full_resolution_epochs_trades_its_last_low_resolution_ones_for_one(budget_s, stages,
+                                                                                          total):
+    # 2 at 16 px + 1 at 24 + 1 at 32 end at 10 + 24 + 26 + 48 + 5 = 113 s; a second 32-px epoch
+    # would end at 161 s, past 95% of each budget
+    planned = budget.plan_epochs(budget_s, 10, [(16, 2), (24, 1)], 32, 200, STEPS, test_s=5)
+    assert planned == (stages, 2, pytest.approx(total), True)
+
+
+def test_no_trade_with_enough_full_epochs_or_none_that_fits():
+    # 3 full epochs end at 235 s: no trade, though giving up both 24-px epochs would buy a fourth
+    # (to 231 s, inside 95% of 260 s)
+    assert budget.plan_epochs(260, 10, [(16, 2), (24, 2)], 32, 200, STEPS, test_s=5)[:2] == ([(16, 2), (24, 2)], 3)
+    # one full epoch, and the stages give up too little for a second: 10 + 12 + 48 + 5 = 75 s;
+    # a second would end at 111 s, past 95% of 110 s
+    assert budget.plan_epochs(110, 10, [(16, 1)], 32, 200, STEPS, test_s=5)[:2] == ([(16, 1)], 1)
+    # a budget too short for the shortest run: kept as asked, and said not to fit
+    assert budget.plan_epochs(60, 10, [(16, 2)], 32, 200, STEPS, test_s=5) == ([(16, 2)], 1, pytest.approx(87), False)
+
+
 def test_more_budget_or_faster_steps_plan_more_epochs_and_validation_costs_its_share():
-    plans = [budget.plan_epochs(b, 10, [(16, 2)], 32, 200, STEPS, 5)[0] for b in (200, 400, 800)]
+    plans = [_epochs(b, 10, [(16, 2)], 32, 200, STEPS, 5) for b in (200, 400, 800)]
     assert plans[0] < plans[1] < plans[2]
     faster = {side: t / 2 for side, t in STEPS.items()}
-    assert budget.plan_epochs(400, 10, [(16, 2)], 32, 200, faster, 5)[0] > plans[1]
-    assert budget.plan_epochs(400, 10, [(16, 2)], 32, 200, STEPS, 5, val_s=20)[0] < plans[1]
+    assert _epochs(400, 10, [(16, 2)], 32, 200, faster, 5) > plans[1]
+    assert _epochs(400, 10, [(16, 2)], 32, 200, STEPS, 5, val_s=20) < plans[1]
 
 
 def test_a_budget_too_short_still_runs_the_shortest_schedule_and_says_it_does_not_fit():
-    epochs, total, fits = budget.plan_epochs(60, 10, [(16, 2), (24, 2)], 32, 200, STEPS, test_s=5)
-    assert (epochs, fits) == (5, False) and total > 60
-    plan = budget.BudgetPlan(60, epochs, [[16, 2], [24, 2], [32, 1]], {"16": .06, "24": .13, "32": .24}, 200,
+    stages, full, total, fits = budget.plan_epochs(60, 10, [(16, 2), (24, 2)], 32, 200, STEPS, test_s=5)
+    assert (sum(e for _, e in stages) + full, fits) == (5, False) and total > 60
+    plan = budget.BudgetPlan(60, 5, [[16, 2], [24, 2], [32, 1]], {"16": .06, "24": .13, "32": .24}, 200,
                              5.0, 0.0, 10.0, total, fits)
     assert "too short for this model here" in plan.describe()
+    traded = budget.BudgetPlan(150, 4, [[16, 2], [32, 2]], {"16": .06, "24": .13, "32": .24}, 200, 5.0, 0.0, 10.0,
+                               135.0, True, traded=[[24, 1]])
+    assert "1 at 24 px given up for one more at 32 px" in traded.describe() and traded.untraded_full_epochs == 1
 
 
 def test_timing_leaves_the_model_the_random_streams_and_the_loader_as_they_were():
@@ -69,8 +101,10 @@ def _small(tmp_path, **over):
 
 
 def test_a_budget_run_trains_the_planned_epochs_records_the_plan_and_differs_in_nothing_else(tmp_path, monkeypatch):
-    # fixed step times: 20 steps an epoch of 5 / 10 / 20 s; a 75-s budget leaves room for 2 at 32 px
-    # (the real epochs take a fraction of a second: the keeper, tested below, would re-plan them)
+    # fixed step times: 20 steps an epoch of 5 / 10 / 20 s; 95% of a 75-s budget (71.25 s) leaves
+    # room for 2 at 32 px after the 16- and 24-px ones, ending at ~56 s, and for a third in place
+    # of the 24-px one (the real epochs take a fraction of a second: the keeper, tested below,
+    # would re-plan them)
     monkeypatch.setattr(budget.BudgetKeeper, "after_epoch", lambda self, learn: None)
     monkeypatch.setattr(budget, "_step_seconds",
                         lambda model, loss, opt, loader, side, *a: {16: .25, 24: .5}.get(side, 1.0))
@@ -79,11 +113,13 @@ def test_a_budget_run_trains_the_planned_epochs_records_the_plan_and_differs_in_
     planned = train(_small(tmp_path, time_budget=75.0, name="planned"), data=data)
     s = planned.summary
     assert s["epochs_run"] == s["time_budget"]["epochs"] == 4
-    assert s["time_budget"]["stages"] == [[16, 1], [24, 1], [32, 2]] and s["time_budget"]["fits"]
+    assert s["time_budget"]["stages"] == [[16, 1], [32, 3]] and s["time_budget"]["fits"]
+    assert s["time_budget"]["traded"] == [[24, 1]]
     assert 0 < s["time_budget"]["wall_s"] == s["wall_time_s"]
-    assert json.loads((planned.run_dir / "config.json").read_text())["epochs"] == 4  # resume keeps the plan
+    saved = json.loads((planned.run_dir / "config.json").read_text())  # resume keeps the plan
+    assert (saved["epochs"], saved["resolutions"]) == (4, "16:1")
     assert load_checkpoint(planned.run_dir / "last.pt")["time_budget"]["epochs"] == 4
-    fixed = train(_small(tmp_path, epochs=4, name="fixed"), data=data)
+    fixed = train(_small(tmp_path, epochs=4, resolutions="16:1", name="fixed"), data=data)
     assert "time_budget" not in fixed.summary
     for name, value in fixed.model.state_dict().items():  # timing drew no random number of the run's
         assert torch.equal(value, planned.model.state_dict()[name]), name

@@ -95,11 +95,12 @@ def _plan_budget(cfg: TrainConfig, data, device: torch.device, started: float):
             test_loader = _test_loader(cfg, data, device, norm) if len(data.test) else None
             plan = plan_run(cfg, model, build_loss(cfg.loss, data.num_classes, cfg.label_smoothing), train_loader,
                             test_loader, val_loader, device, cfg.amp and bf16_native(device), started)
-        if plan.full_epochs >= MIN_FULL_EPOCHS or name == names[-1]:
+        if plan.untraded_full_epochs >= MIN_FULL_EPOCHS or name == names[-1]:
             break
-        passed_over.append({"model": name, "full_epochs": plan.full_epochs, "step_s": plan.step_s})
+        passed_over.append({"model": name, "full_epochs": plan.untraded_full_epochs, "step_s": plan.step_s})
     plan.model, plan.passed_over = cfg.model, passed_over
     cfg.epochs = plan.epochs
+    cfg.resolutions = ",".join(f"{side}:{n}" for side, n in plan.stages[:-1])  # a trade may drop some
     return plan
 
 
