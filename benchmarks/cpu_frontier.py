@@ -74,8 +74,11 @@ def one_run(name: str, seed: int, data_path: str | None, runs_dir: str) -> dict:
     result = train(cfg)
     wall = time.perf_counter() - start
     s = result.summary
-    # a time budget planned the epochs, and may have trained the recipe's smaller fallback model
-    ran = dataclasses.replace(cfg, epochs=s["epochs_run"], model=s["model"])
+    # a time budget planned the epochs and their resolutions, and may have trained the recipe's
+    # smaller fallback model
+    plan = s.get("time_budget")
+    resolutions = ",".join(f"{side}:{n}" for side, n in plan["stages"][:-1]) if plan else cfg.resolutions
+    ran = dataclasses.replace(cfg, epochs=s["epochs_run"], model=s["model"], resolutions=resolutions)
     row = {"seed": seed, "acc": s["test"]["top1"], "tta": s["test"].get("tta", "none"), "wall": wall,
            "fit": s["training_time_s"], "flops": training_flops(ran, s["data"]["train"]),
            "bf16": bool(s["hardware"].get("amp")), "epochs": s["epochs_run"], "plan": s.get("time_budget"),

@@ -183,3 +183,24 @@ def test_cpu_frontier_counts_the_flops_of_the_model_a_budget_trained(monkeypatch
     small = cpu_frontier.training_flops(dataclasses.replace(cfg, epochs=5, model="airnet_small"), 50000)
     medium = cpu_frontier.training_flops(dataclasses.replace(cfg, epochs=5), 50000)
     assert row["flops"] == small and small < medium / 2
+
+
+def test_cpu_frontier_counts_the_flops_of_the_resolutions_a_budget_planned(monkeypatch):
+    """cpu-2min names 2 epochs at 16 px and 1 at 24; where its plan gave up the 24-px epoch for
+    a second 32-px one, the useful FLOPs are those of 2 at 16 px and 2 at 32."""
+    import sys
+    from pathlib import Path
+    from types import SimpleNamespace
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    sys.modules.pop("cpu_frontier", None)
+    import cpu_frontier
+    plan = {"stages": [[16, 2], [32, 2]], "traded": [[24, 1]]}
+    summary = {"test": {"top1": 0.83, "tta": "flip"}, "training_time_s": 90.0, "data": {"train": 50000},
+               "hardware": {"amp": True}, "epochs_run": 4, "model": "airnet_small", "time_budget": plan}
+    monkeypatch.setattr(cpu_frontier, "train", lambda cfg: SimpleNamespace(summary=summary))
+    row = cpu_frontier.one_run("cpu-2min", 0, None, "unused")
+    cfg = recipe_config("cpu-2min", {"seed": 0})
+    assert cfg.resolutions == "16:2,24:1"
+    traded = cpu_frontier.training_flops(dataclasses.replace(cfg, epochs=4, resolutions="16:2"), 50000)
+    as_named = cpu_frontier.training_flops(dataclasses.replace(cfg, epochs=4), 50000)
+    assert row["flops"] == traded and traded > as_named
