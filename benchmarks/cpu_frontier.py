@@ -88,12 +88,14 @@ def one_run(name: str, seed: int, data_path: str | None, runs_dir: str) -> dict:
 
 
 def _plain_accuracy(result, cfg) -> float:
-    """The same model on the same test images without test-time augmentation (untimed)."""
+    """The same model on the same test images without test-time augmentation (untimed), in the
+    run's own precision (bf16 where its final test was)."""
     from cifarlab.data import DeviceLoader, channel_stats
     data = load_cifar(cfg.data, val=cfg.val, seed=cfg.seed, progress=False)
     mean, std = channel_stats(data.train.images)  # as the engine normalized the run
     loader = DeviceLoader(data.test, 500, "cpu", mean, std, shuffle=False, channels_last=cfg.channels_last)
-    return evaluate_model(result.model, loader, data.classes, torch.device("cpu"))["top1"]
+    return evaluate_model(result.model, loader, data.classes, torch.device("cpu"), amp=cfg.amp,
+                          amp_eval=cfg.amp_eval)["top1"]
 
 
 def _stats(values: list[float], scale: float = 1.0, fmt: str = ".2f") -> str:

@@ -195,7 +195,7 @@ def test_cpu_frontier_counts_the_flops_of_the_resolutions_a_budget_planned(monke
     sys.modules.pop("cpu_frontier", None)
     import cpu_frontier
     plan = {"stages": [[16, 2], [32, 2]], "traded": [[24, 1]]}
-    summary = {"test": {"top1": 0.83, "tta": "flip"}, "training_time_s": 90.0, "data": {"train": 50000},
+    summary = {"test": {"top1": 0.83, "tta": "none"}, "training_time_s": 90.0, "data": {"train": 50000},
                "hardware": {"amp": True}, "epochs_run": 4, "model": "airnet_small", "time_budget": plan}
     monkeypatch.setattr(cpu_frontier, "train", lambda cfg: SimpleNamespace(summary=summary))
     row = cpu_frontier.one_run("cpu-2min", 0, None, "unused")
