@@ -199,7 +199,8 @@ _register_cpu("cpu-2min", "airnet_small", 2, 7, "16:2,24:1", fallback="",
               measured="86.02 ± 0.06% test top-1 (85.04% without TTA) in 103.6 s wall (median; 98.7-103.8), "
                        "7 epochs planned, 3 seeds, 2-core Intel Xeon with AMX, commit d8f04a7; with "
                        "--time-budget 0 (7 epochs) 86.05 ± 0.17% in 95.0-96.9 s on a 2-core AMD EPYC with "
-                       "AVX512-BF16, benchmarks/cpu_frontier.py", bf16_test=True)
+                       "AVX512-BF16; on a slower one, with room for 2 epochs at 32 px only: 83.08 ± 0.31% in "
+                       "95-109 s (3-4 epochs, commit 783252c), benchmarks/cpu_frontier.py", bf16_test=True)
 _register_cpu("cpu-5min", "airnet_medium", 5, 7, "16:2,24:2", fallback="airnet_small",
               measured="89.48 ± 0.17% test top-1 (88.73% without TTA) in 269.2 s wall (median; 266.5-275.5), "
                        "9 epochs planned, 3 seeds, 2-core Intel Xeon with AMX, commit 1d2ba6e; on a slower 2-core "
