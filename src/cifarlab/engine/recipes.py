@@ -205,7 +205,8 @@ _register_cpu("cpu-5min", "airnet_medium", 5, 7, "16:2,24:2", fallback="airnet_s
               measured="89.48 ± 0.17% test top-1 (88.73% without TTA) in 269.2 s wall (median; 266.5-275.5), "
                        "9 epochs planned, 3 seeds, 2-core Intel Xeon with AMX, commit 1d2ba6e; on a slower 2-core "
                        "AMD EPYC with AVX512-BF16 it fell back to airnet_small: 87.25 ± 0.08% (86.51% without TTA) "
-                       "in 265.3 s (median; 265.0-279.0), 11 epochs, commit 3723c6e, benchmarks/cpu_frontier.py",
+                       "in 265.3 s (median; 265.0-279.0), 11 epochs, commit 3723c6e; on a slower day of it, with a bf16 "
+                       "test, 86.91 ± 0.02% in 274.7-286.2 s, 10 epochs, commit 4ad8210, benchmarks/cpu_frontier.py",
               bf16_test=True)
 _register_cpu("cpu-15min", "airnet_medium", 15, 21, "16:3,24:3", fallback="airnet_small",
               measured="90.07 ± 0.39% test top-1 (89.22% without TTA) in 812.7 s wall (median; 787-846), "
