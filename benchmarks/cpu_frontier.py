@@ -31,7 +31,7 @@ import torch
 
 from _env import environment  # benchmarks/_env.py
 from cifarlab.data import load_cifar
-from cifarlab.data.loader import parse_resolutions, size_at_epoch
+from cifarlab.data.loader import format_resolutions, parse_resolutions, size_at_epoch
 from cifarlab.engine import evaluate_model, recipe_config, train
 from cifarlab.engine.hardware import bf16_native
 from cifarlab.engine.recipes import list_recipes
@@ -77,7 +77,7 @@ def one_run(name: str, seed: int, data_path: str | None, runs_dir: str) -> dict:
     # a time budget planned the epochs and their resolutions, and may have trained the recipe's
     # smaller fallback model
     plan = s.get("time_budget")
-    resolutions = ",".join(f"{side}:{n}" for side, n in plan["stages"][:-1]) if plan else cfg.resolutions
+    resolutions = format_resolutions(plan["stages"][:-1]) if plan else cfg.resolutions
     ran = dataclasses.replace(cfg, epochs=s["epochs_run"], model=s["model"], resolutions=resolutions)
     row = {"seed": seed, "acc": s["test"]["top1"], "tta": s["test"].get("tta", "none"), "wall": wall,
            "fit": s["training_time_s"], "flops": training_flops(ran, s["data"]["train"]),

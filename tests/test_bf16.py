@@ -143,14 +143,30 @@ def test_bf16_training_learns_a_real_subset_as_well_as_float32(real_data, tmp_pa
     assert accs[True] > 0.40 and accs[True] > accs[False] - 0.03, accs
 
 
-def test_cpu_frontier_rates_each_run_against_the_ceiling_of_its_number_format(monkeypatch, capsys):
-    """A bf16 run is measured against the bf16 matmul (4x float32's on an AVX512-BF16 CPU),
-    not flattered by the float32 one."""
+@pytest.fixture
+def cpu_frontier(monkeypatch):
+    """benchmarks/cpu_frontier.py, freshly imported (tests patch its names)."""
     import sys
     from pathlib import Path
     monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "benchmarks"))
     sys.modules.pop("cpu_frontier", None)
     import cpu_frontier
+    return cpu_frontier
+
+
+def _summary_run(monkeypatch, cpu_frontier, recipe: str, **summary):
+    """cpu_frontier.one_run of ``recipe`` with train() replaced by one that returns ``summary``."""
+    from types import SimpleNamespace
+    base = {"test": {"top1": 0.85, "tta": "none"}, "training_time_s": 90.0, "data": {"train": 50000},
+            "hardware": {"amp": True}, "model": "airnet_small", "time_budget": None}
+    monkeypatch.setattr(cpu_frontier, "train", lambda cfg: SimpleNamespace(summary={**base, **summary}))
+    return cpu_frontier.one_run(recipe, 0, None, "unused")
+
+
+def test_cpu_frontier_rates_each_run_against_the_ceiling_of_its_number_format(monkeypatch, capsys,
+                                                                             cpu_frontier):
+    """A bf16 run is measured against the bf16 matmul (4x float32's on an AVX512-BF16 CPU),
+    not flattered by the float32 one."""
     assert cpu_frontier.matmul_ceiling(n=64, reps=2, dtype=torch.bfloat16) > 0
     runs = iter([{"bf16": True}, {"bf16": False}])
     monkeypatch.setattr(cpu_frontier, "one_run", lambda name, seed, data, runs_dir: {
@@ -165,19 +181,10 @@ def test_cpu_frontier_rates_each_run_against_the_ceiling_of_its_number_format(mo
     assert "trained in float32  400.0 GFLOP/s = 200% of the float32 matmul ceiling" in out
 
 
-def test_cpu_frontier_counts_the_flops_of_the_model_a_budget_trained(monkeypatch):
+def test_cpu_frontier_counts_the_flops_of_the_model_a_budget_trained(monkeypatch, cpu_frontier):
     """cpu-5min names airnet_medium; where its budget fell back to airnet_small, the useful
     FLOPs are airnet_small's (a third of airnet_medium's), not the recipe's model's."""
-    import sys
-    from pathlib import Path
-    from types import SimpleNamespace
-    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "benchmarks"))
-    sys.modules.pop("cpu_frontier", None)
-    import cpu_frontier
-    summary = {"test": {"top1": 0.87, "tta": "none"}, "training_time_s": 240.0, "data": {"train": 50000},
-               "hardware": {"amp": True}, "epochs_run": 5, "model": "airnet_small", "time_budget": None}
-    monkeypatch.setattr(cpu_frontier, "train", lambda cfg: SimpleNamespace(summary=summary))
-    row = cpu_frontier.one_run("cpu-5min", 0, None, "unused")
+    row = _summary_run(monkeypatch, cpu_frontier, "cpu-5min", epochs_run=5, training_time_s=240.0)
     cfg = recipe_config("cpu-5min", {"seed": 0})
     assert cfg.model == "airnet_medium" and row["model"] == "airnet_small"
     small = cpu_frontier.training_flops(dataclasses.replace(cfg, epochs=5, model="airnet_small"), 50000)
@@ -185,20 +192,11 @@ def test_cpu_frontier_counts_the_flops_of_the_model_a_budget_trained(monkeypatch
     assert row["flops"] == small and small < medium / 2
 
 
-def test_cpu_frontier_counts_the_flops_of_the_resolutions_a_budget_planned(monkeypatch):
+def test_cpu_frontier_counts_the_flops_of_the_resolutions_a_budget_planned(monkeypatch, cpu_frontier):
     """cpu-2min names 2 epochs at 16 px and 1 at 24; where its plan gave up the 24-px epoch for
     a second 32-px one, the useful FLOPs are those of 2 at 16 px and 2 at 32."""
-    import sys
-    from pathlib import Path
-    from types import SimpleNamespace
-    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "benchmarks"))
-    sys.modules.pop("cpu_frontier", None)
-    import cpu_frontier
     plan = {"stages": [[16, 2], [32, 2]], "traded": [[24, 1]]}
-    summary = {"test": {"top1": 0.83, "tta": "none"}, "training_time_s": 90.0, "data": {"train": 50000},
-               "hardware": {"amp": True}, "epochs_run": 4, "model": "airnet_small", "time_budget": plan}
-    monkeypatch.setattr(cpu_frontier, "train", lambda cfg: SimpleNamespace(summary=summary))
-    row = cpu_frontier.one_run("cpu-2min", 0, None, "unused")
+    row = _summary_run(monkeypatch, cpu_frontier, "cpu-2min", epochs_run=4, time_budget=plan)
     cfg = recipe_config("cpu-2min", {"seed": 0})
     assert cfg.resolutions == "16:2,24:1"
     traded = cpu_frontier.training_flops(dataclasses.replace(cfg, epochs=4, resolutions="16:2"), 50000)

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from cifarlab.data import DeviceLoader, random_cifar
-from cifarlab.data.loader import parse_resolutions, resize, size_at_epoch
+from cifarlab.data.loader import format_resolutions, parse_resolutions, resize, size_at_epoch
 from cifarlab.engine import Callback, recipe_config, train
 from cifarlab.engine.recipes import list_recipes, sgd_values
 from cifarlab.errors import ConfigError
@@ -18,6 +18,8 @@ CPU_RECIPES = ["cpu-2min", "cpu-5min", "cpu-15min", "cpu-45min"]
 def test_resolution_stages_parse_and_map_epochs():
     stages = parse_resolutions("16:2, 24:1")
     assert stages == [(16, 2), (24, 1)]
+    assert format_resolutions(stages) == "16:2,24:1" and format_resolutions([[16, 3]]) == "16:3"
+    assert format_resolutions([]) == "" and parse_resolutions(format_resolutions([])) == []
     assert [size_at_epoch(stages, e) for e in range(5)] == [16, 16, 24, None, None]
     assert parse_resolutions("") == [] and parse_resolutions("none") == []
 

@@ -128,6 +128,12 @@ def parse_resolutions(spec: str) -> list[tuple[int, int]]:
     return out
 
 
+def format_resolutions(stages) -> str:
+    """[(16, 4), (24, 2)] (or [[16, 4], [24, 2]]) -> ``"16:4,24:2"``; [] -> ``""``: the inverse of
+    ``parse_resolutions``."""
+    return ",".join(f"{side}:{epochs}" for side, epochs in stages)
+
+
 def size_at_epoch(stages: list[tuple[int, int]], epoch: int) -> int | None:
     """The side for 0-based ``epoch`` under ``stages``; None past the last stage (stored size)."""
     for size, epochs in stages:

@@ -82,6 +82,7 @@ def _plan_budget(cfg: TrainConfig, data, device: torch.device, started: float):
     ``cfg.time_budget`` (engine.budget); the random streams are left as they were. Where the
     model would train fewer than MIN_FULL_EPOCHS full-resolution epochs, the next model of
     ``cfg.budget_fallback`` is timed instead, and ``cfg.model`` becomes the one planned."""
+    from cifarlab.data.loader import format_resolutions
     from cifarlab.models import model_info
     names = [cfg.model] + [n.strip() for n in cfg.budget_fallback.split(",") if n.strip()]
     for name in names[1:]:
@@ -100,7 +101,7 @@ def _plan_budget(cfg: TrainConfig, data, device: torch.device, started: float):
         passed_over.append({"model": name, "full_epochs": plan.untraded_full_epochs, "step_s": plan.step_s})
     plan.model, plan.passed_over = cfg.model, passed_over
     cfg.epochs = plan.epochs
-    cfg.resolutions = ",".join(f"{side}:{n}" for side, n in plan.stages[:-1])  # a trade may drop some
+    cfg.resolutions = format_resolutions(plan.stages[:-1])  # a trade may have given some up
     return plan
 
 
