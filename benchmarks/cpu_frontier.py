@@ -53,7 +53,8 @@ def matmul_ceiling(n: int = 2048, reps: int = 10, dtype: torch.dtype = torch.flo
 
 
 def training_flops(cfg, n_train: int) -> float:
-    """3 x 2 x MACs (forward, then backward twice that) x images, per epoch at its resolution."""
+    """3 x 2 x MACs (forward, then backward twice that) x images, per epoch at its resolution
+    (a cut last epoch: its steps' images)."""
     model = create_model(cfg.model, **cfg.model_kwargs)
     stages = parse_resolutions(getattr(cfg, "resolutions", ""))
     per_size: dict[int, int] = {}
@@ -62,7 +63,10 @@ def training_flops(cfg, n_train: int) -> float:
         size = size_at_epoch(stages, epoch) or 32
         if size not in per_size:
             per_size[size] = macs(model, (3, size, size))
-        total += 6.0 * per_size[size] * n_train
+        images = n_train
+        if epoch == cfg.epochs - 1 and cfg.last_epoch_steps:
+            images = min(n_train, cfg.last_epoch_steps * cfg.batch_size)
+        total += 6.0 * per_size[size] * images
     return total
 
 
@@ -78,7 +82,8 @@ def one_run(name: str, seed: int, data_path: str | None, runs_dir: str) -> dict:
     # smaller fallback model
     plan = s.get("time_budget")
     resolutions = format_resolutions(plan["stages"][:-1]) if plan else cfg.resolutions
-    ran = dataclasses.replace(cfg, epochs=s["epochs_run"], model=s["model"], resolutions=resolutions)
+    ran = dataclasses.replace(cfg, epochs=s["epochs_run"], model=s["model"], resolutions=resolutions,
+                              last_epoch_steps=s.get("last_epoch_steps", 0))
     row = {"seed": seed, "acc": s["test"]["top1"], "tta": s["test"].get("tta", "none"), "wall": wall,
            "fit": s["training_time_s"], "flops": training_flops(ran, s["data"]["train"]),
            "bf16": bool(s["hardware"].get("amp")), "epochs": s["epochs_run"], "plan": s.get("time_budget"),
@@ -113,8 +118,9 @@ def run_recipe(name: str, seeds: range, data_path: str | None, ceilings: dict, r
         rows.append({**r, "gflops": rate})
         fmt = "bf16" if r["bf16"] else "float32"
         plan = r.get("plan")
-        planned = (f" (planned for {plan['budget_s']:.0f} s: {' + '.join(f'{e}@{px}' for px, e in plan['stages'])}, "
-                   f"estimated {plan['planned_s']:.0f} s)") if plan else ""
+        cut = f", the last cut to {plan['last_epoch_steps']} steps" if plan and plan.get("last_epoch_steps") else ""
+        planned = (f" (planned for {plan['budget_s']:.0f} s: {' + '.join(f'{e}@{px}' for px, e in plan['stages'])}"
+                   f"{cut}, estimated {plan['planned_s']:.0f} s)") if plan else ""
         print(f"  seed {seed}  test {100 * r['acc']:.2f}% (tta {r['tta']})  without tta {100 * r['acc_plain']:.2f}%  "
               f"wall {r['wall']:.1f} s  {r['model']}, {r.get('epochs', '?')} epochs{planned} in {r['fit']:.1f} s  trained in {fmt}  "
               f"{rate:.1f} GFLOP/s = {100 * rate / ceilings[fmt]:.0f}% of the {fmt} matmul ceiling", flush=True)

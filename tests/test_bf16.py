@@ -163,6 +163,16 @@ def _summary_run(monkeypatch, cpu_frontier, recipe: str, **summary):
     return cpu_frontier.one_run(recipe, 0, None, "unused")
 
 
+def test_cpu_frontier_counts_only_the_steps_of_a_cut_last_epoch(monkeypatch, cpu_frontier):
+    """A plan of 2 at 16 px and 3 at 32, the last cut to 80 of 200 steps (20,000 of 50,000 images)."""
+    plan = {"stages": [[16, 2], [32, 3]], "last_epoch_steps": 80}
+    row = _summary_run(monkeypatch, cpu_frontier, "cpu-2min", epochs_run=5, time_budget=plan, last_epoch_steps=80)
+    cfg = dataclasses.replace(recipe_config("cpu-2min", {"seed": 0}), resolutions="16:2")
+    four = cpu_frontier.training_flops(dataclasses.replace(cfg, epochs=4), 50000)
+    five = cpu_frontier.training_flops(dataclasses.replace(cfg, epochs=5), 50000)
+    assert row["flops"] == pytest.approx(four + 0.4 * (five - four))
+
+
 def test_cpu_frontier_rates_each_run_against_the_ceiling_of_its_number_format(monkeypatch, capsys,
                                                                              cpu_frontier):
     """A bf16 run is measured against the bf16 matmul (4x float32's on an AVX512-BF16 CPU),

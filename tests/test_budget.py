@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -12,7 +13,7 @@ import torch
 from cifarlab.data import DeviceLoader, random_cifar
 from cifarlab.engine import budget, recipe_config, train
 from cifarlab.engine.checkpoint import load_checkpoint
-from cifarlab.engine.optim import Constant, Cosine, OneCycle, Plateau, Step
+from cifarlab.engine.optim import Constant, Cosine, OneCycle, Plateau, Step, planned_steps
 from cifarlab.errors import ConfigError
 
 STEPS = {16: 0.06, 24: 0.13, 32: 0.24}  # seconds per step, about airnet_medium's at batch 250 here
@@ -103,8 +104,8 @@ def _small(tmp_path, **over):
 def test_a_budget_run_trains_the_planned_epochs_records_the_plan_and_differs_in_nothing_else(tmp_path, monkeypatch):
     # fixed step times: 20 steps an epoch of 5 / 10 / 20 s; 95% of a 75-s budget (71.25 s) leaves
     # room for 2 at 32 px after the 16- and 24-px ones, ending at ~56 s, and for a third in place
-    # of the 24-px one (the real epochs take a fraction of a second: the keeper, tested below,
-    # would re-plan them)
+    # of the 24-px one, ending at ~66 s; the 4-6 s left buy a fourth cut to 4-6 steps (the
+    # real epochs take a fraction of a second: the keeper, tested below, would re-plan them)
     monkeypatch.setattr(budget.BudgetKeeper, "after_epoch", lambda self, learn: None)
     monkeypatch.setattr(budget, "_step_seconds",
                         lambda model, loss, opt, loader, side, *a: {16: .25, 24: .5}.get(side, 1.0))
@@ -112,17 +113,50 @@ def test_a_budget_run_trains_the_planned_epochs_records_the_plan_and_differs_in_
     data = random_cifar(n_train=1000, n_test=200, seed=1)
     planned = train(_small(tmp_path, time_budget=75.0, name="planned"), data=data)
     s = planned.summary
-    assert s["epochs_run"] == s["time_budget"]["epochs"] == 4
-    assert s["time_budget"]["stages"] == [[16, 1], [32, 3]] and s["time_budget"]["fits"]
-    assert s["time_budget"]["traded"] == [[24, 1]]
+    cut = s["last_epoch_steps"]
+    assert s["epochs_run"] == s["time_budget"]["epochs"] == 5 and 4 <= cut <= 6
+    assert s["time_budget"]["stages"] == [[16, 1], [32, 4]] and s["time_budget"]["fits"]
+    assert s["time_budget"]["traded"] == [[24, 1]] and s["time_budget"]["last_epoch_steps"] == cut
+    assert s["steps_run"] == 4 * 20 + cut
+    assert s["time_budget"]["planned_s"] <= 75 * (1 - budget.SAFETY)
     assert 0 < s["time_budget"]["wall_s"] == s["wall_time_s"]
     saved = json.loads((planned.run_dir / "config.json").read_text())  # resume keeps the plan
-    assert (saved["epochs"], saved["resolutions"]) == (4, "16:1")
-    assert load_checkpoint(planned.run_dir / "last.pt")["time_budget"]["epochs"] == 4
-    fixed = train(_small(tmp_path, epochs=4, resolutions="16:1", name="fixed"), data=data)
+    assert (saved["epochs"], saved["resolutions"], saved["last_epoch_steps"]) == (5, "16:1", cut)
+    assert load_checkpoint(planned.run_dir / "last.pt")["time_budget"]["epochs"] == 5
+    fixed = train(_small(tmp_path, epochs=5, resolutions="16:1", last_epoch_steps=cut, name="fixed"), data=data)
     assert "time_budget" not in fixed.summary
     for name, value in fixed.model.state_dict().items():  # timing drew no random number of the run's
         assert torch.equal(value, planned.model.state_dict()[name]), name
+
+
+def test_the_time_left_after_whole_epochs_buys_a_cut_one_of_at_least_min_part():
+    assert budget.part_steps(9.0, 0.1, 200) == 90
+    assert budget.part_steps(30.0, 0.1, 200) == 199  # never a whole epoch: the plan counts those
+    assert budget.part_steps(1.9, 0.1, 200) == 0  # 19 steps: under a tenth of 200
+    assert budget.part_steps(-4.0, 0.1, 200) == 0
+    assert budget.part_steps(0.1, 0.1, 5) == 1
+
+
+def test_a_cut_last_epoch_trains_its_steps_and_resumes_to_the_same_weights(tmp_path):
+    from cifarlab.engine import resume
+    from cifarlab.engine.callbacks import StopAfter
+    from cifarlab.errors import TrainingInterrupted
+    data = random_cifar(n_train=1000, n_test=200, seed=1)
+    whole = train(_small(tmp_path, epochs=3, resolutions="", name="whole"), data=data)
+    run = train(_small(tmp_path, epochs=3, resolutions="", last_epoch_steps=7, name="cut"), data=data)
+    assert (run.summary["steps_run"], whole.summary["steps_run"]) == (2 * 20 + 7, 3 * 20)
+    lrs = [json.loads(line)["lr"] for line in (run.run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert lrs[-1] < 0.2 * max(lrs)  # the schedule ends with the cut epoch, not 13 steps later
+    assert not all(torch.equal(v, whole.model.state_dict()[k]) for k, v in run.model.state_dict().items())
+    with pytest.raises(TrainingInterrupted) as info:
+        train(_small(tmp_path, epochs=3, resolutions="", last_epoch_steps=7, name="stopped"),
+              callbacks=[StopAfter(2)], data=data)
+    resumed = resume(info.value.run_dir, data=data)
+    assert resumed.summary["steps_run"] == 47
+    for name, value in resumed.model.state_dict().items():
+        assert torch.equal(value, run.model.state_dict()[name]), name
+    longer = resume(run.run_dir, epochs=4, data=data)  # epochs asked for: whole ones
+    assert (longer.summary["steps_run"], longer.summary["last_epoch_steps"]) == (47 + 20, 0)
 
 
 def test_epochs_typed_by_the_user_turn_a_recipe_budget_off():
@@ -200,17 +234,20 @@ class _Loader(list):
     images = torch.zeros(1, 3, 32, 32)
 
 
+class _FakeLearner(SimpleNamespace):
+    total_steps = property(lambda self: planned_steps(self.epochs, len(self.train_loader), self.last_epoch_steps))
+
+
 def _keeper_case(monkeypatch, epoch_s, *, budget_s=300.0, planned=9, staged=4, spent_before=100.0, done=5,
-                 epochs_done_at=None):
+                 steps=10):
     """A BudgetKeeper after epoch ``done`` of ``planned`` (``staged`` at low resolution), each
     full-resolution epoch having taken ``epoch_s``; returns the fake learner."""
-    from types import SimpleNamespace
-    plan = budget.BudgetPlan(budget_s, planned, [[16, 2], [24, 2], [32, planned - staged]], {"32": 0.2}, 10,
+    plan = budget.BudgetPlan(budget_s, planned, [[16, 2], [24, 2], [32, planned - staged]], {"32": 0.2}, steps,
                              5.0, 0.0, 3.0, 280.0, True)
     cfg = SimpleNamespace(epochs=planned, to_dict=lambda: {})
-    learn = SimpleNamespace(epoch=0, epochs=planned, stop=False, step=0, train_loader=_Loader(range(10)),
-                            schedule=OneCycle(1.0, planned * 10, 10, 0.23), meta={"config": {"epochs": planned}},
-                            run_dir=None, is_main=True)
+    learn = _FakeLearner(epoch=0, epochs=planned, stop=False, step=0, train_loader=_Loader(range(steps)),
+                         schedule=OneCycle(1.0, planned * steps, steps, 0.23), meta={"config": {"epochs": planned}},
+                         run_dir=None, is_main=True, last_epoch_steps=0)
     clock = [0.0]
     monkeypatch.setattr(budget.time, "perf_counter", lambda: clock[0])
     keeper = budget.BudgetKeeper(plan, cfg, started=-3.0, say=False)
@@ -220,19 +257,22 @@ def _keeper_case(monkeypatch, epoch_s, *, budget_s=300.0, planned=9, staged=4, s
         clock[0] += epoch_s if e > staged else 0
         if e <= staged:
             clock[0] = spent_before * e / staged
-        learn.epoch, learn.step = e, 10 * e
+        learn.epoch, learn.step = e, steps * e
         keeper.after_epoch(learn)
     return learn, plan, cfg
 
 
 def test_the_keeper_cuts_epochs_that_run_slower_than_planned(monkeypatch):
-    # planned: 5 full epochs after 103 s of setup and staged ones; the first takes 45 s: 9 epochs would
-    # end at 103 + 5 x 45 + 5 = 333 s, 8 at 288 s (past 95% of 300), 7 at 243 s
+    # planned: 5 full epochs after 103 s of setup and staged ones; the first takes 45 s (4.5 s a step):
+    # 9 epochs would end at 103 + 5 x 45 + 5 = 333 s; 95% of 300 s leaves 132 s after 148 s spent
+    # and 5 s of test: 29 steps, 2 whole epochs and one cut to 9 steps
     learn, plan, cfg = _keeper_case(monkeypatch, 45.0, done=5)
-    assert learn.epochs == cfg.epochs == plan.epochs == learn.meta["config"]["epochs"] == 7
-    assert plan.stages[-1] == [32, 3] and plan.replans[0]["after_epoch"] == 5 and plan.replans[0]["was"] == 9
-    assert plan.planned_s == pytest.approx(243.0) and plan.planned_s <= 300 * (1 - budget.SAFETY)
-    assert learn.schedule.lr_at(70) == 0.0 and learn.schedule.lr_at(69) > 0  # the lr now ends with epoch 7
+    assert learn.epochs == cfg.epochs == plan.epochs == learn.meta["config"]["epochs"] == 8
+    assert learn.last_epoch_steps == cfg.last_epoch_steps == plan.last_epoch_steps == 9
+    assert learn.meta["config"]["last_epoch_steps"] == plan.replans[0]["last_epoch_steps"] == 9
+    assert plan.stages[-1] == [32, 4] and plan.replans[0]["after_epoch"] == 5 and plan.replans[0]["was"] == 9
+    assert plan.planned_s == pytest.approx(148 + 29 * 4.5 + 5) and plan.planned_s <= 300 * (1 - budget.SAFETY)
+    assert learn.schedule.lr_at(79) == 0.0 and learn.schedule.lr_at(78) > 0  # the lr now ends with step 79
 
 
 def test_the_keeper_adds_epochs_when_they_run_faster_and_holds_inside_its_margin(monkeypatch):
@@ -242,9 +282,22 @@ def test_the_keeper_adds_epochs_when_they_run_faster_and_holds_inside_its_margin
     assert learn.epochs == 9 and plan.replans == []
 
 
-def test_the_keeper_always_leaves_one_epoch_and_ignores_staged_and_last_epochs(monkeypatch):
-    learn, plan, _ = _keeper_case(monkeypatch, 90.0, done=5)  # 193 s spent: not one more 90-s epoch fits
-    assert learn.epochs == 6 and plan.replans[0]["epochs"] == 6  # still one, for the lr to come down
+def test_the_keeper_fills_the_time_left_to_the_step_and_leaves_out_a_cut_epoch_too_short_to_pay(monkeypatch):
+    # 30-s epochs of 100 steps: 133 s spent, 147 s left by 95% of 300 (test 5 s): 490 steps, 4 whole and 90
+    learn, plan, _ = _keeper_case(monkeypatch, 30.0, done=5, steps=100)
+    assert (learn.epochs, learn.last_epoch_steps, learn.total_steps) == (10, 90, 990)
+    assert plan.replans[0]["last_epoch_steps"] == 90 and "the last cut to 90 of 100 steps" in plan.describe()
+    assert learn.schedule.lr_at(989) > 0 and learn.schedule.lr_at(990) == 0.0
+    # 29.4-s epochs: 502 steps fit; a cut epoch of 2 steps (under MIN_PART of 100) is left out
+    learn, plan, _ = _keeper_case(monkeypatch, 29.4, done=5, steps=100)
+    assert (learn.epochs, learn.last_epoch_steps) == (10, 0)
+
+
+def test_the_keeper_always_leaves_some_steps_and_ignores_staged_and_last_epochs(monkeypatch):
+    learn, plan, _ = _keeper_case(monkeypatch, 90.0, done=5)  # 193 s spent: 9 of a 90-s epoch's 10 steps fit
+    assert (learn.epochs, learn.last_epoch_steps) == (6, 9) and plan.replans[0]["epochs"] == 6
+    learn, plan, _ = _keeper_case(monkeypatch, 200.0, done=5)  # 303 s spent: past the budget already
+    assert (learn.epochs, learn.last_epoch_steps) == (6, 1)  # still a step, for the lr to come down
     learn, plan, _ = _keeper_case(monkeypatch, 90.0, done=3)  # only staged epochs so far
     assert learn.epochs == 9 and plan.replans == []
     learn, plan, _ = _keeper_case(monkeypatch, 10.0, planned=5, done=5)  # the last planned epoch: done
@@ -264,7 +317,8 @@ def test_a_budget_run_re_plans_from_its_real_epochs_and_records_it(tmp_path, mon
     assert s["time_budget"]["planned_s"] <= 12.0
     assert json.loads((run.run_dir / "config.json").read_text())["epochs"] == s["epochs_run"]
     ckpt = load_checkpoint(run.run_dir / "last.pt")
-    assert ckpt["config"]["epochs"] == s["epochs_run"] and ckpt["scheduler"]["anchor"][2] == s["epochs_run"] * 20
+    assert ckpt["config"]["epochs"] == s["epochs_run"] and ckpt["scheduler"]["anchor"][2] == s["steps_run"]
+    assert s["steps_run"] == planned_steps(s["epochs_run"], 20, ckpt["config"]["last_epoch_steps"])
     assert ckpt["metrics"][-1]["lr"] < 0.05 * max(m["lr"] for m in ckpt["metrics"])  # it came down to the end
 
 
@@ -282,13 +336,14 @@ def test_a_re_planned_run_stopped_by_ctrl_c_resumes_with_its_new_epochs_and_sche
     ckpt = load_checkpoint(run_dir / "last.pt")
     epochs = ckpt["config"]["epochs"]
     assert ckpt["time_budget"]["replans"] and json.loads((run_dir / "config.json").read_text())["epochs"] == epochs
-    expected = OneCycle(ckpt["config"]["lr"], epochs * 20, 20, ckpt["config"]["warmup"])
+    steps = planned_steps(epochs, 20, ckpt["config"]["last_epoch_steps"])  # the re-plan may cut the last epoch
+    expected = OneCycle(ckpt["config"]["lr"], steps, 20, ckpt["config"]["warmup"])
     expected.load_state_dict(ckpt["scheduler"])
     result = resume(run_dir, data=data)
     assert result.summary["epochs_run"] == epochs  # no new plan: the one it stopped with
-    assert result.summary["test"]["n"] == 200
+    assert result.summary["steps_run"] == steps and result.summary["test"]["n"] == 200
     last = json.loads((run_dir / "metrics.jsonl").read_text().splitlines()[-1])
-    assert last["lr"] == pytest.approx(expected.lr_at(epochs * 20 - 1))  # the re-mapped schedule, to its end
+    assert last["lr"] == pytest.approx(expected.lr_at(steps - 1))  # the re-mapped schedule, to its end
 
 
 # ---------------------------------------------------------------- a smaller model on a slow CPU
@@ -321,7 +376,8 @@ def test_a_budget_falls_back_to_a_smaller_model_where_its_own_fits_too_few_full_
     kept = train(_small(tmp_path, model="airnet_small", budget_fallback="airnet_tiny", time_budget=25.0,
                         name="kept", resolutions="16:1,24:1"), data=data)  # 8 s of stages + 3 x 4 s
     assert kept.summary["model"] == "airnet_small" and kept.summary["time_budget"]["passed_over"] == []
-    assert kept.summary["epochs_run"] == 2 + budget.MIN_FULL_EPOCHS
+    cut = 1 if kept.summary["last_epoch_steps"] else 0  # the 1-4 s left may buy a cut epoch too
+    assert kept.summary["epochs_run"] == 2 + budget.MIN_FULL_EPOCHS + cut
     assert recipe_config("cpu-5min").budget_fallback == "airnet_small"
     assert recipe_config("cpu-5min", {"model": "airnet94"}).budget_fallback == ""
 

@@ -126,7 +126,8 @@ def _avg_learner(values: list[float]) -> SimpleNamespace:
     model = nn.Linear(len(values), 1, bias=False)
     with torch.no_grad():
         model.weight.copy_(torch.tensor([values]))
-    return SimpleNamespace(model=model, epochs=2, train_loader=[0] * 5, step=0, epoch=0)
+    return SimpleNamespace(model=model, epochs=2, train_loader=[0] * 5, step=0, epoch=0,
+                           total_steps=10)
 
 
 def _set(learn, values):

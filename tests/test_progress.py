@@ -35,6 +35,15 @@ def test_work_done_weights_cheap_low_resolution_epochs():
     assert learn.work_done(4) == (1.5, 1.5)
 
 
+def test_work_done_counts_a_cut_last_epoch_by_its_steps():
+    learn = _learner(3, [0.25, 1.0, 1.0])
+    learn.last_epoch_steps = 1  # the last epoch: 1 of the 4 batches
+    assert [learn.steps_in_epoch(e) for e in range(3)] == [4, 4, 1] and learn.total_steps == 9
+    assert learn.work_done() == (0.0, 1.5)
+    learn.epoch = 2
+    assert learn.work_done(1) == (1.5, 1.5)
+
+
 def test_run_left_extrapolates_the_pace_to_the_whole_run(monkeypatch):
     bar = ProgressBar(console=Console(file=io.StringIO()))
     learn = _learner(4)

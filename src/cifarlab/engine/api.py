@@ -100,7 +100,7 @@ def _plan_budget(cfg: TrainConfig, data, device: torch.device, started: float):
             break
         passed_over.append({"model": name, "full_epochs": plan.untraded_full_epochs, "step_s": plan.step_s})
     plan.model, plan.passed_over = cfg.model, passed_over
-    cfg.epochs = plan.epochs
+    cfg.epochs, cfg.last_epoch_steps = plan.epochs, plan.last_epoch_steps
     cfg.resolutions = format_resolutions(plan.stages[:-1])  # a trade may have given some up
     return plan
 
@@ -127,7 +127,7 @@ def resume(run_dir: str | Path, epochs: int | None = None, callbacks: Iterable[c
     ckpt = load_checkpoint(run_dir / "last.pt", prefer="last.pt")
     cfg = TrainConfig.from_dict(fill_from_recipe(ckpt["config"]))
     if epochs is not None:  # the epochs asked for replace a time budget's plan
-        cfg.override({"epochs": epochs, "time_budget": 0.0})
+        cfg.override(_fixed_epochs(epochs))
     if progress is not None:
         cfg.progress = progress
     if sync_bn is None:
@@ -141,13 +141,18 @@ def resume(run_dir: str | Path, epochs: int | None = None, callbacks: Iterable[c
         return _fit_and_report(learner, cfg, data, run_dir, started)
 
 
+def _fixed_epochs(epochs: int) -> dict:
+    """The config of a resume told its ``epochs``: whole epochs, no time budget's plan."""
+    return {"epochs": epochs, "time_budget": 0.0, "last_epoch_steps": 0}
+
+
 def _restart(run_dir: Path, epochs, callbacks, data, progress, sync_bn: bool) -> RunResult:
     """A run killed before its first epoch ended: train it from its config.json, in place."""
     if not (run_dir / "config.json").is_file():
         raise CifarlabError(f"{run_dir} has no last.pt or config.json to resume from; "
                             "start the run again with `cifarlab train`")
     cfg = TrainConfig.from_json(run_dir / "config.json")
-    cfg.override({"epochs": epochs, "time_budget": 0.0} if epochs is not None else {})  # epochs given: no plan
+    cfg.override(_fixed_epochs(epochs) if epochs is not None else {})
     cfg.progress = cfg.progress if progress is None else progress
     remove_leftovers(run_dir)
     return _train_in(cfg, callbacks, data, sync_bn, run_dir)
@@ -227,7 +232,7 @@ def _build(cfg: TrainConfig, data, device: torch.device, run_dir: Path, extra,
     learner = Learner(fit_model, build_loss(cfg.loss, data.num_classes, cfg.label_smoothing), optimizer,
                       schedule, train_loader, val_loader, cfg.epochs, device,
                       amp=cfg.amp and bf16_native(device), binary=cfg.loss == "bce", meta=meta, dist=dist,
-                      amp_eval=cfg.amp_eval)
+                      amp_eval=cfg.amp_eval, last_epoch_steps=cfg.last_epoch_steps)
     learner.run_dir = run_dir
     if dist.rank:  # dropout masks differ per rank (rank 0 keeps the single-process stream)
         torch.manual_seed(cfg.seed + 7919 * dist.rank)
@@ -389,6 +394,7 @@ def _summary(learner: Learner, cfg, run_dir: Path, hw: dict, seconds: float, tes
     out = {
         "run_dir": str(run_dir), "model": cfg.model, "recipe": cfg.recipe,
         "epochs_run": learner.epoch, "epochs_planned": cfg.epochs, "stopped": learner.stop_reason or None,
+        "steps_run": learner.step, "last_epoch_steps": cfg.last_epoch_steps,
         "selection": {"checkpoint": ckpt, "metric": saver.used if saver else None,
                       "epoch": best.get("epoch"),
                       "note": None if has_val else "val=0: no validation split, the last epoch is used"},

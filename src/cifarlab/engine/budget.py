@@ -9,10 +9,15 @@ largest number of full-resolution epochs whose estimate ends inside the budget; 
 lower-resolution stages (``resolutions``) stay as the config gives them. The clock starts
 when ``train`` is called: data loading and this calibration (1-5 s) count against it.
 
+The time left after the whole epochs goes to one more, cut short (``last_epoch_steps``):
+a 32-px epoch of a 2-minute budget is a quarter of it on a slow machine, and a plan in whole
+epochs left up to that much of the budget unused.
+
 Single steps timed before training are an estimate: over a long run the machine's speed
 drifts by more than the margin (a 15-minute budget once ran 1.4% over). So ``BudgetKeeper``
-re-plans after every full-resolution epoch from the real epoch times, and the lr schedule
-and the weight average stretch or shrink what is left of them (``Schedule.retarget``).
+re-plans after every full-resolution epoch from the real epoch times, to the step, and the
+lr schedule and the weight average stretch or shrink what is left of them
+(``Schedule.retarget``).
 
 The plan is recorded in config.json (``epochs``), in the checkpoints' meta and in
 summary.json (``time_budget``: the timings, the estimate, each re-plan and the measured
@@ -43,6 +48,9 @@ WARM_STEPS, TIMED_STEPS = 2, 8
 # the config's ``budget_fallback``: airnet_medium with 3 of them (7 epochs, 88.3% in 263 s) matched
 # airnet_small with 14 (18 epochs, 88.4% in 297 s); with 1 (5 epochs) it reached 85.2% in 249 s
 MIN_FULL_EPOCHS = 3
+# a cut last epoch shorter than this share of a whole one is left out: its validation,
+# checkpoint and log cost what a whole epoch's do
+MIN_PART = 0.1
 
 
 @dataclass
@@ -61,21 +69,25 @@ class BudgetPlan:
     model: str = ""  # the model planned for
     passed_over: list = field(default_factory=list)  # larger models that fit too few epochs here
     traded: list = field(default_factory=list)  # [[side, epochs], ...] given up for one more full one
+    last_epoch_steps: int = 0  # the last epoch is cut to this many steps (0: a whole one)
 
     @property
     def full_epochs(self) -> int:
+        """Full-resolution epochs, a cut last one included."""
         return self.stages[-1][1]
 
     @property
     def untraded_full_epochs(self) -> int:
-        """Full-resolution epochs before any trade: what decides a fallback to a smaller model."""
-        return self.full_epochs - (1 if self.traded else 0)
+        """Whole full-resolution epochs before any trade: what decides a fallback to a smaller model."""
+        return self.full_epochs - (1 if self.traded else 0) - (1 if self.last_epoch_steps else 0)
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     def describe(self) -> str:
         parts = ", ".join(f"{e} at {s} px" for s, e in self.stages)
+        if self.last_epoch_steps:
+            parts += f", the last cut to {self.last_epoch_steps} of {self.steps_per_epoch} steps"
         steps = " / ".join(f"{1000 * t:.0f}" for t in self.step_s.values())
         text = (f"time budget {self.budget_s:.0f} s: {self.epochs} epochs ({parts}), planned to end at "
                 f"{self.planned_s:.0f} s ({self.spent_s:.1f} s spent before training; ms per step "
@@ -163,6 +175,11 @@ def plan_run(cfg, model: torch.nn.Module, loss_fn, train_loader, test_loader, va
     asked = stages
     stages, full, total, fits = plan_epochs(cfg.time_budget, spent, stages, native, len(train_loader), step_s,
                                             test_s, val_s)
+    part = 0
+    if fits:  # the time left after the whole epochs: one more, cut short
+        part = part_steps(cfg.time_budget * (1 - SAFETY) - total - val_s, step_s[native], len(train_loader))
+        if part:
+            full, total = full + 1, total + part * step_s[native] + val_s
     epochs = sum(e for _, e in stages) + full
     kept = [e for _, e in stages] + [0] * (len(asked) - len(stages))  # a trade only shortens the tail
     traded = [[side, e - k] for (side, e), k in zip(asked, kept) if e > k]
@@ -170,7 +187,14 @@ def plan_run(cfg, model: torch.nn.Module, loss_fn, train_loader, test_loader, va
                       stages=[[s, e] for s, e in stages] + [[native, full]],
                       step_s={str(s): round(t, 5) for s, t in step_s.items()}, steps_per_epoch=len(train_loader),
                       test_s=round(test_s, 2), val_s=round(val_s, 2), spent_s=round(spent, 2),
-                      planned_s=round(total, 1), fits=fits)
+                      planned_s=round(total, 1), fits=fits, last_epoch_steps=part)
+
+
+def part_steps(room_s: float, step_s: float, steps_per_epoch: int) -> int:
+    """Steps of a cut epoch that fit in ``room_s`` at ``step_s`` a step: fewer than a whole epoch,
+    and 0 where they would be under MIN_PART of one."""
+    steps = min(steps_per_epoch - 1, math.floor(room_s / step_s)) if room_s > 0 else 0
+    return steps if steps >= max(1, math.ceil(MIN_PART * steps_per_epoch)) else 0
 
 
 def _step_seconds(model, loss_fn, optimizer, loader, side: int, device: torch.device, amp: bool,
@@ -225,15 +249,17 @@ def _cycle(loader):
 
 
 class BudgetKeeper(Callback):
-    """Re-plans a time budget's full-resolution epochs from their real wall times.
+    """Re-plans a time budget's full-resolution epochs from their real wall times, to the step.
 
     After each full-resolution epoch (the last planned one excepted) it projects the end of the
     run from the mean wall time of the last two such epochs (checkpoint and logs included), the
     time spent so far and the planned final test. When that end passes ``1 - SAFETY/2`` of the
-    budget, the epochs left are cut to what ends by ``1 - SAFETY``; when one more epoch would
-    still end by ``1 - SAFETY``, they grow. At least one epoch is always left, so the lr still
-    comes down to zero (``Schedule.retarget`` keeps it continuous). Only a new run has one: its
-    clock started at ``started`` (a resumed run keeps the epochs it was planned to).
+    budget, the steps left are cut to what ends by ``1 - SAFETY``; when what ends there is at
+    least MIN_PART of an epoch more, they grow. The steps left fill whole epochs and one cut
+    last epoch (``last_epoch_steps``; none under MIN_PART of an epoch, and never fewer steps
+    than that in all), so the lr still comes down to zero (``Schedule.retarget`` keeps it
+    continuous). Only a new run has one: its clock started at ``started`` (a resumed run keeps
+    the epochs it was planned to).
     """
 
     order = ORDER_DECIDE  # after_epoch: before the checkpoint saves the epochs and the schedule
@@ -252,35 +278,45 @@ class BudgetKeeper(Callback):
             return
         walls = [b - a for a, b in zip(self.ends[:-1], self.ends[1:])][self.staged:]
         epoch_s = statistics.fmean(walls[-2:])
+        per_epoch = len(learn.train_loader)
+        step_s = epoch_s / per_epoch
         spent = self.ends[-1] - self.started
-        left = learn.epochs - learn.epoch
-        target = self.plan.budget_s * (1 - SAFETY)
-        room = target - spent - self.plan.test_s
-        if spent + left * epoch_s + self.plan.test_s > self.plan.budget_s * (1 - SAFETY / 2):
-            new_left = max(1, math.floor(room / epoch_s))
-        elif (left + 1) * epoch_s <= room:
-            new_left = math.floor(room / epoch_s)
+        left = learn.total_steps - learn.step
+        fit = math.floor((self.plan.budget_s * (1 - SAFETY) - spent - self.plan.test_s) / step_s)
+        least = max(1, math.ceil(MIN_PART * per_epoch))
+        if spent + left * step_s + self.plan.test_s > self.plan.budget_s * (1 - SAFETY / 2):
+            new_left = max(least, fit)
+        elif fit >= left + least:
+            new_left = fit
         else:
             return
+        tail = new_left % per_epoch
+        if tail and tail < least and new_left > tail:  # a cut epoch too short to pay: left out
+            new_left -= tail
         if new_left != left:
             self._replan(learn, new_left, epoch_s, spent)
 
     def _replan(self, learn, new_left: int, epoch_s: float, spent: float) -> None:
         from cifarlab.engine.runs import write_json
-        before = learn.epochs
-        learn.epochs = self.cfg.epochs = learn.epoch + new_left
-        learn.schedule.retarget(learn.epochs * len(learn.train_loader), learn.step)
+        before, per_epoch = learn.epochs, len(learn.train_loader)
+        epochs_left = math.ceil(new_left / per_epoch)
+        last = new_left - (epochs_left - 1) * per_epoch
+        learn.epochs = self.cfg.epochs = learn.epoch + epochs_left
+        learn.last_epoch_steps = self.cfg.last_epoch_steps = 0 if last == per_epoch else last
+        learn.schedule.retarget(learn.total_steps, learn.step)
         plan = self.plan
-        plan.epochs = learn.epochs
+        plan.epochs, plan.last_epoch_steps = learn.epochs, learn.last_epoch_steps
         plan.stages[-1][1] = learn.epochs - self.staged
-        plan.planned_s = round(spent + new_left * epoch_s + plan.test_s, 1)
+        plan.planned_s = round(spent + new_left * epoch_s / per_epoch + plan.test_s, 1)
         plan.replans.append({"after_epoch": learn.epoch, "epochs": learn.epochs, "was": before,
+                             "last_epoch_steps": learn.last_epoch_steps,
                              "epoch_s": round(epoch_s, 2), "spent_s": round(spent, 1)})
         learn.meta["time_budget"] = plan.to_dict()
-        learn.meta["config"]["epochs"] = learn.epochs
+        learn.meta["config"].update(epochs=learn.epochs, last_epoch_steps=learn.last_epoch_steps)
         if learn.run_dir is not None and learn.is_main:
             write_json(learn.run_dir / "config.json", self.cfg.to_dict())
         if self.say:
-            print(f"time budget: {before} -> {learn.epochs} epochs (a {learn.train_loader.images.shape[-1]}-px "
+            cut = f", the last cut to {learn.last_epoch_steps} of {per_epoch} steps" if learn.last_epoch_steps else ""
+            print(f"time budget: {before} -> {learn.epochs} epochs{cut} (a {learn.train_loader.images.shape[-1]}-px "
                   f"epoch takes {epoch_s:.1f} s here; {spent:.0f} s spent, now planned to end at "
                   f"{plan.planned_s:.0f} s of {plan.budget_s:.0f})", file=sys.stderr)

@@ -106,7 +106,7 @@ class DivergenceGuard(Callback):
         self.initial: list[float] = []
 
     def after_batch(self, learn) -> None:
-        if learn.step % self.check_every and learn.batch_idx != len(learn.train_loader) - 1:
+        if learn.step % self.check_every and learn.batch_idx != learn.steps_in_epoch(learn.epoch) - 1:
             return
         value = float(learn.loss)
         if len(self.initial) < self.warm and math.isfinite(value):
@@ -318,7 +318,7 @@ class ProgressBar(Callback):
 
     def before_epoch(self, learn) -> None:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-        self.total = len(learn.train_loader)
+        self.total = learn.steps_in_epoch(learn.epoch)
         if self.refresh_every is None:  # each refresh reads the device once: the GPU waits for it
             self.refresh_every = 5 if learn.device.type == "cpu" else 50
         import time

@@ -35,6 +35,9 @@ class TrainConfig:
     model_kwargs: dict = field(default_factory=dict)  # passed to create_model, e.g. {"act": "gelu"}
     # --- run length and reproducibility ---
     epochs: int = 20  # full passes over the training split (~35 min for resnet20 on 2 idle CPU cores)
+    # the last epoch stops after this many steps (0: a whole one); a time budget sets it to use
+    # the time left after its whole epochs
+    last_epoch_steps: int = 0
     batch_size: int = 128  # images per optimizer step
     seed: int = 0  # seeds model init, the val split, shuffling and augmentation
     # wall-clock seconds for the whole run (data loading, training, final test); > 0: a new run
@@ -171,6 +174,7 @@ class TrainConfig:
         _choice("tta", self.tta, TTA_MODES)
         _choice("average", self.average, AVERAGE_MODES)
         _positive("epochs", self.epochs, allow_zero=True)
+        _positive("last_epoch_steps", self.last_epoch_steps, allow_zero=True)
         _positive("batch_size", self.batch_size)
         _positive("time_budget", self.time_budget, allow_zero=True)
         _positive("lr", self.lr)

@@ -131,7 +131,7 @@ class WeightAverage(Callback):
             self.avg = [a.to(t.device, t.dtype) for a, t in zip(self.avg, self.live)]
 
     def _set_total(self, learn) -> None:
-        self.total = max(1, learn.epochs * len(learn.train_loader))
+        self.total = max(1, learn.total_steps)
 
     def before_epoch(self, learn) -> None:
         self._set_total(learn)  # a time budget may re-plan the epochs between two of them

@@ -18,6 +18,7 @@ callbacks marked ``main_only`` (checkpoints, logs, plots) are skipped.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import time
 from typing import Any, Callable, Iterable
 
@@ -28,7 +29,7 @@ from cifarlab.engine.callbacks import Callback
 from cifarlab.engine.distributed import Dist
 from cifarlab.engine.hardware import bf16_native
 from cifarlab.engine.metrics import Accumulator
-from cifarlab.engine.optim import Schedule
+from cifarlab.engine.optim import Schedule, planned_steps
 
 # every event the loop fires, in the order of a run; after_fit_failed replaces after_fit when
 # the fit raises (Ctrl-C included), after_report comes once summary.json is written
@@ -143,10 +144,12 @@ class Learner:
     def __init__(self, model: nn.Module, loss_fn: Callable, optimizer: torch.optim.Optimizer,
                  schedule: Schedule, train_loader, val_loader, epochs: int, device: torch.device,
                  callbacks: Iterable[Callback] = (), amp: bool = False, binary: bool = False,
-                 meta: dict | None = None, dist: Dist | None = None, amp_eval: bool = False):
+                 meta: dict | None = None, dist: Dist | None = None, amp_eval: bool = False,
+                 last_epoch_steps: int = 0):
         self.model, self.loss_fn, self.optimizer, self.schedule = model, loss_fn, optimizer, schedule
         self.train_loader, self.val_loader = train_loader, val_loader
         self.epochs, self.device, self.amp, self.binary = epochs, device, amp, binary
+        self.last_epoch_steps = last_epoch_steps  # the last epoch stops after this many steps (0: whole)
         self.amp_eval = amp_eval  # val passes in bf16 too (``autocast``)
         self.meta: dict[str, Any] = meta or {}  # checkpoint description: model, classes, config...
         self.callbacks: list[Callback] = []
@@ -171,14 +174,27 @@ class Learner:
         for cb in callbacks:
             self.add_callback(cb)
 
+    def steps_in_epoch(self, epoch: int) -> int:
+        """Optimizer steps epoch ``epoch`` (0-based) trains: the loader's batches, fewer in a cut last epoch."""
+        if epoch == self.epochs - 1 and self.last_epoch_steps > 0:
+            return min(self.last_epoch_steps, len(self.train_loader))
+        return len(self.train_loader)
+
+    @property
+    def total_steps(self) -> int:
+        """Optimizer steps of the whole fit as now planned."""
+        return planned_steps(self.epochs, len(self.train_loader), self.last_epoch_steps)
+
     def work_done(self, batches_into_epoch: int = 0) -> tuple[float, float]:
         """(work done, total work) of the whole fit, in units of one full-cost epoch."""
         costs = self.epoch_costs or [1.0] * self.epochs
         costs = costs + [costs[-1] if costs else 1.0] * (self.epochs - len(costs))
+        per_batch = 1 / max(1, len(self.train_loader))
+        costs = [c * self.steps_in_epoch(e) * per_batch for e, c in enumerate(costs[:self.epochs])]
         done = sum(costs[:self.epoch])
-        if self.epoch < self.epochs and len(self.train_loader):
-            done += costs[self.epoch] * batches_into_epoch / len(self.train_loader)
-        return done, sum(costs[:self.epochs])
+        if self.epoch < self.epochs and self.steps_in_epoch(self.epoch):
+            done += costs[self.epoch] * batches_into_epoch / self.steps_in_epoch(self.epoch)
+        return done, sum(costs)
 
     # ------------------------------------------------------------ callbacks
     def add_callback(self, cb: Callback) -> None:
@@ -225,7 +241,8 @@ class Learner:
         self.totals = train = EpochTotals(self.device, self.binary)
         self.event("before_epoch")
         start = time.perf_counter()
-        for self.batch_idx, (self.x, self.y) in enumerate(self.train_loader):
+        batches = itertools.islice(self.train_loader, self.steps_in_epoch(self.epoch))
+        for self.batch_idx, (self.x, self.y) in enumerate(batches):
             self._set_lr()
             self.event("before_batch")
             self._train_step()

@@ -226,8 +226,16 @@ def _improved(value: float, best: float | None, min_delta: float, mode: str) -> 
     return value < best - min_delta if mode == "min" else value > best + min_delta
 
 
+def planned_steps(epochs: int, steps_per_epoch: int, last_epoch_steps: int = 0) -> int:
+    """Optimizer steps in ``epochs`` epochs, the last of them cut to ``last_epoch_steps`` (0: whole)."""
+    if epochs <= 0:
+        return 0
+    last = min(last_epoch_steps, steps_per_epoch) if last_epoch_steps > 0 else steps_per_epoch
+    return (epochs - 1) * steps_per_epoch + last
+
+
 def build_schedule(cfg: TrainConfig, steps_per_epoch: int) -> Schedule:
-    total = cfg.epochs * steps_per_epoch
+    total = planned_steps(cfg.epochs, steps_per_epoch, cfg.last_epoch_steps)
     args = (cfg.lr, total, steps_per_epoch)
     if cfg.schedule == "constant":
         return Constant(*args)
