@@ -189,7 +189,8 @@ def _register_cpu(name: str, model: str, minutes: int, epochs: int, resolutions:
     instead = f" ({fallback} on a CPU too slow for it)" if fallback else ""
     text = (f"any CPU, {minutes} min of wall time: {model}{instead}, the fast recipe with Muon filters at "
             f"batch 250, epochs planned to fit {60 * minutes} s and re-planned as they run ({stages}, the rest "
-            f"at 32 px; fewer low-resolution ones where that buys a 2nd or 3rd at 32 px; {epochs} with "
+            f"at 32 px, the last cut to the time left; fewer low-resolution ones where that buys a 2nd or "
+            f"3rd at 32 px; {epochs} with "
             f"--time-budget 0), bf16 where the CPU has it"
             f"{' (the test too)' if bf16_test else ''}, flip TTA")
     register_recipe(name, values, text, measured=measured)
