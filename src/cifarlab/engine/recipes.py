@@ -201,13 +201,16 @@ _register_cpu("cpu-2min", "airnet_small", 2, 7, "16:2,24:1", fallback="",
                        "7 epochs planned, 3 seeds, 2-core Intel Xeon with AMX, commit d8f04a7; with "
                        "--time-budget 0 (7 epochs) 86.05 ± 0.17% in 95.0-96.9 s on a 2-core AMD EPYC with "
                        "AVX512-BF16; on a slower one, with room for 2 epochs at 32 px only: 83.08 ± 0.31% in "
-                       "95-109 s (3-4 epochs, commit 783252c), benchmarks/cpu_frontier.py", bf16_test=True)
+                       "95-109 s (3-4 epochs, commit 783252c), 83.57 ± 0.40% in 110-115 s with the last epoch "
+                       "cut to the time left (3-4 whole, commit 9630fc6), benchmarks/cpu_frontier.py", bf16_test=True)
 _register_cpu("cpu-5min", "airnet_medium", 5, 7, "16:2,24:2", fallback="airnet_small",
               measured="89.48 ± 0.17% test top-1 (88.73% without TTA) in 269.2 s wall (median; 266.5-275.5), "
                        "9 epochs planned, 3 seeds, 2-core Intel Xeon with AMX, commit 1d2ba6e; on a slower 2-core "
                        "AMD EPYC with AVX512-BF16 it fell back to airnet_small: 87.25 ± 0.08% (86.51% without TTA) "
                        "in 265.3 s (median; 265.0-279.0), 11 epochs, commit 3723c6e; on a slower day of it, with a bf16 "
-                       "test, 86.91 ± 0.02% in 274.7-286.2 s, 10 epochs, commit 4ad8210, benchmarks/cpu_frontier.py",
+                       "test, 86.91 ± 0.02% in 274.7-286.2 s, 10 epochs, commit 4ad8210; with the last epoch cut to "
+                       "the time left, 87.05 ± 0.11% in 284.5-292.4 s, 10-11 whole, commit 9630fc6, "
+                       "benchmarks/cpu_frontier.py",
               bf16_test=True)
 _register_cpu("cpu-15min", "airnet_medium", 15, 21, "16:3,24:3", fallback="airnet_small",
               measured="90.07 ± 0.39% test top-1 (89.22% without TTA) in 812.7 s wall (median; 787-846), "
