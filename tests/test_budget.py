@@ -123,7 +123,11 @@ def test_a_budget_run_trains_the_planned_epochs_records_the_plan_and_differs_in_
     saved = json.loads((planned.run_dir / "config.json").read_text())  # resume keeps the plan
     assert (saved["epochs"], saved["resolutions"], saved["last_epoch_steps"]) == (5, "16:1", cut)
     assert load_checkpoint(planned.run_dir / "last.pt")["time_budget"]["epochs"] == 5
-    fixed = train(_small(tmp_path, epochs=5, resolutions="16:1", last_epoch_steps=cut, name="fixed"), data=data)
+    assert s["time_budget"]["muon_lr"] == saved["muon_lr"] == 0.08  # 80-100 steps: a short run's filter lr
+    assert "Muon lr 0.08 for a run this short" in budget.BudgetPlan(
+        **{k: v for k, v in s["time_budget"].items() if k != "wall_s"}).describe()
+    fixed = train(_small(tmp_path, epochs=5, resolutions="16:1", last_epoch_steps=cut, muon_lr=0.08, name="fixed"),
+                  data=data)
     assert "time_budget" not in fixed.summary
     for name, value in fixed.model.state_dict().items():  # timing drew no random number of the run's
         assert torch.equal(value, planned.model.state_dict()[name]), name
@@ -157,6 +161,28 @@ def test_a_cut_last_epoch_trains_its_steps_and_resumes_to_the_same_weights(tmp_p
         assert torch.equal(value, run.model.state_dict()[name]), name
     longer = resume(run.run_dir, epochs=4, data=data)  # epochs asked for: whole ones
     assert (longer.summary["steps_run"], longer.summary["last_epoch_steps"]) == (47 + 20, 0)
+
+
+@pytest.mark.parametrize("epochs, cut, optimizer, short, lr", [
+    (4, 123, "muon", 0.08, 0.08),  # 723 steps
+    (5, 0, "muon", 0.08, 0.08),  # 1,000 steps
+    (6, 1, "muon", 0.08, 0.05),  # 1,001 steps: the lr asked for
+    (4, 0, "muon", 0.0, 0.05),  # no short-run lr in the config
+    (4, 0, "sgd", 0.08, 0.05),  # no Muon filters to give it to
+])
+def test_a_short_plan_gives_the_muon_filters_their_short_run_lr(epochs, cut, optimizer, short, lr):
+    from types import SimpleNamespace
+    cfg = SimpleNamespace(optimizer=optimizer, muon_lr=0.05, muon_lr_short=short)
+    plan = budget.BudgetPlan(120, epochs, [[16, 1], [32, epochs - 1]], {"32": 0.15}, 200, 4.0, 0.0, 6.0, 110.0, True,
+                             last_epoch_steps=cut)
+    budget.short_run_lr(cfg, plan)
+    assert cfg.muon_lr == lr and plan.muon_lr == (lr if lr != 0.05 else 0.0)
+
+
+def test_a_filter_lr_typed_by_the_user_turns_the_short_run_lr_off():
+    assert recipe_config("cpu-2min").muon_lr_short == 0.08
+    assert recipe_config("cpu-2min", {"muon_lr": 0.1}).muon_lr_short == 0.0
+    assert recipe_config("cpu-2min", {"muon_lr": 0.1, "muon_lr_short": 0.2}).muon_lr_short == 0.2
 
 
 def test_epochs_typed_by_the_user_turn_a_recipe_budget_off():
@@ -239,7 +265,7 @@ class _FakeLearner(SimpleNamespace):
 
 
 def _keeper_case(monkeypatch, epoch_s, *, budget_s=300.0, planned=9, staged=4, spent_before=100.0, done=5,
-                 steps=10):
+                 steps=10, say=False):
     """A BudgetKeeper after epoch ``done`` of ``planned`` (``staged`` at low resolution), each
     full-resolution epoch having taken ``epoch_s``; returns the fake learner."""
     plan = budget.BudgetPlan(budget_s, planned, [[16, 2], [24, 2], [32, planned - staged]], {"32": 0.2}, steps,
@@ -250,7 +276,7 @@ def _keeper_case(monkeypatch, epoch_s, *, budget_s=300.0, planned=9, staged=4, s
                          run_dir=None, is_main=True, last_epoch_steps=0)
     clock = [0.0]
     monkeypatch.setattr(budget.time, "perf_counter", lambda: clock[0])
-    keeper = budget.BudgetKeeper(plan, cfg, started=-3.0, say=False)
+    keeper = budget.BudgetKeeper(plan, cfg, started=-3.0, say=say)
     keeper.before_fit(learn)
     clock[0] = spent_before  # the staged epochs
     for e in range(1, done + 1):
@@ -273,6 +299,13 @@ def test_the_keeper_cuts_epochs_that_run_slower_than_planned(monkeypatch):
     assert plan.stages[-1] == [32, 4] and plan.replans[0]["after_epoch"] == 5 and plan.replans[0]["was"] == 9
     assert plan.planned_s == pytest.approx(148 + 29 * 4.5 + 5) and plan.planned_s <= 300 * (1 - budget.SAFETY)
     assert learn.schedule.lr_at(79) == 0.0 and learn.schedule.lr_at(78) > 0  # the lr now ends with step 79
+
+
+def test_the_keeper_says_what_it_changed_in_one_line(monkeypatch, capsys):
+    _keeper_case(monkeypatch, 45.0, done=5, say=True)
+    line = capsys.readouterr().err.strip()
+    assert line.startswith("time budget: 9 epochs -> 8 epochs (the last 9 of 10 steps) (a 32-px epoch takes 45.0 s")
+    assert line.endswith("now planned to end at 284 s of 300)") and "\n" not in line
 
 
 def test_the_keeper_adds_epochs_when_they_run_faster_and_holds_inside_its_margin(monkeypatch):

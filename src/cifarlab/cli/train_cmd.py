@@ -43,6 +43,8 @@ _FLAGS = [
                                       "adagrad | adadelta"),
     ("--lr", "lr", float, "peak learning rate"),
     ("--muon-lr", "muon_lr", float, "muon: the conv filters' peak learning rate"),
+    ("--muon-lr-short", "muon_lr_short", float,
+     "muon: the filters' peak lr where a time budget plans 1,000 steps or fewer (0: --muon-lr)"),
     ("--muon-momentum", "muon_momentum", float, "muon: the conv filters' momentum"),
     ("--momentum", "momentum", float, "sgd/rmsprop momentum, beta1 of adam(w)"),
     ("--weight-decay", "weight_decay", float, "L2 coefficient (decoupled for adamw)"),

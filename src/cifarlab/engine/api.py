@@ -26,7 +26,7 @@ import torch
 from cifarlab.atomic import remove_leftovers
 from cifarlab.engine import callbacks as cbs
 from cifarlab.engine import distributed
-from cifarlab.engine.budget import MIN_FULL_EPOCHS, BudgetKeeper, BudgetPlan, check_budget, plan_run
+from cifarlab.engine.budget import MIN_FULL_EPOCHS, BudgetKeeper, BudgetPlan, check_budget, plan_run, short_run_lr
 from cifarlab.engine.checkpoint import load_checkpoint, restore_rng, unwrap, versions
 from cifarlab.engine.config import TrainConfig
 from cifarlab.engine.dataset import data_for
@@ -101,6 +101,7 @@ def _plan_budget(cfg: TrainConfig, data, device: torch.device, started: float):
         passed_over.append({"model": name, "full_epochs": plan.untraded_full_epochs, "step_s": plan.step_s})
     plan.model, plan.passed_over = cfg.model, passed_over
     cfg.epochs, cfg.last_epoch_steps = plan.epochs, plan.last_epoch_steps
+    short_run_lr(cfg, plan)
     cfg.resolutions = format_resolutions(plan.stages[:-1])  # a trade may have given some up
     return plan
 

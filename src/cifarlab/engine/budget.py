@@ -51,6 +51,10 @@ MIN_FULL_EPOCHS = 3
 # a cut last epoch shorter than this share of a whole one is left out: its validation,
 # checkpoint and log cost what a whole epoch's do
 MIN_PART = 0.1
+# a plan of this many steps or fewer gives the Muon filters ``muon_lr_short`` (where the config
+# sets one): airnet_small at batch 250 gained 0.52 and 0.47 points with lr 0.08 instead of
+# 0.05 at 800 and 1,000 steps, and was 0.16 under it at 1,400 (3 seeds each, docs/cpu-frontier.md)
+SHORT_RUN_STEPS = 1000
 
 
 @dataclass
@@ -70,6 +74,7 @@ class BudgetPlan:
     passed_over: list = field(default_factory=list)  # larger models that fit too few epochs here
     traded: list = field(default_factory=list)  # [[side, epochs], ...] given up for one more full one
     last_epoch_steps: int = 0  # the last epoch is cut to this many steps (0: a whole one)
+    muon_lr: float = 0.0  # the filters' lr where the plan is short enough for ``muon_lr_short``; else 0
 
     @property
     def full_epochs(self) -> int:
@@ -92,6 +97,8 @@ class BudgetPlan:
         text = (f"time budget {self.budget_s:.0f} s: {self.epochs} epochs ({parts}), planned to end at "
                 f"{self.planned_s:.0f} s ({self.spent_s:.1f} s spent before training; ms per step "
                 f"{steps}; test {self.test_s:.1f} s)")
+        if self.muon_lr:
+            text += f"; Muon lr {self.muon_lr:g} for a run this short"
         if self.traded:
             given = " and ".join(f"{e} at {s} px" for s, e in self.traded)
             text += f"; {given} given up for one more at {self.stages[-1][0]} px"
@@ -188,6 +195,15 @@ def plan_run(cfg, model: torch.nn.Module, loss_fn, train_loader, test_loader, va
                       step_s={str(s): round(t, 5) for s, t in step_s.items()}, steps_per_epoch=len(train_loader),
                       test_s=round(test_s, 2), val_s=round(val_s, 2), spent_s=round(spent, 2),
                       planned_s=round(total, 1), fits=fits, last_epoch_steps=part)
+
+
+def short_run_lr(cfg, plan: BudgetPlan) -> None:
+    """A plan of SHORT_RUN_STEPS steps or fewer: the Muon filters take ``cfg.muon_lr_short``
+    (recorded in the plan and in ``cfg.muon_lr``, so config.json and a resume say the lr trained)."""
+    from cifarlab.engine.optim import planned_steps
+    steps = planned_steps(plan.epochs, plan.steps_per_epoch, plan.last_epoch_steps)
+    if cfg.optimizer == "muon" and cfg.muon_lr_short > 0 and steps <= SHORT_RUN_STEPS:
+        plan.muon_lr = cfg.muon_lr = cfg.muon_lr_short
 
 
 def part_steps(room_s: float, step_s: float, steps_per_epoch: int) -> int:
@@ -299,6 +315,7 @@ class BudgetKeeper(Callback):
     def _replan(self, learn, new_left: int, epoch_s: float, spent: float) -> None:
         from cifarlab.engine.runs import write_json
         before, per_epoch = learn.epochs, len(learn.train_loader)
+        was = _length(learn.epochs, learn.last_epoch_steps, per_epoch)
         epochs_left = math.ceil(new_left / per_epoch)
         last = new_left - (epochs_left - 1) * per_epoch
         learn.epochs = self.cfg.epochs = learn.epoch + epochs_left
@@ -316,7 +333,11 @@ class BudgetKeeper(Callback):
         if learn.run_dir is not None and learn.is_main:
             write_json(learn.run_dir / "config.json", self.cfg.to_dict())
         if self.say:
-            cut = f", the last cut to {learn.last_epoch_steps} of {per_epoch} steps" if learn.last_epoch_steps else ""
-            print(f"time budget: {before} -> {learn.epochs} epochs{cut} (a {learn.train_loader.images.shape[-1]}-px "
-                  f"epoch takes {epoch_s:.1f} s here; {spent:.0f} s spent, now planned to end at "
-                  f"{plan.planned_s:.0f} s of {plan.budget_s:.0f})", file=sys.stderr)
+            print(f"time budget: {was} -> {_length(learn.epochs, learn.last_epoch_steps, per_epoch)} (a "
+                  f"{learn.train_loader.images.shape[-1]}-px epoch takes {epoch_s:.1f} s here; {spent:.0f} s "
+                  f"spent, now planned to end at {plan.planned_s:.0f} s of {plan.budget_s:.0f})", file=sys.stderr)
+
+
+def _length(epochs: int, last_epoch_steps: int, steps_per_epoch: int) -> str:
+    cut = f" (the last {last_epoch_steps} of {steps_per_epoch} steps)" if last_epoch_steps else ""
+    return f"{epochs} epochs{cut}"

@@ -63,6 +63,9 @@ class TrainConfig:
     muon_lr: float = 0.24
     muon_momentum: float = 0.6
     muon_normalize: bool = False
+    # muon: the filters' peak lr instead of muon_lr where a time budget plans a short run
+    # (budget.SHORT_RUN_STEPS steps or fewer); 0: muon_lr whatever the length
+    muon_lr_short: float = 0.0
     # --- loss ---
     loss: str = "ce"  # ce | bce (Keras-style, on softmax probs) | mse (on softmax probs)
     label_smoothing: float = 0.1  # ce only: fraction of target mass spread over all classes
@@ -180,6 +183,7 @@ class TrainConfig:
         _positive("lr", self.lr)
         _positive("bias_lr_scale", self.bias_lr_scale)
         _positive("muon_lr", self.muon_lr)
+        _positive("muon_lr_short", self.muon_lr_short, allow_zero=True)
         if not 0 <= self.muon_momentum < 1:
             raise ConfigError(f"muon_momentum={self.muon_momentum} must be in [0, 1)")
         _positive("average_every", self.average_every)
