@@ -119,6 +119,7 @@ def run_recipe(name: str, seeds: range, data_path: str | None, ceilings: dict, r
         fmt = "bf16" if r["bf16"] else "float32"
         plan = r.get("plan")
         cut = f", the last cut to {plan['last_epoch_steps']} steps" if plan and plan.get("last_epoch_steps") else ""
+        cut += f", Muon lr {plan['muon_lr']:g} for a short run" if plan and plan.get("muon_lr") else ""
         planned = (f" (planned for {plan['budget_s']:.0f} s: {' + '.join(f'{e}@{px}' for px, e in plan['stages'])}"
                    f"{cut}, estimated {plan['planned_s']:.0f} s)") if plan else ""
         print(f"  seed {seed}  test {100 * r['acc']:.2f}% (tta {r['tta']})  without tta {100 * r['acc_plain']:.2f}%  "

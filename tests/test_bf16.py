@@ -178,7 +178,9 @@ def test_cpu_frontier_rates_each_run_against_the_ceiling_of_its_number_format(mo
     """A bf16 run is measured against the bf16 matmul (4x float32's on an AVX512-BF16 CPU),
     not flattered by the float32 one."""
     assert cpu_frontier.matmul_ceiling(n=64, reps=2, dtype=torch.bfloat16) > 0
-    runs = iter([{"bf16": True}, {"bf16": False}])
+    plan = {"budget_s": 120.0, "stages": [[16, 2], [32, 3]], "last_epoch_steps": 110, "muon_lr": 0.08,
+            "planned_s": 113.6}
+    runs = iter([{"bf16": True, "plan": plan}, {"bf16": False}])
     monkeypatch.setattr(cpu_frontier, "one_run", lambda name, seed, data, runs_dir: {
         "seed": seed, "acc": 0.9, "acc_plain": 0.89, "tta": "flip", "wall": 12.0, "fit": 10.0, "flops": 4e12,
         "model": "airnet_small", **next(runs)})
@@ -189,6 +191,8 @@ def test_cpu_frontier_rates_each_run_against_the_ceiling_of_its_number_format(mo
     assert "trained in bf16  400.0 GFLOP/s = 50% of the bf16 matmul ceiling" in out
     assert "wall 12.0 s  airnet_small, " in out  # the model trained: a budget may have fallen back
     assert "trained in float32  400.0 GFLOP/s = 200% of the float32 matmul ceiling" in out
+    assert ("(planned for 120 s: 2@16 + 3@32, the last cut to 110 steps, Muon lr 0.08 for a short run, "
+            "estimated 114 s)") in out
 
 
 def test_cpu_frontier_counts_the_flops_of_the_model_a_budget_trained(monkeypatch, cpu_frontier):
