@@ -55,6 +55,26 @@ def test_plan_shares_the_base_point():
     assert len(grid) == 2 * 2 * 2
 
 
+def test_a_varied_filter_lr_or_epoch_count_is_the_one_trained_on_a_budget_recipe_base(tmp_path):
+    """A study on a CPU recipe's config (a time budget, a short-run filter lr): the epochs and
+    the filter lr it varies are what its runs train, as if typed on the command line."""
+    from cifarlab.engine import recipe_config
+    from cifarlab.engine.recipes import resolve_config
+    base = tmp_path / "cpu-2min.json"
+    base.write_text(json.dumps(recipe_config("cpu-2min").to_dict()))
+    runs = {r.name: r.config for r in plan(build_spec(base_file=str(base), vary=["muon_lr=0.05,0.12", "epochs=3"]))}
+    assert json.loads(base.read_text())["muon_lr_short"] == 0.08
+    # 0.05, the recipe's own filter lr, varied: 0.05 however short the plan (the base would give 0.08)
+    assert runs["muon_lr_short=0-s0"]["muon_lr"] == 0.05 and runs["muon_lr_short=0-s0"]["time_budget"] == 120.0
+    assert runs["muon_lr=0.12,muon_lr_short=0-s0"]["muon_lr_short"] == 0.0
+    assert runs["epochs=3,time_budget=0-s0"]["time_budget"] == 0.0
+    assert resolve_config(file=str(base), flags={"epochs": 4}).time_budget == 0.0
+    planned = tmp_path / "planned.json"  # a budget run's config.json: its plan cut the last epoch
+    planned.write_text(json.dumps({**recipe_config("cpu-2min").to_dict(), "epochs": 5, "last_epoch_steps": 90}))
+    assert resolve_config(file=str(planned)).last_epoch_steps == 90
+    assert resolve_config(file=str(planned), flags={"epochs": 5}).last_epoch_steps == 0  # whole epochs asked for
+
+
 def test_reference_preset_matches_section_6():
     spec = build_spec(preset="reference")
     base = spec.base

@@ -85,8 +85,10 @@ def evaluate(run_or_checkpoint, data=None, tta: str | bool = False, split: str =
     if len(part) == 0:
         raise DataError(f"the {split} split is empty (the run used val=0?); use --split test")
     norm = meta["normalize"]
+    if cfg.channels_last:  # as the run's own test: the same layout, kernels and numbers
+        model = model.to(memory_format=torch.channels_last)
     loader = DeviceLoader(part, batch_size, dev, norm["mean"], norm["std"], shuffle=False,
-                          grayscale=norm.get("grayscale"))
+                          grayscale=norm.get("grayscale"), channels_last=cfg.channels_last)
     out = evaluate_model(model, loader, meta["classes"], dev, cfg.loss, tta, cfg.amp, cfg.amp_eval)
     out.update(checkpoint=ckpt["path"], split=split, epoch=meta["epoch"], model=meta["model"]["name"])
     return out

@@ -47,13 +47,28 @@ def recipe_config(name: str, overrides: dict | None = None) -> TrainConfig:
     return resolve_config(recipe=name, flags=overrides)
 
 
+def implied_by(given: dict) -> dict:
+    """What settings asked for explicitly turn off in the layers below them: epochs a time
+    budget and a cut last epoch, a model the budget's fallback models, a filter lr the
+    short-run filter lr. The epochs, model or lr asked for are the ones trained."""
+    implied = {}
+    if "epochs" in given and "time_budget" not in given:
+        implied["time_budget"] = 0.0
+    if "epochs" in given and "last_epoch_steps" not in given:
+        implied["last_epoch_steps"] = 0
+    if "model" in given and "budget_fallback" not in given:
+        implied["budget_fallback"] = ""
+    if "muon_lr" in given and "muon_lr_short" not in given:
+        implied["muon_lr_short"] = 0.0
+    return implied
+
+
 def resolve_config(recipe: str | None = None, file: str | Path | None = None,
                    flags: dict | None = None, sets: dict | None = None) -> TrainConfig:
     """The one place a run's config is assembled: defaults < recipe < file < flags < --set.
 
-    ``epochs`` in ``flags`` or ``sets`` without ``time_budget`` turns a recipe's time budget off:
-    the epochs the user asked for are the epochs run. ``model`` there without ``budget_fallback``
-    turns the recipe's fallback models off: the model asked for is the model trained.
+    ``epochs`` in ``flags`` or ``sets`` without ``time_budget`` turns a recipe's time budget off,
+    ``model`` its fallback models, ``muon_lr`` its short-run filter lr (``implied_by``).
 
     Each layer is a dict of TrainConfig fields (``file`` a JSON object of them) and replaces
     the fields it names; ``model_kwargs`` in ``flags`` are merged key by key into the layers
@@ -64,14 +79,7 @@ def resolve_config(recipe: str | None = None, file: str | Path | None = None,
         cfg.override({**recipe_values(recipe), "recipe": recipe})
     if file is not None:
         cfg = TrainConfig.from_json(file, base=cfg)
-    flags = dict(flags or {})
-    given = {**flags, **(sets or {})}
-    if "epochs" in given and "time_budget" not in given:  # epochs typed by the user: no time plan
-        flags["time_budget"] = 0.0
-    if "model" in given and "budget_fallback" not in given:  # a model typed by the user is the model
-        flags["budget_fallback"] = ""
-    if "muon_lr" in given and "muon_lr_short" not in given:  # and a filter lr typed by the user the lr
-        flags["muon_lr_short"] = 0.0
+    flags = {**implied_by({**(flags or {}), **(sets or {})}), **(flags or {})}
     if "model_kwargs" in flags:
         flags["model_kwargs"] = {**cfg.model_kwargs, **flags["model_kwargs"]}
     return cfg.override(flags).override(sets or {})

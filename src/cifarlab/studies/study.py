@@ -200,8 +200,11 @@ def _grid_points(spec: StudySpec) -> list[tuple[dict, tuple]]:
 
 
 def _config_for(base: dict, overrides: dict, seed: int) -> dict:
+    """A run's config: the base with a cell's factor values, as if typed (a varied model or
+    filter lr is the one trained: ``implied_by``)."""
     from cifarlab.engine import TrainConfig
-    d = {**base, "model_kwargs": dict(base.get("model_kwargs") or {}), "seed": seed}
+    from cifarlab.engine.recipes import implied_by
+    d = {**base, **implied_by(overrides), "model_kwargs": dict(base.get("model_kwargs") or {}), "seed": seed}
     for key, value in overrides.items():
         if key == "act":
             d["model_kwargs"]["act"] = value
