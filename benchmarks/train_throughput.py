@@ -7,6 +7,7 @@ subset. CPU timing: time.perf_counter; GPU: CUDA events + synchronize.
 
     python benchmarks/train_throughput.py --model resnet20 --batch-size 128
     python benchmarks/train_throughput.py --model resnet20 --batch-size 128 --nproc 2
+    python benchmarks/train_throughput.py --model airnet_small --batch-size 250 --compile
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import torch
 
 from _env import environment  # benchmarks/_env.py
 from cifarlab.data import DeviceLoader, build_augment, random_cifar
+from cifarlab.data.loader import resize
 from cifarlab.engine.config import TrainConfig
 from cifarlab.engine.hardware import bf16_native, pick_device
 from cifarlab.engine.loop import autocast
@@ -59,6 +61,11 @@ def parse(argv=None) -> argparse.Namespace:
     p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=TrainConfig.amp,
                    help="bf16 autocast where the device runs it natively, as training does "
                         "(default: on; --no-amp times float32)")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile the model as `train --compile` does; the warm-up batches then "
+                        "include the compilation, whose time is printed")
+    p.add_argument("--side", type=int, default=32,
+                   help="train at this resolution (px), as a progressive-resizing stage does (default 32)")
     args = p.parse_args(argv)
     if args.nproc < 1 or args.batch_size % args.nproc:
         p.error(f"--batch-size {args.batch_size} must divide evenly over --nproc {args.nproc}")
@@ -84,11 +91,17 @@ def measure(args: argparse.Namespace, rank: int = 0, world: int = 1) -> dict:
             model = model.to(memory_format=torch.channels_last)
         opt = build_optimizer(model, cfg)
         model = distributed.wrap_model(model, info, device, sync_bn=False)
+        if args.compile:
+            model = torch.compile(model)
         loss_fn = build_loss(cfg.loss, 10, cfg.label_smoothing)
         loader = DeviceLoader(data.train, local, device, (0.5,) * 3, (0.25,) * 3, shuffle=True,
                               augment=build_augment(cfg.augment), drop_last=True,
                               channels_last=cfg.channels_last)
         batches = list(loader)  # augmentation is part of the loader, timed separately below
+        if args.side != 32:  # as a low-resolution stage: the batch resized on the device
+            batches = [(resize(x.float(), args.side).to(x.dtype).contiguous(
+                memory_format=torch.channels_last if cfg.channels_last else torch.contiguous_format), y)
+                for x, y in batches]
 
         def step(x, y):
             with autocast(device, args.amp):
@@ -102,8 +115,10 @@ def measure(args: argparse.Namespace, rank: int = 0, world: int = 1) -> dict:
             print(f"model {args.model} | batch {args.batch_size} ({world} x {local}, "
                   f"{torch.get_num_threads()} threads each) | {'real' if args.data else 'random'} data | "
                   f"augment {cfg.augment} | optimizer {cfg.optimizer} | amp {args.amp and bf16_native(device)} | "
-                  f"channels_last {cfg.channels_last}", flush=True)
-        timed_chunk(step, batches[:args.warmup], device)
+                  f"channels_last {cfg.channels_last} | {args.side} px | compile {args.compile}", flush=True)
+        warm_s = timed_chunk(step, batches[:args.warmup], device)
+        if rank == 0 and args.compile:
+            print(f"warm-up with compilation: {warm_s:.1f} s for {args.warmup} batches", flush=True)
         rates = []
         for c in range(args.chunks):
             chunk = batches[args.warmup + c * args.batches: args.warmup + (c + 1) * args.batches]
