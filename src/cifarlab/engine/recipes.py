@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from cifarlab.engine.budget import SHORT_RUN_STEPS
 from cifarlab.engine.config import TrainConfig
 from cifarlab.errors import ConfigError
 
@@ -201,8 +202,9 @@ def _register_cpu(name: str, model: str, minutes: int, epochs: int, resolutions:
     stages = ", ".join(f"{n} at {side} px" for side, n in parse_resolutions(resolutions))
     instead = f" ({fallback} on a CPU too slow for it)" if fallback else ""
     text = (f"any CPU, {minutes} min of wall time: {model}{instead}, the fast recipe with Muon filters at "
-            f"batch 250 (their lr 0.08, not 0.05, in a plan of 1,000 steps or fewer), epochs planned to fit {60 * minutes} s and re-planned as they run ({stages}, the rest "
-            f"at 32 px, the last cut to the time left; fewer low-resolution ones where that buys a 2nd or "
+            f"batch 250 (their lr {values['muon_lr_short']:g}, not {values['muon_lr']:g}, in a plan of "
+            f"{SHORT_RUN_STEPS:,} steps or fewer), epochs planned to fit {60 * minutes} s and re-planned as they "
+            f"run ({stages}, the rest at 32 px, the last cut to the time left; fewer low-resolution ones where that buys a 2nd or "
             f"3rd at 32 px; {epochs} with "
             f"--time-budget 0), bf16 where the CPU has it"
             f"{' (the test too)' if bf16_test else ''}, flip TTA")
@@ -211,13 +213,12 @@ def _register_cpu(name: str, model: str, minutes: int, epochs: int, resolutions:
 
 _register_cpu("cpu-2min", "airnet_small", 2, 7, "16:2,24:1", fallback="",
               measured="86.02 ± 0.06% test top-1 (85.04% without TTA) in 103.6 s wall (median; 98.7-103.8), "
-                       "7 epochs planned, 3 seeds, 2-core Intel Xeon with AMX, commit d8f04a7; with "
-                       "--time-budget 0 (7 epochs) 86.05 ± 0.17% in 95.0-96.9 s on a 2-core AMD EPYC with "
-                       "AVX512-BF16; on a slower one, with room for 2 epochs at 32 px only: 83.08 ± 0.31% in "
-                       "95-109 s (3-4 epochs, commit 783252c), 83.57 ± 0.40% in 110-115 s with the last epoch "
-                       "cut to the time left (3-4 whole, commit 9630fc6), 84.19 ± 0.38% in 112.7-113.4 s with "
-                       "that and Muon lr 0.08 for a run of 1,000 steps or fewer (4 whole and a cut one, commit "
-                       "269b5d9), benchmarks/cpu_frontier.py", bf16_test=True)
+                       "7 epochs planned, 3 seeds, 2-core Intel Xeon with AMX, commit d8f04a7; 85.47 ± 0.49% "
+                       "(84.50% without TTA) in 113.9-117.4 s, 6-7 epochs, the last cut to the time left, on a "
+                       "2-core AMD EPYC with AVX512-BF16 (matmul float32 199, bf16 432 GFLOP/s), commit 4f04f28; "
+                       "on a slower one (bf16 369 GFLOP/s), with room for 4 whole epochs and a cut one: "
+                       "84.19 ± 0.38% in 112.7-113.4 s, commit 269b5d9, benchmarks/cpu_frontier.py",
+              bf16_test=True)
 _register_cpu("cpu-5min", "airnet_medium", 5, 7, "16:2,24:2", fallback="airnet_small",
               measured="89.48 ± 0.17% test top-1 (88.73% without TTA) in 269.2 s wall (median; 266.5-275.5), "
                        "9 epochs planned, 3 seeds, 2-core Intel Xeon with AMX, commit 1d2ba6e; on a slower 2-core "
