@@ -279,7 +279,8 @@ class BudgetKeeper(Callback):
 
     With whole epochs it cut only past ``1 - SAFETY/2``: cutting a whole epoch for a second or
     two cost more than it saved. To the step there is no such cost, and a 900-s budget that
-    ran 1.4% past its aim inside that band (cpu-15min, 2026-12-03) now ends at it.
+    ran 1.4% past its aim inside that band (cpu-15min, 2026-12-03) now ends at it (3 runs
+    within 2.2 s of their 855-s aim, 2026-12-06).
     """
 
     order = ORDER_DECIDE  # after_epoch: before the checkpoint saves the epochs and the schedule

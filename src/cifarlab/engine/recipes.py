@@ -229,9 +229,10 @@ _register_cpu("cpu-5min", "airnet_medium", 5, 7, "16:2,24:2", fallback="airnet_s
                        "benchmarks/cpu_frontier.py",
               bf16_test=True)
 _register_cpu("cpu-15min", "airnet_medium", 15, 21, "16:3,24:3", fallback="airnet_small",
-              measured="90.27 ± 0.26% test top-1 (89.73% without TTA) in 866.9 s wall (median; 856.8-878.1), "
-                       "14 whole epochs and one cut to the time left, 3 seeds, a slower 2-core AMD EPYC with "
-                       "AVX512-BF16, commit 077d077; with whole epochs 90.07 ± 0.39% in 787-846 s, "
+              measured="90.32 ± 0.12% test top-1 (89.45% without TTA) in 852.8 s wall (median; 852.8-854.5), "
+                       "15-16 whole epochs and one cut to the time left, 3 seeds, a 2-core AMD EPYC with "
+                       "AVX512-BF16 (matmul float32 165, bf16 398 GFLOP/s), commit dc870c3; 90.27 ± 0.26% in "
+                       "856.8-878.1 s on a slower one, commit 077d077; with whole epochs 90.07 ± 0.39% in 787-846 s, "
                        "12-15 epochs planned and re-planned, 3 seeds, a slower 2-core AMD EPYC with AVX512-BF16, "
                        "commit 5efaade; as 21 fixed epochs 90.52 ± 0.30% in 840-860 s on a faster one, "
                        "benchmarks/cpu_frontier.py")
