@@ -211,36 +211,29 @@ def _register_cpu(name: str, model: str, minutes: int, epochs: int, resolutions:
     register_recipe(name, values, text, measured=measured)
 
 
+# what each recipe reached, newest code first, one entry per kind of machine (3 seeds each, flip
+# TTA, benchmarks/cpu_frontier.py); the runs before these and how each change moved them are in
+# docs/cpu-frontier.md
+_SEEN = "3 seeds, flip TTA, benchmarks/cpu_frontier.py; the history in docs/cpu-frontier.md"
 _register_cpu("cpu-2min", "airnet_small", 2, 7, "16:2,24:1", fallback="",
-              measured="86.02 ± 0.06% test top-1 (85.04% without TTA) in 103.6 s wall (median; 98.7-103.8), "
-                       "7 epochs planned, 3 seeds, 2-core Intel Xeon with AMX, commit d8f04a7; 85.47 ± 0.49% "
-                       "(84.50% without TTA) in 113.9-117.4 s, 6-7 epochs, the last cut to the time left, on a "
-                       "2-core AMD EPYC with AVX512-BF16 (matmul float32 199, bf16 432 GFLOP/s), commit 4f04f28; "
-                       "on a slower one (bf16 369 GFLOP/s), with room for 4 whole epochs and a cut one: "
-                       "84.19 ± 0.38% in 112.7-113.4 s, commit 269b5d9, benchmarks/cpu_frontier.py",
+              measured="86.02 ± 0.06% test top-1 in 98.7-103.8 s, 7 epochs, 2-core Intel Xeon with AMX "
+                       "(commit d8f04a7); 85.47 ± 0.49% in 113.9-117.4 s, 6-7 epochs, 2-core AMD EPYC "
+                       "(bf16 matmul 432 GFLOP/s, commit 4f04f28); 84.19 ± 0.38% in 112.7-113.4 s, 5 epochs, "
+                       f"a slower EPYC (bf16 369 GFLOP/s, commit 269b5d9); {_SEEN}",
               bf16_test=True)
 _register_cpu("cpu-5min", "airnet_medium", 5, 7, "16:2,24:2", fallback="airnet_small",
-              measured="89.48 ± 0.17% test top-1 (88.73% without TTA) in 269.2 s wall (median; 266.5-275.5), "
-                       "9 epochs planned, 3 seeds, 2-core Intel Xeon with AMX, commit 1d2ba6e; on a slower 2-core "
-                       "AMD EPYC with AVX512-BF16 it fell back to airnet_small: 87.25 ± 0.08% (86.51% without TTA) "
-                       "in 265.3 s (median; 265.0-279.0), 11 epochs, commit 3723c6e; on a slower day of it, with a bf16 "
-                       "test, 86.91 ± 0.02% in 274.7-286.2 s, 10 epochs, commit 4ad8210; with the last epoch cut to "
-                       "the time left, 87.05 ± 0.11% in 284.5-292.4 s, 10-11 whole, commit 9630fc6, "
-                       "benchmarks/cpu_frontier.py",
+              measured="89.48 ± 0.17% test top-1 in 266.5-275.5 s, 9 epochs, 2-core Intel Xeon with AMX "
+                       "(commit 1d2ba6e); 87.73 ± 0.23% in 283.0-288.5 s with airnet_small, 13 epochs, 2-core "
+                       "AMD EPYC (bf16 matmul 404 GFLOP/s, commit dc870c3); 87.05 ± 0.11% in 284.5-292.4 s, "
+                       f"11 epochs, a slower one (bf16 383 GFLOP/s, commit 9630fc6); {_SEEN}",
               bf16_test=True)
 _register_cpu("cpu-15min", "airnet_medium", 15, 21, "16:3,24:3", fallback="airnet_small",
-              measured="90.32 ± 0.12% test top-1 (89.45% without TTA) in 852.8 s wall (median; 852.8-854.5), "
-                       "15-16 whole epochs and one cut to the time left, 3 seeds, a 2-core AMD EPYC with "
-                       "AVX512-BF16 (matmul float32 165, bf16 398 GFLOP/s), commit dc870c3; 90.27 ± 0.26% in "
-                       "856.8-878.1 s on a slower one, commit 077d077; with whole epochs 90.07 ± 0.39% in 787-846 s, "
-                       "12-15 epochs planned and re-planned, 3 seeds, a slower 2-core AMD EPYC with AVX512-BF16, "
-                       "commit 5efaade; as 21 fixed epochs 90.52 ± 0.30% in 840-860 s on a faster one, "
-                       "benchmarks/cpu_frontier.py")
+              measured="90.32 ± 0.12% test top-1 in 852.8-854.5 s, 16-17 epochs, 2-core AMD EPYC (bf16 matmul "
+                       "398 GFLOP/s, commit dc870c3); 90.27 ± 0.26% in 856.8-878.1 s, 15 epochs, a slower one "
+                       "(bf16 392 GFLOP/s, commit 077d077); 90.52 ± 0.30% as 21 fixed epochs in 840-860 s on a "
+                       f"faster one (commit 21ae192); {_SEEN}")
 _register_cpu("cpu-45min", "airnet94", 45, 35, "16:4,24:4", fallback="airnet_medium",
-              measured="as a 2,700-s budget: 91.47 ± 0.15% test top-1 (90.42% without TTA) in 2,475-2,581 s, "
-                       "24-25 epochs planned and re-planned, 3 seeds, a slower 2-core AMD EPYC with AVX512-BF16, "
-                       "commits 7e254f3, 93f578f and cf7578f; "
-                       "as 35 fixed epochs, before it was a budget: "
-                       "91.43 ± 0.14% test top-1 (90.44% without TTA), 3 seeds: 91.51% in 2,421 s on a 2-core "
-                       "AMD EPYC with AVX512-BF16 (commit 9820ead), 91.51% and 91.27% in 1,709 and 1,610 s on a "
-                       "2-core Intel Xeon with AMX (commit 2054f63), benchmarks/cpu_frontier.py")
+              measured="91.47 ± 0.15% test top-1 in 2,475-2,581 s, 24-25 epochs, a slower 2-core AMD EPYC "
+                       "(bf16 matmul 364-413 GFLOP/s, commits 7e254f3, 93f578f, cf7578f); as 35 fixed epochs "
+                       "91.43 ± 0.14% in 1,610-2,421 s on an EPYC and a Xeon with AMX (commits 9820ead, "
+                       f"2054f63); {_SEEN}")
