@@ -125,3 +125,19 @@ def test_throughput_benchmark_times_the_data_parallel_step_in_two_processes():
     assert out.returncode == 0, out.stderr[-2000:]
     assert re.search(r"batch 8 \(2 x 4, \d+ threads each\)", out.stdout), out.stdout
     assert "2 process(es)" in out.stdout and "images/s" in out.stdout
+
+
+def test_throughput_benchmark_times_a_low_resolution_stage_step():
+    """--side 16: the step of a 16-px progressive-resizing stage (airnet pools globally, so it
+    runs at any size); a network that cannot take 16-px input fails loudly, not silently at 32."""
+    import subprocess
+    import sys
+    from pathlib import Path
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "train_throughput.py"
+    base = [sys.executable, str(script), "--batch-size", "8", "--batches", "1", "--chunks", "1", "--warmup", "1",
+            "--device", "cpu", "--side", "16"]
+    out = subprocess.run(base + ["--model", "airnet_tiny"], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "| 16 px | compile False" in out.stdout and "images/s" in out.stdout
+    fixed = subprocess.run(base + ["--model", "lenet5"], capture_output=True, text=True, timeout=300)
+    assert fixed.returncode != 0 and "shapes cannot be multiplied" in fixed.stderr
