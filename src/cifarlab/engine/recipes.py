@@ -229,10 +229,12 @@ _register_cpu("cpu-5min", "airnet_medium", 5, 7, "16:2,24:2", fallback="airnet_s
                        f"11 epochs, a slower one (bf16 383 GFLOP/s, commit 9630fc6); {_SEEN}",
               bf16_test=True)
 _register_cpu("cpu-15min", "airnet_medium", 15, 21, "16:3,24:3", fallback="airnet_small",
-              measured="90.32 ± 0.12% test top-1 in 852.8-854.5 s, 16-17 epochs, 2-core AMD EPYC (bf16 matmul "
-                       "398 GFLOP/s, commit dc870c3); 90.27 ± 0.26% in 856.8-878.1 s, 15 epochs, a slower one "
+              measured="90.60 ± 0.03% test top-1 in 852.6-872.2 s, 15 epochs, 2-core AMD EPYC (commit "
+                       "dec41e2); with the mirror as the only test view 90.32 ± 0.12% in 852.8-854.5 s, 16-17 "
+                       "epochs (bf16 matmul 398 GFLOP/s, commit dc870c3); 90.27 ± 0.26% in 856.8-878.1 s, 15 epochs, a slower one "
                        "(bf16 392 GFLOP/s, commit 077d077); 90.52 ± 0.30% as 21 fixed epochs in 840-860 s on a "
-                       f"faster one (commit 21ae192); {_SEEN}",
+                       "faster one (commit 21ae192); 3 seeds each, flip-translate TTA from dec41e2 (the "
+                       "mirror before), benchmarks/cpu_frontier.py; the history in docs/cpu-frontier.md",
               # the views of flip-translate on the three dc870c3 checkpoints: 90.58% against the
               # mirror's 90.32 (+0.22 to +0.33 each), for 35 s more of the test in float32, about half
               # of one 32-px epoch, where 15 to 21 epochs gained 0.04 points an epoch
