@@ -20,7 +20,6 @@ import torch
 
 from _env import environment  # benchmarks/_env.py
 from cifarlab.data import DeviceLoader, build_augment, random_cifar
-from cifarlab.data.loader import resize
 from cifarlab.engine.config import TrainConfig
 from cifarlab.engine.hardware import bf16_native, pick_device
 from cifarlab.engine.loop import autocast
@@ -97,11 +96,8 @@ def measure(args: argparse.Namespace, rank: int = 0, world: int = 1) -> dict:
         loader = DeviceLoader(data.train, local, device, (0.5,) * 3, (0.25,) * 3, shuffle=True,
                               augment=build_augment(cfg.augment), drop_last=True,
                               channels_last=cfg.channels_last)
+        loader.size = args.side  # as a low-resolution stage sets it: the loader resizes each batch
         batches = list(loader)  # augmentation is part of the loader, timed separately below
-        if args.side != 32:  # as a low-resolution stage: the batch resized on the device
-            batches = [(resize(x.float(), args.side).to(x.dtype).contiguous(
-                memory_format=torch.channels_last if cfg.channels_last else torch.contiguous_format), y)
-                for x, y in batches]
 
         def step(x, y):
             with autocast(device, args.amp):

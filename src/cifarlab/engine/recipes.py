@@ -209,32 +209,31 @@ def _register_cpu(name: str, model: str, minutes: int, epochs: int, resolutions:
             f"3rd at 32 px; {epochs} with "
             f"--time-budget 0), bf16 where the CPU has it"
             f"{' (the test too)' if bf16_test else ''}, {tta} TTA")
+    measured += f"; 3 seeds each, {tta} TTA, benchmarks/cpu_frontier.py; the history in docs/cpu-frontier.md"
     register_recipe(name, values, text, measured=measured)
 
 
-# what each recipe reached, newest code first, one entry per kind of machine (3 seeds each, flip
-# TTA, benchmarks/cpu_frontier.py); the runs before these and how each change moved them are in
+# what each recipe reached, newest code first, one entry per kind of machine (``_register_cpu``
+# adds how it was measured); the runs before these and how each change moved them are in
 # docs/cpu-frontier.md
-_SEEN = "3 seeds, flip TTA, benchmarks/cpu_frontier.py; the history in docs/cpu-frontier.md"
 _register_cpu("cpu-2min", "airnet_small", 2, 7, "16:2,24:1", fallback="",
               measured="86.02 ± 0.06% test top-1 in 98.7-103.8 s, 7 epochs, 2-core Intel Xeon with AMX "
                        "(commit d8f04a7); 85.47 ± 0.49% in 113.9-117.4 s, 6-7 epochs, 2-core AMD EPYC "
                        "(bf16 matmul 432 GFLOP/s, commit 4f04f28); 84.19 ± 0.38% in 112.7-113.4 s, 5 epochs, "
-                       f"a slower EPYC (bf16 369 GFLOP/s, commit 269b5d9); {_SEEN}",
+                       "a slower EPYC (bf16 369 GFLOP/s, commit 269b5d9)",
               bf16_test=True)
 _register_cpu("cpu-5min", "airnet_medium", 5, 7, "16:2,24:2", fallback="airnet_small",
               measured="89.48 ± 0.17% test top-1 in 266.5-275.5 s, 9 epochs, 2-core Intel Xeon with AMX "
                        "(commit 1d2ba6e); 87.73 ± 0.23% in 283.0-288.5 s with airnet_small, 13 epochs, 2-core "
                        "AMD EPYC (bf16 matmul 404 GFLOP/s, commit dc870c3); 87.05 ± 0.11% in 284.5-292.4 s, "
-                       f"11 epochs, a slower one (bf16 383 GFLOP/s, commit 9630fc6); {_SEEN}",
+                       "11 epochs, a slower one (bf16 383 GFLOP/s, commit 9630fc6)",
               bf16_test=True)
 _register_cpu("cpu-15min", "airnet_medium", 15, 21, "16:3,24:3", fallback="airnet_small",
               measured="90.60 ± 0.03% test top-1 in 852.6-872.2 s, 15 epochs, 2-core AMD EPYC (commit "
                        "dec41e2); with the mirror as the only test view 90.32 ± 0.12% in 852.8-854.5 s, 16-17 "
                        "epochs (bf16 matmul 398 GFLOP/s, commit dc870c3); 90.27 ± 0.26% in 856.8-878.1 s, 15 epochs, a slower one "
                        "(bf16 392 GFLOP/s, commit 077d077); 90.52 ± 0.30% as 21 fixed epochs in 840-860 s on a "
-                       "faster one (commit 21ae192); 3 seeds each, flip-translate TTA from dec41e2 (the "
-                       "mirror before), benchmarks/cpu_frontier.py; the history in docs/cpu-frontier.md",
+                       "faster one (commit 21ae192), those three with the mirror",
               # the views of flip-translate on the three dc870c3 checkpoints: 90.58% against the
               # mirror's 90.32 (+0.22 to +0.33 each), for 35 s more of the test in float32, about half
               # of one 32-px epoch, where 15 to 21 epochs gained 0.04 points an epoch
@@ -243,4 +242,4 @@ _register_cpu("cpu-45min", "airnet94", 45, 35, "16:4,24:4", fallback="airnet_med
               measured="91.47 ± 0.15% test top-1 in 2,475-2,581 s, 24-25 epochs, a slower 2-core AMD EPYC "
                        "(bf16 matmul 364-413 GFLOP/s, commits 7e254f3, 93f578f, cf7578f); as 35 fixed epochs "
                        "91.43 ± 0.14% in 1,610-2,421 s on an EPYC and a Xeon with AMX (commits 9820ead, "
-                       f"2054f63); {_SEEN}")
+                       "2054f63)")
