@@ -2,6 +2,7 @@
 
     python benchmarks/cpu_frontier.py                          # every cpu-* recipe, 3 seeds
     python benchmarks/cpu_frontier.py --recipes cpu-5min --seeds 1
+    python benchmarks/cpu_frontier.py --recipes cpu-5min --set tta=flip-translate   # one change, measured
 
 Printed: the environment, this machine's float32 matmul ceiling measured in the same run
 (a 2048x2048 matmul, the best any training can do here) and, on a CPU with native bf16
@@ -32,9 +33,11 @@ import torch
 from _env import environment  # benchmarks/_env.py
 from cifarlab.data import load_cifar
 from cifarlab.data.loader import format_resolutions, parse_resolutions, size_at_epoch
-from cifarlab.engine import evaluate_model, recipe_config, train
+from cifarlab.cli.train_cmd import parse_set  # the parser of `cifarlab train --set`
+from cifarlab.engine import evaluate_model, train
 from cifarlab.engine.hardware import bf16_native
-from cifarlab.engine.recipes import list_recipes
+from cifarlab.engine.recipes import list_recipes, resolve_config
+from cifarlab.errors import ConfigError
 from cifarlab.models import create_model
 from cifarlab.models.inspect import macs
 
@@ -70,10 +73,10 @@ def training_flops(cfg, n_train: int) -> float:
     return total
 
 
-def one_run(name: str, seed: int, data_path: str | None, runs_dir: str) -> dict:
-    cfg = recipe_config(name, {"seed": seed, "progress": False, "plots": False, "tensorboard": False,
-                               "runs_dir": runs_dir, "name": f"{name}-s{seed}", "device": "cpu",
-                               **({"data": data_path} if data_path else {})})
+def one_run(name: str, seed: int, data_path: str | None, runs_dir: str, sets: dict | None = None) -> dict:
+    cfg = resolve_config(recipe=name, flags={"seed": seed, "progress": False, "plots": False, "tensorboard": False,
+                                             "runs_dir": runs_dir, "name": f"{name}-s{seed}", "device": "cpu",
+                                             **({"data": data_path} if data_path else {})}, sets=sets)
     start = time.perf_counter()
     result = train(cfg)
     wall = time.perf_counter() - start
@@ -109,11 +112,13 @@ def _stats(values: list[float], scale: float = 1.0, fmt: str = ".2f") -> str:
     return f"mean {mean:{fmt}} ± {sd:{fmt}}, median {statistics.median(values) * scale:{fmt}}"
 
 
-def run_recipe(name: str, seeds: range, data_path: str | None, ceilings: dict, runs_dir: str) -> list[dict]:
-    print(f"\nrecipe {name}: {list_recipes()[name]}", flush=True)
+def run_recipe(name: str, seeds: range, data_path: str | None, ceilings: dict, runs_dir: str,
+               sets: dict | None = None) -> list[dict]:
+    changed = "".join(f" --set {key}={value}" for key, value in (sets or {}).items())
+    print(f"\nrecipe {name}{changed}: {list_recipes()[name]}", flush=True)
     rows = []
     for seed in seeds:
-        r = one_run(name, seed, data_path, runs_dir)
+        r = one_run(name, seed, data_path, runs_dir, sets)
         rate = r["flops"] / r["fit"] / 1e9
         rows.append({**r, "gflops": rate})
         fmt = "bf16" if r["bf16"] else "float32"
@@ -140,11 +145,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data", default=os.environ.get("CIFARLAB_DATA"),
                    help="CIFAR-10 source (default $CIFARLAB_DATA, then the cache)")
     p.add_argument("--keep", default=None, help="keep the run folders under this folder (default: a temporary one)")
+    p.add_argument("--set", dest="set_values", action="append", default=[], metavar="KEY=VALUE",
+                   help="a TrainConfig field to change in every recipe, as in `cifarlab train --set` "
+                        "(repeatable): measures one change against the recipe as it is")
     args = p.parse_args(argv)
     if args.seeds < 1 or args.first_seed < 0:
         p.error("--seeds must be at least 1 and --first-seed at least 0")
     seeds = range(args.first_seed, args.first_seed + args.seeds)
     names = [n for n in args.recipes.split(",") if n] or [n for n in list_recipes() if n.startswith("cpu-")]
+    try:  # a misspelt recipe, key or value fails here, not after the first recipe's runs
+        sets = parse_set(args.set_values)
+        for name in names:
+            resolve_config(recipe=name, sets=sets)
+    except ConfigError as e:
+        p.error(str(e))
     print(environment(torch.device("cpu")))
     print(f"torch threads {torch.get_num_threads()} | recipes {', '.join(names)} | "
           f"seeds {seeds.start}..{seeds.stop - 1}")
@@ -156,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     load_cifar(args.data, val=0, progress=False)  # decode (or read the cache) once, untimed
     with tempfile.TemporaryDirectory(prefix="cpu-frontier-") as tmp:
         for name in names:
-            run_recipe(name, seeds, args.data, ceilings, args.keep or tmp)
+            run_recipe(name, seeds, args.data, ceilings, args.keep or tmp, sets)
     return 0
 
 

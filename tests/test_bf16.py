@@ -181,7 +181,7 @@ def test_cpu_frontier_rates_each_run_against_the_ceiling_of_its_number_format(mo
     plan = {"budget_s": 120.0, "stages": [[16, 2], [32, 3]], "last_epoch_steps": 110, "muon_lr": 0.08,
             "planned_s": 113.6}
     runs = iter([{"bf16": True, "plan": plan}, {"bf16": False}])
-    monkeypatch.setattr(cpu_frontier, "one_run", lambda name, seed, data, runs_dir: {
+    monkeypatch.setattr(cpu_frontier, "one_run", lambda name, seed, data, runs_dir, sets: {
         "seed": seed, "acc": 0.9, "acc_plain": 0.89, "tta": "flip", "wall": 12.0, "fit": 10.0, "flops": 4e12,
         "model": "airnet_small", **next(runs)})
     rows = cpu_frontier.run_recipe("cpu-2min", range(3, 5), None, {"float32": 200.0, "bf16": 800.0}, "unused")
@@ -216,3 +216,37 @@ def test_cpu_frontier_counts_the_flops_of_the_resolutions_a_budget_planned(monke
     traded = cpu_frontier.training_flops(dataclasses.replace(cfg, epochs=4, resolutions="16:2"), 50000)
     as_named = cpu_frontier.training_flops(dataclasses.replace(cfg, epochs=4), 50000)
     assert row["flops"] == traded and traded > as_named
+
+
+def test_cpu_frontier_set_changes_the_config_every_run_trains_and_says_so(monkeypatch, capsys, cpu_frontier):
+    """``--set tta=flip-translate`` measures one change on the recipe as it is: each run's
+    config carries it, the recipe line names it."""
+    from types import SimpleNamespace
+    trained = []
+
+    def fake_train(cfg):
+        trained.append(cfg)
+        return SimpleNamespace(summary={"test": {"top1": 0.88, "tta": cfg.tta}, "training_time_s": 280.0,
+                                        "data": {"train": 50000}, "hardware": {"amp": True},
+                                        "model": cfg.model, "epochs_run": cfg.epochs, "time_budget": None})
+    monkeypatch.setattr(cpu_frontier, "train", fake_train)
+    monkeypatch.setattr(cpu_frontier, "_plain_accuracy", lambda result, cfg: 0.87)
+    sets = cpu_frontier.parse_set(["tta=flip-translate"])
+    cpu_frontier.run_recipe("cpu-5min", range(2), None, {"float32": 200.0, "bf16": 800.0}, "unused", sets)
+    out = capsys.readouterr().out
+    assert [c.tta for c in trained] == ["flip-translate"] * 2 and recipe_config("cpu-5min").tta == "flip"
+    assert [c.time_budget for c in trained] == [300.0] * 2  # the rest of the recipe as it is
+    assert "recipe cpu-5min --set tta=flip-translate: " in out and "(tta flip-translate)" in out
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--set", "tta=bogus"], "tta='bogus' is not one of"),
+    (["--set", "nosuch=1"], "unknown config key 'nosuch'"),
+    (["--set", "tta"], "must look like KEY=VALUE"),
+    (["--recipes", "cpu-9min"], "unknown recipe 'cpu-9min'")])
+def test_cpu_frontier_refuses_a_bad_recipe_or_set_before_measuring(monkeypatch, capsys, cpu_frontier, argv, message):
+    monkeypatch.setattr(cpu_frontier, "matmul_ceiling", lambda *a, **k: pytest.fail("measured before checking"))
+    with pytest.raises(SystemExit) as exit_:
+        cpu_frontier.main(argv)
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and message in err and "Traceback" not in err
