@@ -95,6 +95,35 @@ def test_timing_leaves_the_model_the_random_streams_and_the_loader_as_they_were(
     assert plan.steps_per_epoch == 5 and plan.test_s > 0 and plan.epochs >= 2
 
 
+def test_the_test_estimate_times_batches_with_their_views_and_validation_with_one(monkeypatch):
+    """flip-translate's 6 views are timed as the test runs them (6 forward passes a batch, the
+    views built), so an error is not multiplied by 6; validation runs one view a batch."""
+    from cifarlab.engine.evaluate import view_maker
+    from cifarlab.engine.losses import build_loss
+    from cifarlab.models import create_model
+    model = create_model("airnet_tiny").to(memory_format=torch.channels_last)
+    calls = []
+    model.register_forward_hook(lambda module, args, out: calls.append(args[0].shape[0]))
+    test = DeviceLoader(random_cifar(n_train=10, n_test=40, seed=0).test, 20, shuffle=False, channels_last=True)
+    seconds = budget._eval_seconds(model, test, torch.device("cpu"), False, False, view_maker("flip-translate"))
+    assert seconds > 0 and calls == [20] * (1 + 6 * budget.EVAL_TIMED)  # one warm-up, then each view
+
+    seen = []
+
+    def eval_seconds(model, loader, device, amp, amp_eval, views):
+        seen.append(len(views(torch.zeros(2, 3, 8, 8))))
+        return 0.6  # a batch with its 6 views
+    data = random_cifar(n_train=100, n_test=40, seed=0)
+    cfg = recipe_config("cpu-15min", {"model": "airnet_tiny", "batch_size": 20, "resolutions": "16:1"})
+    train_loader = DeviceLoader(data.train, 20, channels_last=True)
+    val = DeviceLoader(data.train, 25, shuffle=False, channels_last=True)  # 4 batches
+    monkeypatch.setattr(budget, "_eval_seconds", eval_seconds)
+    plan = budget.plan_run(cfg, model, build_loss("ce", 10, 0.2), train_loader, test, val,
+                           torch.device("cpu"), False, started=0.0)
+    assert cfg.tta == "flip-translate" and seen == [6]
+    assert plan.test_s == pytest.approx(0.6 * 2) and plan.val_s == pytest.approx(0.1 * 4)
+
+
 def _small(tmp_path, **over):
     values = {"model": "airnet_tiny", "resolutions": "16:1,24:1", "batch_size": 50, "runs_dir": str(tmp_path),
               "progress": False, "plots": False, "tensorboard": False, **over}

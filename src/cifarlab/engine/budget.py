@@ -44,6 +44,7 @@ SAFETY = 0.05  # plan to end this fraction of the budget early: run-to-run speed
 # the data cache just written), while an epoch's mean stays near the quartile
 # (twice as many at full resolution, where most of the time goes)
 WARM_STEPS, TIMED_STEPS = 2, 8
+EVAL_TIMED = 2  # test batches timed with their TTA views (each 2-6 forward passes): 1-6 s
 # a model that would train fewer full-resolution epochs than this in its budget gives way to
 # the config's ``budget_fallback``: airnet_medium with 3 of them (7 epochs, 88.3% in 263 s) matched
 # airnet_small with 14 (18 epochs, 88.4% in 297 s); with 1 (5 epochs) it reached 85.2% in 249 s
@@ -159,7 +160,7 @@ def plan_run(cfg, model: torch.nn.Module, loss_fn, train_loader, test_loader, va
     """Time ``model``'s training steps (on a copy: the run's weights, optimizer state and random
     streams are untouched) and its test pass, and plan ``cfg.time_budget``."""
     from cifarlab.data.loader import parse_resolutions
-    from cifarlab.engine.evaluate import tta_views
+    from cifarlab.engine.evaluate import view_maker
     from cifarlab.engine.optim import build_optimizer
 
     native = int(train_loader.images.shape[-1])
@@ -173,11 +174,12 @@ def plan_run(cfg, model: torch.nn.Module, loss_fn, train_loader, test_loader, va
         step_s = {side: _step_seconds(probe, loss_fn, optimizer, train_loader, side, device, amp,
                                       TIMED_STEPS * (2 if side == native else 1))
                   for side in dict.fromkeys(sides)}
-        views = 1 if cfg.tta == "none" else len(tta_views(torch.zeros(1, 3, 4, 4), cfg.tta))
+        views = view_maker(cfg.tta)
+        n_views = len(views(torch.zeros(1, 3, 4, 4))) if views else 1
         eval_loader = test_loader or val_loader
-        batch_s = _eval_seconds(probe, eval_loader, device, amp, cfg.amp_eval) if eval_loader else 0.0
-    test_s = batch_s * views * (len(test_loader) if test_loader else 0)
-    val_s = batch_s * (len(val_loader) if val_loader else 0)
+        batch_s = _eval_seconds(probe, eval_loader, device, amp, cfg.amp_eval, views) if eval_loader else 0.0
+    test_s = batch_s * (len(test_loader) if test_loader else 0)
+    val_s = batch_s / n_views * (len(val_loader) if val_loader else 0)  # validation: one view
     spent = time.perf_counter() - started
     asked = stages
     stages, full, total, fits = plan_epochs(cfg.time_budget, spent, stages, native, len(train_loader), step_s,
@@ -238,20 +240,27 @@ def _lower_quartile(values: list[float]) -> float:
 
 
 @torch.no_grad()
-def _eval_seconds(model, loader, device: torch.device, amp: bool, amp_eval: bool = False) -> float:
-    """Seconds of one evaluation forward pass of a batch, lower quartile (on a CPU float32
-    unless ``amp_eval``)."""
-    from cifarlab.engine.loop import autocast
-    model.eval()
-    times = []
+def _eval_seconds(model, loader, device: torch.device, amp: bool, amp_eval: bool = False, views=None) -> float:
+    """Seconds of the final test's work on one batch: its TTA ``views`` built and each passed
+    forward, the logits averaged (``run_eval``, the test's own code), on a CPU float32 unless
+    ``amp_eval``. The mean of EVAL_TIMED batches after one forward that builds the kernels.
+
+    It timed single forward passes (lower quartile of 4) and multiplied by the views: within
+    a second with the mirror's 2 views, but with flip-translate's 6 each error counted 6
+    times, and building the shifted views costs 3-5% more; a 900-s run's test took 58 s
+    against 46.5 estimated and ended 17 s past its aim (cpu-15min, 2026-12-06). A batch
+    with its views is 2-6 forward passes timed together."""
+    from cifarlab.engine.loop import autocast, run_eval
     batches = _cycle(loader)
-    for _ in range(5):
-        t0 = time.perf_counter()
-        x, _ = next(batches)
-        with autocast(device, amp, training=False, amp_eval=amp_eval):
-            model(x).float().sum().item()
+    with autocast(device, amp, training=False, amp_eval=amp_eval):
+        model.eval()
+        model(next(batches)[0]).float().sum().item()
+    times = []
+    for _ in range(EVAL_TIMED):
+        t0 = time.perf_counter()  # the batch's making counts: the test's loader makes each one too
+        run_eval(model, [next(batches)], None, device, amp, views=views, amp_eval=amp_eval)
         times.append(time.perf_counter() - t0)
-    return _lower_quartile(times[1:])
+    return statistics.fmean(times)
 
 
 def _cycle(loader):

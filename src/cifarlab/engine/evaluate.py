@@ -33,6 +33,12 @@ def tta_views(x: torch.Tensor, mode: str | bool = "flip") -> list[torch.Tensor]:
     return views
 
 
+def view_maker(mode: str | bool | None):
+    """The function ``run_eval`` builds each batch's TTA views with, or None for no TTA."""
+    mode = _tta_mode(mode)
+    return (lambda x: tta_views(x, mode)) if mode != "none" else None
+
+
 def _tta_mode(mode: str | bool | None) -> str:
     if mode is True:
         return "flip"
@@ -47,7 +53,7 @@ def evaluate_model(model, loader, classes: list[str], device: torch.device, loss
                    tta: str | bool = False, amp: bool = False, amp_eval: bool = False) -> dict:
     """Metrics of ``model`` on every batch of ``loader`` (eval mode, logits averaged over TTA views)."""
     mode = _tta_mode(tta)
-    views = (lambda x: tta_views(x, mode)) if mode != "none" else None
+    views = view_maker(mode)
     loss_fn = build_loss(loss, len(classes))
     acc = run_eval(model, loader, loss_fn, device, amp, keep_predictions=True, views=views, amp_eval=amp_eval)
     y_true, y_pred = acc.predictions()
