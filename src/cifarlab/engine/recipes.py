@@ -234,9 +234,9 @@ _register_cpu("cpu-5min", "airnet_medium", 5, 7, "16:2,24:2", fallback="airnet_s
               # +0.11 (without TTA the two trained to the same 86.7%)
               bf16_test=True, tta="flip-translate")
 _register_cpu("cpu-15min", "airnet_medium", 15, 21, "16:3,24:3", fallback="airnet_small",
-              measured="90.60 ± 0.03% test top-1 in 852.6-872.2 s, 15 epochs, 2-core AMD EPYC (commit "
-                       "dec41e2); with the mirror as the only test view 90.32 ± 0.12% in 852.8-854.5 s, 16-17 "
-                       "epochs (bf16 matmul 398 GFLOP/s, commit dc870c3); 90.27 ± 0.26% in 856.8-878.1 s, 15 epochs, a slower one "
+              measured="90.75 ± 0.09% test top-1 in 852.6-853.6 s, 16 epochs, 2-core AMD EPYC (bf16 "
+                       "matmul 388 GFLOP/s, commit 53c2568); with the mirror as the only test view 90.32 ± "
+                       "0.12% in 852.8-854.5 s, 16-17 epochs (bf16 matmul 398 GFLOP/s, commit dc870c3); 90.27 ± 0.26% in 856.8-878.1 s, 15 epochs, a slower one "
                        "(bf16 392 GFLOP/s, commit 077d077); 90.52 ± 0.30% as 21 fixed epochs in 840-860 s on a "
                        "faster one (commit 21ae192), those three with the mirror",
               # the views of flip-translate on the three dc870c3 checkpoints: 90.58% against the
