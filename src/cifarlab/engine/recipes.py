@@ -219,7 +219,8 @@ def _register_cpu(name: str, model: str, minutes: int, epochs: int, resolutions:
 _register_cpu("cpu-2min", "airnet_small", 2, 7, "16:2,24:1", fallback="",
               measured="86.02 ± 0.06% test top-1 in 98.7-103.8 s, 7 epochs, 2-core Intel Xeon with AMX "
                        "(commit d8f04a7); 85.47 ± 0.49% in 113.9-117.4 s, 6-7 epochs, 2-core AMD EPYC "
-                       "(bf16 matmul 432 GFLOP/s, commit 4f04f28); 84.19 ± 0.38% in 112.7-113.4 s, 5 epochs, "
+                       "(bf16 matmul 432 GFLOP/s, commit 4f04f28), 84.91 ± 0.46% in 108.7-115.2 s, 5-6 "
+                       "epochs, the same machine in a slower hour (6 seeds, commit c2d5650); 84.19 ± 0.38% in 112.7-113.4 s, 5 epochs, "
                        "a slower EPYC (bf16 369 GFLOP/s, commit 269b5d9)",
               bf16_test=True)
 _register_cpu("cpu-5min", "airnet_medium", 5, 7, "16:2,24:2", fallback="airnet_small",
