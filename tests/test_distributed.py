@@ -17,6 +17,9 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -113,13 +116,12 @@ def test_cli_nproc_trains_and_only_rank_0_reports(tmp_path, capfd):
     assert len(losses(runs / "cli")) == 1 and (runs / "cli" / "summary.json").is_file()
 
 
+THROUGHPUT = Path(__file__).resolve().parents[1] / "benchmarks" / "train_throughput.py"
+
+
 def test_throughput_benchmark_times_the_data_parallel_step_in_two_processes():
     """benchmarks/train_throughput.py --nproc 2: the DDP step `train --nproc 2` runs, timed."""
-    import subprocess
-    import sys
-    from pathlib import Path
-    script = Path(__file__).resolve().parents[1] / "benchmarks" / "train_throughput.py"
-    out = subprocess.run([sys.executable, str(script), "--model", "lenet5", "--batch-size", "8", "--batches", "2",
+    out = subprocess.run([sys.executable, str(THROUGHPUT), "--model", "lenet5", "--batch-size", "8", "--batches", "2",
                           "--chunks", "2", "--warmup", "1", "--nproc", "2", "--device", "cpu"],
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
@@ -130,11 +132,7 @@ def test_throughput_benchmark_times_the_data_parallel_step_in_two_processes():
 def test_throughput_benchmark_times_a_low_resolution_stage_step():
     """--side 16: the step of a 16-px progressive-resizing stage (airnet pools globally, so it
     runs at any size); a network that cannot take 16-px input fails loudly, not silently at 32."""
-    import subprocess
-    import sys
-    from pathlib import Path
-    script = Path(__file__).resolve().parents[1] / "benchmarks" / "train_throughput.py"
-    base = [sys.executable, str(script), "--batch-size", "8", "--batches", "1", "--chunks", "1", "--warmup", "1",
+    base = [sys.executable, str(THROUGHPUT), "--batch-size", "8", "--batches", "1", "--chunks", "1", "--warmup", "1",
             "--device", "cpu", "--side", "16"]
     out = subprocess.run(base + ["--model", "airnet_tiny"], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]

@@ -243,18 +243,16 @@ def _lower_quartile(values: list[float]) -> float:
 def _eval_seconds(model, loader, device: torch.device, amp: bool, amp_eval: bool = False, views=None) -> float:
     """Seconds of the final test's work on one batch: its TTA ``views`` built and each passed
     forward, the logits averaged (``run_eval``, the test's own code), on a CPU float32 unless
-    ``amp_eval``. The mean of EVAL_TIMED batches after one forward that builds the kernels.
+    ``amp_eval``. The mean of EVAL_TIMED batches after one untimed forward pass.
 
     It timed single forward passes (lower quartile of 4) and multiplied by the views: within
     a second with the mirror's 2 views, but with flip-translate's 6 each error counted 6
     times, and building the shifted views costs 3-5% more; a 900-s run's test took 58 s
     against 46.5 estimated and ended 17 s past its aim (cpu-15min, 2026-12-06). A batch
     with its views is 2-6 forward passes timed together."""
-    from cifarlab.engine.loop import autocast, run_eval
+    from cifarlab.engine.loop import run_eval
     batches = _cycle(loader)
-    with autocast(device, amp, training=False, amp_eval=amp_eval):
-        model.eval()
-        model(next(batches)[0]).float().sum().item()
+    run_eval(model, [next(batches)], None, device, amp, amp_eval=amp_eval)  # one view: the kernels built
     times = []
     for _ in range(EVAL_TIMED):
         t0 = time.perf_counter()  # the batch's making counts: the test's loader makes each one too
