@@ -205,8 +205,8 @@ def _register_cpu(name: str, model: str, minutes: int, epochs: int, resolutions:
     text = (f"any CPU, {minutes} min of wall time: {model}{instead}, the fast recipe with Muon filters at "
             f"batch 250 (their lr {values['muon_lr_short']:g}, not {values['muon_lr']:g}, in a plan of "
             f"{SHORT_RUN_STEPS:,} steps or fewer), epochs planned to fit {60 * minutes} s and re-planned as they "
-            f"run ({stages}, the rest at 32 px, the last cut to the time left; fewer low-resolution ones where that buys a 2nd or "
-            f"3rd at 32 px; {epochs} with "
+            f"run ({stages}, the rest at 32 px, the last cut to the time left; fewer low-resolution ones "
+            f"where that buys a 2nd or 3rd at 32 px; {epochs} with "
             f"--time-budget 0), bf16 where the CPU has it"
             f"{' (the test too)' if bf16_test else ''}, {tta} TTA")
     measured += f"; 3 seeds each, {tta} TTA, benchmarks/cpu_frontier.py; the history in docs/cpu-frontier.md"
@@ -220,8 +220,8 @@ _register_cpu("cpu-2min", "airnet_small", 2, 7, "16:2,24:1", fallback="",
               measured="86.02 ± 0.06% test top-1 in 98.7-103.8 s, 7 epochs, 2-core Intel Xeon with AMX "
                        "(commit d8f04a7); 85.47 ± 0.49% in 113.9-117.4 s, 6-7 epochs, 2-core AMD EPYC "
                        "(bf16 matmul 432 GFLOP/s, commit 4f04f28), 84.91 ± 0.46% in 108.7-115.2 s, 5-6 "
-                       "epochs, the same machine in a slower hour (6 seeds, commit c2d5650); 84.19 ± 0.38% in 112.7-113.4 s, 5 epochs, "
-                       "a slower EPYC (bf16 369 GFLOP/s, commit 269b5d9)",
+                       "epochs, the same machine in a slower hour (6 seeds, commit c2d5650); 84.19 ± 0.38% "
+                       "in 112.7-113.4 s, 5 epochs, a slower EPYC (bf16 369 GFLOP/s, commit 269b5d9)",
               bf16_test=True)
 _register_cpu("cpu-5min", "airnet_medium", 5, 7, "16:2,24:2", fallback="airnet_small",
               measured="87.80 ± 0.14% test top-1 in 282.8-289.0 s with airnet_small, 13 epochs, 2-core AMD "
@@ -237,7 +237,8 @@ _register_cpu("cpu-5min", "airnet_medium", 5, 7, "16:2,24:2", fallback="airnet_s
 _register_cpu("cpu-15min", "airnet_medium", 15, 21, "16:3,24:3", fallback="airnet_small",
               measured="90.75 ± 0.09% test top-1 in 852.6-853.6 s, 16 epochs, 2-core AMD EPYC (bf16 "
                        "matmul 388 GFLOP/s, commit 53c2568); with the mirror as the only test view 90.32 ± "
-                       "0.12% in 852.8-854.5 s, 16-17 epochs (bf16 matmul 398 GFLOP/s, commit dc870c3); 90.27 ± 0.26% in 856.8-878.1 s, 15 epochs, a slower one "
+                       "0.12% in 852.8-854.5 s, 16-17 epochs (bf16 matmul 398 GFLOP/s, commit dc870c3); "
+                       "90.27 ± 0.26% in 856.8-878.1 s, 15 epochs, a slower one "
                        "(bf16 392 GFLOP/s, commit 077d077); 90.52 ± 0.30% as 21 fixed epochs in 840-860 s on a "
                        "faster one (commit 21ae192), those three with the mirror",
               # the views of flip-translate on the three dc870c3 checkpoints: 90.58% against the
