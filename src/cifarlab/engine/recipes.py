@@ -246,7 +246,13 @@ _register_cpu("cpu-15min", "airnet_medium", 15, 21, "16:3,24:3", fallback="airne
               # of one 32-px epoch, where 15 to 21 epochs gained 0.04 points an epoch
               tta="flip-translate")
 _register_cpu("cpu-45min", "airnet94", 45, 35, "16:4,24:4", fallback="airnet_medium",
-              measured="91.47 ± 0.15% test top-1 in 2,475-2,581 s, 24-25 epochs, a slower 2-core AMD EPYC "
-                       "(bf16 matmul 364-413 GFLOP/s, commits 7e254f3, 93f578f, cf7578f); as 35 fixed epochs "
+              measured="91.53 ± 0.08% test top-1 in 2,561.5-2,565.5 s, 25-26 epochs, 2-core AMD EPYC (bf16 "
+                       "matmul 401-402 GFLOP/s, commits 0ae1e0d, 4b753df with --set tta=flip-translate); with "
+                       "the mirror as the only test view 91.47 ± 0.15% in 2,475-2,581 s, 24-25 epochs, a slower "
+                       "one (bf16 matmul 364-413 GFLOP/s, commits 7e254f3, 93f578f, cf7578f); as 35 fixed epochs "
                        "91.43 ± 0.14% in 1,610-2,421 s on an EPYC and a Xeon with AMX (commits 9820ead, "
-                       "2054f63)")
+                       "2054f63), those two with the mirror",
+              # the mirror on the three flip-translate checkpoints: 91.30% against their 91.53 (+0.13 to
+              # +0.30 each), for 50-55 s more of the float32 test, under half of one of airnet94's 115-129-s
+              # 32-px epochs, where its curve is flat (18 epochs 91.2%, 25 91.5%, 35 91.4%)
+              tta="flip-translate")
