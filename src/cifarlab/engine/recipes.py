@@ -171,15 +171,14 @@ def _cpu(model: str, epochs: int, resolutions: str, batch_size: int = 250) -> di
 
     Batch 250: on two cores oneDNN runs these small nets ~15% faster per image than at 1000
     (the lr scales with the batch, airbench's per-1024 units). Low-resolution first epochs
-    buy more passes for the same time. Test-time augmentation is the mirror by default
-    (``_register_cpu`` chooses): the flip-translate views cost 6 forward passes of the test set,
-    not 2.
+    buy more passes for the same time. Test-time augmentation is ``_register_cpu``'s to choose:
+    the flip-translate views cost 6 forward passes of the test set, the mirror 2.
     Training runs in bf16 (``amp``, from the fast recipe) where the CPU has AVX512-BF16 or AMX:
     1.6-1.9x more steps a second, at 0.3 points of accuracy for equal epochs. The budget
     recipes plan their epochs on the machine they run on (engine/budget.py); the fixed ones
     are sized for such a CPU, and one without (float32 only) takes about 1.7x as long.
     """
-    return {**_fast(model, epochs, 11.5, batch_size), "resolutions": resolutions, "tta": "flip",
+    return {**_fast(model, epochs, 11.5, batch_size), "resolutions": resolutions,
             # conv filters by Muon, each renormalized before its step (BatchNorm follows every
             # conv); the rest as before. airbench94_muon's lr 0.24 / momentum 0.6 is tuned for 200
             # steps of batch 2000; at batch 250 (1,000-1,600 steps) 0.05 / 0.85 did best: +0.9
@@ -191,12 +190,13 @@ def _cpu(model: str, epochs: int, resolutions: str, batch_size: int = 250) -> di
 
 
 def _register_cpu(name: str, model: str, minutes: int, epochs: int, resolutions: str, fallback: str,
-                  measured: str, bf16_test: bool = False, tta: str = "flip") -> None:
+                  measured: str, bf16_test: bool = False, tta: str = "flip-translate") -> None:
     """A CPU recipe: a time budget of ``minutes``, its epochs planned on the machine it runs on
     (``epochs`` with --time-budget 0), and ``fallback`` the smaller model it trains where
     ``model`` would get too few full-resolution epochs in the budget. ``bf16_test``: the final
     test in bf16 too where training is (``amp_eval``): on the slower EPYC a float32 test took
-    6-8 s of a 2-minute budget, a bf16 one 4. ``tta``: the final test's views."""
+    6-8 s of a 2-minute budget, a bf16 one 4. ``tta``: the final test's views, flip-translate
+    unless its 6 passes cost a share of an epoch that pays more (the mirror, 2 passes)."""
     values = {**_cpu(model, epochs, resolutions), "time_budget": 60.0 * minutes, "budget_fallback": fallback,
               "amp_eval": bf16_test, "tta": tta}
     from cifarlab.data.loader import parse_resolutions
@@ -222,7 +222,9 @@ _register_cpu("cpu-2min", "airnet_small", 2, 7, "16:2,24:1", fallback="",
                        "(bf16 matmul 432 GFLOP/s, commit 4f04f28), 84.91 ± 0.46% in 108.7-115.2 s, 5-6 "
                        "epochs, the same machine in a slower hour (6 seeds, commit c2d5650); 84.19 ± 0.38% "
                        "in 112.7-113.4 s, 5 epochs, a slower EPYC (bf16 369 GFLOP/s, commit 269b5d9)",
-              bf16_test=True)
+              # 6 test passes in bf16 cost 7 s, a third of a 32-px epoch of a run still climbing fast:
+              # as budgets 84.42% with them against 84.80 with the mirror (3 seeds, docs/cpu-frontier.md)
+              bf16_test=True, tta="flip")
 _register_cpu("cpu-5min", "airnet_medium", 5, 7, "16:2,24:2", fallback="airnet_small",
               measured="87.80 ± 0.14% test top-1 in 282.8-289.0 s with airnet_small, 13 epochs, 2-core AMD "
                        "EPYC (bf16 matmul 378-412 GFLOP/s, commit b9e8f23 with --set tta=flip-translate); "
@@ -233,26 +235,24 @@ _register_cpu("cpu-5min", "airnet_medium", 5, 7, "16:2,24:2", fallback="airnet_s
               # flip-translate on the three dc870c3 checkpoints: +0.21 points for 7 s more of the
               # bf16 test, a third of a 32-px epoch; as budgets interleaved with the mirror's,
               # +0.11 (without TTA the two trained to the same 86.7%)
-              bf16_test=True, tta="flip-translate")
+              bf16_test=True)
+# the views of flip-translate on the three dc870c3 checkpoints: 90.58% against the
+# mirror's 90.32 (+0.22 to +0.33 each), for 35 s more of the test in float32, about half
+# of one 32-px epoch, where 15 to 21 epochs gained 0.04 points an epoch
 _register_cpu("cpu-15min", "airnet_medium", 15, 21, "16:3,24:3", fallback="airnet_small",
               measured="90.75 ± 0.09% test top-1 in 852.6-853.6 s, 16 epochs, 2-core AMD EPYC (bf16 "
                        "matmul 388 GFLOP/s, commit 53c2568); with the mirror as the only test view 90.32 ± "
                        "0.12% in 852.8-854.5 s, 16-17 epochs (bf16 matmul 398 GFLOP/s, commit dc870c3); "
                        "90.27 ± 0.26% in 856.8-878.1 s, 15 epochs, a slower one "
                        "(bf16 392 GFLOP/s, commit 077d077); 90.52 ± 0.30% as 21 fixed epochs in 840-860 s on a "
-                       "faster one (commit 21ae192), those three with the mirror",
-              # the views of flip-translate on the three dc870c3 checkpoints: 90.58% against the
-              # mirror's 90.32 (+0.22 to +0.33 each), for 35 s more of the test in float32, about half
-              # of one 32-px epoch, where 15 to 21 epochs gained 0.04 points an epoch
-              tta="flip-translate")
+                       "faster one (commit 21ae192), those three with the mirror")
+# the mirror on the three flip-translate checkpoints: 91.30% against their 91.53 (+0.13 to
+# +0.30 each), for 50-55 s more of the float32 test, under half of one of airnet94's 115-129-s
+# 32-px epochs, where its curve is flat (18 epochs 91.2%, 25 91.5%, 35 91.4%)
 _register_cpu("cpu-45min", "airnet94", 45, 35, "16:4,24:4", fallback="airnet_medium",
               measured="91.53 ± 0.08% test top-1 in 2,561.5-2,565.5 s, 25-26 epochs, 2-core AMD EPYC (bf16 "
                        "matmul 401-402 GFLOP/s, commits 0ae1e0d, 4b753df with --set tta=flip-translate); with "
                        "the mirror as the only test view 91.47 ± 0.15% in 2,475-2,581 s, 24-25 epochs, a slower "
                        "one (bf16 matmul 364-413 GFLOP/s, commits 7e254f3, 93f578f, cf7578f); as 35 fixed epochs "
                        "91.43 ± 0.14% in 1,610-2,421 s on an EPYC and a Xeon with AMX (commits 9820ead, "
-                       "2054f63), those two with the mirror",
-              # the mirror on the three flip-translate checkpoints: 91.30% against their 91.53 (+0.13 to
-              # +0.30 each), for 50-55 s more of the float32 test, under half of one of airnet94's 115-129-s
-              # 32-px epochs, where its curve is flat (18 epochs 91.2%, 25 91.5%, 35 91.4%)
-              tta="flip-translate")
+                       "2054f63), those two with the mirror")
