@@ -209,7 +209,7 @@ def _register_cpu(name: str, model: str, minutes: int, epochs: int, resolutions:
             f"where that buys a 2nd or 3rd at 32 px; {epochs} with "
             f"--time-budget 0), bf16 where the CPU has it"
             f"{' (the test too)' if bf16_test else ''}, {tta} TTA")
-    measured += f"; 3 seeds each, {tta} TTA, benchmarks/cpu_frontier.py; the history in docs/cpu-frontier.md"
+    measured += f"; at least 3 seeds each, {tta} TTA, benchmarks/cpu_frontier.py; the history in docs/cpu-frontier.md"
     register_recipe(name, values, text, measured=measured)
 
 
@@ -226,8 +226,10 @@ _register_cpu("cpu-2min", "airnet_small", 2, 7, "16:2,24:1", fallback="",
               # as budgets 84.42% with them against 84.80 with the mirror (3 seeds, docs/cpu-frontier.md)
               bf16_test=True, tta="flip")
 _register_cpu("cpu-5min", "airnet_medium", 5, 7, "16:2,24:2", fallback="airnet_small",
-              measured="87.80 ± 0.14% test top-1 in 282.8-289.0 s with airnet_small, 13 epochs, 2-core AMD "
-                       "EPYC (bf16 matmul 378-412 GFLOP/s, commit b9e8f23 with --set tta=flip-translate); "
+              measured="87.97 ± 0.24% test top-1 in 283.1-287.7 s with airnet_small, 13-14 epochs, 2-core AMD "
+                       "EPYC (bf16 matmul 405-432 GFLOP/s, 6 seeds, commits a9db087, d450801); 87.80 ± 0.14% in "
+                       "282.8-289.0 s, 13 epochs, the evening before (bf16 matmul 378-412 GFLOP/s, "
+                       "commit b9e8f23 with --set tta=flip-translate); "
                        "with the mirror as the only test view 87.69 ± 0.26% in 285.8-286.0 s, 13-14 epochs, "
                        "the same hour, seed by seed; 89.48 ± 0.17% in 266.5-275.5 s, 9 epochs, 2-core Intel "
                        "Xeon with AMX (commit 1d2ba6e); 87.05 ± 0.11% in 284.5-292.4 s, 11 epochs, a slower "
