@@ -220,7 +220,8 @@ _register_cpu("cpu-2min", "airnet_small", 2, 7, "16:2,24:1", fallback="",
               measured="86.02 ± 0.06% test top-1 in 98.7-103.8 s, 7 epochs, 2-core Intel Xeon with AMX "
                        "(commit d8f04a7); 85.47 ± 0.49% in 113.9-117.4 s, 6-7 epochs, 2-core AMD EPYC "
                        "(bf16 matmul 432 GFLOP/s, commit 4f04f28), 84.91 ± 0.46% in 108.7-115.2 s, 5-6 "
-                       "epochs, the same machine in a slower hour (6 seeds, commit c2d5650); 84.19 ± 0.38% "
+                       "epochs, the same machine in a slower hour (6 seeds, commit c2d5650), 85.22 ± 0.13% in "
+                       "112.4-113.8 s, 6 epochs, the next morning (bf16 421 GFLOP/s, commit 58dd608); 84.19 ± 0.38% "
                        "in 112.7-113.4 s, 5 epochs, a slower EPYC (bf16 369 GFLOP/s, commit 269b5d9)",
               # 6 test passes in bf16 cost 7 s, a third of a 32-px epoch of a run still climbing fast:
               # as budgets 84.42% with them against 84.80 with the mirror (3 seeds, docs/cpu-frontier.md)
