@@ -1,32 +1,64 @@
-"""What every benchmark prints first: versions, hardware, machine load and commit.
+"""What every benchmark prints first: versions, hardware, machine load and commit; and the
+machine columns of the rows it appends to ``results/`` (``machine(...)``, ``record(...)``).
 
 Numbers without their environment cannot be compared, so each script in this folder
-starts its output with ``environment(...)``.
+starts its output with ``environment(...)`` and writes ``machine(...)`` into every row.
 """
 
 from __future__ import annotations
 
 import importlib
 import os
-import subprocess
+import shlex
+import sys
 from pathlib import Path
 
 import torch
 
+from cifarlab import results
 from cifarlab.engine.hardware import describe, hardware_info
 
 
 def commit() -> str:
     """Short hash of HEAD, with ``+dirty`` when tracked files differ from it."""
-    here = Path(__file__).parent
+    return results.commit()
+
+
+def _amx() -> bool:
+    probe = getattr(torch.cpu, "_is_amx_tile_supported", None)
+    return bool(probe()) if probe is not None else False
+
+
+def machine(device: torch.device | None = None, ceilings: dict | None = None) -> dict:
+    """The machine columns of a results row: ``machine`` (CPU model, or GPU name on CUDA),
+    ``cores``, ``bf16`` (native bf16 on ``device``), ``amx``, and the matmul ceilings in
+    GFLOP/s where this run measured them (``ceilings``: {"float32": x, "bf16": y})."""
+    info = hardware_info(device or torch.device("cpu"))
+    row = {"machine": info["device_name"], "cores": info["cores"], "bf16": bool(info["bf16_native"]),
+           "amx": _amx()}
+    ceilings = ceilings or {}
+    if "float32" in ceilings:
+        row["ceiling_fp32_gflops"] = round(ceilings["float32"], 1)
+    if "bf16" in ceilings:
+        row["ceiling_bf16_gflops"] = round(ceilings["bf16"], 1)
+    return row
+
+
+def command() -> str:
+    """The command line this script was started with, as a shell would take it."""
+    script = Path(sys.argv[0])
     try:
-        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                              cwd=here).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, cwd=here).stdout.strip()
-    except OSError:
-        return "unknown"
-    return (head + ("+dirty" if dirty else "")) or "unknown"
+        script = script.resolve().relative_to(Path(__file__).resolve().parents[1])
+    except ValueError:
+        pass
+    return shlex.join(["python", str(script), *sys.argv[1:]])
+
+
+def record(kind: str, row: dict, device: torch.device | None = None, ceilings: dict | None = None,
+           folder: str | None = None) -> Path:
+    """Append ``row`` to ``results/<kind>.csv`` with this machine's columns and the command
+    line in front (``$CIFARLAB_RESULTS`` or ``folder`` picks another folder)."""
+    return results.append_row(kind, {**machine(device, ceilings), "command": command(), **row}, folder)
 
 
 def environment(device: torch.device | None = None, packages: tuple[str, ...] = ()) -> str:

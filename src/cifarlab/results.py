@@ -1,0 +1,251 @@
+"""Measured numbers as data: one CSV file per kind of measurement under ``results/``.
+
+Every benchmark script appends its rows here (``append_row``); ``cifarlab train
+--list-recipes``, ``cifarlab models`` and the README's tables read them back. Source code
+holds no measured figure: it asks this module.
+
+A row is a flat dict. The columns every kind shares come first, in this order:
+
+``date``       UTC time the row was written (ISO 8601, to the second), filled in if absent
+``commit``     short hash of the checkout that measured it (``+dirty`` when tracked files
+               differed), filled in if absent
+``machine``    the CPU model (or GPU name) the numbers came from; ``cores``, ``bf16`` (does
+               the device compute bf16 natively), ``amx`` and the measured matmul ceilings
+               ``ceiling_fp32_gflops`` / ``ceiling_bf16_gflops`` where measured
+``command``    the exact command line that produced the row
+``seed``       the seed, where the measurement has one
+``source``     the raw output it was read from (``results/raw/...``), for converted rows
+
+then the kind's own metrics in the order the first row gave them. Columns a later row
+adds are appended to the header (the file is rewritten once, atomically); a row that
+lacks a column leaves it empty.
+
+Conventions the readers rely on: ``model`` names the network trained, ``recipe`` the
+recipe, ``test_top1_pct`` the test top-1 accuracy in percent, ``budget_s`` a time
+budget in seconds, ``train_images`` how many training images (a subset run is not the
+model's figure).
+
+The folder is ``$CIFARLAB_RESULTS`` when set, else ``results/`` at the root of the
+checkout this module runs from. An installed package without a checkout has none:
+readers then see no rows.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as _dt
+import io
+import math
+import os
+import re
+import statistics
+import subprocess
+from pathlib import Path
+
+from cifarlab.atomic import atomic_path
+from cifarlab.errors import ConfigError
+
+COMMON = ("date", "commit", "machine", "cores", "bf16", "amx", "ceiling_fp32_gflops", "ceiling_bf16_gflops",
+          "command", "seed", "source")
+
+_KIND = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
+
+
+def results_dir() -> Path:
+    """``$CIFARLAB_RESULTS``, else ``results/`` beside ``src/`` in this checkout."""
+    env = os.environ.get("CIFARLAB_RESULTS")
+    if env:
+        return Path(env).expanduser()
+    return Path(__file__).resolve().parents[2] / "results"
+
+
+def _path(kind: str, folder: str | Path | None = None) -> Path:
+    if not _KIND.match(kind):
+        raise ConfigError(f"results kind {kind!r} is not a plain name; use lowercase letters, digits, - and _")
+    return Path(folder or results_dir()) / f"{kind}.csv"
+
+
+def kinds(folder: str | Path | None = None) -> list[str]:
+    """The kinds of measurement on file (the CSV names without ``.csv``), sorted."""
+    root = Path(folder or results_dir())
+    return sorted(p.stem for p in root.glob("*.csv")) if root.is_dir() else []
+
+
+def commit() -> str:
+    """Short hash of HEAD of the checkout holding this file, ``+dirty`` when tracked files
+    differ from it; ``unknown`` outside a git checkout."""
+    here = Path(__file__).resolve().parent
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                              cwd=here, timeout=10)
+        if head.returncode:
+            return "unknown"
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, cwd=here, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return (head.stdout.strip() + ("+dirty" if dirty else "")) or "unknown"
+
+
+def now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _cell(value) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        if math.isnan(value):
+            return ""
+        return f"{value:.6g}" if abs(value) < 1e6 else f"{value:.0f}"
+    return str(value)
+
+
+def _header(old: list[str], row: dict) -> list[str]:
+    keys = list(old) or [k for k in COMMON if k in row]
+    keys += [k for k in row if k not in keys]
+    return keys
+
+
+def append_row(kind: str, row: dict, folder: str | Path | None = None) -> Path:
+    """Append one measurement to ``results/<kind>.csv`` (created with a header if new) and
+    return the file. ``date`` and ``commit`` are filled in when the row has none.
+
+    Values: numbers, strings, booleans (written yes/no) or None (empty). A string holding
+    a comma, quote or newline is quoted as CSV quotes it.
+    """
+    row = dict(row)
+    if not row.get("date"):
+        row["date"] = now()
+    if not row.get("commit"):
+        row["commit"] = commit()
+    path = _path(kind, folder)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    old_header: list[str] = []
+    if path.exists() and path.stat().st_size:
+        with path.open(newline="") as f:
+            old_header = next(csv.reader(f), [])
+    header = _header(old_header, row)
+    line = io.StringIO()
+    csv.writer(line, lineterminator="\n").writerow([_cell(row.get(k)) for k in header])
+    if header == old_header:
+        with path.open("a", newline="") as f:  # one write: concurrent appenders do not interleave
+            f.write(line.getvalue())
+        return path
+    rows = read_rows(kind, folder, raw=True) if old_header else []
+    with atomic_path(path, ".csv") as tmp:
+        with tmp.open("w", newline="") as f:
+            w = csv.writer(f, lineterminator="\n")
+            w.writerow(header)
+            for old in rows:
+                w.writerow([old.get(k, "") for k in header])
+            f.write(line.getvalue())
+    return path
+
+
+_TEXT = {"date", "commit", "machine", "command", "source", "recipe", "model", "set"}
+
+
+def _value(key: str, text: str):
+    if text == "":
+        return None
+    if key in _TEXT:
+        return text
+    if text in ("yes", "no"):
+        return text == "yes"
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
+def read_rows(kind: str, folder: str | Path | None = None, raw: bool = False) -> list[dict]:
+    """The rows of ``results/<kind>.csv`` in file order ([] when there is none). Values come
+    back as int, float, bool or str, empty cells as None (``raw=True``: every value the
+    string in the file)."""
+    path = _path(kind, folder)
+    if not path.exists():
+        return []
+    with path.open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    if raw:
+        return [{k: v or "" for k, v in r.items() if k is not None} for r in rows]
+    return [{k: _value(k, v or "") for k, v in r.items() if k is not None} for r in rows]
+
+
+def _without_seed(command: str) -> str:
+    return re.sub(r"\s--(first-)?seeds?[ =]\S+", "", command or "")
+
+
+def seed_groups(rows: list[dict], keys: tuple[str, ...] = ("recipe", "model", "set", "budget_s", "machine",
+                                                         "commit", "command")) -> list[dict]:
+    """Rows that differ only in their seed, gathered: each group is the first row's shared
+    fields plus ``n`` (seeds), ``test_top1_pct`` (mean), ``test_top1_std`` (sample standard
+    deviation, None for one seed), ``seeds`` and ``date`` (the latest). The command is
+    compared without its ``--seed(s)``/``--first-seed`` flags."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        if r.get("test_top1_pct") is None:
+            continue
+        key = tuple(_without_seed(r.get(k)) if k == "command" else r.get(k) for k in keys)
+        groups.setdefault(key, []).append(r)
+    out = []
+    for members in groups.values():
+        accs = [m["test_top1_pct"] for m in members]
+        first = members[0]
+        out.append({**{k: first.get(k) for k in keys}, "kind": first.get("kind"),
+                    "n": len(members), "seeds": [m.get("seed") for m in members],
+                    "test_top1_pct": statistics.mean(accs),
+                    "test_top1_std": statistics.stdev(accs) if len(accs) > 1 else None,
+                    "epochs": first.get("epochs"), "date": max(str(m.get("date") or "") for m in members)})
+    return out
+
+
+def _accuracy_rows(folder: str | Path | None = None) -> list[dict]:
+    rows = []
+    for kind in kinds(folder):
+        for r in read_rows(kind, folder):
+            if r.get("model") and r.get("test_top1_pct") is not None:
+                rows.append({**r, "kind": kind})
+    return rows
+
+
+def measured_accuracy(model: str, folder: str | Path | None = None) -> dict | None:
+    """The best measured test top-1 of ``model`` on the full training set, from every kind on
+    file, or None when it was never measured.
+
+    Rows that differ only in their seed count as one measurement (see ``seed_groups``); the
+    group with the highest mean wins, the later one on a tie. The dict holds ``model``,
+    ``test_top1_pct`` (mean), ``test_top1_std``, ``n``, ``budget_s``, ``epochs``, ``machine``,
+    ``commit``, ``date``, ``recipe``, ``command`` and ``kind``.
+    """
+    rows = [r for r in _accuracy_rows(folder) if r["model"] == model and not r.get("train_subset")]
+    if not rows:
+        return None
+    groups = seed_groups(rows, keys=("kind", "recipe", "model", "set", "budget_s", "machine", "commit", "command"))
+    return max(groups, key=lambda g: (g["test_top1_pct"], g["date"]))
+
+
+def recipe_figure(recipe: str, folder: str | Path | None = None) -> dict | None:
+    """The latest measurement of ``recipe`` as it is (no ``--set`` change), seeds gathered,
+    from ``results/cpu_frontier.csv``; None when there is none."""
+    rows = [r for r in read_rows("cpu_frontier", folder) if r.get("recipe") == recipe and not r.get("set")]
+    if not rows:
+        return None
+    groups = seed_groups(rows)
+    return max(groups, key=lambda g: (g["date"], g["n"]))
+
+
+def format_accuracy(group: dict) -> str:
+    """``87.97 ± 0.24% (6 seeds)``-style text of a ``seed_groups`` entry."""
+    text = f"{group['test_top1_pct']:.2f}"
+    if group.get("test_top1_std") is not None:
+        text += f" ± {group['test_top1_std']:.2f}"
+    n = group.get("n", 1)
+    return f"{text}% ({n} seed{'s' if n != 1 else ''})"
