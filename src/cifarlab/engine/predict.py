@@ -138,6 +138,9 @@ class Predictor:
     many pictures. ``backend`` says which ran it: "torch" or "onnxruntime"."""
 
     def __init__(self, checkpoint, device: str | torch.device | None = None, max_pixels: int = MAX_PIXELS):
+        if not isinstance(checkpoint, dict):  # a name ('default', a run's name or id) or a path
+            from cifarlab.resolve import resolve_path
+            checkpoint = resolve_path(checkpoint)
         if str(checkpoint).lower().endswith(".onnx"):
             self._load_onnx(checkpoint, device)
         else:

@@ -29,6 +29,7 @@ class ModelInfo:
     ref_accuracy: float | None = None     # test accuracy the reference reported
     notes: str = ""
     default_kwargs: dict = field(default_factory=dict)
+    summary: str = ""                     # a few plain words for narrow tables (SUMMARIES)
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,42 @@ class ParamCount:
 
 _REGISTRY: dict[str, tuple[Callable[..., nn.Module], ModelInfo]] = {}
 
+# The write-ups the faithful models come from, named in words wherever a user reads them.
+WRITE_UPS = {
+    "five-classic-cnns": "the Keras tutorial comparing five classic CNNs on CIFAR-10",
+    "colab-inception-v1": "the Colab notebook's small Inception-v1",
+    "keras-deep-cnn": "the Keras deep-CNN tutorial",
+    "inception-v3-cifar": "the Inception-v3-on-CIFAR-10 write-up",
+}
+
+# What each model is, in a few plain words (``cifarlab models`` at 80 columns).
+SUMMARIES = {
+    "lenet5": "LeNet-5, 1998 style", "lenet5_modern": "LeNet-5 with BN and ReLU",
+    "alexnet": "AlexNet, tutorial form", "alexnet_modern": "AlexNet with BN",
+    "vgg11": "VGG-11 with BN", "vgg13": "VGG-13 with BN", "vgg16": "VGG-16 with BN",
+    "vgg19": "VGG-19 with BN", "vgg16_faithful": "VGG-16, tutorial form",
+    "googlenet_small": "small GoogLeNet, tutorial", "googlenet": "GoogLeNet (Inception-v1)",
+    "resnet18": "ResNet-18, tutorial form", "resnet20": "ResNet-20 (He et al.)",
+    "resnet32": "ResNet-32 (He et al.)", "resnet56": "ResNet-56 (He et al.)", "resnet110": "ResNet-110 (He et al.)",
+    "inception_colab": "small Inception, notebook", "inception_colab_modern": "small Inception with BN",
+    "deepcnn15": "15-conv plain CNN", "deepcnn15_modern": "15-conv plain CNN, BN",
+    "inception_v3": "Inception-v3, full stem", "inception_v3_slim": "Inception-v3, 1-conv stem",
+    "inception_v3_slim352": "Inception-v3 slim, uniform", "inception_v3_stem_slim": "Inception-v3, stride-1 stem",
+    "airnet94": "fast modern net (GPU)", "airnet95": "fast modern net, wider",
+    "airnet96": "fast modern net, deeper", "airnet_medium": "fast net for a CPU",
+    "airnet_small": "fast net for a small CPU", "airnet_tiny": "tiny, for tests",
+}
+
+
+def plain_words(text: str) -> str:
+    """``text`` with each write-up's short name replaced by its name in words."""
+    for slug, words in WRITE_UPS.items():
+        text = text.replace(f"the {slug} net", words)
+        text = text.replace(f"modern form of {slug} ", f"modern form of {words}: ")
+        text = text.replace(f"modern form of the {slug} ", f"modern form of {words}: ")
+        text = text.replace(f"{slug}: ", f"{words}: ").replace(slug, words)
+    return text
+
 
 def register_model(*, family: str | None = None, **info) -> Callable:
     """Decorator: register ``fn`` under its own name with ModelInfo fields ``info``."""
@@ -49,7 +86,10 @@ def register_model(*, family: str | None = None, **info) -> Callable:
         if name in _REGISTRY:
             raise ValueError(f"model {name!r} registered twice")
         fam = family or fn.__module__.rsplit(".", 1)[-1]
-        _REGISTRY[name] = (fn, ModelInfo(name=name, family=fam, default_kwargs=_defaults(fn), **info))
+        fields = {**info, "reproduces": plain_words(info.get("reproduces", "")),
+                  "notes": plain_words(info.get("notes", ""))}
+        fields.setdefault("summary", SUMMARIES.get(name, ""))
+        _REGISTRY[name] = (fn, ModelInfo(name=name, family=fam, default_kwargs=_defaults(fn), **fields))
         return fn
     return deco
 
