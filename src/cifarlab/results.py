@@ -14,7 +14,9 @@ A row is a flat dict. The columns every kind shares come first, in this order:
                ``ceiling_fp32_gflops`` / ``ceiling_bf16_gflops`` where measured
 ``command``    the exact command line that produced the row
 ``seed``       the seed, where the measurement has one
-``source``     the raw output it was read from (``results/raw/...``), for converted rows
+``source``     for rows converted from an older raw output, that file as ``path@commit``
+               (``git show COMMIT:PATH`` prints it)
+``series``     a name shared by rows that are one set of seeds (see ``seed_groups``)
 
 then the kind's own metrics in the order the first row gave them. Columns a later row
 adds are appended to the header (the file is rewritten once, atomically); a row that
@@ -46,7 +48,7 @@ from cifarlab.atomic import atomic_path
 from cifarlab.errors import ConfigError
 
 COMMON = ("date", "commit", "machine", "cores", "bf16", "amx", "ceiling_fp32_gflops", "ceiling_bf16_gflops",
-          "command", "seed", "source")
+          "command", "seed", "source", "series")
 
 _KIND = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
 
@@ -145,7 +147,7 @@ def append_row(kind: str, row: dict, folder: str | Path | None = None) -> Path:
     return path
 
 
-_TEXT = {"date", "commit", "machine", "command", "source", "recipe", "model", "set"}
+_TEXT = {"date", "commit", "machine", "command", "source", "series", "recipe", "model", "set", "note"}
 
 
 def _value(key: str, text: str):
@@ -183,28 +185,41 @@ def _without_seed(command: str) -> str:
     return re.sub(r"\s--(first-)?seeds?[ =]\S+", "", command or "")
 
 
-def seed_groups(rows: list[dict], keys: tuple[str, ...] = ("recipe", "model", "set", "budget_s", "machine",
-                                                         "commit", "command")) -> list[dict]:
-    """Rows that differ only in their seed, gathered: each group is the first row's shared
-    fields plus ``n`` (seeds), ``test_top1_pct`` (mean), ``test_top1_std`` (sample standard
-    deviation, None for one seed), ``seeds`` and ``date`` (the latest). The command is
-    compared without its ``--seed(s)``/``--first-seed`` flags."""
+def _series(row: dict):
+    """What makes rows one set of seeds: their ``series`` label when they have one (a benchmark
+    run, or seeds run one by one and named alike), else the commit and the command without
+    its seed flags."""
+    return row.get("series") or (row.get("commit"), _without_seed(row.get("command")))
+
+
+GROUP_KEYS = ("recipe", "set", "model", "budget_s", "machine")
+
+
+def seed_groups(rows: list[dict], keys: tuple[str, ...] = GROUP_KEYS) -> list[dict]:
+    """Rows that differ only in their seed, gathered (same ``keys`` and the same series, see
+    ``_series``): each group is the first row's fields plus ``n`` (seeds), ``test_top1_pct``
+    (mean), ``test_top1_std`` (sample standard deviation, None for one seed), ``seeds``,
+    ``commits`` (every commit in it, in order) and ``date`` (the latest)."""
     groups: dict[tuple, list[dict]] = {}
     for r in rows:
         if r.get("test_top1_pct") is None:
             continue
-        key = tuple(_without_seed(r.get(k)) if k == "command" else r.get(k) for k in keys)
-        groups.setdefault(key, []).append(r)
+        groups.setdefault((*(r.get(k) for k in keys), _series(r)), []).append(r)
     out = []
     for members in groups.values():
         accs = [m["test_top1_pct"] for m in members]
-        first = members[0]
-        out.append({**{k: first.get(k) for k in keys}, "kind": first.get("kind"),
-                    "n": len(members), "seeds": [m.get("seed") for m in members],
+        commits = list(dict.fromkeys(str(m.get("commit")) for m in members))
+        out.append({**members[0], "n": len(members), "seeds": [m.get("seed") for m in members],
                     "test_top1_pct": statistics.mean(accs),
                     "test_top1_std": statistics.stdev(accs) if len(accs) > 1 else None,
-                    "epochs": first.get("epochs"), "date": max(str(m.get("date") or "") for m in members)})
+                    "commits": commits, "date": max(str(m.get("date") or "") for m in members),
+                    "wall_s_range": _range(members, "wall_s")})
     return out
+
+
+def _range(rows: list[dict], key: str) -> tuple | None:
+    values = [r[key] for r in rows if isinstance(r.get(key), (int, float))]
+    return (min(values), max(values)) if values else None
 
 
 def _accuracy_rows(folder: str | Path | None = None) -> list[dict]:
@@ -217,29 +232,51 @@ def _accuracy_rows(folder: str | Path | None = None) -> list[dict]:
 
 
 def measured_accuracy(model: str, folder: str | Path | None = None) -> dict | None:
-    """The best measured test top-1 of ``model`` on the full training set, from every kind on
-    file, or None when it was never measured.
+    """The best measured test top-1 of ``model`` trained on the full training set, from every
+    kind on file, or None when it was never measured (rows with ``train_subset`` set do not
+    count).
 
-    Rows that differ only in their seed count as one measurement (see ``seed_groups``); the
-    group with the highest mean wins, the later one on a tie. The dict holds ``model``,
-    ``test_top1_pct`` (mean), ``test_top1_std``, ``n``, ``budget_s``, ``epochs``, ``machine``,
-    ``commit``, ``date``, ``recipe``, ``command`` and ``kind``.
+    Rows that differ only in their seed count as one measurement (``seed_groups``); groups of
+    3 seeds or more come before smaller ones, then the highest mean, then the later. The dict
+    is a row of the group (``budget_s``, ``epochs``, ``machine``, ``recipe``, ``command``,
+    ``kind``...) with ``test_top1_pct`` the group's mean, ``test_top1_std``, ``n``, ``commits``
+    and ``date`` the latest.
     """
     rows = [r for r in _accuracy_rows(folder) if r["model"] == model and not r.get("train_subset")]
     if not rows:
         return None
-    groups = seed_groups(rows, keys=("kind", "recipe", "model", "set", "budget_s", "machine", "commit", "command"))
-    return max(groups, key=lambda g: (g["test_top1_pct"], g["date"]))
+    groups = seed_groups(rows, keys=("kind", *GROUP_KEYS))
+    return max(groups, key=lambda g: (g["n"] >= 3, g["test_top1_pct"], g["date"]))
 
 
-def recipe_figure(recipe: str, folder: str | Path | None = None) -> dict | None:
-    """The latest measurement of ``recipe`` as it is (no ``--set`` change), seeds gathered,
-    from ``results/cpu_frontier.csv``; None when there is none."""
-    rows = [r for r in read_rows("cpu_frontier", folder) if r.get("recipe") == recipe and not r.get("set")]
+def _same(value, wanted) -> bool:
+    if str(value) == str(wanted):
+        return True
+    try:
+        return float(value) == float(wanted)
+    except (TypeError, ValueError):
+        return False
+
+
+def matches(row: dict, config: dict | None) -> bool:
+    """Whether a cpu_frontier row measured what ``config`` (a recipe's config as a dict) is
+    now: every ``--set KEY=VALUE`` of the row holds in it, and the row's test views (``tta``)
+    are the config's. Without a config every row without a ``--set`` matches."""
+    changes = dict(item.partition("=")[::2] for item in (row.get("set") or "").split())
+    if config is None:
+        return not changes
+    if any(key not in config or not _same(config[key], value) for key, value in changes.items()):
+        return False
+    return row.get("tta") is None or "tta" not in config or row["tta"] == config["tta"]
+
+
+def recipe_figure(recipe: str, config: dict | None = None, folder: str | Path | None = None) -> dict | None:
+    """The latest measurement of ``recipe`` as ``config`` has it (see ``matches``), seeds
+    gathered (``seed_groups``), from ``results/cpu_frontier.csv``; None when there is none."""
+    rows = [r for r in read_rows("cpu_frontier", folder) if r.get("recipe") == recipe and matches(r, config)]
     if not rows:
         return None
-    groups = seed_groups(rows)
-    return max(groups, key=lambda g: (g["date"], g["n"]))
+    return max(seed_groups(rows), key=lambda g: (g["date"], g["n"]))
 
 
 def format_accuracy(group: dict) -> str:
@@ -249,3 +286,19 @@ def format_accuracy(group: dict) -> str:
         text += f" ± {group['test_top1_std']:.2f}"
     n = group.get("n", 1)
     return f"{text}% ({n} seed{'s' if n != 1 else ''})"
+
+
+def describe(group: dict) -> str:
+    """One line for a measured figure: accuracy, seeds, wall time, machine, date and commits."""
+    parts = [format_accuracy(group)]
+    wall = group.get("wall_s_range")
+    if wall:
+        parts.append(f"in {wall[0]:.0f} s" if round(wall[0]) == round(wall[1]) else f"in {wall[0]:.0f}-{wall[1]:.0f} s")
+    if group.get("budget_s"):
+        parts.append(f"budget {group['budget_s']:g} s")
+    if group.get("machine"):
+        parts.append(f"{group.get('cores') or '?'}-core {group['machine']}")
+    date = str(group.get("date") or "")[:10]
+    commits = ", ".join(group.get("commits") or [str(group.get("commit"))])
+    parts.append(f"{date}, commit {commits}")
+    return ", ".join(parts)

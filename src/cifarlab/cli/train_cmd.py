@@ -200,9 +200,12 @@ def _resume_options(args: argparse.Namespace) -> dict:
 
 
 def _print_recipes() -> int:
-    from cifarlab.engine.recipes import list_recipes
+    from cifarlab import results
+    from cifarlab.engine.recipes import list_recipes, recipe_config
     for name, text in list_recipes().items():
-        print(f"{name:16s} {text}")
+        figure = results.recipe_figure(name, recipe_config(name).to_dict())  # results/cpu_frontier.csv
+        measured = f" [measured: {results.describe(figure)}]" if figure else ""
+        print(f"{name:16s} {text}{measured}")
     return 0
 
 

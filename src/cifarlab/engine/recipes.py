@@ -1,7 +1,9 @@
 """Named config presets (``--recipe NAME``), and the one function that resolves a config.
 
-A recipe is a dict of TrainConfig fields that differ from the defaults, a one-line
-description and, when measured, the accuracy and time it reached. Every behaviour a recipe
+A recipe is a dict of TrainConfig fields that differ from the defaults and a one-line
+description of what it does. What a recipe reached is data, not code: the rows of
+``results/cpu_frontier.csv`` (``cifarlab.results.recipe_figure``), which
+``cifarlab train --list-recipes`` shows beside the description. Every behaviour a recipe
 turns on (whitening, weight averaging, the BN-bias lr, TTA) is a TrainConfig field, so a
 recipe adds no code: to add one, add a ``register_recipe`` call at the end of this file.
 """
@@ -19,22 +21,20 @@ from cifarlab.errors import ConfigError
 @dataclass(frozen=True)
 class Recipe:
     values: dict  # TrainConfig fields that differ from the defaults
-    description: str  # one line for `cifarlab train --list-recipes`
-    measured: str = ""  # what it reached, where and how measured, e.g. "93.9% mean of 10 runs, H100"
+    description: str  # one line for `cifarlab train --list-recipes`: what it does
 
 
 _RECIPES: dict[str, Recipe] = {}
 
 
-def register_recipe(name: str, values: dict, description: str = "", measured: str = "") -> None:
+def register_recipe(name: str, values: dict, description: str = "") -> None:
     TrainConfig.from_dict(values)  # fail at registration, not at first use
-    _RECIPES[name] = Recipe(dict(values), description, measured)
+    _RECIPES[name] = Recipe(dict(values), description)
 
 
 def list_recipes() -> dict[str, str]:
-    """Recipe name -> one-line description (and what it measured, when known)."""
-    return {name: r.description + (f" [measured: {r.measured}]" if r.measured else "")
-            for name, r in _RECIPES.items()}
+    """Recipe name -> one-line description of what it does."""
+    return {name: r.description for name, r in _RECIPES.items()}
 
 
 def recipe_values(name: str) -> dict:
@@ -134,8 +134,7 @@ def _fast(model: str, epochs: int, lr_per_1024: float, batch_size: int = 1000) -
 
 # ---------------------------------------------------------------- the recipes
 register_recipe("default", {}, "resnet20, SGD nesterov 0.1, wd 5e-4, onecycle, crop+flip, "
-                "label smoothing 0.1, 20 epochs",
-                measured="85.25% test top-1 in 4,122 s (1 seed, 2-core CPU under load, commit e7431fe)")
+                "label smoothing 0.1, 20 epochs")
 register_recipe(
     "reference",
     {
@@ -159,44 +158,43 @@ register_recipe(
 register_recipe(
     "fast", _fast("airnet94", 10, 11.5),
     "record-speed airnet94: whitening init, SGD-Nesterov lr 11.5/1024 ex, BN-bias lr x64, lookahead, "
-    "alternating flip + 2px translate, label smoothing 0.2, batch 1000, 10 epochs, TTA (target 94%)")
+    "alternating flip + 2px translate, label smoothing 0.2, batch 1000, 10 epochs, TTA")
 register_recipe(
     "fast-wide", _fast("airnet95", 15, 10.0),
-    "wider airnet95 for ~95%: the fast recipe at lr 10/1024 ex for 15 epochs")
+    "wider airnet95: the fast recipe at lr 10/1024 ex for 15 epochs")
 
 
 # ---------------------------------------------------------------- CPU time budgets
 def _cpu(model: str, epochs: int, resolutions: str, batch_size: int = 250) -> dict:
-    """The fast recipe cut to a 2-core CPU's budget (docs/cpu-frontier.md has the measurements).
+    """The fast recipe cut to a 2-core CPU's budget (results/cpu_frontier.csv has the runs,
+    results/cpu_probes.csv the changes tried; docs/cpu-frontier.md the method).
 
-    Batch 250: on two cores oneDNN runs these small nets ~15% faster per image than at 1000
-    (the lr scales with the batch, airbench's per-1024 units). Low-resolution first epochs
-    buy more passes for the same time. Test-time augmentation is ``_register_cpu``'s to choose:
-    the flip-translate views cost 6 forward passes of the test set, the mirror 2.
-    Training runs in bf16 (``amp``, from the fast recipe) where the CPU has AVX512-BF16 or AMX:
-    1.6-1.9x more steps a second, at 0.3 points of accuracy for equal epochs. The budget
-    recipes plan their epochs on the machine they run on (engine/budget.py); the fixed ones
-    are sized for such a CPU, and one without (float32 only) takes about 1.7x as long.
+    Batch 250: on two cores oneDNN runs these small nets faster per image than at 1000 (the
+    lr scales with the batch, airbench's per-1024 units). Low-resolution first epochs buy
+    more passes for the same time. Test-time augmentation is ``_register_cpu``'s to choose:
+    the flip-translate views cost 6 forward passes of the test set, the mirror 2. Training
+    runs in bf16 (``amp``, from the fast recipe) where the CPU has AVX512-BF16 or AMX: more
+    steps a second for a little accuracy at equal epochs. The budget recipes plan their
+    epochs on the machine they run on (engine/budget.py).
     """
     return {**_fast(model, epochs, 11.5, batch_size), "resolutions": resolutions,
             # conv filters by Muon, each renormalized before its step (BatchNorm follows every
             # conv); the rest as before. airbench94_muon's lr 0.24 / momentum 0.6 is tuned for 200
-            # steps of batch 2000; at batch 250 (1,000-1,600 steps) 0.05 / 0.85 did best: +0.9
-            # points on cpu-2min and cpu-5min at the same time (docs/cpu-frontier.md); a budget
-            # that fits 1,000 steps or fewer (a slow CPU's 2 minutes) takes 0.08: +0.5 points at
-            # 800-1,000 steps, where at 1,400 it is 0.16 under 0.05 (within noise)
+            # steps of batch 2000; at batch 250 0.05 / 0.85 did best, and a budget that fits
+            # SHORT_RUN_STEPS steps or fewer (a slow CPU's 2 minutes) takes 0.08
+            # (results/cpu_probes.csv)
             "optimizer": "muon", "muon_lr": 0.05, "muon_lr_short": 0.08, "muon_momentum": 0.85,
             "muon_normalize": True}
 
 
 def _register_cpu(name: str, model: str, minutes: int, epochs: int, resolutions: str, fallback: str,
-                  measured: str, bf16_test: bool = False, tta: str = "flip-translate") -> None:
+                  bf16_test: bool = False, tta: str = "flip-translate") -> None:
     """A CPU recipe: a time budget of ``minutes``, its epochs planned on the machine it runs on
     (``epochs`` with --time-budget 0), and ``fallback`` the smaller model it trains where
     ``model`` would get too few full-resolution epochs in the budget. ``bf16_test``: the final
-    test in bf16 too where training is (``amp_eval``): on the slower EPYC a float32 test took
-    6-8 s of a 2-minute budget, a bf16 one 4. ``tta``: the final test's views, flip-translate
-    unless its 6 passes cost a share of an epoch that pays more (the mirror, 2 passes)."""
+    test in bf16 too where training is (``amp_eval``), for budgets short enough that the
+    test's seconds count. ``tta``: the final test's views, flip-translate unless its 6 passes
+    cost a share of an epoch that pays more (the mirror, 2 passes)."""
     values = {**_cpu(model, epochs, resolutions), "time_budget": 60.0 * minutes, "budget_fallback": fallback,
               "amp_eval": bf16_test, "tta": tta}
     from cifarlab.data.loader import parse_resolutions
@@ -209,53 +207,16 @@ def _register_cpu(name: str, model: str, minutes: int, epochs: int, resolutions:
             f"where that buys a 2nd or 3rd at 32 px; {epochs} with "
             f"--time-budget 0), bf16 where the CPU has it"
             f"{' (the test too)' if bf16_test else ''}, {tta} TTA")
-    measured += f"; at least 3 seeds each, {tta} TTA, benchmarks/cpu_frontier.py; the history in docs/cpu-frontier.md"
-    register_recipe(name, values, text, measured=measured)
+    register_recipe(name, values, text)
 
 
-# what each recipe reached, newest code first, one entry per kind of machine (``_register_cpu``
-# adds how it was measured); the runs before these and how each change moved them are in
-# docs/cpu-frontier.md
+# what each recipe reached is in results/cpu_frontier.csv (`cifarlab train --list-recipes`
+# shows the latest), the changes tried on them and why each was kept or not in
+# results/cpu_probes.csv
 _register_cpu("cpu-2min", "airnet_small", 2, 7, "16:2,24:1", fallback="",
-              measured="86.02 ± 0.06% test top-1 in 98.7-103.8 s, 7 epochs, 2-core Intel Xeon with AMX "
-                       "(commit d8f04a7); 85.47 ± 0.49% in 113.9-117.4 s, 6-7 epochs, 2-core AMD EPYC "
-                       "(bf16 matmul 432 GFLOP/s, commit 4f04f28), 84.91 ± 0.46% in 108.7-115.2 s, 5-6 "
-                       "epochs, the same machine in a slower hour (6 seeds, commit c2d5650), 85.22 ± 0.13% in "
-                       "112.4-113.8 s, 6 epochs, the next morning (bf16 421 GFLOP/s, commit 58dd608); 84.19 ± 0.38% "
-                       "in 112.7-113.4 s, 5 epochs, a slower EPYC (bf16 369 GFLOP/s, commit 269b5d9)",
-              # 6 test passes in bf16 cost 7 s, a third of a 32-px epoch of a run still climbing fast:
-              # as budgets 84.42% with them against 84.80 with the mirror (3 seeds, docs/cpu-frontier.md)
+              # the mirror only: flip-translate's 6 test passes cost a third of a 32-px epoch of a
+              # run still climbing fast, and tested worse as a budget (results/cpu_probes.csv)
               bf16_test=True, tta="flip")
-_register_cpu("cpu-5min", "airnet_medium", 5, 7, "16:2,24:2", fallback="airnet_small",
-              measured="87.97 ± 0.24% test top-1 in 283.1-287.7 s with airnet_small, 13-14 epochs, 2-core AMD "
-                       "EPYC (bf16 matmul 405-432 GFLOP/s, 6 seeds, commits a9db087, d450801); 87.80 ± 0.14% in "
-                       "282.8-289.0 s, 13 epochs, the evening before (bf16 matmul 378-412 GFLOP/s, "
-                       "commit b9e8f23 with --set tta=flip-translate); "
-                       "with the mirror as the only test view 87.69 ± 0.26% in 285.8-286.0 s, 13-14 epochs, "
-                       "the same hour, seed by seed; 89.48 ± 0.17% in 266.5-275.5 s, 9 epochs, 2-core Intel "
-                       "Xeon with AMX (commit 1d2ba6e); 87.05 ± 0.11% in 284.5-292.4 s, 11 epochs, a slower "
-                       "EPYC (bf16 383 GFLOP/s, commit 9630fc6), those three with the mirror",
-              # flip-translate on the three dc870c3 checkpoints: +0.21 points for 7 s more of the
-              # bf16 test, a third of a 32-px epoch; as budgets interleaved with the mirror's,
-              # +0.11 (without TTA the two trained to the same 86.7%)
-              bf16_test=True)
-# the views of flip-translate on the three dc870c3 checkpoints: 90.58% against the
-# mirror's 90.32 (+0.22 to +0.33 each), for 35 s more of the test in float32, about half
-# of one 32-px epoch, where 15 to 21 epochs gained 0.04 points an epoch
-_register_cpu("cpu-15min", "airnet_medium", 15, 21, "16:3,24:3", fallback="airnet_small",
-              measured="90.75 ± 0.09% test top-1 in 852.6-853.6 s, 16 epochs, 2-core AMD EPYC (bf16 "
-                       "matmul 388 GFLOP/s, commit 53c2568); with the mirror as the only test view 90.32 ± "
-                       "0.12% in 852.8-854.5 s, 16-17 epochs (bf16 matmul 398 GFLOP/s, commit dc870c3); "
-                       "90.27 ± 0.26% in 856.8-878.1 s, 15 epochs, a slower one "
-                       "(bf16 392 GFLOP/s, commit 077d077); 90.52 ± 0.30% as 21 fixed epochs in 840-860 s on a "
-                       "faster one (commit 21ae192), those three with the mirror")
-# the mirror on the three flip-translate checkpoints: 91.30% against their 91.53 (+0.13 to
-# +0.30 each), for 50-55 s more of the float32 test, under half of one of airnet94's 115-129-s
-# 32-px epochs, where its curve is flat (18 epochs 91.2%, 25 91.5%, 35 91.4%)
-_register_cpu("cpu-45min", "airnet94", 45, 35, "16:4,24:4", fallback="airnet_medium",
-              measured="91.53 ± 0.08% test top-1 in 2,561.5-2,565.5 s, 25-26 epochs, 2-core AMD EPYC (bf16 "
-                       "matmul 401-402 GFLOP/s, commits 0ae1e0d, 4b753df with --set tta=flip-translate); with "
-                       "the mirror as the only test view 91.47 ± 0.15% in 2,475-2,581 s, 24-25 epochs, a slower "
-                       "one (bf16 matmul 364-413 GFLOP/s, commits 7e254f3, 93f578f, cf7578f); as 35 fixed epochs "
-                       "91.43 ± 0.14% in 1,610-2,421 s on an EPYC and a Xeon with AMX (commits 9820ead, "
-                       "2054f63), those two with the mirror")
+_register_cpu("cpu-5min", "airnet_medium", 5, 7, "16:2,24:2", fallback="airnet_small", bf16_test=True)
+_register_cpu("cpu-15min", "airnet_medium", 15, 21, "16:3,24:3", fallback="airnet_small")
+_register_cpu("cpu-45min", "airnet94", 45, 35, "16:4,24:4", fallback="airnet_medium")
