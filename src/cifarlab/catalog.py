@@ -116,11 +116,18 @@ class Catalog:
         """The Predictor of ``name``, loaded on first use and kept."""
         entry = self.resolve(name)
         with self._lock:  # two first requests for one model must not load it twice
-            key = f"{entry.name}\0{entry.path}"
+            key = f"{entry.name}\0{entry.path}\0{_stamp(entry.path)}"  # a replaced file is loaded afresh
             if key not in self._predictors:
                 from cifarlab.engine.predict import Predictor
-                self._predictors[key] = Predictor(entry.path, device=self.device)
-            return self._predictors[key]
+                from cifarlab.errors import CifarlabError
+                try:
+                    self._predictors[key] = Predictor(entry.path, device=self.device)
+                except CifarlabError as exc:  # remembered: a broken file is not re-read on every request
+                    self._predictors[key] = exc
+            found = self._predictors[key]
+            if isinstance(found, Exception):
+                raise found.with_traceback(None)  # not a traceback that grows with every request
+            return found
 
     # ------------------------------------------------------------ runs
     def _run_entries(self) -> list[CatalogEntry]:
@@ -206,6 +213,15 @@ def _run_description(row: dict, summary: dict) -> str:
     when = time.strftime("%Y-%m-%d %H:%M", time.localtime(row.get("finished") or row.get("created") or 0))
     epochs = summary.get("epochs_run", (row.get("metrics") or {}).get("epochs", "?"))
     return f"run {row['id']}: {epochs} epochs, finished {when}"
+
+
+def _stamp(path: str) -> str:
+    """Size and modification time of ``path``: changes when the file is replaced."""
+    try:
+        st = Path(path).stat()
+    except OSError:
+        return "missing"
+    return f"{st.st_size}:{st.st_mtime_ns}"
 
 
 def _summary_test(run_dir: Path) -> dict:

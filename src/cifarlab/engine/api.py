@@ -27,7 +27,7 @@ from cifarlab.atomic import remove_leftovers
 from cifarlab.engine import callbacks as cbs
 from cifarlab.engine import distributed
 from cifarlab.engine.budget import MIN_FULL_EPOCHS, BudgetKeeper, BudgetPlan, check_budget, plan_run, short_run_lr
-from cifarlab.engine.checkpoint import load_checkpoint, restore_rng, unwrap, versions
+from cifarlab.engine.checkpoint import load_checkpoint, load_resumable, restore_rng, unwrap, versions
 from cifarlab.engine.config import TrainConfig
 from cifarlab.engine.dataset import data_for
 from cifarlab.engine.evaluate import evaluate_model, write_confusion
@@ -122,11 +122,11 @@ def resume(run_dir: str | Path, epochs: int | None = None, callbacks: Iterable[c
     """
     started = time.perf_counter()
     run_dir = Path(run_dir)
-    if not (run_dir / "last.pt").is_file():
+    ckpt = load_resumable(run_dir)  # a folder that cannot be resumed is refused here, untouched
+    if ckpt is None:
         return _restart(run_dir, epochs, callbacks, data, progress, bool(sync_bn))
-    remove_leftovers(run_dir)  # temporaries of a writer killed mid-checkpoint
-    ckpt = load_checkpoint(run_dir / "last.pt", prefer="last.pt")
     cfg = TrainConfig.from_dict(fill_from_recipe(ckpt["config"]))
+    remove_leftovers(run_dir)  # temporaries of a writer killed mid-checkpoint
     if epochs is not None:  # the epochs asked for replace a time budget's plan
         cfg.override(_fixed_epochs(epochs))
     if progress is not None:
@@ -136,7 +136,12 @@ def resume(run_dir: str | Path, epochs: int | None = None, callbacks: Iterable[c
     with distributed.session(cfg.device) as (dist, rank_device):
         device, data = _prepare_rank(cfg, data, dist, rank_device)
         learner = _build(cfg, data, device, run_dir, callbacks, dist, sync_bn)
-        _restore(learner, ckpt)
+        try:
+            _restore(learner, ckpt)
+        except (KeyError, IndexError, TypeError, ValueError, RuntimeError) as exc:  # before any file is written
+            why = " ".join(str(exc).split())[:160] or type(exc).__name__
+            raise CifarlabError(f"{ckpt['path']} cannot be resumed: its saved state does not fit the run it "
+                                f"describes ({why}); train a new run to go on") from None
         if dist.is_main:
             write_json(run_dir / "config.json", cfg.to_dict())
         return _fit_and_report(learner, cfg, data, run_dir, started)
@@ -149,9 +154,6 @@ def _fixed_epochs(epochs: int) -> dict:
 
 def _restart(run_dir: Path, epochs, callbacks, data, progress, sync_bn: bool) -> RunResult:
     """A run killed before its first epoch ended: train it from its config.json, in place."""
-    if not (run_dir / "config.json").is_file():
-        raise CifarlabError(f"{run_dir} has no last.pt or config.json to resume from; "
-                            "start the run again with `cifarlab train`")
     cfg = TrainConfig.from_json(run_dir / "config.json")
     cfg.override(_fixed_epochs(epochs) if epochs is not None else {})
     cfg.progress = cfg.progress if progress is None else progress

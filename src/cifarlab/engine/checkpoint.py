@@ -19,6 +19,7 @@ the package runs from a git checkout.
 from __future__ import annotations
 
 import functools
+import math
 import pickle
 import platform
 import random
@@ -149,7 +150,12 @@ def _plain(obj: Any, where: str = "checkpoint") -> Any:
 
 
 def resolve_checkpoint(path: str | Path, prefer: str = "best.pt") -> Path:
-    """A checkpoint file from a file path or a run folder (best.pt, else last.pt)."""
+    """A checkpoint file from a file path or a run folder (best.pt, else last.pt), or from a
+    model name (``default``, a run's name or id: ``cifarlab.resolve``)."""
+    if isinstance(path, str) and not Path(path).exists():
+        from cifarlab.resolve import looks_like_path, resolve
+        if not looks_like_path(path):
+            return resolve(path).path
     path = Path(path)
     if path.is_dir():
         for name in (prefer, "best.pt", "last.pt"):
@@ -171,9 +177,94 @@ def load_checkpoint(path: str | Path, prefer: str = "best.pt") -> dict[str, Any]
                             f"with: cifarlab convert {path}")
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise CifarlabError(f"{path} is not a cifarlab checkpoint (expected format {FORMAT})")
+    check_meta(ckpt, path)
+    state = ckpt.get("state_dict")
+    if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                              for k, v in state.items()):
+        raise _damaged(path, "its 'state_dict' is not a mapping of names to tensors")
     if ckpt.get("weight_scales") is not None:  # a shipped file with int8 weights: float32 from here on
+        if not isinstance(ckpt["weight_scales"], dict):
+            raise _damaged(path, "its 'weight_scales' is not a mapping of names to tensors")
         ckpt["state_dict"] = dequantize_state(ckpt["state_dict"], ckpt.pop("weight_scales"), path)
     ckpt["path"] = str(path)
+    return ckpt
+
+
+def _damaged(path, why: str) -> CifarlabError:
+    return CifarlabError(f"{path} is damaged or not a cifarlab checkpoint: {why}; use the file as cifarlab wrote "
+                         f"it, or train the model again")
+
+
+def check_meta(meta: dict, path: str | Path) -> None:
+    """Refuse, in one line, a description (checkpoint or ONNX metadata) whose model, classes,
+    normalization or config are missing or malformed: the one check every loader relies on."""
+    spec = meta.get("model")
+    if not isinstance(spec, dict):
+        raise _damaged(path, "it has no 'model' description")
+    name, kwargs, num_classes = spec.get("name"), spec.get("kwargs", {}), spec.get("num_classes")
+    if not isinstance(name, str) or not isinstance(kwargs, dict) or not all(isinstance(k, str) for k in kwargs):
+        raise _damaged(path, "its 'model' needs a name and a dict of arguments")
+    if type(num_classes) is not int or num_classes < 1:
+        raise _damaged(path, f"its model's num_classes is {num_classes!r}, not a positive integer")
+    classes = meta.get("classes")
+    if not isinstance(classes, (list, tuple)) or not all(isinstance(c, str) for c in classes):
+        raise _damaged(path, "its 'classes' is not a list of class names")
+    if len(classes) != num_classes:
+        raise _damaged(path, f"it names {len(classes)} classes for a model with {num_classes} outputs")
+    norm = meta.get("normalize")
+    if not isinstance(norm, dict):
+        raise _damaged(path, "it has no 'normalize' mean and std")
+    gray = norm.get("grayscale")
+    if gray not in (None, 0, 1, 3):
+        raise _damaged(path, f"its grayscale setting is {gray!r}, not none, 1 or 3")
+    mean, std = norm.get("mean"), norm.get("std")
+    if not all(isinstance(v, (list, tuple)) and len(v) == (gray or 3)
+               and all(isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in v)
+               for v in (mean, std)) or min(std) <= 0:
+        raise _damaged(path, f"its normalization needs {gray or 3} finite means and positive stds")
+    if not isinstance(meta.get("config", {}), dict):
+        raise _damaged(path, "its 'config' is not a dict")
+
+
+def load_weights(model: torch.nn.Module, state: dict, path: str | Path) -> None:
+    """``model.load_state_dict(state)``; weights that do not fit the model are one line naming ``path``."""
+    try:
+        model.load_state_dict(state)
+    except (RuntimeError, KeyError, TypeError, ValueError) as exc:
+        raise _damaged(path, f"its weights do not fit the model it names ({_first_line(exc)})") from None
+
+
+def load_resumable(run_dir: str | Path) -> dict[str, Any] | None:
+    """A run folder's last.pt, checked for everything a resume restores; None when the run never
+    finished an epoch (no last.pt, a config.json: it restarts from that). A folder that cannot be
+    resumed is refused in one line before anything in it is touched."""
+    run_dir = Path(run_dir)
+    last = run_dir / "last.pt"
+    if not run_dir.is_dir():
+        raise CifarlabError(f"{run_dir} is not a run folder; pass the folder `cifarlab train` made")
+    if not last.exists():
+        if not (run_dir / "config.json").is_file():
+            raise CifarlabError(f"{run_dir} has no last.pt or config.json to resume from; "
+                                "start the run again with `cifarlab train`")
+        if (run_dir / "best.pt").exists():  # a restart would write over it
+            raise CifarlabError(f"{run_dir} holds best.pt but no last.pt, so it cannot be resumed; evaluate "
+                                f"best.pt as it is, or train a new run")
+        return None
+    if not last.is_file():
+        raise CifarlabError(f"{last} is not a file, so {run_dir} cannot be resumed; move it aside and resume "
+                            "again, or train a new run")
+    ckpt = load_checkpoint(last, prefer="last.pt")
+    kinds = {"config": dict, "optimizer": dict, "scheduler": dict, "rng": dict, "epoch": int, "step": int,
+             "metrics": list}
+    wrong = [k for k, kind in kinds.items() if not isinstance(ckpt.get(k), kind)]
+    if not wrong and not isinstance(ckpt["optimizer"].get("param_groups"), list):
+        wrong = ["optimizer"]
+    if not wrong and not all(k in ckpt["rng"] for k in ("torch", "numpy", "python")):
+        wrong = ["rng"]
+    if wrong or not ckpt["config"]:
+        what = ", ".join(repr(k) for k in wrong) or "'config'"
+        raise CifarlabError(f"{last} lacks the training state a resume needs ({what} missing or malformed): "
+                            f"it can be evaluated or served, not resumed; train a new run to go on")
     return ckpt
 
 
@@ -304,9 +395,12 @@ def load_model(checkpoint: str | Path | dict, device: str | torch.device | None 
     """
     from cifarlab.models import create_model
     ckpt = checkpoint if isinstance(checkpoint, dict) else load_checkpoint(checkpoint)
-    spec = ckpt["model"]
-    model = create_model(spec["name"], num_classes=spec["num_classes"], **spec.get("kwargs", {}))
-    model.load_state_dict(ckpt["state_dict"])
+    spec, path = ckpt["model"], ckpt.get("path", "checkpoint")
+    try:
+        model = create_model(spec["name"], num_classes=spec["num_classes"], **spec.get("kwargs", {}))
+    except CifarlabError as exc:  # an unknown name, bad or huge arguments: say which file asked for it
+        raise _damaged(path, f"it describes a model that cannot be built ({exc})") from None
+    load_weights(model, ckpt["state_dict"], path)
     model.to(device or "cpu").eval()
     meta = {k: v for k, v in ckpt.items() if k not in ("state_dict", "optimizer", "rng")}
     return model, meta

@@ -121,13 +121,23 @@ def read_metadata(props: dict[str, str], path: str = "<onnx>") -> dict[str, Any]
     if props.get("format") != FORMAT:
         raise CifarlabError(f"{path} is not a cifarlab ONNX export (no {FORMAT} metadata); "
                             f"export it with `cifarlab export CHECKPOINT --format onnx`")
-    return {"model": {"name": props["model_name"], "kwargs": json.loads(props["model_kwargs"]),
-                      "num_classes": int(props["num_classes"])},
-            "classes": json.loads(props["classes"]),
-            "normalize": {"mean": json.loads(props["mean"]), "std": json.loads(props["std"]),
-                          "grayscale": json.loads(props["grayscale"])},
-            "epoch": int(props["epoch"]) if "epoch" in props else None,
-            "versions": {"cifarlab": props.get("cifarlab_version")}, "path": path, "format": FORMAT}
+    from cifarlab.engine.checkpoint import check_meta
+    try:
+        meta = {"model": {"name": props["model_name"], "kwargs": json.loads(props["model_kwargs"]),
+                          "num_classes": int(props["num_classes"])},
+                "classes": json.loads(props["classes"]),
+                "normalize": {"mean": json.loads(props["mean"]), "std": json.loads(props["std"]),
+                              "grayscale": json.loads(props["grayscale"])},
+                "epoch": int(props["epoch"]) if "epoch" in props else None,
+                "versions": {"cifarlab": props.get("cifarlab_version")}, "path": path, "format": FORMAT}
+    except KeyError as exc:
+        raise CifarlabError(f"{path} is damaged: its {FORMAT} metadata lacks {exc.args[0]!r}; export the "
+                            f"checkpoint again") from None
+    except ValueError as exc:  # json.JSONDecodeError included
+        raise CifarlabError(f"{path} is damaged: its {FORMAT} metadata does not parse ({exc}); export the "
+                            f"checkpoint again") from None
+    check_meta(meta, path)
+    return meta
 
 
 # ---------------------------------------------------------------- running
