@@ -54,11 +54,30 @@ def command() -> str:
     return shlex.join(["python", str(script), *sys.argv[1:]])
 
 
+def add_results_args(parser) -> None:
+    """``--results FOLDER`` and ``--no-results``, for every script that appends rows."""
+    parser.add_argument("--results", default=None, metavar="FOLDER",
+                        help="append the measured rows to FOLDER/<kind>.csv (default: $CIFARLAB_RESULTS, "
+                             "else results/ in this checkout)")
+    parser.add_argument("--no-results", action="store_true",
+                        help="print only; append no rows (smoke tests, runs on a busy machine)")
+
+
 def record(kind: str, row: dict, device: torch.device | None = None, ceilings: dict | None = None,
-           folder: str | None = None) -> Path:
+           folder: str | None = None, args=None) -> Path | None:
     """Append ``row`` to ``results/<kind>.csv`` with this machine's columns and the command
-    line in front (``$CIFARLAB_RESULTS`` or ``folder`` picks another folder)."""
+    line in front (``folder``, or ``args.results`` from ``add_results_args``, picks another
+    folder; ``args.no_results`` appends nothing)."""
+    if args is not None:
+        if getattr(args, "no_results", False):
+            return None
+        folder = folder or getattr(args, "results", None)
     return results.append_row(kind, {**machine(device, ceilings), "command": command(), **row}, folder)
+
+
+def series_name(script: str) -> str:
+    """The ``series`` of the rows one invocation writes: the script and its start time."""
+    return f"{script} {results.now()}"
 
 
 def environment(device: torch.device | None = None, packages: tuple[str, ...] = ()) -> str:

@@ -16,6 +16,10 @@ over the epochs' time, also as a fraction of the matmul ceiling in the number fo
 run trained in (``summary.json``'s ``hardware.amp``). Means, standard deviations
 and medians close each recipe. Run it on an otherwise idle machine (or with
 ``chrt -f 20`` so that nothing else gets the cores); the load average is printed first.
+Each seed's numbers are also appended as a row to ``results/cpu_frontier.csv`` (with the
+machine, ceilings, commit and command line; ``--results``/``--no-results``), one
+``series`` per invocation: ``--series NAME`` joins the seeds of several invocations (seeds
+run one by one, interleaved with a variant) into one set.
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ import time
 
 import torch
 
-from _env import environment  # benchmarks/_env.py
+from _env import add_results_args, environment, record, series_name  # benchmarks/_env.py
 from cifarlab.data import load_cifar
 from cifarlab.data.loader import format_resolutions, parse_resolutions, size_at_epoch
 from cifarlab.cli.train_cmd import parse_set  # the parser of `cifarlab train --set`
@@ -90,7 +94,7 @@ def one_run(name: str, seed: int, data_path: str | None, runs_dir: str, sets: di
     row = {"seed": seed, "acc": s["test"]["top1"], "tta": s["test"].get("tta", "none"), "wall": wall,
            "fit": s["training_time_s"], "flops": training_flops(ran, s["data"]["train"]),
            "bf16": bool(s["hardware"].get("amp")), "epochs": s["epochs_run"], "plan": s.get("time_budget"),
-           "model": s["model"]}
+           "model": s["model"], "train_images": s["data"]["train"]}
     row["acc_plain"] = row["acc"] if row["tta"] == "none" else _plain_accuracy(result, cfg)
     return row
 
@@ -112,8 +116,25 @@ def _stats(values: list[float], scale: float = 1.0, fmt: str = ".2f") -> str:
     return f"mean {mean:{fmt}} ± {sd:{fmt}}, median {statistics.median(values) * scale:{fmt}}"
 
 
+def results_row(name: str, sets: dict | None, r: dict, rate: float, pct: float, fmt: str) -> dict:
+    """The row ``results/cpu_frontier.csv`` gets for one seed (the printed line's numbers)."""
+    plan = r.get("plan") or {}
+    return {"seed": r["seed"], "recipe": name,
+            "set": " ".join(f"{k}={v}" for k, v in (sets or {}).items()) or None, "model": r["model"],
+            "epochs": r.get("epochs"), "budget_s": plan.get("budget_s"),
+            "plan": " + ".join(f"{e}@{px}" for px, e in plan["stages"]) if plan else None,
+            "last_epoch_steps": plan.get("last_epoch_steps") or None, "muon_lr": plan.get("muon_lr") or None,
+            "planned_s": round(plan["planned_s"]) if plan.get("planned_s") is not None else None,
+            "test_top1_pct": round(100 * r["acc"], 2), "tta": r["tta"],
+            "test_top1_plain_pct": round(100 * r["acc_plain"], 2), "wall_s": round(r["wall"], 1),
+            "fit_s": round(r["fit"], 1), "trained_in": fmt, "gflops": round(rate, 1), "ceiling_pct": round(pct),
+            "load_avg": round(os.getloadavg()[0], 2), "threads": torch.get_num_threads(),
+            "torch": torch.__version__, "train_images": r["train_images"],
+            "train_subset": (sets or {}).get("train_subset")}  # a subset run is no recipe's figure
+
+
 def run_recipe(name: str, seeds: range, data_path: str | None, ceilings: dict, runs_dir: str,
-               sets: dict | None = None) -> list[dict]:
+               sets: dict | None = None, args=None, series: str = "") -> list[dict]:
     changed = "".join(f" --set {key}={value}" for key, value in (sets or {}).items())
     print(f"\nrecipe {name}{changed}: {list_recipes()[name]}", flush=True)
     rows = []
@@ -130,6 +151,8 @@ def run_recipe(name: str, seeds: range, data_path: str | None, ceilings: dict, r
         print(f"  seed {seed}  test {100 * r['acc']:.2f}% (tta {r['tta']})  without tta {100 * r['acc_plain']:.2f}%  "
               f"wall {r['wall']:.1f} s  {r['model']}, {r.get('epochs', '?')} epochs{planned} in {r['fit']:.1f} s  trained in {fmt}  "
               f"{rate:.1f} GFLOP/s = {100 * rate / ceilings[fmt]:.0f}% of the {fmt} matmul ceiling", flush=True)
+        record("cpu_frontier", {**results_row(name, sets, r, rate, 100 * rate / ceilings[fmt], fmt),
+                                "series": series}, ceilings=ceilings, args=args)
     print(f"  {name}: test % {_stats([r['acc'] for r in rows], 100)} | without tta % "
           f"{_stats([r['acc_plain'] for r in rows], 100)} | wall s {_stats([r['wall'] for r in rows], 1, '.1f')} | "
           f"GFLOP/s {_stats([r['gflops'] for r in rows], 1, '.1f')}", flush=True)
@@ -148,6 +171,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--set", dest="set_values", action="append", default=[], metavar="KEY=VALUE",
                    help="a TrainConfig field to change in every recipe, as in `cifarlab train --set` "
                         "(repeatable): measures one change against the recipe as it is")
+    p.add_argument("--series", default=None,
+                   help="the rows' series name (default: this invocation's own); give several invocations "
+                        "the same one to read their seeds as one set")
+    add_results_args(p)
     args = p.parse_args(argv)
     if args.seeds < 1 or args.first_seed < 0:
         p.error("--seeds must be at least 1 and --first-seed at least 0")
@@ -168,9 +195,10 @@ def main(argv: list[str] | None = None) -> int:
     for fmt, rate in ceilings.items():
         print(f"matmul ceiling (2048x2048 {fmt}, median of 10): {rate:.1f} GFLOP/s", flush=True)
     load_cifar(args.data, val=0, progress=False)  # decode (or read the cache) once, untimed
+    series = args.series or series_name("cpu_frontier")
     with tempfile.TemporaryDirectory(prefix="cpu-frontier-") as tmp:
         for name in names:
-            run_recipe(name, seeds, args.data, ceilings, args.keep or tmp, sets)
+            run_recipe(name, seeds, args.data, ceilings, args.keep or tmp, sets, args, series)
     return 0
 
 

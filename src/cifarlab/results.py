@@ -273,7 +273,8 @@ def matches(row: dict, config: dict | None) -> bool:
 def recipe_figure(recipe: str, config: dict | None = None, folder: str | Path | None = None) -> dict | None:
     """The latest measurement of ``recipe`` as ``config`` has it (see ``matches``), seeds
     gathered (``seed_groups``), from ``results/cpu_frontier.csv``; None when there is none."""
-    rows = [r for r in read_rows("cpu_frontier", folder) if r.get("recipe") == recipe and matches(r, config)]
+    rows = [r for r in read_rows("cpu_frontier", folder)
+            if r.get("recipe") == recipe and not r.get("train_subset") and matches(r, config)]
     if not rows:
         return None
     return max(seed_groups(rows), key=lambda g: (g["date"], g["n"]))
