@@ -355,12 +355,27 @@ def _fit_and_report(learner: Learner, cfg: TrainConfig, data, run_dir: Path, sta
     summary["wall_time_s"] = round(time.perf_counter() - started, 2)  # from the train/resume call
     if "time_budget" in learner.meta:  # the plan beside what it came to
         summary["time_budget"] = {**learner.meta["time_budget"], "wall_s": summary["wall_time_s"]}
+    _calibrate(learner, cfg, data, run_dir, summary)
     write_json(run_dir / "summary.json", summary)
+    from cifarlab.modelcard import write_run_card
+    write_run_card(run_dir, summary)
     learner.summary = summary
     learner.event("after_report")
     if cfg.progress:
         _say(_summary_line(summary))
     return RunResult(run_dir, summary, unwrap(learner.model))
+
+
+def _calibrate(learner: Learner, cfg, data, run_dir: Path, summary: dict) -> None:
+    """ECE/MCE of the test split; temperature fitted on val and stored in the checkpoints."""
+    if not len(data.test):
+        return
+    from cifarlab.calibration import calibrate_run
+    try:
+        summary["calibration"] = calibrate_run(unwrap(learner.model), cfg, data, run_dir, learner.device,
+                                               learner.meta["normalize"])
+    except CifarlabError as exc:  # the run is trained and saved: say why, lose nothing
+        summary["calibration"] = {"error": str(exc)}
 
 
 def _interrupted(learner: Learner, run_dir: Path) -> TrainingInterrupted:

@@ -62,6 +62,10 @@ def export_model(model: nn.Module, meta: dict, out: str | Path, exporter: str = 
     if exporter not in EXPORTERS:
         raise ConfigError(f"exporter {exporter!r} is not one of: {', '.join(EXPORTERS)}")
     model = model.eval().cpu()
+    from cifarlab.calibration import temperature_for
+    if temperature := temperature_for(meta):  # calibrated probabilities: logits / T in the graph
+        model = _Scaled(model, temperature)
+        meta = {**meta, "calibration": {"temperature": temperature}}
     channels = 1 if meta["normalize"].get("grayscale") == 1 else 3
     example = torch.randn(2, channels, 32, 32)
     proto = _to_proto(model, example, exporter, fold_constants)
@@ -72,6 +76,17 @@ def export_model(model: nn.Module, meta: dict, out: str | Path, exporter: str = 
     out = Path(out)
     atomic_write_bytes(out, proto.SerializeToString())
     return out
+
+
+class _Scaled(nn.Module):
+    """The model's logits divided by its temperature (raw ones: multiply by ``temperature``)."""
+
+    def __init__(self, model: nn.Module, temperature: float):
+        super().__init__()
+        self.model, self.temperature = model, float(temperature)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x) / self.temperature
 
 
 def _to_proto(model: nn.Module, example: torch.Tensor, exporter: str, fold_constants: bool = True):
@@ -113,6 +128,8 @@ def metadata(meta: dict) -> dict[str, str]:
            "cifarlab_version": __version__, "input": "float32 [N, C, 32, 32], normalized: (pixel/255 - mean) / std"}
     if meta.get("epoch") is not None:
         out["epoch"] = str(meta["epoch"])
+    if (meta.get("calibration") or {}).get("temperature"):  # already applied in the graph
+        out["temperature"] = repr(float(meta["calibration"]["temperature"]))
     return out
 
 
@@ -162,7 +179,14 @@ class OnnxModel:
             self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
         except Exception as exc:  # a truncated or foreign file: say which one
             raise CifarlabError(f"{path} is not a readable ONNX model ({str(exc).splitlines()[0][:160]})") from None
-        self.meta = read_metadata(self.session.get_modelmeta().custom_metadata_map, str(path))
+        props = self.session.get_modelmeta().custom_metadata_map
+        self.meta = read_metadata(props, str(path))
+        if "temperature" in props:  # the graph divides its logits by it already
+            try:
+                self.meta["calibration"] = {"temperature": float(props["temperature"]), "in_graph": True}
+            except ValueError:
+                raise CifarlabError(f"{path} is damaged: its temperature {props['temperature']!r} is not a "
+                                    f"number; export the checkpoint again") from None
         self.input_name = self.session.get_inputs()[0].name
 
     def __call__(self, x: np.ndarray | torch.Tensor) -> np.ndarray:

@@ -9,6 +9,10 @@ cut the object off. The web and desktop apps share this class.
 
 A ``.onnx`` file (``cifarlab export``) is run by ONNX Runtime on the CPU when it is
 installed: same preprocessing, same outputs within float rounding, faster on a CPU.
+
+Probabilities are temperature-scaled (softmax(logits / T)) when the checkpoint carries a
+temperature fitted on its validation split (``cifarlab.calibration``); ``raw_probs=True``
+shows the model's own softmax. ``explain`` gives the Grad-CAM heat map of a picture.
 """
 
 from __future__ import annotations
@@ -137,7 +141,8 @@ class Predictor:
     """Load a checkpoint (file or run folder) or an exported ``.onnx`` file once; ``predict``
     many pictures. ``backend`` says which ran it: "torch" or "onnxruntime"."""
 
-    def __init__(self, checkpoint, device: str | torch.device | None = None, max_pixels: int = MAX_PIXELS):
+    def __init__(self, checkpoint, device: str | torch.device | None = None, max_pixels: int = MAX_PIXELS,
+                 raw_probs: bool = False):
         if not isinstance(checkpoint, dict):  # a name ('default', a run's name or id) or a path
             from cifarlab.resolve import resolve_path
             checkpoint = resolve_path(checkpoint)
@@ -154,6 +159,12 @@ class Predictor:
         self.mean = torch.tensor(norm["mean"], dtype=torch.float32).view(1, channels, 1, 1).to(self.device)
         self.std = torch.tensor(norm["std"], dtype=torch.float32).view(1, channels, 1, 1).to(self.device)
         self.max_pixels = max_pixels
+        from cifarlab.calibration import temperature_for
+        # T: the temperature fitted on the validation split (None: none stored); an ONNX export
+        # has it in its graph already, so its logits are divided by it once, there
+        self.temperature = temperature_for(self.meta)
+        self.temperature_in_graph = bool((self.meta.get("calibration") or {}).get("in_graph"))
+        self.raw_probs = raw_probs
 
     def _load_onnx(self, path, device) -> None:
         from cifarlab.engine.export import OnnxModel, onnxruntime_available
@@ -174,12 +185,30 @@ class Predictor:
         return normalize(x, self.mean, self.std, self.grayscale)
 
     @torch.no_grad()
-    def probabilities(self, arrays: list[np.ndarray]) -> np.ndarray:
-        """Softmax probabilities [N, classes] of uint8 [32,32,3] pictures."""
+    def probabilities(self, arrays: list[np.ndarray], raw: bool | None = None) -> np.ndarray:
+        """Softmax probabilities [N, classes] of uint8 [32,32,3] pictures: temperature-scaled
+        when the model has a temperature, unless ``raw`` (default: the predictor's ``raw_probs``)."""
         logits = self.model(self.preprocess(arrays))
         if isinstance(logits, np.ndarray):  # onnxruntime
             logits = torch.from_numpy(logits)
-        return torch.softmax(logits.float(), dim=1).cpu().numpy()
+        logits = logits.float()
+        raw = self.raw_probs if raw is None else raw
+        if self.temperature:
+            if self.temperature_in_graph and raw:
+                logits = logits * self.temperature
+            elif not self.temperature_in_graph and not raw:
+                logits = logits / self.temperature
+        return torch.softmax(logits, dim=1).cpu().numpy()
+
+    def explain(self, item, target: int | None = None, method: str = "gradcam") -> np.ndarray:
+        """Grad-CAM heat map [32, 32] in [0, 1] of one picture (path, bytes, PIL image or
+        array) for class ``target`` (default: the predicted one). Stretch it over the picture
+        with ``cifarlab.explain.overlay(load_image(item), heat)``."""
+        from cifarlab.explain import gradcam
+        if self.backend != "torch":
+            raise CifarlabError("saliency maps need the PyTorch checkpoint (.pt), not an ONNX export")
+        x = self.preprocess([to_input(load_image(item, self.max_pixels))])
+        return gradcam(self.model, x[0], target=target, method=method)
 
     def predict(self, items, top_k: int = 3, on_error: str = "raise", batch_size: int = 256) -> list[Prediction]:
         """One Prediction per item (path, bytes, PIL image or uint8 array; folders expanded).

@@ -1,0 +1,306 @@
+"""How far to trust a probability: calibration errors, reliability diagrams, temperature scaling.
+
+* ``calibration_bins(probs, labels)``: the expected calibration error (ECE) over 15
+  equal-width confidence bins (Guo et al., 2017: a bin holds confidences in (lo, hi]), the
+  maximum calibration error (MCE, the worst non-empty bin) and the bins themselves.
+* ``fit_temperature(logits, labels)``: one scalar T > 0 minimizing the negative
+  log-likelihood of softmax(logits / T), by L-BFGS on log T (so T stays positive). It is
+  fitted on the validation split, never the test split, and changes no prediction, only
+  how sure each one claims to be.
+* The temperature lives in the checkpoint's ``calibration`` entry (``{"temperature": T,
+  ...}``: plain values, so the checkpoint format is unchanged), or, for a file that must
+  not be rewritten (the shipped model), in a sidecar ``<name>.calibration.json`` beside it
+  that names the checkpoint's SHA-256; ``temperature_for(meta)`` finds either.
+* ``calibrate_run`` is what training calls once the test split is evaluated: it fits T on
+  the validation split, stores it in best.pt/last.pt, and returns the ECE/MCE of the test
+  split before and after, with the reliability diagram in the run folder's figures.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from cifarlab.errors import CifarlabError
+
+N_BINS = 15
+SIDECAR_SUFFIX = ".calibration.json"
+
+
+# ---------------------------------------------------------------- measures
+def calibration_bins(probs, labels, n_bins: int = N_BINS) -> dict:
+    """ECE, MCE and the reliability bins of probabilities [N, K] against labels [N].
+
+    ``{"ece", "mce", "n", "accuracy", "confidence", "bins": [{"lo", "hi", "count",
+    "confidence", "accuracy"}]}``; empty bins have count 0 and None for the means.
+    """
+    probs = np.asarray(probs, dtype=np.float64)
+    labels = np.asarray(labels).astype(np.int64).reshape(-1)
+    if probs.ndim != 2 or len(probs) != len(labels):
+        raise CifarlabError(f"calibration needs probabilities [N, K] and N labels, got {probs.shape} and "
+                            f"{labels.shape}")
+    if len(labels) == 0:
+        raise CifarlabError("calibration needs at least one example")
+    conf = probs.max(axis=1)
+    correct = (probs.argmax(axis=1) == labels).astype(np.float64)
+    edges = np.linspace(0.0, 1.0, n_bins + 1)
+    # (lo, hi]: searchsorted(side="left") puts a confidence equal to an edge in the bin below it
+    which = np.clip(np.searchsorted(edges, conf, side="left") - 1, 0, n_bins - 1)
+    bins, ece, mce = [], 0.0, 0.0
+    for b in range(n_bins):
+        mask = which == b
+        count = int(mask.sum())
+        if count:
+            c, a = float(conf[mask].mean()), float(correct[mask].mean())
+            gap = abs(a - c)
+            ece += count / len(labels) * gap
+            mce = max(mce, gap)
+        else:
+            c = a = None
+        bins.append({"lo": float(edges[b]), "hi": float(edges[b + 1]), "count": count, "confidence": c, "accuracy": a})
+    return {"ece": float(ece), "mce": float(mce), "n": int(len(labels)), "accuracy": float(correct.mean()),
+            "confidence": float(conf.mean()), "bins": bins}
+
+
+def nll(logits, labels, temperature: float = 1.0) -> float:
+    """Mean negative log-likelihood of softmax(logits / temperature)."""
+    z = torch.as_tensor(np.asarray(logits), dtype=torch.float64) / float(temperature)
+    y = torch.as_tensor(np.asarray(labels), dtype=torch.int64)
+    return float(torch.nn.functional.cross_entropy(z, y))
+
+
+def softmax(logits, temperature: float = 1.0) -> np.ndarray:
+    z = torch.as_tensor(np.asarray(logits), dtype=torch.float64) / float(temperature)
+    return torch.softmax(z, dim=1).numpy()
+
+
+def fit_temperature(logits, labels, max_iter: int = 200) -> float:
+    """The T > 0 minimizing the NLL of softmax(logits / T): L-BFGS on log T, float64."""
+    z = torch.as_tensor(np.asarray(logits), dtype=torch.float64)
+    y = torch.as_tensor(np.asarray(labels), dtype=torch.int64)
+    if z.ndim != 2 or len(z) != len(y) or len(y) == 0:
+        raise CifarlabError(f"temperature scaling needs logits [N, K] and N labels, got {tuple(z.shape)} "
+                            f"and {tuple(y.shape)}")
+    if not torch.isfinite(z).all():
+        raise CifarlabError("the logits hold NaN or inf; the model is broken, no temperature can be fitted")
+    log_t = torch.zeros(1, dtype=torch.float64, requires_grad=True)
+    opt = torch.optim.LBFGS([log_t], lr=1.0, max_iter=max_iter, line_search_fn="strong_wolfe",
+                            tolerance_grad=1e-10, tolerance_change=1e-12)
+
+    def closure():
+        opt.zero_grad()
+        loss = torch.nn.functional.cross_entropy(z / log_t.exp(), y)
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    t = float(log_t.detach().exp())
+    if not math.isfinite(t) or t <= 0:
+        raise CifarlabError("temperature scaling did not converge; the validation logits may be degenerate")
+    # a model right on every example drives T to 0 (or a wrong-on-all one to inf): keep it sane
+    return float(min(max(t, 0.05), 20.0))
+
+
+@torch.no_grad()
+def collect_logits(model: torch.nn.Module, batches) -> tuple[np.ndarray, np.ndarray]:
+    """float32 logits [N, K] and labels [N] of ``model`` (eval mode) over (x, y) batches."""
+    was_training = model.training
+    model.eval()
+    zs, ys = [], []
+    try:
+        for x, y in batches:
+            zs.append(model(x).float().cpu())
+            ys.append(y.cpu())
+    finally:
+        model.train(was_training)
+    return torch.cat(zs).numpy(), torch.cat(ys).numpy()
+
+
+# ---------------------------------------------------------------- where T is kept
+def file_sha256(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def sidecar_path(checkpoint: str | Path) -> Path:
+    p = Path(checkpoint)
+    return p.with_name(p.stem + SIDECAR_SUFFIX)
+
+
+def write_sidecar(checkpoint: str | Path, calibration: dict) -> Path:
+    """``<name>.calibration.json`` beside ``checkpoint``, tied to its bytes by SHA-256."""
+    from cifarlab.atomic import atomic_write_text
+    out = sidecar_path(checkpoint)
+    atomic_write_text(out, json.dumps({**calibration, "checkpoint_sha256": file_sha256(checkpoint)}, indent=2) + "\n")
+    return out
+
+
+def read_sidecar(checkpoint: str | Path) -> dict | None:
+    """The sidecar's calibration when it exists and names this very file; else None."""
+    side = sidecar_path(checkpoint)
+    if not side.is_file():
+        return None
+    try:
+        data = json.loads(side.read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict) or data.get("checkpoint_sha256") != file_sha256(checkpoint):
+        return None  # written for other weights: using it would mis-scale these ones
+    return data
+
+
+def temperature_for(meta: dict) -> float | None:
+    """The temperature of a loaded checkpoint's meta (its ``calibration`` entry, else a
+    sidecar beside its file), or None when it has none."""
+    cal = meta.get("calibration")
+    if not isinstance(cal, dict) and meta.get("path") and str(meta["path"]).endswith(".pt"):
+        if Path(meta["path"]).is_file():
+            cal = read_sidecar(meta["path"])
+    t = cal.get("temperature") if isinstance(cal, dict) else None
+    if isinstance(t, (int, float)) and not isinstance(t, bool) and math.isfinite(t) and t > 0:
+        return float(t)
+    return None
+
+
+def store_in_checkpoint(path: str | Path, calibration: dict) -> None:
+    """Add ``calibration`` (plain values) to the checkpoint at ``path``, rewritten atomically."""
+    from cifarlab.engine.checkpoint import _safe_load, save_checkpoint
+    ckpt = _safe_load(Path(path))
+    ckpt["calibration"] = calibration
+    save_checkpoint(ckpt, path)
+
+
+# ---------------------------------------------------------------- a checkpoint / a run
+def calibration_report(val: tuple | None, test: tuple) -> dict:
+    """From (logits, labels) of the validation split (or None) and of the test split: the
+    fitted temperature and the test split's ECE/MCE/NLL before and after it."""
+    z, y = test
+    out = {"n_bins": N_BINS, "temperature": None, "fitted_on": None,
+           "before": _measures(z, y, 1.0)}
+    if val is not None and len(val[1]):
+        t = fit_temperature(*val)
+        out.update(temperature=t, fitted_on="val", val_nll_before=nll(*val), val_nll_after=nll(*val, t),
+                   after=_measures(z, y, t))
+    return out
+
+
+def _measures(z, y, t: float) -> dict:
+    m = calibration_bins(softmax(z, t), y)
+    m["nll"] = nll(z, y, t)
+    return m
+
+
+def brief(report: dict) -> dict:
+    """The report without its bins (for summary.json's headline fields)."""
+    out = {k: v for k, v in report.items() if k not in ("before", "after")}
+    for k in ("before", "after"):
+        if k in report:
+            out[k] = {m: report[k][m] for m in ("ece", "mce", "nll", "confidence", "accuracy")}
+    return out
+
+
+def calibrate_run(model, cfg, data, run_dir: Path, device, normalize: dict) -> dict:
+    """Fit T on ``data.val`` (when the run kept one), store it in the run's checkpoints,
+    draw the test split's reliability diagram; returns the calibration report (no bins)."""
+    from cifarlab.data import DeviceLoader
+    from cifarlab.engine import plots
+
+    def batches(split):
+        return DeviceLoader(split, 500, device, normalize["mean"], normalize["std"], shuffle=False,
+                            grayscale=normalize.get("grayscale"))
+
+    test = collect_logits(model, batches(data.test))
+    val = collect_logits(model, batches(data.val)) if len(data.val) else None
+    report = calibration_report(val, test)
+    if report["temperature"] is not None:
+        cal = {"temperature": report["temperature"], "fitted_on": "val", "n": int(len(val[1])),
+               "val_nll_before": report["val_nll_before"], "val_nll_after": report["val_nll_after"]}
+        for name in ("best.pt", "last.pt"):
+            if (run_dir / name).is_file():
+                store_in_checkpoint(run_dir / name, cal)
+    run_dir = Path(run_dir)
+    from cifarlab.atomic import atomic_write_text
+    atomic_write_text(run_dir / "calibration.json", json.dumps(report, indent=2) + "\n")
+    if getattr(cfg, "plots", True) and plots.available():
+        save_reliability(report, run_dir / "reliability.png", title=f"{getattr(cfg, 'model', '')} test split")
+    return brief(report)
+
+
+def save_reliability(report: dict, path: str | Path, title: str = "") -> Path:
+    """The reliability diagram: accuracy against confidence per bin, before (and after)
+    temperature scaling, with the bins' share of examples below (matplotlib)."""
+    from cifarlab.engine import plots
+    plt = plots.pyplot()
+    panels = [("before", "raw")] + ([("after", f"T = {report['temperature']:.3f}")] if "after" in report else [])
+    fig, axes = plt.subplots(2, len(panels), figsize=(4.6 * len(panels), 5.4), squeeze=False,
+                             gridspec_kw={"height_ratios": [3, 1]}, sharex=True)
+    for col, (key, label) in enumerate(panels):
+        m = report[key]
+        ax, hist = axes[0, col], axes[1, col]
+        width = 1.0 / len(m["bins"])
+        mids = [(b["lo"] + b["hi"]) / 2 for b in m["bins"]]
+        acc = [b["accuracy"] or 0.0 for b in m["bins"]]
+        conf = [b["confidence"] if b["confidence"] is not None else mid for b, mid in zip(m["bins"], mids)]
+        ax.bar(mids, acc, width=width, edgecolor="black", color="#4C72B0", label="accuracy")
+        ax.bar(mids, [c - a if b["count"] else 0 for c, a, b in zip(conf, acc, m["bins"])], bottom=acc,
+               width=width, edgecolor="#C44E52", color="#C44E52", alpha=0.35, hatch="//", label="gap")
+        ax.plot([0, 1], [0, 1], "k--", lw=1, label="perfect")
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1)
+        ax.set_ylabel("accuracy")
+        ax.set_title(f"{label}: ECE {m['ece']:.2%}, MCE {m['mce']:.2%}")
+        ax.legend(loc="upper left", fontsize=8)
+        hist.bar(mids, [b["count"] / m["n"] for b in m["bins"]], width=width, color="grey", edgecolor="black")
+        hist.set_xlabel("confidence")
+        hist.set_ylabel("share")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    path = Path(path)
+    plots.save_png(fig, path)
+    plt.close(fig)
+    return path
+
+
+def calibrate_checkpoint(checkpoint, data=None, device: str | None = None, store: str = "checkpoint") -> dict:
+    """Fit a checkpoint's temperature on its validation split and measure the test split.
+
+    ``store`` is "checkpoint" (rewrite the file with a ``calibration`` entry), "sidecar"
+    (``<name>.calibration.json`` beside it: for a file that must not change) or "none".
+    """
+    from cifarlab.data import DeviceLoader
+    from cifarlab.engine.checkpoint import load_checkpoint, load_model
+    from cifarlab.engine.config import TrainConfig
+    from cifarlab.engine.dataset import data_for
+    from cifarlab.engine.hardware import pick_device
+    ckpt = load_checkpoint(checkpoint)
+    dev = pick_device(device or "auto")
+    model, meta = load_model(ckpt, dev)
+    cfg = TrainConfig.from_dict(meta["config"])
+    if data is None or isinstance(data, (str, Path)):
+        data = data_for(cfg.override({"data": str(data)} if data else {}), progress=False)
+    if len(data.val) == 0:
+        raise CifarlabError("this data has no validation split to fit the temperature on (val=0); "
+                            "load it with a validation split")
+    norm = meta["normalize"]
+
+    def batches(split):
+        return DeviceLoader(split, 500, dev, norm["mean"], norm["std"], shuffle=False,
+                            grayscale=norm.get("grayscale"))
+
+    report = calibration_report(collect_logits(model, batches(data.val)), collect_logits(model, batches(data.test)))
+    cal = {"temperature": report["temperature"], "fitted_on": "val", "n": int(len(data.val)),
+           "val_nll_before": report["val_nll_before"], "val_nll_after": report["val_nll_after"]}
+    if store == "checkpoint":
+        store_in_checkpoint(ckpt["path"], cal)
+    elif store == "sidecar":
+        report["sidecar"] = str(write_sidecar(ckpt["path"], cal))
+    return report
