@@ -83,9 +83,10 @@ def test_decode_cost_counts_alpha_and_deep_modes(ckpt):
     assert decode_cost(100, 100, "I;16") > decode_cost(100, 100, "RGBA") > decode_cost(100, 100, "L")
     rgb, rgba = _png((1000, 1000)), _png((1000, 1000), "RGBA")
     budget = decode_cost(1000, 1000, "RGB")  # room for the RGB picture, not for its RGBA twin
-    assert read_header(rgb, "rgb.png", 10**7, budget).cost == budget
+    limits = ServeLimits(max_pixels=10**7, decode_budget_bytes=budget)
+    assert read_header(rgb, "rgb.png", limits).cost == budget
     with pytest.raises(Refused) as refused:
-        read_header(rgba, "rgba.png", 10**7, budget)
+        read_header(rgba, "rgba.png", limits)
     assert refused.value.status == 413 and "needs about 23 MiB to decode, over the server's 11 MiB" in str(refused.value)
     (r,) = asyncio.run(_send(_app(ckpt, decode_budget_bytes=budget), _file("rgba.png", rgba)))
     assert r.status_code == 413 and "rgba.png" in r.json()["detail"]
@@ -115,6 +116,7 @@ def test_request_totals_are_capped(ckpt):
     assert too_big.status_code == 413 and "over the 0.2 MiB limit" in too_big.json()["detail"]
 
 
+@pytest.mark.slow
 def test_slow_sender_gets_408_and_holds_its_place_meanwhile(ckpt):
     app = _app(ckpt, max_inflight=1, body_timeout_s=3)
 
@@ -258,3 +260,228 @@ def test_large_pictures_decode_through_the_budget_to_the_same_answer(ckpt):
     assert res["size"] == [1600, 1200] and res["label"] == expected.label
     np.testing.assert_allclose(list(res["probabilities"].values()), list(expected.probabilities.values()), atol=1e-5)
     assert app.state.service.budget.used == 0
+
+
+# ---------------------------------------------------------------- issue 32, hole 1: scan bombs
+def _jpeg_segments(data: bytes) -> list[tuple[int, int, int]]:
+    """(marker, start, end) of each segment of a well-formed JPEG; a scan's entropy data is in its segment."""
+    out, i = [], 2
+    while i < len(data):
+        marker = data[i + 1]
+        if marker == 0xD9:
+            break
+        j = i + 2 + int.from_bytes(data[i + 2:i + 4], "big")
+        if marker == 0xDA:  # entropy data: 0xFF is followed by 0x00 (stuffing) or RSTn inside it
+            while data[(j := data.index(b"\xff", j)) + 1] == 0 or 0xD0 <= data[j + 1] <= 0xD7:
+                j += 2
+        out.append((marker, i, j))
+        i = j
+    return out
+
+
+def _scan_bomb(size=(256, 256), extra=0) -> tuple[bytes, int]:
+    """A flat progressive JPEG with ``extra`` copies of its last scan (42 bytes each); (bytes, scans).
+
+    Each copy refines every 8x8 block of the luma again: tiny on disk, a pass over the picture
+    for the decoder. Pillow's progressive JPEGs have 10 scans."""
+    buf = io.BytesIO()
+    Image.new("RGB", size, (120, 130, 140)).save(buf, "JPEG", quality=90, progressive=True)
+    data = buf.getvalue()
+    scans = [(s, e) for m, s, e in _jpeg_segments(data) if m == 0xDA]
+    assert len(scans) == 10
+    s, e = scans[-1]
+    return data[:e] + data[s:e] * extra + data[e:], 10 + extra
+
+
+def test_a_progressive_jpeg_with_many_scans_is_refused_from_its_header(ckpt):
+    bomb, scans = _scan_bomb((256, 256), 6000)  # ~250 kB: decoding it takes seconds
+    assert len(bomb) < 256 * 1024
+    app = _app(ckpt)
+
+    async def scenario():
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t", timeout=60) as c:
+            bombed = asyncio.create_task(c.post("/api/predict", files={"file": ("scans.jpg", bomb, "image/jpeg")}))
+            waits = []
+            while not bombed.done():  # /health answers meanwhile
+                start = time.perf_counter()
+                assert (await c.get("/health")).status_code == 200
+                waits.append(time.perf_counter() - start)
+                await asyncio.sleep(0.01)
+            return await bombed, waits
+
+    start = time.perf_counter()
+    r, waits = asyncio.run(scenario())
+    took = time.perf_counter() - start
+    assert r.status_code == 413, r.text
+    assert r.json()["detail"] == (f"scans.jpg: a progressive JPEG with {scans} scans, over the limit of 100 "
+                                  f"(a photo has about 10; each scan is another pass over the picture); "
+                                  f"save it as a baseline JPEG or a PNG")
+    start = time.perf_counter()
+    Image.open(io.BytesIO(bomb)).load()
+    decode_s = time.perf_counter() - start  # what accepting it would have cost
+    assert took < decode_s / 4 and max(waits, default=0) < decode_s / 4
+
+
+def test_scan_count_and_scan_work_limits_from_the_header():
+    limits = ServeLimits()
+    normal, ten = _scan_bomb((1200, 900))
+    header = read_header(normal, "n.jpg", limits)
+    assert ten == 10 and header.scans == 10 and header.work == 10 * 1200 * 900
+    baseline = io.BytesIO()
+    Image.new("RGB", (64, 48)).save(baseline, "JPEG")
+    assert read_header(baseline.getvalue(), "b.jpg", limits).scans == 1
+    png = read_header(_png((64, 48)), "p.png", limits)
+    assert png.scans == 1 and png.work == 64 * 48
+    # a JPEG hidden in an EXIF thumbnail (a marker inside a segment) is not counted as a scan
+    exif = Image.Exif()
+    exif[0x010E] = "\xff\xda" * 50
+    withexif = io.BytesIO()
+    Image.new("RGB", (64, 48)).save(withexif, "JPEG", exif=exif.tobytes())
+    assert read_header(withexif.getvalue(), "e.jpg", limits).scans == 1
+    # 30 scans is fine for a small picture, too much work for a large one
+    small, n = _scan_bomb((256, 256), 20)
+    assert read_header(small, "s.jpg", limits).scans == n == 30
+    large, n = _scan_bomb((4000, 4000), 20)
+    with pytest.raises(Refused) as refused:
+        read_header(large, "big.jpg", limits)
+    assert refused.value.status == 413
+    assert refused.value.detail == ("big.jpg: a 4000x4000 JPEG in 30 scans is 480 Mpixel-passes of decoding, over "
+                                    "the 400 limit; save it as a baseline JPEG, or smaller")
+
+
+def _calls_where(service, monkeypatch) -> list[str]:
+    """The thread each decode ran in, recorded by wrapping ``service.decode``."""
+    import threading
+    where, decode = [], service.decode
+    monkeypatch.setattr(service, "decode", lambda *a, **k: where.append(threading.current_thread().name)
+                        or decode(*a, **k))
+    return where
+
+
+def test_only_tiny_pictures_decode_on_the_event_loop(ckpt, monkeypatch):
+    app = _app(ckpt)
+    where = _calls_where(app.state.service, monkeypatch)
+    scans, _ = _scan_bomb((256, 256), 80)  # under the limits, but 90 passes over 65 kpx
+    tiny = io.BytesIO()
+    Image.new("RGB", (64, 48), (1, 2, 3)).save(tiny, "JPEG")
+    a, b = asyncio.run(_send(app, _file("scans.jpg", scans), _file("tiny.jpg", tiny.getvalue())))
+    assert a.status_code == b.status_code == 200
+    assert where[0].startswith("decode") and where[1] == "MainThread"
+
+
+@pytest.mark.slow
+def test_a_decode_past_its_deadline_stops_and_gives_its_memory_back(ckpt):
+    """A picture under the limits that decodes slowly: its 503 comes at the deadline, and the
+    decode itself stops there instead of running on (and holding its memory) to the end."""
+    bomb, scans = _scan_bomb((2000, 2000), 300)
+    start = time.perf_counter()
+    Image.open(io.BytesIO(bomb)).load()
+    decode_s = time.perf_counter() - start
+    app = _app(ckpt, work_timeout_s=0.2, max_jpeg_scans=10_000, max_scan_pixels=10**12)
+    service = app.state.service
+
+    async def scenario():
+        start = time.perf_counter()
+        (r,) = await _send(app, _file("slow.jpg", bomb))
+        answered = time.perf_counter() - start
+        while service.budget.used:
+            await asyncio.sleep(0.01)
+        return r, answered, time.perf_counter() - start
+
+    r, answered, released = asyncio.run(scenario())
+    assert r.status_code == 503 and "slow.jpg: decoding did not finish within 0.2 s" in r.json()["detail"]
+    assert answered < decode_s / 2 and released < decode_s / 2, (answered, released, decode_s)
+
+
+def test_a_decode_stops_between_reads_once_told_to(ckpt):
+    """The guarded reader: a stop asked for while Pillow reads ends the decode with a 503 line."""
+    import threading
+
+    from cifarlab.web.decode import decode_upload
+    bomb, _ = _scan_bomb((512, 512), 40)
+    stop = threading.Event()
+    size, array = decode_upload(bomb, "ok.jpg", ServeLimits().max_pixels, stop)
+    assert size == (512, 512) and array.shape == (32, 32, 3)
+    stop.set()
+    with pytest.raises(Refused) as refused:
+        decode_upload(bomb, "late.jpg", ServeLimits().max_pixels, stop)
+    assert refused.value.status == 503 and refused.value.detail.startswith("late.jpg: decoding stopped")
+
+
+def _one_slow_decoder(ckpt, monkeypatch, work_timeout_s: float, first_s: float):
+    """An app with one decode thread, whose decodes of "first.png" take ``first_s`` longer;
+    (app, the names of the pictures whose decode started)."""
+    app = _app(ckpt, decode_threads=1, work_timeout_s=work_timeout_s)
+    service = app.state.service
+    names, decode = [], service.decode
+
+    def slow(filename, *a, **k):
+        names.append(filename)
+        if filename == "first.png":
+            time.sleep(first_s)
+        return decode(filename, *a, **k)
+    monkeypatch.setattr(service, "decode", slow)
+    return app, names
+
+
+_PHOTO = _png((1600, 1200))  # over the inline size: decodes in the pool
+
+
+async def _settle(app, first):
+    """The first request's answer, once its decode thread is done and a queued decode could have run."""
+    (answer,) = await first
+    while app.state.service.budget.used:
+        await asyncio.sleep(0.05)
+    await asyncio.sleep(0.5)
+    return answer
+
+
+def test_a_request_that_times_out_drops_its_queued_decode(ckpt, monkeypatch):
+    app, names = _one_slow_decoder(ckpt, monkeypatch, work_timeout_s=1.0, first_s=2.0)
+
+    async def scenario():
+        first = asyncio.create_task(_send(app, _file("first.png", _PHOTO)))
+        while not names:
+            await asyncio.sleep(0.01)
+        (queued,) = await _send(app, _file("queued.png", _PHOTO))
+        return await _settle(app, first), queued
+
+    running, queued = asyncio.run(scenario())
+    assert running.status_code == queued.status_code == 503  # a running decode cannot be dropped
+    assert queued.json()["detail"].startswith("queued.png: decoding did not finish within 1 s")
+    assert names == ["first.png"] and app.state.service.budget.used == 0
+
+
+def test_a_request_whose_client_leaves_drops_its_queued_decode(ckpt, monkeypatch):
+    """The client disconnects 0.3 s after sending its picture, long before the deadline: the
+    decode waiting behind a busy thread is dropped, not run for no one."""
+    app, names = _one_slow_decoder(ckpt, monkeypatch, work_timeout_s=20, first_s=1.5)
+    request = httpx.Request("POST", "http://t/api/predict", files={"file": ("gone.png", _PHOTO, "image/png")})
+    body = request.read()
+    sent, messages = [False], []
+
+    async def receive():
+        if not sent[0]:
+            sent[0] = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        await asyncio.sleep(0.3)
+        return {"type": "http.disconnect"}
+
+    async def send(message):
+        messages.append(message)
+
+    scope = {"type": "http", "method": "POST", "path": "/api/predict", "raw_path": b"/api/predict",
+             "query_string": b"", "headers": [(k.lower().encode(), v.encode()) for k, v in request.headers.items()],
+             "http_version": "1.1", "scheme": "http", "server": ("t", 80), "client": ("10.0.0.9", 5000),
+             "root_path": ""}
+
+    async def scenario():
+        first = asyncio.create_task(_send(app, _file("first.png", _PHOTO)))
+        while not names:
+            await asyncio.sleep(0.01)
+        await asyncio.wait_for(app(scope, receive, send), 10)
+        return await _settle(app, first)
+
+    ok = asyncio.run(scenario())
+    assert ok.status_code == 200 and messages == []  # nothing sent to a client that is gone
+    assert names == ["first.png"] and app.state.service.budget.used == 0

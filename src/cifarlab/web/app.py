@@ -7,9 +7,11 @@ runs in the batcher's thread, and the event loop only moves bytes.
 
 Limits, all in ``ServeLimits``: the ``Gate`` (token, requests in flight, body size and
 read time) runs before anything is parsed; then each picture's header is read (size,
-mode) and the request refused when a picture or all of them together have too many
-pixels; then pictures decode only while their estimated memory fits the decode budget;
-waiting, decoding and the model share one deadline per request.
+mode, a JPEG's scans) and the request refused when a picture or all of them together have
+too many pixels, or a JPEG too many scans; then pictures decode only while their estimated
+memory fits the decode budget; waiting, decoding and the model share one deadline per
+request. A decode whose request timed out, or whose client left, is dropped if it has not
+started and stopped at its next read if it has.
 """
 
 from __future__ import annotations
@@ -17,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import io
-import os
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -29,15 +30,17 @@ from cifarlab import __version__
 from cifarlab.catalog import Catalog
 from cifarlab.errors import CifarlabError, ImageError
 from cifarlab.web.batcher import MicroBatcher
-from cifarlab.web.decode import Budget, Header, Refused, read_header
+from cifarlab.web.decode import Budget, Header, Refused, decode_upload, read_header
 from cifarlab.web.gate import Gate
 from cifarlab.web.limits import ServeLimits
 
-# small pictures are decoded on the event loop (well under a millisecond, less than a
-# thread hop costs); larger ones in the thread pool, under the decode budget, so that they
-# cannot stall other requests. One request decodes inline at a time: the loop has one thread.
-_INLINE_BYTES = 256 * 1024
-_INLINE_COST = 16 * 2**20  # estimated decode bytes of the whole request
+# tiny pictures are decoded on the event loop (well under a millisecond, less than a
+# thread hop costs); all others in the thread pool, under the decode budget, so that they
+# cannot stall other requests (/health included). "Tiny" by bytes, decode memory and work
+# (pixels x scans: a progressive JPEG of a few kB can take seconds).
+_INLINE_BYTES = 64 * 1024
+_INLINE_COST = 4 * 2**20  # estimated decode bytes of the whole request
+_INLINE_WORK = 200_000  # pixels x scans of the whole request: a 400x500 baseline JPEG
 
 
 def create_app(catalog: Catalog | None = None, limits: ServeLimits | None = None, preload: bool = True,
@@ -82,7 +85,7 @@ class _Service:
     def __init__(self, catalog: Catalog, limits: ServeLimits):
         self.catalog, self.limits = catalog, limits
         self.budget = Budget(limits.decode_budget_bytes)
-        self._pool = ThreadPoolExecutor(min(4, os.cpu_count() or 1), thread_name_prefix="decode")
+        self._pool = ThreadPoolExecutor(max(1, limits.decode_threads), thread_name_prefix="decode")
         self._batchers: dict[str, MicroBatcher] = {}
         self._ready: dict[str, tuple[MicroBatcher, list[str]]] = {}
         self._lock = threading.Lock()
@@ -118,18 +121,19 @@ class _Service:
                 self._ready[key] = (self._batchers[key], predictor.classes)
         return self._ready[key]
 
-    def decode(self, filename: str, data: bytes, view: bool) -> dict:
-        """One upload as {"filename", "array", ...} or {"filename", "error", "status"}."""
-        from cifarlab.engine.predict import load_image, to_input
+    def decode(self, filename: str, data: bytes, view: bool, stop: threading.Event | None = None) -> dict:
+        """One upload as {"filename", "array", ...} or {"filename", "error", "status"};
+        ``Refused`` 503 when ``stop`` is set before it is done."""
         item: dict = {"filename": filename}
         try:
-            img = load_image(data, self.limits.max_pixels)
-            item["size"] = list(img.size)
-            item["array"] = to_input(img)
+            size, item["array"] = decode_upload(data, filename, self.limits.max_pixels, stop)
+            item["size"] = list(size)
             if view:
                 item["view"] = _png_data_url(item["array"])
+        except Refused:
+            raise
         except ImageError as exc:  # truncated or corrupt past its header
-            item["error"], item["status"] = str(exc).replace("<bytes>", filename, 1), 415
+            item["error"], item["status"] = str(exc), 415
         except Exception as exc:  # a hostile file can trip a Pillow plugin in ways it does not wrap
             item["error"], item["status"] = f"{filename}: unreadable ({type(exc).__name__})", 415
         return item
@@ -139,7 +143,7 @@ class _Service:
         out: list[Header | Refused] = []
         for filename, data in blobs:
             try:
-                out.append(read_header(data, filename, self.limits.max_pixels, self.limits.decode_budget_bytes))
+                out.append(read_header(data, filename, self.limits))
             except Refused as exc:
                 out.append(exc)
         total = sum(h.pixels for h in out if isinstance(h, Header))
@@ -167,7 +171,8 @@ class _Service:
         except TimeoutError:
             raise Refused(503, f"server busy: no decoding memory came free within "
                                f"{self.limits.work_timeout_s:g} s; retry in a moment") from None
-        job = self._pool.submit(self.decode, *blob, view)
+        stop = threading.Event()
+        job = self._pool.submit(self.decode, *blob, view, stop)
         # given back when the thread is done, not when the request gives up: the memory is held till then
         job.add_done_callback(lambda _: loop.is_closed() or loop.call_soon_threadsafe(self.budget.release,
                                                                                       header.cost))
@@ -177,6 +182,10 @@ class _Service:
         except TimeoutError:
             raise Refused(503, f"{blob[0]}: decoding did not finish within {self.limits.work_timeout_s:g} s; "
                                f"send a smaller picture or retry later") from None
+        finally:  # timed out, or cancelled because the client left: drop it if queued, else stop it
+            if not job.done():
+                stop.set()
+                job.cancel()
 
     async def predict(self, name: str, blobs: list[tuple[str, bytes]], top_k: int, view: bool) -> dict:
         start = time.perf_counter()
@@ -206,9 +215,10 @@ class _Service:
 
 
 def _small(blobs: list[tuple[str, bytes]], headers: list) -> bool:
-    """True when the uploads are small in bytes and, by their headers, in decode memory."""
-    cost = sum(h.cost for h in headers if isinstance(h, Header))
-    return sum(len(b) for _, b in blobs) <= _INLINE_BYTES and cost <= _INLINE_COST
+    """True when the uploads are small in bytes and, by their headers, in decode memory and time."""
+    good = [h for h in headers if isinstance(h, Header)]
+    return (sum(len(b) for _, b in blobs) <= _INLINE_BYTES and sum(h.cost for h in good) <= _INLINE_COST
+            and sum(h.work for h in good) <= _INLINE_WORK)
 
 
 def _ranked(classes: list[str], row: np.ndarray, top_k: int) -> dict:

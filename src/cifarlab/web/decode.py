@@ -6,6 +6,13 @@ take (measured with ``VmHWM`` for a 12 Mpx picture of each mode: Pillow keeps RG
 bytes a pixel, compositing RGBA on white holds three RGBA copies, 16-bit grey goes through
 float64 arrays). A ``Budget`` (an async semaphore weighted by that estimate) lets only so
 many bytes decode at once; the rest wait, in order, until their request's deadline.
+
+A JPEG's time to decode is not bounded by its pixels: a progressive one is a series of
+scans, each another pass over every 8x8 block, and a scan can be a few dozen bytes. So
+the header check also counts the scans (``jpeg_scans``, a walk over the markers) and
+refuses too many of them, or too many scans times pixels. Decoding then reads through a
+``_Guarded`` file that hands Pillow one scan at a time and stops the decode, between two
+reads, once its request has timed out or gone.
 """
 
 from __future__ import annotations
@@ -13,9 +20,14 @@ from __future__ import annotations
 import asyncio
 import collections
 import io
+import re
+import threading
 from dataclasses import dataclass
 
-from PIL import Image
+import numpy as np
+from PIL import Image, ImageOps
+
+from cifarlab.errors import ImageError
 
 # peak bytes per pixel while decoding and converting to RGB, by the mode in the header,
 # rounded up from measurements (RGB 12, L 6, RGBA/LA 24, P with transparency 22, I;16 28, F 32)
@@ -41,6 +53,37 @@ class Refused(Exception):
 class Header:
     pixels: int
     cost: int  # estimated peak bytes of decoding it
+    scans: int = 1  # passes over the picture: a progressive JPEG's scans, else 1
+    work: int = 0  # pixels x scans: what decoding it costs in time
+
+    def __post_init__(self):
+        self.work = self.work or self.pixels * self.scans
+
+
+# a marker outside a segment's stated length: 0xFF, then neither a stuffed 0x00, a restart
+# marker (they sit inside a scan's data) nor another 0xFF (fill before a marker)
+_MARKER = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")
+_STANDALONE = {0x01, 0xD8}  # TEM and SOI carry no length (RSTn are skipped by _MARKER)
+
+
+def jpeg_scans(data: bytes) -> list[int]:
+    """Where each scan (SOS marker) of a JPEG starts, up to its first EOI.
+
+    The way libjpeg reads: segments are skipped by their stated length, and anything between
+    them (a scan's entropy-coded data, or junk) is searched for the next marker. So a JPEG
+    inside an EXIF thumbnail is not counted, and scans hidden after junk are."""
+    starts, pos = [], 2
+    while (m := _MARKER.search(data, pos)) is not None:
+        code = data[m.end() - 1]
+        if code == 0xD9:  # EOI: what follows (the other pictures of an MPO file) is not decoded
+            break
+        if code in _STANDALONE:
+            pos = m.end()
+            continue
+        if code == 0xDA:
+            starts.append(m.start())
+        pos = m.end() + max(2, int.from_bytes(data[m.end():m.end() + 2], "big"))
+    return starts
 
 
 def decode_cost(width: int, height: int, mode: str, fmt: str | None = None, transparency: bool = False) -> int:
@@ -50,8 +93,10 @@ def decode_cost(width: int, height: int, mode: str, fmt: str | None = None, tran
     return width * height * per
 
 
-def read_header(data: bytes, name: str, max_pixels: int, budget: int) -> Header:
-    """Size and decode cost from the header alone; ``Refused`` 413 (too large) or 415 (not a picture)."""
+def read_header(data: bytes, name: str, limits) -> Header:
+    """Size, decode cost and scans from the header alone (``limits``: a ``ServeLimits``);
+    ``Refused`` 413 (too large, too many scans) or 415 (not a picture)."""
+    max_pixels, budget = limits.max_pixels, limits.decode_budget_bytes
     try:
         with Image.open(io.BytesIO(data)) as img:
             (w, h), mode, fmt, info = img.size, img.mode, img.format, img.info
@@ -68,7 +113,64 @@ def read_header(data: bytes, name: str, max_pixels: int, budget: int) -> Header:
     if cost > budget:
         raise Refused(413, f"{name}: a {w}x{h} {mode} picture needs about {cost / 2**20:.0f} MiB to decode, "
                            f"over the server's {budget / 2**20:.0f} MiB; send it as 8-bit RGB or smaller")
-    return Header(w * h, cost)
+    scans = len(jpeg_scans(data)) if fmt in ("JPEG", "MPO") else 1
+    if scans > limits.max_jpeg_scans:
+        raise Refused(413, f"{name}: a progressive JPEG with {scans} scans, over the limit of {limits.max_jpeg_scans} "
+                           f"(a photo has about 10; each scan is another pass over the picture); "
+                           f"save it as a baseline JPEG or a PNG")
+    header = Header(w * h, cost, max(scans, 1))
+    if header.work > limits.max_scan_pixels:
+        raise Refused(413, f"{name}: a {w}x{h} JPEG in {scans} scans is {header.work / 1e6:.0f} Mpixel-passes of "
+                           f"decoding, over the {limits.max_scan_pixels / 1e6:.0f} limit; save it as a baseline "
+                           f"JPEG, or smaller")
+    return header
+
+
+class _Stopped(Exception):
+    """Raised inside Pillow's read loop: the decode was told to stop."""
+
+
+class _Guarded(io.BytesIO):
+    """The upload as a file that raises once ``stop`` is set, and that, once ``clip`` is on,
+    never returns bytes past the next scan's start: Pillow then feeds libjpeg one scan per
+    read, and the stop is seen after each pass over the picture."""
+
+    def __init__(self, data: bytes, stop: threading.Event, cuts: list[int]):
+        super().__init__(data)
+        self.stop, self.cuts, self.clip = stop, cuts, False
+
+    def read(self, size: int | None = -1) -> bytes:
+        if self.stop.is_set():
+            raise _Stopped
+        if self.clip and self.cuts:
+            pos = self.tell()
+            nxt = next((c for c in self.cuts if c > pos), None)
+            if nxt is not None and (size is None or size < 0 or pos + size > nxt):
+                size = nxt - pos
+        return super().read(size)
+
+
+def decode_upload(data: bytes, name: str, max_pixels: int,
+                  stop: threading.Event | None = None) -> tuple[tuple[int, int], np.ndarray]:
+    """(width, height) and the 32x32 RGB input of one upload, decoded as ``Predictor`` does
+    (EXIF orientation, transparency on white, deep modes scaled); ``ImageError`` when it
+    cannot be read, ``Refused`` 503 when ``stop`` was set before the decode was done."""
+    from cifarlab.engine.predict import to_input, to_rgb
+    reader = _Guarded(data, stop or threading.Event(), jpeg_scans(data) if data[:2] == b"\xff\xd8" else [])
+    try:
+        with Image.open(reader) as img:
+            reader.clip = True
+            rgb = to_rgb(ImageOps.exif_transpose(img), name, max_pixels)
+            return rgb.size, to_input(rgb)
+    except _Stopped:
+        raise Refused(503, f"{name}: decoding stopped: the request timed out or its client left") from None
+    except ImageError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise ImageError(f"{name}: too many pixels (decompression-bomb guard); downscale it first") from None
+    except (Image.UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        reason = "not a readable image" if isinstance(exc, Image.UnidentifiedImageError) else f"unreadable ({exc})"
+        raise ImageError(f"{name}: {reason}") from None
 
 
 class Budget:

@@ -61,7 +61,7 @@ class Gate:
         try:
             body = await self._read_body(receive, send)
             if body is not None:
-                await self.app(scope, _replay(body, receive), send)
+                await _while_connected(self.app(scope, _replay(body, receive), send), receive)
         finally:
             self.inflight, self.inflight_bytes = self.inflight - 1, self.inflight_bytes - size
 
@@ -113,6 +113,32 @@ async def refuse(send, status: int, detail: str, retry_after: int | None = None)
         headers.append((b"retry-after", str(retry_after).encode()))
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": payload})
+
+
+async def _while_connected(call, receive) -> None:
+    """Run the app's ``call``; cancel it if the client disconnects first (its work is for no one)."""
+    task = asyncio.ensure_future(call)
+    gone = asyncio.ensure_future(_disconnect(receive))
+    try:
+        await asyncio.wait((task, gone), return_when=asyncio.FIRST_COMPLETED)
+    except asyncio.CancelledError:  # the server is stopping
+        task.cancel()
+        gone.cancel()
+        raise
+    if task.done():
+        gone.cancel()
+        return task.result()  # the app's own exception, if it raised one
+    task.cancel()
+    try:
+        await task
+    except asyncio.CancelledError:
+        pass
+
+
+async def _disconnect(receive) -> None:
+    """Return once the client has disconnected (the body is read: nothing else comes)."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
 
 
 def _replay(body: bytes, receive):

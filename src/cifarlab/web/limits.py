@@ -9,7 +9,8 @@ estimated peak of the pictures being decoded at once): about 1.2 GiB with the de
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import os
+from dataclasses import dataclass, field
 
 
 @dataclass
@@ -21,6 +22,9 @@ class ServeLimits:
     max_wait_ms: float = 2.0  # how long a batch waits for company; bounds the latency it adds
     max_request_pixels: int = 48_000_000  # all pictures of one request together, from their headers
     decode_budget_bytes: int = 640 * 2**20  # estimated decode memory of all pictures decoding at once
+    decode_threads: int = field(default_factory=lambda: min(4, os.cpu_count() or 1))  # pictures decoding at once
+    max_jpeg_scans: int = 100  # scans in one JPEG: a progressive photo has about 10, each is a pass over it
+    max_scan_pixels: int = 400_000_000  # a JPEG's pixels x scans: a 24 Mpx photo in 16 scans
     max_inflight: int = 32  # requests past the door at once (reading, waiting, decoding, in the model)
     max_inflight_bytes: int = 160 * 2**20  # their declared upload sizes together
     body_timeout_s: float = 15.0  # a whole upload must arrive within this (slow senders)
