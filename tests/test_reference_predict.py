@@ -22,74 +22,23 @@ import pytest
 import torch
 from PIL import Image
 
-from cifarlab.data.synthetic import CIFAR10_CLASSES, random_cifar
+from cifarlab.data.synthetic import random_cifar
 from cifarlab.engine import Predictor, evaluate
-from cifarlab.engine.checkpoint import FORMAT, save_checkpoint
 from cifarlab.models import create_model
 
+from _reference import (CLASSES, MEAN, STD, random_lenet, reference_for, reference_input, reference_probs,
+                        save_ref_checkpoint, softmax64)
 from conftest import need, need_module
-
-MEAN = [0.4914, 0.4822, 0.4465]
-STD = [0.2470, 0.2435, 0.2616]
-# classes in a scrambled order, so that an index-to-name slip cannot pass by accident
-CLASSES = [CIFAR10_CLASSES[i] for i in (3, 7, 0, 9, 5, 1, 8, 2, 6, 4)]
-
-
-# ---------------------------------------------------------------- checkpoints made here
-def _save(path, net, name, kwargs=None, classes=CLASSES, mean=MEAN, std=STD, top1=0.61):
-    save_checkpoint({"format": FORMAT, "model": {"name": name, "kwargs": kwargs or {}, "num_classes": 10},
-                     "state_dict": net.state_dict(), "classes": list(classes),
-                     "normalize": {"mean": list(mean), "std": list(std), "grayscale": None},
-                     "config": {"model": name}, "epoch": 1, "test": {"top1": top1, "top5": 0.93, "n": 1000}}, path)
-    return path
-
-
-def _random_lenet(seed=0) -> torch.nn.Module:
-    """lenet5_modern with random weights AND random BatchNorm statistics (eval mode matters)."""
-    torch.manual_seed(seed)
-    net = create_model("lenet5_modern")
-    for m in net.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.running_mean.uniform_(-0.5, 0.5)
-            m.running_var.uniform_(0.5, 2.0)
-            m.weight.data.uniform_(0.5, 1.5)
-            m.bias.data.uniform_(-0.2, 0.2)
-    with torch.no_grad():  # larger logits: probabilities far from uniform, rankings well apart
-        net.head[-1].weight.mul_(8.0)
-    return net.eval()
 
 
 @pytest.fixture(scope="module")
 def lenet():
-    return _random_lenet()
+    return random_lenet()
 
 
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory, lenet):
-    return _save(tmp_path_factory.mktemp("ref") / "lenet.pt", lenet, "lenet5_modern")
-
-
-# ---------------------------------------------------------------- the reference
-def reference_input(img: Image.Image, mean=MEAN, std=STD) -> np.ndarray:
-    """float32 [3, 32, 32]: RGB, 32x32 bilinear (as documented), /255, (x - mean) / std in numpy."""
-    img = img.convert("RGB")
-    if img.size != (32, 32):
-        img = img.resize((32, 32), Image.Resampling.BILINEAR)
-    x = np.asarray(img, dtype=np.float64) / 255.0  # H, W, C
-    x = (x - np.asarray(mean)) / np.asarray(std)
-    return x.transpose(2, 0, 1).astype(np.float32)
-
-
-def softmax64(logits: np.ndarray) -> np.ndarray:
-    z = np.asarray(logits, np.float64)
-    z = z - z.max(axis=-1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=-1, keepdims=True)
-
-
-@torch.no_grad()
-def reference_probs(net, inputs: list[np.ndarray]) -> np.ndarray:
-    return softmax64(net(torch.from_numpy(np.stack(inputs))).numpy())
+    return save_ref_checkpoint(tmp_path_factory.mktemp("ref") / "lenet.pt", lenet, "lenet5_modern")
 
 
 def _pictures(folder) -> dict:
@@ -103,10 +52,6 @@ def _pictures(folder) -> dict:
     out["grey.png"] = folder / "grey.png"
     Image.fromarray(rng.integers(0, 256, (36, 50), dtype=np.uint8), "L").save(out["grey.png"])
     return out
-
-
-def _reference_for(net, paths) -> np.ndarray:
-    return reference_probs(net, [reference_input(Image.open(p)) for p in paths])
 
 
 def _assert_prediction_matches(pred, row: np.ndarray, classes=CLASSES, top_k=3, atol=1e-5):
@@ -123,7 +68,7 @@ def _assert_prediction_matches(pred, row: np.ndarray, classes=CLASSES, top_k=3, 
 # ---------------------------------------------------------------- Predictor
 def test_predictor_equals_hand_normalized_reference(ckpt, lenet, tmp_path):
     paths = list(_pictures(tmp_path).values())
-    expected = _reference_for(lenet, paths)
+    expected = reference_for(lenet, paths)
     assert expected.max(axis=1).min() > 0.15  # not a flat (0.1) output: the comparison can tell models apart
     preds = Predictor(ckpt, device="cpu").predict(paths, top_k=3, batch_size=4)  # ragged last batch
     assert [p.source for p in preds] == [str(p) for p in paths]
@@ -190,7 +135,7 @@ def known_answer(rgb) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def known_ckpt(tmp_path_factory):
-    return _save(tmp_path_factory.mktemp("known") / "known.pt", _known_answer_lenet(), "lenet5", {"act": "relu"})
+    return save_ref_checkpoint(tmp_path_factory.mktemp("known") / "known.pt", _known_answer_lenet(), "lenet5", {"act": "relu"})
 
 
 def test_known_answer_pictures(known_ckpt, tmp_path):
@@ -241,7 +186,7 @@ def test_predict_folder_csv_equals_reference(ckpt, lenet, tmp_path):
     with out.open(newline="") as f:
         rows = {r["path"]: r for r in csv.DictReader(f)}
     assert sorted(rows) == sorted(rels)
-    expected = _reference_for(lenet, [folder / r for r in rels])
+    expected = reference_for(lenet, [folder / r for r in rels])
     for rel, row in zip(rels, expected):
         order = np.argsort(-row, kind="stable")
         got = rows[rel]
@@ -282,7 +227,7 @@ def test_catalogue_serves_the_reference_and_states_the_saved_accuracy(ckpt, lene
     assert entry.model == "lenet5_modern"
     assert entry.parameters == sum(p.numel() for p in lenet.parameters() if p.requires_grad)
     paths = list(_pictures(tmp_path).values())
-    for pred, row in zip(catalog.predictor("mine").predict(paths, top_k=3), _reference_for(lenet, paths)):
+    for pred, row in zip(catalog.predictor("mine").predict(paths, top_k=3), reference_for(lenet, paths)):
         _assert_prediction_matches(pred, row)
 
 
