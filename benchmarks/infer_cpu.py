@@ -5,7 +5,8 @@ then, for batch 1 and batch 256, the median images/s over several timed runs of 
 engine, side by side, in one process with the same thread count. The model is the
 shipped default (``cifarlab.catalog``) when the package has one, else resnet20 with
 random weights: the speed of a network does not depend on its weights' values.
-Needs the onnx extra: ``pip install 'cifarlab[onnx]'``.
+Needs the onnx extra: ``pip install 'cifarlab[onnx]'``. One row per batch size is appended
+to ``results/infer_cpu.csv`` (``--results``/``--no-results``).
 
     python benchmarks/infer_cpu.py [--runs 7] [--seconds 1.0] [--threads N]
 """
@@ -21,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from _env import environment  # benchmarks/_env.py
+from _env import add_results_args, environment, record  # benchmarks/_env.py
 from cifarlab.engine.export import OnnxModel, export_model
 
 
@@ -67,6 +68,7 @@ def main() -> None:
     p.add_argument("--seconds", type=float, default=1.0, help="length of one timed run")
     p.add_argument("--threads", type=int, default=torch.get_num_threads(), help="threads for both engines")
     p.add_argument("--batches", default="1,256")
+    add_results_args(p)
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     model, meta, what = default_model()
@@ -93,6 +95,14 @@ def main() -> None:
         print(f"{batch:>5}  {eager:>10.0f} [{min(e_all):>6.0f}-{max(e_all):>6.0f}]  "
               f"{onnx:>10.0f} [{min(o_all):>6.0f}-{max(o_all):>6.0f}]  {onnx / eager:>10.2f}x")
     print(f"load average {os.getloadavg()[0]:.2f} (at end)")
+    for batch, eager, onnx, e_all, o_all in rows:
+        record("infer_cpu", {"model": meta["model"]["name"], "weights": what, "batch": batch, "threads": args.threads,
+                             "runs": args.runs, "run_s": args.seconds, "eager_images_per_s": round(eager),
+                             "eager_min": round(min(e_all)), "eager_max": round(max(e_all)),
+                             "onnx_images_per_s": round(onnx), "onnx_min": round(min(o_all)),
+                             "onnx_max": round(max(o_all)), "onnx_over_eager": round(onnx / eager, 2),
+                             "load_avg": round(os.getloadavg()[0], 2), "torch": torch.__version__},
+               args=args)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,8 @@
 Every run is ``cifarlab.engine.train`` with the recipe's config (seed = run number), so
 it measures the same loop the CLI uses. Printed: the environment, then per seed the test
 accuracy without and with the recipe's TTA and the times, finally mean ± std accuracy and
-median times.
+median times. Each seed is also appended as a row to ``results/speedrun.csv``
+(``--results``/``--no-results``).
 
 What "train" time is (CUDA events, synchronized once at the end of each run, on GPU;
 ``time.perf_counter`` on CPU): the sum over epochs of first batch -> last batch of the
@@ -37,7 +38,7 @@ import time
 
 import torch
 
-from _env import environment  # benchmarks/_env.py
+from _env import add_results_args, environment, record, series_name  # benchmarks/_env.py
 from cifarlab.engine import Callback, recipe_config, train
 from cifarlab.engine.hardware import bf16_native
 
@@ -119,6 +120,7 @@ def one_run(args, data, device: torch.device, seed: int, epochs: int | None, run
     plain = _evaluate(result.model, data, device, "none", cfg.channels_last, amp)
     tta = _evaluate(result.model, data, device, cfg.tta, cfg.channels_last, amp)
     return {"seed": seed, "epochs": cfg.epochs, "acc": plain, "acc_tta": tta, "wall": wall,
+            "model": cfg.model, "tta": cfg.tta,
             "summary_top1": result.summary["test"].get("top1"), **timer.seconds()}
 
 
@@ -134,6 +136,14 @@ def series(args, data, device, epochs: int | None, runs_dir: str) -> list[dict]:
         rows.append(r)
         print(f"  seed {seed}  epochs {r['epochs']}  test {100 * r['acc']:.2f}%  tta {100 * r['acc_tta']:.2f}%  "
               f"train {r['train']:.3f} s  whiten {r['whiten']:.3f} s  wall {r['wall']:.2f} s", flush=True)
+        record("speedrun", {
+            "seed": seed, "series": args.series, "recipe": args.recipe, "model": r["model"], "epochs": r["epochs"],
+            "batch_size": args.batch_size, "lr": args.lr, "compile": args.compile_on,
+            "train_subset": args.train_subset, "test_subset": args.test_subset,
+            "test_top1_pct": round(100 * r["acc_tta"], 2), "tta": r["tta"],
+            "test_top1_plain_pct": round(100 * r["acc"], 2), "train_s": round(r["train"], 3),
+            "whiten_s": round(r["whiten"], 3), "wall_s": round(r["wall"], 2), "torch": torch.__version__,
+        }, device=device, args=args)
     return rows
 
 
@@ -162,7 +172,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--test-subset", type=int, default=None)
     p.add_argument("--compile", choices=("auto", "on", "off"), default="auto", help="auto: on for CUDA")
     p.add_argument("--warmup", type=int, default=None, help="untimed runs first (default: 1 on CUDA, 0 on CPU)")
+    add_results_args(p)
     args = p.parse_args(argv)
+    args.series = series_name("speedrun")
     from cifarlab.engine.hardware import pick_device
     device = pick_device(args.device)
     args.compile_on = args.compile == "on" or (args.compile == "auto" and device.type == "cuda")

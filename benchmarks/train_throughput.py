@@ -3,7 +3,8 @@
 Prints the environment (python, torch, device, CPU, cores, threads, commit), then the
 median images/s over several timed chunks after warm-up. Random uint8 data of CIFAR's
 shape by default (the data source does not change the compute); ``--data`` uses a real
-subset. CPU timing: time.perf_counter; GPU: CUDA events + synchronize.
+subset. CPU timing: time.perf_counter; GPU: CUDA events + synchronize. The result is also
+appended as a row to ``results/train_throughput.csv`` (``--results``/``--no-results``).
 
     python benchmarks/train_throughput.py --model resnet20 --batch-size 128
     python benchmarks/train_throughput.py --model resnet20 --batch-size 128 --nproc 2
@@ -13,12 +14,13 @@ subset. CPU timing: time.perf_counter; GPU: CUDA events + synchronize.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 
 import torch
 
-from _env import environment  # benchmarks/_env.py
+from _env import add_results_args, environment, record  # benchmarks/_env.py
 from cifarlab.data import DeviceLoader, build_augment, random_cifar
 from cifarlab.engine.config import TrainConfig
 from cifarlab.engine.hardware import bf16_native, pick_device
@@ -65,6 +67,7 @@ def parse(argv=None) -> argparse.Namespace:
                         "include the compilation, whose time is printed")
     p.add_argument("--side", type=int, default=32,
                    help="train at this resolution (px), as a progressive-resizing stage does (default 32)")
+    add_results_args(p)
     args = p.parse_args(argv)
     if args.nproc < 1 or args.batch_size % args.nproc:
         p.error(f"--batch-size {args.batch_size} must divide evenly over --nproc {args.nproc}")
@@ -128,7 +131,9 @@ def measure(args: argparse.Namespace, rank: int = 0, world: int = 1) -> dict:
         for _ in loader:
             pass
         aug_rate = len(loader) * local / (time.perf_counter() - t)
-    return {"rates": rates, "aug_rate": aug_rate}
+    return {"rates": rates, "aug_rate": aug_rate, "device": device, "threads": torch.get_num_threads(),
+            "amp": bool(args.amp and bf16_native(device)), "augment": cfg.augment, "optimizer": cfg.optimizer,
+            "channels_last": cfg.channels_last, **({"compile_s": round(warm_s, 1)} if args.compile else {})}
 
 
 def _worker(rank: int, args: argparse.Namespace, port: int, queue) -> None:
@@ -160,6 +165,15 @@ def main(argv=None) -> None:
           f"{result['aug_rate']:.0f} images/s per process")
     epoch_s = 45000 / statistics.median(rates)
     print(f"=> one epoch of 45,000 images: about {epoch_s / 60:.1f} min on this device")
+    record("train_throughput", {
+        "model": args.model, "batch_size": args.batch_size, "nproc": args.nproc,
+        "data": "real" if args.data else "random", "augment": result["augment"], "optimizer": result["optimizer"],
+        "amp": result["amp"], "channels_last": result["channels_last"], "side": args.side, "compile": args.compile,
+        "images_per_s": round(statistics.median(rates)), "images_per_s_min": round(min(rates)),
+        "images_per_s_max": round(max(rates)), "chunks": args.chunks, "batches": args.batches,
+        "loader_images_per_s": round(result["aug_rate"]), "compile_s": result.get("compile_s"),
+        "load_avg": round(os.getloadavg()[0], 2), "threads": result["threads"], "torch": torch.__version__,
+    }, device=result["device"], args=args)
 
 
 if __name__ == "__main__":
