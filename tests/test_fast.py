@@ -137,7 +137,7 @@ def _set(learn, values):
 
 def test_lookahead_arithmetic():
     learn = _avg_learner([0.0, 0.0])
-    cb = WeightAverage(decay=0.9, every=2, power=1.0, lookahead=True)
+    cb = WeightAverage(decay=0.9, every=2, power=1.0)
     cb.before_fit(learn)  # total = 2 epochs x 5 steps = 10
     assert math.isclose(cb.decay_at(5), 0.9 ** 2 * 0.5)
     learn.step = 1
@@ -154,31 +154,6 @@ def test_lookahead_arithmetic():
     cb.before_validate(learn)  # last epoch: the weights become the average itself
     assert torch.allclose(learn.model.weight, expect)
     assert cb.state_dict() == {}  # nothing to keep: avg == weights at epoch ends
-
-
-def test_ema_is_swapped_in_for_evaluation_and_survives_resume():
-    learn = _avg_learner([1.0])
-    cb = WeightAverage(decay=0.5, every=1, power=0.0, lookahead=False)  # decay 0.5 every step
-    cb.before_fit(learn)
-    learn.step = 1
-    _set(learn, [3.0])
-    cb.after_batch(learn)  # avg = 0.5*1 + 0.5*3 = 2
-    assert torch.allclose(learn.model.weight, torch.tensor([[3.0]]))  # training weights untouched
-    learn.step = 2
-    _set(learn, [5.0])
-    cb.before_validate(learn)  # avg = 0.5*2 + 0.5*5 = 3.5, swapped in
-    assert torch.allclose(learn.model.weight, torch.tensor([[3.5]]))
-    state = cb.state_dict()
-    assert state["swapped"] and torch.allclose(state["held"][0], torch.tensor([[5.0]]))
-    # a resumed run: the model comes from the checkpoint (the average), the callback from its state
-    resumed = _avg_learner([3.5])
-    cb2 = WeightAverage(decay=0.5, every=1, power=0.0, lookahead=False)
-    cb2.load_state_dict(state)
-    cb2.before_fit(resumed)
-    for c, lrn in ((cb, learn), (cb2, resumed)):
-        c.before_epoch(lrn)  # swaps the training weights back
-        assert torch.allclose(lrn.model.weight, torch.tensor([[5.0]]))
-        assert torch.allclose(c.avg[0], torch.tensor([[3.5]]))
 
 
 def test_config_rejects_an_unknown_average():
@@ -316,7 +291,7 @@ def _kinds(cfg: TrainConfig) -> set[type]:
 
 def test_callbacks_follow_the_config_fields_not_the_recipe_name():
     assert not {WhiteningInit, WeightAverage} & _kinds(TrainConfig(recipe="fast"))
-    assert {WhiteningInit, WeightAverage} <= _kinds(TrainConfig(whiten=True, average="ema"))
+    assert {WhiteningInit, WeightAverage} <= _kinds(TrainConfig(whiten=True, average="lookahead"))
     assert {WhiteningInit, WeightAverage} <= _kinds(recipe_config("fast"))
 
 

@@ -302,8 +302,7 @@ def callbacks_for(cfg: TrainConfig, run_dir: Path, device: torch.device) -> list
     if cfg.whiten:
         out.append(WhiteningInit(cfg.whiten_images, cfg.whiten_eps, cfg.whiten_bias_epochs))
     if cfg.average != "none":
-        out.append(WeightAverage(cfg.average_decay, cfg.average_every, cfg.average_power,
-                                 lookahead=cfg.average == "lookahead"))
+        out.append(WeightAverage(cfg.average_decay, cfg.average_every, cfg.average_power))
     return out
 
 

@@ -25,7 +25,7 @@ SCHEDULES = ("constant", "step", "cosine", "onecycle", "plateau")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 MODES = ("min", "max", "auto")
 TTA_MODES = ("none", "flip", "flip-translate")
-AVERAGE_MODES = ("none", "lookahead", "ema")
+AVERAGE_MODES = ("none", "lookahead")
 
 
 @dataclass
@@ -80,7 +80,7 @@ class TrainConfig:
     plateau_monitor: str = "val_loss"  # plateau: metric watched (falls back to train_* when val=0)
     min_lr: float = 0.0  # plateau: never reduce below this
     # --- weight averaging (fast recipe) ---
-    average: str = "none"  # none | lookahead (weights reset to the average) | ema (average used for eval only)
+    average: str = "none"  # none | lookahead (weights reset to their running average)
     average_decay: float = 0.95  # per-step decay of the weight average, reached at the end of training
     average_every: int = 5  # optimizer steps between two averaging updates
     average_power: float = 3.0  # decay ramps as progress**power: almost no averaging early on

@@ -100,11 +100,9 @@ def _float_state(model: nn.Module) -> list[torch.Tensor]:
 class WeightAverage(Callback):
     """Every ``every`` steps: ``avg <- decay * avg + (1 - decay) * weights``.
 
-    ``lookahead=True`` (airbench, from hlb-cifar10) then resets the weights to ``avg``; at
-    each epoch's end one more update makes the evaluated and checkpointed weights the
-    average, and after the last epoch the weights become ``avg`` itself. ``lookahead=False``
-    is a plain EMA: training never sees it; it is swapped in for validation and the epoch's
-    checkpoints and swapped out before the next epoch trains.
+    Lookahead (airbench, from hlb-cifar10): the weights are then reset to ``avg``; at each
+    epoch's end one more update makes the evaluated and checkpointed weights the average, and
+    after the last epoch the weights become ``avg`` itself.
 
     ``decay`` ramps as ``decay**every * progress**power``: early weights are soon forgotten,
     so averaging starts in earnest only when the lr comes down. Covers BN running stats too.
@@ -112,11 +110,10 @@ class WeightAverage(Callback):
 
     order = ORDER_SAVE - 1  # before_validate and after_epoch before the Checkpointer saves
 
-    def __init__(self, decay: float = 0.95, every: int = 5, power: float = 3.0, lookahead: bool = True):
-        self.decay, self.every, self.power, self.lookahead = decay, every, power, lookahead
+    def __init__(self, decay: float = 0.95, every: int = 5, power: float = 3.0):
+        self.decay, self.every, self.power = decay, every, power
         self.live: list[torch.Tensor] = []
         self.avg: list[torch.Tensor] | None = None
-        self.swapped = False  # ema mode: the model currently holds the average
         self.total = 1
 
     def decay_at(self, step: int) -> float:
@@ -125,7 +122,7 @@ class WeightAverage(Callback):
     def before_fit(self, learn) -> None:
         self._set_total(learn)
         self.live = _float_state(unwrap(learn.model))
-        if self.avg is None:  # fresh (or lookahead resume, where avg == weights at epoch ends)
+        if self.avg is None:  # fresh, or resumed: the average equals the weights at epoch ends
             self.avg = [t.detach().clone() for t in self.live]
         else:
             self.avg = [a.to(t.device, t.dtype) for a, t in zip(self.avg, self.live)]
@@ -135,8 +132,6 @@ class WeightAverage(Callback):
 
     def before_epoch(self, learn) -> None:
         self._set_total(learn)  # a time budget may re-plan the epochs between two of them
-        if self.swapped:
-            self._swap()
 
     def after_batch(self, learn) -> None:
         if learn.step % self.every == 0:
@@ -144,28 +139,9 @@ class WeightAverage(Callback):
 
     def before_validate(self, learn) -> None:
         last = learn.epoch + 1 >= learn.epochs
-        self.update(1.0 if last and self.lookahead else self.decay_at(learn.step))
-        if not self.lookahead:
-            self._swap()
+        self.update(1.0 if last else self.decay_at(learn.step))
 
     @torch.no_grad()
     def update(self, decay: float) -> None:
         torch._foreach_lerp_(self.avg, self.live, 1.0 - decay)
-        if self.lookahead:
-            torch._foreach_copy_(self.live, self.avg)
-
-    @torch.no_grad()
-    def _swap(self) -> None:
-        held = [t.clone() for t in self.live]
         torch._foreach_copy_(self.live, self.avg)
-        self.avg = held
-        self.swapped = not self.swapped
-
-    def state_dict(self) -> dict:
-        if self.lookahead or self.avg is None:
-            return {}  # lookahead: the average equals the checkpointed weights at epoch ends
-        return {"held": [t.detach().cpu().clone() for t in self.avg], "swapped": self.swapped}
-
-    def load_state_dict(self, state: dict) -> None:
-        if "held" in state:
-            self.avg, self.swapped = list(state["held"]), bool(state["swapped"])

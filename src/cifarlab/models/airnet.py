@@ -106,13 +106,6 @@ def airnet95(num_classes=10, in_chans=3, act="gelu", widths=(128, 384, 384)):
     return AirNet(tuple(widths), 2, num_classes, in_chans, act)
 
 
-@register_model(reproduces="modern wider and deeper airnet towards 96% (three convs per group)",
-                notes="~9.9M params; no recipe tuned for it yet (airbench96 also adds residuals and cutout)",
-                **_INFO)
-def airnet96(num_classes=10, in_chans=3, act="gelu", widths=(128, 384, 512)):
-    return AirNet(tuple(widths), 3, num_classes, in_chans, act)
-
-
 @register_model(reproduces="modern airnet sized for a 2-core CPU: a quarter of airnet94's compute per "
                            "channel group (widths 64/128/256)",
                 notes="~1.2M params, 65M MACs; trained by `--recipe cpu-5min` and `cpu-15min`", **_INFO)

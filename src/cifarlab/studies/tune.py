@@ -11,7 +11,6 @@ heartbeat: a trial whose worker died is failed by the others and run again as a 
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -272,10 +271,3 @@ def summarize(storage: str, study_name: str, out: str | Path | None = None, hear
         from cifarlab.engine.runs import write_json
         write_json(Path(out) / "best.json", summary)
     return summary
-
-
-def trial_table(storage: str, study_name: str) -> list[dict]:
-    optuna = _optuna()
-    study = optuna.load_study(study_name=study_name, storage=storage_for(storage))
-    return [{"number": t.number, "state": t.state.name, "value": t.value, "params": json.dumps(t.params)}
-            for t in study.get_trials(deepcopy=False)]
