@@ -220,8 +220,35 @@ def test_run_folder_is_complete(tmp_path, tiny):
     assert json.loads((run / "config.json").read_text())["model"] == "lenet5_modern"
     rows = list(csv.DictReader((run / "metrics.csv").open()))
     assert [int(r["epoch"]) for r in rows] == [1, 2]
-    for col in ["train_loss", "train_acc", "val_loss", "val_acc", "lr", "epoch_time", "images_per_s"]:
-        assert float(rows[0][col]) >= 0, col
+    # every column against a value computed another way
+    n_train, steps = len(tiny.train), math.ceil(len(tiny.train) / 32)  # 120 images: 4 steps, the last ragged
+    total, warm = 2 * steps, int(0.2 * 2 * steps)  # onecycle, warmup 0.2 (the defaults)
+
+    def onecycle(s):  # the documented shape: lr/10 up to lr over the warm-up, then linear down to 0
+        return 0.1 * (0.1 + 0.9 * s / warm) if s < warm else 0.1 * (1 - (s - warm) / (total - warm))
+
+    # val metrics of epoch 2 from the epoch-2 weights (last.pt), hand-normalized in numpy: the
+    # val loss is the training loss, CE with label smoothing 0.1 (the default)
+    model, meta = load_model(run / "last.pt")
+    x = (tiny.val.images / 255.0 - np.array(meta["normalize"]["mean"])) / np.array(meta["normalize"]["std"])
+    with torch.no_grad():
+        logits = model(torch.tensor(x.transpose(0, 3, 1, 2), dtype=torch.float32)).double().numpy()
+    log_p = logits - logits.max(1, keepdims=True)
+    log_p -= np.log(np.exp(log_p).sum(1, keepdims=True))
+    y = tiny.val.labels
+    smoothed_ce = (0.9 * -log_p[np.arange(len(y)), y] - 0.1 * log_p.mean(1)).mean()
+    for epoch, row in enumerate(rows, 1):
+        value = {k: float(v) for k, v in row.items()}
+        assert value["lr"] == pytest.approx(onecycle(epoch * steps - 1), rel=1e-9)  # the epoch's last step
+        assert value["train_acc"] * n_train == pytest.approx(round(value["train_acc"] * n_train), abs=1e-6)
+        assert value["val_acc"] * len(tiny.val) == pytest.approx(round(value["val_acc"] * len(tiny.val)), abs=1e-6)
+        assert 0 < value["train_loss"] < 2 * math.log(10)  # a per-image mean of CE over 10 classes
+        assert value["images_per_s"] == pytest.approx(n_train / value["train_time"], rel=1e-6)
+        assert 0 < value["train_time"] <= value["epoch_time"]
+    assert float(rows[1]["val_loss"]) == pytest.approx(smoothed_ce, rel=1e-5)
+    assert float(rows[1]["val_acc"]) == pytest.approx(np.mean(logits.argmax(1) == y), abs=1e-12)
+    assert [json.loads(line)["lr"] for line in (run / "metrics.jsonl").read_text().splitlines()] == \
+        [float(r["lr"]) for r in rows]
     summary = json.loads((run / "summary.json").read_text())
     assert set(summary["test"]["per_class"]) == set(tiny.classes)
     assert summary["selection"]["metric"] == "val_acc" and summary["val_best"]["epoch"] in (1, 2)
