@@ -67,7 +67,7 @@ def test_finished_runs_appear_with_their_test_accuracy(tiny_run):
     assert entry.source == "run" and entry.path.endswith("best.pt")
     assert entry.accuracy == pytest.approx(result.summary["test"]["top1"])
     assert entry.parameters == count_params(create_model("lenet5_modern")).trainable
-    assert "1 epochs" in entry.description and str(result.run_dir) not in str(entry.public())
+    assert "1 epoch," in entry.description and str(result.run_dir) not in str(entry.public())
 
 
 def test_run_named_like_an_operator_model_gets_a_distinct_name(tiny_run, tmp_path):
@@ -177,7 +177,7 @@ def test_predict_cli_takes_a_model_name(tmp_path, capsys):
     assert line.startswith(f"{pic}: ") and line.split()[1] in CIFAR10_CLASSES
     assert main(["predict", "no-such-model", str(pic)]) == 1
     err = capsys.readouterr().err
-    assert "no-such-model is not a checkpoint file or run folder, nor a model name" in err and "default" in err
+    assert "no model called 'no-such-model'" in err and "default" in err
 
 
 def test_shipped_model_accuracy_is_what_it_states(real_data):

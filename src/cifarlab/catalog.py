@@ -5,7 +5,11 @@ Three sources, listed in this order:
 - ``shipped``: the small trained model inside the package (``cifarlab/assets/default.pt``),
   so ``serve``, ``app`` and ``predict default`` work right after installation;
 - ``operator``: checkpoints named at start-up (``cifarlab serve --checkpoint NAME=PATH``);
-- ``run``: finished runs in the run registry (their ``best.pt``), newest first.
+- ``run``: finished runs in the run registry (their ``best.pt``), newest first. Runs of a
+  study, a search or a training subset are left out unless asked for (``all_runs=True``,
+  ``--all-runs``): a menu shows what a person would pick. A run's name is its folder name
+  when no other run with a checkpoint shares it, else ``NAME-ID``, the form
+  ``cifarlab.resolve`` accepts everywhere.
 
 A client only ever sends a *name*; ``resolve`` maps it to a path the operator or the
 registry put there, so no file path from a browser reaches ``torch.load``. Each entry
@@ -41,6 +45,8 @@ class CatalogEntry:
     parameters: int | None  # trainable parameters
     source: str  # "shipped" | "operator" | "run"
     description: str = ""
+    train_images: int | None = None  # set when it trained on a subset: its accuracy is not the model's
+    study: str | None = None  # the study or search a run belongs to
 
     def public(self) -> dict:
         """What the API shows: everything but the server-side path."""
@@ -51,6 +57,8 @@ class CatalogEntry:
     def label(self) -> str:
         """One line for menus: name, architecture, accuracy."""
         acc = "accuracy not measured" if self.accuracy is None else f"{self.accuracy:.2%} test accuracy"
+        if self.train_images and self.accuracy is not None:
+            acc += f", trained on only {self.train_images:,} images"
         return f"{self.name} ({self.model}, {acc})"
 
 
@@ -76,11 +84,14 @@ class Catalog:
     """The named checkpoints of one server or app, and their loaded predictors."""
 
     def __init__(self, extra: dict[str, str] | None = None, *, runs: bool = True, shipped: bool = True,
-                 registry=None, device: str | None = "cpu"):
+                 registry=None, device: str | None = "cpu", all_runs: bool = False):
+        from cifarlab.resolve import shipped_models
         self.device = device
         self._registry = registry
         self._use_runs = runs
-        self._fixed = ([_shipped_entry()] if shipped and default_checkpoint().is_file() else [])
+        self._all_runs = all_runs
+        self._fixed = ([_file_entry(name, path, "shipped") for name, path in shipped_models().items()]
+                       if shipped else [])
         self._fixed += [_file_entry(name, path, "operator") for name, path in (extra or {}).items()]
         self._check_unique(self._fixed)
         self._runs: list[CatalogEntry] = []
@@ -147,11 +158,19 @@ class Catalog:
             import sys
             print(f"cifarlab: warning: run registry unreadable ({exc}); listing no runs", file=sys.stderr)
             return []
+        from cifarlab.resolve import run_checkpoint
+        with_ckpt = [r for r in rows if run_checkpoint(r) is not None]
+        counts: dict[str, int] = {}
+        for row in with_ckpt:
+            counts[row["name"]] = counts.get(row["name"], 0) + 1
         taken = {e.name for e in self._fixed}
         out = []
-        for row in rows:
-            entry = _run_entry(row, taken)
-            if entry is not None:
+        for row in with_ckpt:
+            if not self._all_runs and (row.get("study") or _subset(row)):
+                continue  # a study's, a search's or a subset's run: not a model to pick
+            shared = counts[row["name"]] > 1 or row["name"] in taken
+            entry = _run_entry(row, f"{row['name']}-{row['id']}" if shared else row["name"])
+            if entry is not None and entry.name not in taken:
                 taken.add(entry.name)
                 out.append(entry)
         return out
@@ -193,26 +212,43 @@ def _onnx_entry(name: str, path: Path, source: str) -> CatalogEntry:
                         top5=test.get("top5"), parameters=None, source=source, description="ONNX export")
 
 
-def _run_entry(row: dict, taken: set[str]) -> CatalogEntry | None:
+def _subset(row: dict) -> int | None:
+    """The number of training images of a run trained on a subset, else None."""
+    n = (row.get("config") or {}).get("train_subset")
+    return int(n) if n else None
+
+
+def _run_entry(row: dict, name: str) -> CatalogEntry | None:
+    from cifarlab.resolve import run_checkpoint
     run_dir = Path(row["path"])
-    path = next((run_dir / n for n in ("best.pt", "last.pt") if (run_dir / n).is_file()), None)
+    path = run_checkpoint(row)
     if path is None:
         return None
     summary = read_summary(run_dir) or {}
     params = (summary.get("params") or {}).get("trainable")
-    name = row["name"] if row["name"] not in taken else f"{row['name']}-{row['id']}"
     metrics = row.get("metrics") or {}
     test = summary.get("test") or {}
     return CatalogEntry(name=name, path=str(path), model=row.get("model") or "?",
                         accuracy=metrics.get("test_top1", test.get("top1")), top5=test.get("top5"),
-                        parameters=params, source="run", description=_run_description(row, summary))
+                        parameters=params, source="run", description=_run_description(row, summary),
+                        train_images=_subset(row), study=row.get("study"))
 
 
 def _run_description(row: dict, summary: dict) -> str:
     """Run id, epochs and date; not the folder, which is the server's business."""
     when = time.strftime("%Y-%m-%d %H:%M", time.localtime(row.get("finished") or row.get("created") or 0))
     epochs = summary.get("epochs_run", (row.get("metrics") or {}).get("epochs", "?"))
-    return f"run {row['id']}: {epochs} epochs, finished {when}"
+    text = f"run {row['id']}: {plural(epochs, 'epoch')}, finished {when}"
+    if _subset(row):
+        text += f"; trained on only {_subset(row):,} images"
+    if row.get("study"):
+        text += f"; part of {row['study']}"
+    return text
+
+
+def plural(n, word: str) -> str:
+    """``1 epoch``, ``2 epochs`` (``n`` may be "?")."""
+    return f"{n} {word}" + ("" if n == 1 else "s")
 
 
 def _stamp(path: str) -> str:
@@ -295,6 +331,8 @@ def package_run(run_dir, out, half: bool = False, data_file=None, test: dict | N
     }
     if scales is not None:
         slim["weight_scales"] = scales
+    if ckpt.get("calibration"):  # the run's fitted temperature: the probabilities the run's own checkpoint gives
+        slim["calibration"] = ckpt["calibration"]
     save_checkpoint(slim, out)
     size = Path(out).stat().st_size
     if size > MAX_SHIPPED_BYTES:

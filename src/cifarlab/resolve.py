@@ -39,10 +39,14 @@ class Resolved:
 
 
 def shipped_models() -> dict[str, Path]:
-    """Shipped name -> checkpoint file, for the files present in this installation."""
+    """Shipped name -> checkpoint file, for the files present in this installation: ``default``
+    (assets/default.pt) first, then any other ``assets/NAME.pt`` under its own name."""
     from cifarlab.catalog import default_checkpoint
     path = default_checkpoint()
-    return {DEFAULT_NAME: path} if path.is_file() else {}
+    out = {DEFAULT_NAME: path} if path.is_file() else {}
+    for other in sorted(path.parent.glob("*.pt")):
+        out.setdefault(other.stem, other)
+    return out
 
 
 def default_architecture() -> str:

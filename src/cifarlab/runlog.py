@@ -166,6 +166,11 @@ class Registry:
         return rows[0]
 
 
+    def remove(self, run_id: int) -> None:
+        """Delete the row of run ``run_id`` (its folder is the caller's business)."""
+        self._write("DELETE FROM runs WHERE id = ?", (int(run_id),))
+
+
 # ---------------------------------------------------------------- the callback
 def summary_metrics(summary: dict) -> dict:
     """The few final numbers kept in the registry, from a run's summary.json."""

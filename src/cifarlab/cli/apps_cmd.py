@@ -23,6 +23,8 @@ def _add_catalog_flags(p: argparse.ArgumentParser) -> None:
                    help="also offer this checkpoint (file or run folder) under NAME (repeatable)")
     p.add_argument("--no-runs", dest="runs", action="store_false",
                    help="do not list finished runs from the run registry")
+    p.add_argument("--all-runs", action="store_true",
+                   help="also list the runs of studies, searches and training subsets (left out by default)")
 
 
 def _register_serve(subparsers) -> None:
@@ -66,7 +68,7 @@ def _register_app(subparsers) -> None:
 
 def _catalog(args):
     from cifarlab.catalog import Catalog, parse_named
-    catalog = Catalog(parse_named(args.checkpoint), runs=args.runs)
+    catalog = Catalog(parse_named(args.checkpoint), runs=args.runs, all_runs=args.all_runs)
     catalog.first()  # no model at all: say so now, not on the first request
     return catalog
 

@@ -260,7 +260,7 @@ def run_diagram(args: argparse.Namespace) -> int:
     _check_positive("--in-chans", args.in_chans)
     name, model = _build(args.name, args.in_chans)
     shown = name if name == args.name else f"{args.name} ({name})"
-    title = f"{shown}: {count_params(model).trainable:,} params"
+    title = f"{shown} ({count_params(model).trainable:,} params)"
     path = write_diagram(model, args.output, title, (model_in_chans(model, args.in_chans), 32, 32))
     print(f"wrote {path}")
     return 0
