@@ -112,6 +112,15 @@ def _register_evaluate(subparsers) -> None:
     p.add_argument("--out", default=None, help="folder for confusion.png/csv (default: beside the checkpoint)")
     p.add_argument("--device", default=None, help="auto | cpu | cuda | mps")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.add_argument("--calibrate", action="store_true",
+                   help="fit the temperature on the validation split and store it (in the checkpoint; for the "
+                        "shipped model in a sidecar .calibration.json beside it)")
+    p.add_argument("--corruptions", nargs="?", const="default", default=None, metavar="KINDS",
+                   help="also classify corrupted copies of the test split (CIFAR-10-C kinds x severities): "
+                        "'default' (10 kinds), 'all', or a comma list such as fog,contrast")
+    p.add_argument("--severities", default="1,2,3,4,5", help="with --corruptions: which severities (1..5)")
+    p.add_argument("--limit", type=int, default=None, help="with --corruptions: only the first N test pictures")
+    p.add_argument("--seed", type=int, default=0, help="with --corruptions: the noise seed")
     p.set_defaults(func=run_evaluate)
 
 
@@ -129,6 +138,11 @@ def _register_predict(subparsers) -> None:
     p.add_argument("--resume", action="store_true", help="with --out: keep the CSV's rows, do the rest")
     p.add_argument("--overwrite", action="store_true", help="with --out: start the CSV afresh")
     p.add_argument("--batch-size", type=int, default=256, help="pictures per forward pass")
+    p.add_argument("--raw-probs", action="store_true",
+                   help="the model's own softmax, not the temperature-scaled (calibrated) probabilities")
+    p.add_argument("--explain", default=None, metavar="FOLDER",
+                   help="write a Grad-CAM overlay PNG per picture into FOLDER (why this class?)")
+    p.add_argument("--explain-method", default="gradcam", choices=["gradcam", "gradcam++"])
     p.set_defaults(func=run_predict)
 
 
@@ -219,10 +233,13 @@ def run_evaluate(args: argparse.Namespace) -> int:
     out_dir = Path(args.out) if args.out else resolve_checkpoint(args.checkpoint).parent
     stem = f"confusion-{args.split}" + (f"-tta-{args.tta}" if args.tta else "")
     written = write_confusion(result, out_dir, stem)
+    from cifarlab.cli.evaluate_extras import evaluate_extras, print_extras
+    extras = evaluate_extras(args, result, out_dir)  # calibration, corruptions, model card
     if args.json:
-        print(json.dumps({k: v for k, v in result.items() if k != "confusion"}, indent=2))
+        print(json.dumps({**{k: v for k, v in result.items() if k != "confusion"}, **extras}, indent=2))
     else:
         _print_evaluation(result, written)
+        print_extras(extras)
     return 0
 
 
@@ -253,8 +270,11 @@ def run_predict(args: argparse.Namespace) -> int:
         raise ConfigError(f"--top-k {args.top_k} must be >= 1")
     if args.out:
         return _predict_to_csv(args)
-    predictor = Predictor(_model_path(args.checkpoint), device=args.device)
+    predictor = Predictor(_model_path(args.checkpoint), device=args.device, raw_probs=args.raw_probs)
     results = predictor.predict(args.images, top_k=args.top_k, on_error="report")
+    if args.explain:
+        from cifarlab.cli.evaluate_extras import write_explanations
+        write_explanations(predictor, results, args.explain, args.explain_method)
     if not results:
         raise ConfigError("no pictures found in " + " ".join(args.images))
     failed = 0
@@ -296,7 +316,7 @@ def _predict_to_csv(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.exists() and out.stat().st_size and not (args.resume or args.overwrite):
         raise ConfigError(f"{out} exists; add --resume to finish it or --overwrite to start again")
-    predictor = Predictor(_model_path(args.checkpoint), device=args.device)
+    predictor = Predictor(_model_path(args.checkpoint), device=args.device, raw_probs=args.raw_probs)
     with _CsvProgress() as progress:
         report = predict_folder(predictor, args.images[0], out, args.top_k, args.batch_size,
                                 resume=args.resume, on_batch=progress.update)

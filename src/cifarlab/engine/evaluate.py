@@ -1,4 +1,5 @@
-"""Evaluate a checkpoint on a split: top-1, top-5, per-class accuracy, confusion matrix, TTA."""
+"""Evaluate a checkpoint on a split: top-1, top-5, per-class accuracy, confusion matrix, TTA,
+and calibration (ECE/MCE over 15 bins, raw and with the checkpoint's temperature)."""
 
 from __future__ import annotations
 
@@ -95,8 +96,40 @@ def evaluate(run_or_checkpoint, data=None, tta: str | bool = False, split: str =
         model = model.to(memory_format=torch.channels_last)
     loader = DeviceLoader(part, batch_size, dev, norm["mean"], norm["std"], shuffle=False,
                           grayscale=norm.get("grayscale"), channels_last=cfg.channels_last)
-    out = evaluate_model(model, loader, meta["classes"], dev, cfg.loss, tta, cfg.amp, cfg.amp_eval)
+    recorder = _LogitRecorder(model)
+    out = evaluate_model(recorder, loader, meta["classes"], dev, cfg.loss, tta, cfg.amp, cfg.amp_eval)
     out.update(checkpoint=ckpt["path"], split=split, epoch=meta["epoch"], model=meta["model"]["name"])
+    out["calibration"] = _calibration(recorder.logits(len(tta_views(torch.zeros(1, 1, 4, 4), out["tta"]))),
+                                      np.asarray(part.labels), meta)
+    return out
+
+
+class _LogitRecorder(torch.nn.Module):
+    """The model, keeping a CPU copy of every output (one per TTA view) for calibration."""
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model, self.outputs = model, []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        z = self.model(x)
+        self.outputs.append(z.detach().float().cpu())
+        return z
+
+    def logits(self, views: int) -> np.ndarray:
+        """[N, K]: each batch's views averaged, as ``run_eval`` averages them."""
+        groups = [torch.stack(self.outputs[i:i + views]).mean(0) for i in range(0, len(self.outputs), views)]
+        return torch.cat(groups).numpy()
+
+
+def _calibration(logits: np.ndarray, labels: np.ndarray, meta: dict) -> dict:
+    """ECE/MCE/NLL of the split, raw and (when the checkpoint has one) with its temperature."""
+    from cifarlab.calibration import N_BINS, calibration_bins, nll, softmax, temperature_for
+    t = temperature_for(meta)
+    out = {"n_bins": N_BINS, "temperature": t, "before": {**calibration_bins(softmax(logits), labels),
+                                                          "nll": nll(logits, labels)}}
+    if t:
+        out["after"] = {**calibration_bins(softmax(logits, t), labels), "nll": nll(logits, labels, t)}
     return out
 
 
