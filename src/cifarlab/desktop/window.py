@@ -16,7 +16,7 @@ import numpy as np
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QImage, QPixmap
 from PySide6.QtWidgets import (
-    QApplication, QComboBox, QFileDialog, QGridLayout, QHBoxLayout, QLabel, QMainWindow, QMessageBox,
+    QApplication, QCheckBox, QComboBox, QFileDialog, QGridLayout, QHBoxLayout, QLabel, QMainWindow, QMessageBox,
     QProgressBar, QPushButton, QVBoxLayout, QWidget,
 )
 
@@ -33,6 +33,7 @@ class ClassifierWindow(QMainWindow):
         self.array: np.ndarray | None = None  # the 32x32x3 input of the open picture
         self.path: str | None = None
         self._shown: QPixmap | None = None
+        self._shown_image = None  # the open picture (PIL, shrunk for the screen), for the heat-map overlay
         self.last_dialog: QMessageBox | None = None
         self.setWindowTitle("cifarlab: classify a picture")
         self.setAcceptDrops(True)
@@ -85,6 +86,10 @@ class ClassifierWindow(QMainWindow):
         buttons = QHBoxLayout()
         buttons.addWidget(self.open_button)
         buttons.addWidget(self.classify_button)
+        self.explain_box = QCheckBox("Why? Show where the model looked (Grad-CAM)")
+        self.raw_box = QCheckBox("Raw probabilities (no temperature scaling)")
+        for box in (self.explain_box, self.raw_box):
+            box.toggled.connect(lambda _on: self.classify() if self.array is not None else None)
         self.result = QLabel("")
         self.result.setStyleSheet("font-size: 20px; font-weight: bold;")
         self.timing = QLabel("")
@@ -94,6 +99,8 @@ class ClassifierWindow(QMainWindow):
         col.addWidget(self.models)
         col.addWidget(self.model_info)
         col.addLayout(buttons)
+        col.addWidget(self.explain_box)
+        col.addWidget(self.raw_box)
         col.addWidget(self.result)
         col.addLayout(self._bars())
         col.addWidget(self.timing)
@@ -136,6 +143,7 @@ class ClassifierWindow(QMainWindow):
         self.path, self.array = str(path), to_input(img)
         shown = img.copy()
         shown.thumbnail((_SHOWN_MAX, _SHOWN_MAX))
+        self._shown_image = shown
         self._shown = _pixmap(np.asarray(shown))
         self._show_picture()
         self.view.setPixmap(_pixmap(self.array).scaled(96, 96, Qt.AspectRatioMode.IgnoreAspectRatio,
@@ -156,8 +164,9 @@ class ClassifierWindow(QMainWindow):
             start = time.perf_counter()
             predictor = self.catalog.predictor(name)  # loaded on first use, then kept
             loaded = time.perf_counter()
-            probs = predictor.probabilities([self.array])[0]
+            probs = predictor.probabilities([self.array], raw=self.raw_box.isChecked())[0]
             seconds, loading = time.perf_counter() - loaded, loaded - start
+            self._show_saliency(predictor, int(np.argmax(probs)))
         except CifarlabError as exc:
             self.show_error("Cannot classify", str(exc))
             return None
@@ -166,7 +175,26 @@ class ClassifierWindow(QMainWindow):
         from cifarlab.engine.predict import rank
         ranked = [(c, p) for _, c, p in rank(predictor.classes, probs)]
         self._show_result(ranked, seconds, loading)
+        t = getattr(predictor, "temperature", None)
+        if t:
+            self.timing.setText(self.timing.text() + (" | raw softmax" if self.raw_box.isChecked()
+                                                      else f" | calibrated (temperature {t:.2f})"))
         return ranked
+
+    def _show_saliency(self, predictor, index: int) -> None:
+        """The big picture with the Grad-CAM heat map of class ``index`` over it, or plain."""
+        if self._shown_image is None:
+            return
+        shown = self._shown_image
+        if self.explain_box.isChecked():
+            if getattr(predictor, "backend", "torch") != "torch":
+                self.explain_box.setChecked(False)
+                self.show_error("No heat map", "Heat maps need a PyTorch (.pt) model, not an ONNX export.")
+            else:
+                from cifarlab.explain import overlay
+                shown = overlay(shown, predictor.explain(self.array, target=index))
+        self._shown = _pixmap(np.asarray(shown))
+        self._show_picture()
 
     def show_error(self, title: str, text: str) -> QMessageBox:
         box = QMessageBox(QMessageBox.Icon.Warning, title, text, QMessageBox.StandardButton.Ok, self)
