@@ -53,14 +53,42 @@ def test_measured_cpu_memory_covers_params_and_grows_with_batch():
     assert large.peak_bytes > small.peak_bytes + 256 * 3 * 32 * 32 * 4
 
 
-def test_cli_models_json_lists_everything(capsys):
+def _flop_counter_macs(name: str) -> int:
+    """MACs of one 32x32 image counted another way: torch's FlopCounterMode (2 FLOPs per
+    multiply-add of conv and matmul) on a shape-only forward on the meta device."""
+    from torch.utils.flop_counter import FlopCounterMode
+    with torch.device("meta"):
+        model = create_model(name).eval()
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        model(torch.zeros(1, 3, 32, 32, device="meta"))
+    return counter.get_total_flops() // 2
+
+
+def _cli_rows(capsys) -> list[dict]:
     assert main(["models", "--json"]) == 0
-    rows = json.loads(capsys.readouterr().out)
+    return json.loads(capsys.readouterr().out)
+
+
+def test_cli_models_json_lists_everything(capsys):
+    rows = _cli_rows(capsys)
     assert [r["name"] for r in rows] == list_models()
+    by_name = {r["name"]: r for r in rows}
+    lenet = 28 * 28 * 6 * (3 * 25) + 10 * 10 * 16 * (6 * 25) + 400 * 120 + 120 * 84 + 84 * 10  # by hand
+    assert by_name["lenet5"]["macs"] == lenet and by_name["lenet5_modern"]["macs"] == lenet
+    assert by_name["lenet5"]["params"] == (3 * 25 + 1) * 6 + (6 * 25 + 1) * 16 + 401 * 120 + 121 * 84 + 85 * 10
+    for name in ("airnet_tiny", "resnet20", "googlenet_small"):  # the small ones; all of them: the slow test
+        assert by_name[name]["macs"] == _flop_counter_macs(name), name
     for r in rows:
-        assert r["macs"] > 0 and r["params"] > 0
         if r["ref_params"] is not None:
             assert r["keras_total_matches"] is True, r["name"]
+
+
+@pytest.mark.slow
+def test_cli_models_macs_and_params_of_every_model(capsys):
+    for r in _cli_rows(capsys):
+        assert r["macs"] == _flop_counter_macs(r["name"]), r["name"]
+        model = create_model(r["name"])
+        assert r["params"] == sum(p.numel() for p in model.parameters() if p.requires_grad), r["name"]
 
 
 def test_cli_models_table_and_pattern(capsys):
