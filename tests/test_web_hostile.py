@@ -52,9 +52,10 @@ def _bomb_header(width: int, height: int) -> bytes:
             + chunk(b"IDAT", rows) + chunk(b"IEND", b""))
 
 
-async def _send(app, *requests):
-    """Post each (files, headers, content) to /api/predict at once; the responses in order."""
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t", timeout=30) as c:
+async def _send(app, *requests, client: str = "127.0.0.1"):
+    """Post each (files, headers, content) to /api/predict at once from ``client``; the responses in order."""
+    transport = httpx.ASGITransport(app=app, client=(client, 123))
+    async with httpx.AsyncClient(transport=transport, base_url="http://t", timeout=30) as c:
         async def one(files=None, headers=None, content=None):
             return await c.post("/api/predict", files=files, headers=headers, content=content)
         return await asyncio.gather(*(one(**r) for r in requests))
@@ -175,8 +176,11 @@ def test_valid_requests_succeed_while_hostile_ones_are_refused(ckpt):
     hostile = [_file("bomb.png", _bomb_header(30_000, 30_000)), _file("cut.png", whole[:200]),
                _file("notes.txt", b"plain text"),
                {"content": b"x" * (3 * 2**20), "headers": {"content-type": "multipart/form-data; boundary=b"}}]
-    responses = asyncio.run(_send(app, *[r for pair in zip(good, hostile + hostile) for r in pair]))
-    valid, refused = responses[0::2], responses[1::2]
+
+    async def both():  # from two addresses: one address may have 8 requests in flight
+        return await asyncio.gather(_send(app, *good, client="10.0.0.1"),
+                                    _send(app, *(hostile + hostile), client="10.0.0.2"))
+    valid, refused = asyncio.run(both())
     assert [r.status_code for r in valid] == [200] * 8
     assert [r.json()["results"][0]["filename"] for r in valid] == [f"ok{i}.png" for i in range(8)]
     assert [r.status_code for r in refused] == [413, 415, 415, 413] * 2

@@ -103,6 +103,25 @@ def _token(args) -> str | None:
     return token
 
 
+def _check_listen(host: str, port: int) -> None:
+    """One line when ``host:port`` cannot be listened on (range, privilege, in use, unknown host)."""
+    import errno
+    import socket
+
+    from cifarlab.errors import ConfigError
+    if not 1 <= port <= 65535:
+        raise ConfigError(f"--port {port} must be between 1 and 65535")
+    try:
+        family, kind, _, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        with socket.socket(family, kind) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+            s.bind(address)
+    except OSError as exc:
+        hint = {errno.EACCES: "; ports below 1024 need administrator rights: pick another --port, e.g. 8000",
+                errno.EADDRINUSE: "; another program listens there: stop it or pick another --port"}
+        raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}{hint.get(exc.errno, '')}") from None
+
+
 def run_serve(args: argparse.Namespace) -> int:
     from cifarlab.errors import CifarlabError
     try:
@@ -112,6 +131,7 @@ def run_serve(args: argparse.Namespace) -> int:
     from cifarlab.web import create_app
     from cifarlab.web.app import release_freed_memory
     limits, token = _limits(args), _token(args)
+    _check_listen(args.host, args.port)  # before any work, and before the URL is printed
     release_freed_memory()  # else decoded pictures' memory lingers past the decode budget
     if args.threads:
         import torch

@@ -1,16 +1,23 @@
-"""The door in front of the app: the API token, the in-flight cap and the upload limits.
+"""The door in front of the app: the API token, the in-flight caps and the upload limits.
 
 Everything here runs before FastAPI parses a byte, and answers what it refuses with one
 line of JSON (``{"detail": "..."}``) as the app's own errors do:
 
+- 413 at once, without reading or reserving anything, when a request to any path but
+  ``POST /api/predict`` (the only one that takes a body) declares a body.
 - 401 when a token is configured and it is missing (``Authorization: Bearer TOKEN``) on
   anything but the page, its files, ``/health`` and the API docs (an allow-list, so that
   a route added later is guarded by default).
 - 429 when ``max_inflight`` requests, or ``max_inflight_bytes`` of declared uploads, are
-  already being served: load shed at the door, before the body is read.
+  already being served, or the client's address has ``max_client_inflight`` requests or
+  ``max_client_inflight_bytes`` in flight: load shed at the door, before the body is read.
 - 413 when the body is over ``max_upload_bytes`` (Content-Length is checked first; a
   chunked body is counted as it arrives).
 - 408 when the body does not arrive within ``body_timeout_s`` (slow senders).
+
+A refused upload's answer is sent at once, and its body then read and dropped (for at most
+``_DRAIN_S``) before the connection closes: closing on a client that is still sending
+resets the connection, and the client would never read why it was refused.
 """
 
 from __future__ import annotations
@@ -21,8 +28,9 @@ import json
 
 from cifarlab.web.limits import ServeLimits
 
-_OPEN_METHODS = ("GET", "HEAD", "OPTIONS")
 _OPEN_PATHS = {"/", "/health", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json", "/favicon.ico"}
+_BODY_ROUTES = {("POST", "/api/predict")}  # the only requests that may carry a body
+_DRAIN_S = 5.0  # seconds a refused upload's body is read (and dropped) before the connection closes
 
 
 class Gate:
@@ -30,16 +38,22 @@ class Gate:
         self.app, self.limits, self.token = app, limits, token
         self.state = app.state  # tests and the CLI reach the service through the wrapper
         self.inflight, self.inflight_bytes = 0, 0
+        self.clients: dict[str, list[int]] = {}  # address -> [requests, declared bytes] in flight
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         headers = dict(scope["headers"])
-        if self.token and not _open(scope["path"]) and not self._authorized(headers):
-            return await refuse(send, 401, "this server needs its API token: send 'Authorization: Bearer "
-                                           "<token>' (on the page, open /#token=<token>)")
-        if scope["method"] in _OPEN_METHODS:
+        method, path = scope["method"], scope["path"]
+        if (method, path) not in _BODY_ROUTES:
+            if _has_body(headers):  # answered without reading it: nothing is reserved for it
+                return await refuse(send, 413, f"{method} {path} takes no request body; pictures go to "
+                                               f"POST /api/predict")
+            if self.token and not _open(path) and not self._authorized(headers):
+                return await refuse(send, 401, _NEEDS_TOKEN)
             return await self.app(scope, receive, send)
+        if self.token and not self._authorized(headers):
+            return await refuse(send, 401, _NEEDS_TOKEN, drain=receive)
         return await self._admit(scope, receive, send, headers.get(b"content-length"))
 
     def _authorized(self, headers: dict) -> bool:
@@ -47,23 +61,34 @@ class Gate:
         return scheme.lower() == b"bearer" and hmac.compare_digest(value.strip(), self.token.encode())
 
     async def _admit(self, scope, receive, send, length: bytes | None):
-        limit = self.limits.max_upload_bytes
+        limits = self.limits
         declared = int(length) if length is not None and length.isdigit() else None
-        if declared is not None and declared > limit:
+        if declared is not None and declared > limits.max_upload_bytes:
             return await self._too_large(send, declared)
-        size = limit if declared is None else declared  # a chunked body may grow to the limit
-        if (self.inflight >= self.limits.max_inflight
-                or self.inflight_bytes + size > self.limits.max_inflight_bytes):
+        size = limits.max_upload_bytes if declared is None else declared  # a chunked body may grow to the limit
+        client = (scope.get("client") or ("unknown", 0))[0]
+        mine = self.clients.get(client, [0, 0])
+        if self.inflight >= limits.max_inflight or self.inflight_bytes + size > limits.max_inflight_bytes:
             return await refuse(send, 429, f"server busy: {self.inflight} requests "
                                            f"({self.inflight_bytes / 2**20:.0f} MiB of uploads) in flight; "
-                                           f"retry in a moment", retry_after=1)
+                                           f"retry in a moment", retry_after=1, drain=receive)
+        if mine[0] >= limits.max_client_inflight or mine[1] + size > limits.max_client_inflight_bytes:
+            return await refuse(send, 429, f"too many uploads from your address at once: {mine[0]} requests "
+                                           f"({mine[1] / 2**20:.0f} MiB) in flight, at most "
+                                           f"{limits.max_client_inflight} ({limits.max_client_inflight_bytes / 2**20:.0f}"
+                                           f" MiB); wait for their answers", retry_after=1, drain=receive)
         self.inflight, self.inflight_bytes = self.inflight + 1, self.inflight_bytes + size
+        mine[0], mine[1] = mine[0] + 1, mine[1] + size
+        self.clients[client] = mine
         try:
             body = await self._read_body(receive, send)
             if body is not None:
                 await _while_connected(self.app(scope, _replay(body, receive), send), receive)
         finally:
             self.inflight, self.inflight_bytes = self.inflight - 1, self.inflight_bytes - size
+            mine[0], mine[1] = mine[0] - 1, mine[1] - size
+            if not mine[0]:
+                self.clients.pop(client, None)
 
     async def _read_body(self, receive, send) -> bytes | None:
         """The whole body, or None after answering 408/413 (or when the client left)."""
@@ -100,19 +125,39 @@ class Gate:
                                 f"send a smaller picture")
 
 
+_NEEDS_TOKEN = ("this server needs its API token: send 'Authorization: Bearer <token>' (on the page, "
+                "open /#token=<token>)")
+
+
 def _open(path: str) -> bool:
     return path in _OPEN_PATHS or path.startswith("/static/")
 
 
-async def refuse(send, status: int, detail: str, retry_after: int | None = None) -> None:
-    """Answer ``{"detail": detail}`` with ``status`` and close the connection."""
+def _has_body(headers: dict) -> bool:
+    length = headers.get(b"content-length", b"0").strip()
+    return b"transfer-encoding" in headers or length not in (b"", b"0")
+
+
+async def refuse(send, status: int, detail: str, retry_after: int | None = None, drain=None) -> None:
+    """Answer ``{"detail": detail}`` with ``status`` and close the connection.
+
+    With ``drain`` (the request's ``receive``), the body the client is still sending is read
+    and dropped, for at most ``_DRAIN_S``, before the answer ends and the connection closes."""
     payload = json.dumps({"detail": detail}).encode()
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode()),
                (b"connection", b"close")]
     if retry_after is not None:
         headers.append((b"retry-after", str(retry_after).encode()))
     await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": payload})
+    await send({"type": "http.response.body", "body": payload, "more_body": drain is not None})
+    if drain is not None:
+        try:
+            async with asyncio.timeout(_DRAIN_S):
+                while (message := await drain())["type"] == "http.request" and message.get("more_body"):
+                    pass
+        except TimeoutError:
+            pass
+        await send({"type": "http.response.body", "body": b""})
 
 
 async def _while_connected(call, receive) -> None:

@@ -27,5 +27,14 @@ class ServeLimits:
     max_scan_pixels: int = 400_000_000  # a JPEG's pixels x scans: a 24 Mpx photo in 16 scans
     max_inflight: int = 32  # requests past the door at once (reading, waiting, decoding, in the model)
     max_inflight_bytes: int = 160 * 2**20  # their declared upload sizes together
+    max_client_inflight: int | None = None  # of them from one address; default a quarter of max_inflight
+    max_client_inflight_bytes: int | None = None  # one address's uploads; default a fifth, at least one upload
     body_timeout_s: float = 15.0  # a whole upload must arrive within this (slow senders)
     work_timeout_s: float = 30.0  # waiting for decode memory + decoding + the model, per request
+
+    def __post_init__(self):
+        if self.max_client_inflight is None:
+            self.max_client_inflight = max(1, self.max_inflight // 4)
+        if self.max_client_inflight_bytes is None:
+            self.max_client_inflight_bytes = min(self.max_inflight_bytes,
+                                                 max(self.max_upload_bytes, self.max_inflight_bytes // 5))
