@@ -1,0 +1,102 @@
+"""Seconds per corruption kind for the default model: making the corrupted copies of a
+test set and classifying them (``cifarlab evaluate --corruptions``'s work).
+
+For each kind of the suite (``--kinds``: default 10 kinds, or ``all``) and each severity:
+the seconds to make the copy (``corrupt``) and to classify it with the shipped default
+model (single view, batch 500), then the suite's total against the goal of the 50 test
+sets of 10,000 pictures in under 5 minutes. Pictures: the real test split when
+``CIFARLAB_DATA`` is set (``--data``), else ``--n`` synthetic ones (the time of a
+corruption does not depend on what the picture shows). One row per kind is appended to
+``results/corruptions_time.csv`` (``--results``/``--no-results``). A timing: run it on a
+quiet machine.
+
+    python benchmarks/corruptions_time.py [--n 10000] [--kinds default|all|fog,contrast]
+                                          [--severities 1,2,3,4,5] [--threads N]
+    python benchmarks/corruptions_time.py --n 200 --severities 1 --no-results   # smoke
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+import numpy as np
+import torch
+
+from _env import add_results_args, environment, record  # benchmarks/_env.py
+
+GOAL_S = 300.0  # the whole default suite (50 test sets of 10,000 pictures)
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--n", type=int, default=10_000, help="pictures per test set")
+    p.add_argument("--kinds", default="default")
+    p.add_argument("--severities", default="1,2,3,4,5")
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--data", default=os.environ.get("CIFARLAB_DATA"))
+    p.add_argument("--batch-size", type=int, default=500)
+    add_results_args(p)
+    args = p.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    from cifarlab.calibration import collect_logits
+    from cifarlab.catalog import default_checkpoint
+    from cifarlab.corruptions import corrupt, parse_kinds
+    from cifarlab.data import DeviceLoader
+    from cifarlab.data.types import Split
+    from cifarlab.engine.checkpoint import load_model
+    kinds = parse_kinds(args.kinds)
+    sevs = tuple(int(s) for s in args.severities.split(","))
+    model, meta = load_model(default_checkpoint(), "cpu")
+    norm = meta["normalize"]
+    if args.data:
+        from cifarlab.data import load_cifar
+        test = load_cifar(args.data).test
+        images, labels, source = test.images[:args.n], test.labels[:args.n], f"test split of {args.data}"
+    else:
+        from cifarlab.data.synthetic import random_cifar
+        test = random_cifar(n_train=10, n_test=args.n, seed=0).test
+        images, labels, source = test.images, test.labels, "synthetic pictures (no CIFARLAB_DATA)"
+    print(environment(torch.device("cpu")))
+    print(f"model {meta['model']['name']} (shipped default) | {len(images)} pictures: {source} | "
+          f"threads {torch.get_num_threads()}")
+
+    def classify(imgs) -> float:
+        loader = DeviceLoader(Split(imgs, labels), args.batch_size, "cpu", norm["mean"], norm["std"],
+                              shuffle=False, grayscale=norm.get("grayscale"))
+        z, y = collect_logits(model, loader)
+        return float((z.argmax(1) == y).mean())
+
+    t0 = time.perf_counter()
+    classify(images)
+    clean_s = time.perf_counter() - t0
+    print(f"clean test set classified in {clean_s:.2f} s")
+    print(f"{'kind':18s} {'corrupt s':>10s} {'classify s':>10s} {'s / set':>8s}  (means over severities {sevs})")
+    total = 0.0
+    for kind in kinds:
+        make, run = [], []
+        for s in sevs:
+            t = time.perf_counter()
+            copy = corrupt(images, kind, s, seed=0)
+            t1 = time.perf_counter()
+            classify(copy)
+            make.append(t1 - t)
+            run.append(time.perf_counter() - t1)
+        per_set = float(np.mean(make) + np.mean(run))
+        total += sum(make) + sum(run)
+        print(f"{kind:18s} {np.mean(make):10.2f} {np.mean(run):10.2f} {per_set:8.2f}")
+        record("corruptions_time", {"model": meta["model"]["name"], "kind": kind, "n": len(images),
+                                    "severities": len(sevs), "corrupt_s_mean": round(float(np.mean(make)), 3),
+                                    "classify_s_mean": round(float(np.mean(run)), 3),
+                                    "threads": torch.get_num_threads()}, args=args)
+    sets = len(kinds) * len(sevs)
+    scale = 10_000 / len(images) * 50 / sets
+    print(f"suite: {sets} test sets of {len(images)} pictures in {total:.1f} s; scaled to 50 sets of 10,000: "
+          f"{total * scale:.0f} s (goal {GOAL_S:.0f} s: {'met' if total * scale <= GOAL_S else 'NOT met'})")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
