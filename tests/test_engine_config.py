@@ -37,11 +37,19 @@ def test_text_values_are_parsed_like_cli_flags():
     assert cfg.milestones == [100, 200] and cfg.train_subset is None and cfg.model_kwargs == {"act": "gelu"}
 
 
-@pytest.mark.parametrize("values", [{"optimizer": "lbfgs"}, {"loss": "hinge"}, {"schedule": "warmup"},
-                                    {"lr": 0}, {"label_smoothing": 1.0}, {"grayscale": 2}, {"device": "tpu"}])
-def test_out_of_range_values_are_rejected(values):
-    with pytest.raises(ConfigError):
+@pytest.mark.parametrize("values,message", [
+    ({"optimizer": "lbfgs"}, "optimizer='lbfgs' is not one of: sgd, muon, adam"),
+    ({"loss": "hinge"}, "loss='hinge' is not one of: ce, bce, mse"),
+    ({"schedule": "warmup"}, "schedule='warmup' is not one of: constant, step, cosine, onecycle, plateau"),
+    ({"lr": 0}, "lr=0.0 must be > 0"),
+    ({"label_smoothing": 1.0}, r"label_smoothing=1.0 must be in \[0, 1\)"),
+    ({"grayscale": 2}, "grayscale=2 must be 1, 3 or null"),
+    ({"device": "tpu"}, "device='tpu' is not one of: auto, cpu, cuda, mps")])
+def test_out_of_range_values_are_rejected(values, message):
+    """One line naming the setting, the bad value and what is allowed."""
+    with pytest.raises(ConfigError, match=f"^{message}") as err:
         TrainConfig.from_dict(values)
+    assert "\n" not in str(err.value)
 
 
 def test_reference_recipe_matches_the_five_classic_settings():
