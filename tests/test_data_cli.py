@@ -39,3 +39,13 @@ def test_real_archive_counts(real_data):
     assert real_data.info.counts["test"] == {c: 1000 for c in real_data.classes}
     assert np.bincount(real_data.val.labels).tolist() == [500] * 10
     assert real_data.info.conversions == []
+
+
+def test_info_without_a_path_reads_cifarlab_data(tmp_path, monkeypatch, capsys):
+    written = synthetic.write_cifar10_python(tmp_path / "d", per_batch=20, n_test=20)
+    monkeypatch.setenv("CIFARLAB_DATA", str(written.path))
+    assert main(["data", "info"]) == 0
+    assert "100" in capsys.readouterr().out  # 5 batches of 20 training images
+    monkeypatch.delenv("CIFARLAB_DATA")
+    assert main(["data", "info"]) == 1
+    assert "CIFARLAB_DATA" in capsys.readouterr().err

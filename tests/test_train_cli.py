@@ -28,7 +28,8 @@ def data_dir(tmp_path_factory):
 
 def test_train_then_evaluate(data_dir, tmp_path, capsys):
     runs = tmp_path / "runs"
-    code = main(["train", "--data", str(data_dir), "--epochs", "2", "--runs-dir", str(runs), "--name", "a", *FAST])
+    code = main(["train", "--data", str(data_dir), "--epochs", "2", "--runs-dir", str(runs), "--name", "a", "--json",
+                 *FAST])
     out, _ = capsys.readouterr()
     assert code == 0
     result = json.loads(out.strip().splitlines()[-1])
@@ -112,3 +113,85 @@ def test_data_found_via_env_is_recorded_for_evaluate(data_dir, tmp_path, monkeyp
     capsys.readouterr()
     assert main(["evaluate", str(runs / "env"), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["n"] == 40
+
+
+def _config(argv):
+    from cifarlab.cli import build_parser
+    from cifarlab.cli.train_cmd import config_from_args
+    return config_from_args(build_parser().parse_args(["train", *argv]))
+
+
+def test_no_flags_is_the_main_job_of_make_train(monkeypatch):
+    import re
+
+    import torch
+    from cifarlab.engine.recipes import recipe_config
+    makefile = (Path(__file__).resolve().parents[1] / "Makefile").read_text()
+    cpu, gpu = re.search(r"TRAIN_RECIPE := \$\(if \$\(HAS_GPU\),([\w-]+),([\w-]+)\)", makefile).group(2, 1)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert _config([]).to_dict() == recipe_config(cpu).to_dict()
+    assert _config(["--data", "x", "--runs-dir", "r", "--name", "n"]).recipe == cpu  # where, not what
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert _config([]).recipe == gpu
+    assert _config(["--epochs", "3"]).recipe != gpu  # a flag that shapes the training: the defaults
+
+
+def test_a_budget_that_cannot_hold_the_run_is_refused_before_it_starts(data_dir, tmp_path, capsys):
+    runs = tmp_path / "runs"
+    code = main(["train", "--data", str(data_dir), "--time-budget", "0.5", "--runs-dir", str(runs), "--name", "t",
+                 *FAST])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1 and len(err) == 1 and "--allow-over-budget" in err[0]
+    fits = int(err[0].split("--time-budget ")[1].split()[0])
+    assert fits > 0.5
+    assert not (runs / "t").exists()  # refused before a run folder
+    code = main(["train", "--data", str(data_dir), "--time-budget", "0.5", "--allow-over-budget", "--runs-dir",
+                 str(runs), "--name", "t", *FAST])
+    assert code == 0 and (runs / "t" / "summary.json").is_file()
+
+
+def test_a_training_says_how_long_it_takes_and_ends_with_a_sentence(data_dir, tmp_path, capsys):
+    runs = tmp_path / "runs"
+    argv = ["train", "--data", str(data_dir), "--epochs", "1", "--runs-dir", str(runs), "--name", "s", *FAST]
+    assert main([*argv[:-len(FAST)], *[a for a in FAST if a != "--no-progress"], "--progress"]) == 0
+    out, err = capsys.readouterr()
+    assert "lenet5_modern, 1 epoch: about" in err and "in all" in err
+    last = out.strip().splitlines()[-1]
+    summary = json.loads((runs / "s" / "summary.json").read_text())
+    assert last.startswith("Trained lenet5_modern for 1 epoch in ") and f"{summary['test']['top1']:.2%}" in last
+    assert str(runs / "s") in last
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["--lr", "nan"], "not a finite number"), (["--lr", "inf"], "not a finite number"),
+    (["--set", "lr=nan"], "nan"), (["--config", "."], "a folder"), (["--config", "nope.json"], "no such file"),
+])
+def test_numbers_and_files_are_checked_before_any_work(data_dir, tmp_path, capsys, argv, words):
+    try:
+        code = main(["train", "--data", str(data_dir), "--runs-dir", str(tmp_path / "runs"), *FAST, *argv])
+    except SystemExit as exc:  # argparse's own error: exit 2, one usage line
+        code = exc.code
+    err = capsys.readouterr().err
+    assert code in (1, 2) and words in err and "Traceback" not in err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_one_class_data_set_is_refused(tmp_path, capsys):
+    from PIL import Image
+    for split in ("train", "test"):
+        folder = tmp_path / "one" / split / "cat"
+        folder.mkdir(parents=True)
+        for i in range(6):
+            Image.new("RGB", (32, 32), (i * 30, 0, 0)).save(folder / f"{i}.png")
+    code = main(["train", "--data", str(tmp_path / "one"), "--epochs", "1", "--val", "0",
+                 "--runs-dir", str(tmp_path / "runs"), *FAST[:4], "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 1 and "one class" in err and not (tmp_path / "runs").exists()
+
+
+def test_predict_refuses_a_batch_size_below_one(tmp_path, capsys):
+    for size in ("0", "-1"):
+        assert main(["predict", "default", str(tmp_path), "--out", str(tmp_path / "x.csv"),
+                     "--batch-size", size]) == 1
+        assert "--batch-size" in capsys.readouterr().err
+    assert not (tmp_path / "x.csv").exists()

@@ -8,11 +8,15 @@ import argparse
 def register(subparsers) -> None:
     parser = subparsers.add_parser("data", help="inspect and prepare CIFAR data sets")
     sub = parser.add_subparsers(dest="data_command", metavar="ACTION", required=True)
-    info = sub.add_parser("info", help="format, counts per split and class, checksum, cache, conversions")
-    info.add_argument("path", help="archive or folder (official python/binary batches or image folder)")
+    info = sub.add_parser("info", help="format, counts per split and class, checksum, cache, conversions",
+                          formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    info.add_argument("path", nargs="?", default=None,
+                      help="archive or folder (official python/binary batches or image folder); "
+                           "default: $CIFARLAB_DATA")
     _common(info)
     info.set_defaults(func=run_info)
-    prep = sub.add_parser("prepare", help="decode a data set once and cache the arrays")
+    prep = sub.add_parser("prepare", help="decode a data set once and cache the arrays",
+                          formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     prep.add_argument("path", nargs="?", default=None,
                       help="archive or folder; default: $CIFARLAB_DATA, the cache folder, then download")
     prep.add_argument("--dataset", default="cifar10", choices=["cifar10", "cifar100"])
@@ -23,7 +27,8 @@ def register(subparsers) -> None:
 
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--labels", default="fine", choices=["fine", "coarse"], help="CIFAR-100 label set")
-    parser.add_argument("--cache-dir", default=None, help="where decoded arrays are kept (default $CIFARLAB_HOME)")
+    parser.add_argument("--cache-dir", default=None,
+                        help="where decoded arrays are kept; none given: $CIFARLAB_HOME (~/.cache/cifarlab)")
 
 
 def run_info(args: argparse.Namespace) -> int:
@@ -31,7 +36,14 @@ def run_info(args: argparse.Namespace) -> int:
 
     from cifarlab.data.load import read_source
 
-    _, _, classes, info = read_source(Path(args.path), labels=args.labels,
+    import os
+
+    from cifarlab.errors import DataError
+    path = args.path or os.environ.get("CIFARLAB_DATA")
+    if not path:
+        raise DataError("no data set named: give `cifarlab data info PATH` or set CIFARLAB_DATA to an archive "
+                        "or folder")
+    _, _, classes, info = read_source(Path(path).expanduser(), labels=args.labels,
                                       cache_dir=Path(args.cache_dir) if args.cache_dir else None)
     _render(info, classes)
     return 0

@@ -45,13 +45,13 @@ def model_rows(pattern: str = "*") -> list[dict]:
     from cifarlab import results
     from cifarlab.zoo import facts
     rows = [dict(r) for r in facts() if fnmatch.fnmatchcase(r["name"], pattern)]
+    try:
+        measured = results.measured_accuracies([r["name"] for r in rows])
+    except Exception as exc:  # a damaged results/ file must not hide the zoo
+        print(f"cifarlab: warning: results/ unreadable ({exc}); measured column left empty", file=sys.stderr)
+        measured = {}
     for r in rows:
-        try:
-            r["measured"] = results.measured_accuracy(r["name"])
-        except Exception as exc:  # a damaged results/ file must not hide the zoo
-            import sys
-            print(f"cifarlab: warning: results/ unreadable ({exc}); measured column left empty", file=sys.stderr)
-            r["measured"] = None
+        r["measured"] = measured.get(r["name"])
     return rows
 
 

@@ -32,7 +32,8 @@ def parse_duration(text: str) -> float:
 
 # (flag, config key, type, help); type None means a --flag/--no-flag switch
 _FLAGS = [
-    ("--model", "model", str, "model name (see `cifarlab models`); 'default' = resnet20"),
+    ("--model", "model", str, "model name (see `cifarlab models`); 'default' = the architecture of the shipped "
+                              "default model"),
     ("--epochs", "epochs", int, "passes over the training split"),
     ("--time-budget", "time_budget", parse_duration,
      "wall time for the whole run (e.g. 5min, 300): times a few steps, then plans the epochs to fit; "
@@ -80,9 +81,15 @@ def register(subparsers) -> None:
 
 
 def _register_train(subparsers) -> None:
-    p = subparsers.add_parser("train", help="train a model; writes a run folder under runs/",
-                              description="Train a model. Precedence: defaults < --recipe < --config < flags < --set.")
-    p.add_argument("--recipe", default=S, help="named preset: default, reference, keras-inception, ...")
+    p = subparsers.add_parser(
+        "train", help="train a model; writes a run folder under runs/ (no flags: the 5-minute main job)",
+        description="Train a model. With no flags, the main job, the same as `make train`: --recipe "
+                    f"{MAIN_JOB['cpu']} on a CPU (5 minutes), --recipe {MAIN_JOB['gpu']} on a GPU. Otherwise "
+                    "precedence: the defaults shown < --recipe < --config < flags < --set. A --time-budget (or a "
+                    "recipe's) is a promise: a run that cannot end inside it is refused before it starts, "
+                    "unless --allow-over-budget.")
+    p.add_argument("--recipe", default=S, help="named preset (`--list-recipes`); default: the main job with no "
+                                                "other flags, else none")
     p.add_argument("--config", dest="config_file", default=S, metavar="FILE.json", help="config values as JSON")
     p.add_argument("--set", dest="set_values", action="append", default=S, metavar="KEY=VALUE",
                    help="any TrainConfig field, e.g. --set plateau_patience=4 (repeatable)")
@@ -94,12 +101,45 @@ def _register_train(subparsers) -> None:
                         "--batch-size stays the global batch. Several machines: torchrun ... -m cifarlab train")
     p.add_argument("--sync-bn", dest="sync_bn", action=argparse.BooleanOptionalAction, default=S,
                    help="multi-process on CUDA: BatchNorm statistics over the global batch")
+    p.add_argument("--allow-over-budget", action="store_true", default=S,
+                   help="train even where the plan cannot end inside the time budget (default: refuse)")
+    p.add_argument("--verbose", action="store_true", default=S, help="with --list-recipes: every setting")
+    p.add_argument("--json", action="store_true", default=S,
+                   help="end with the result as one JSON line instead of a sentence")
+    from cifarlab.engine.config import TrainConfig
+    defaults = TrainConfig()
     for flag, key, kind, text in _FLAGS:
+        shown = _shown(getattr(defaults, key))
+        text = f"{text} ({'without --model or a recipe' if key == 'model' else 'default'}: {shown})"
         if kind is None:
             p.add_argument(flag, dest=key, action=argparse.BooleanOptionalAction, default=S, help=text)
         else:
-            p.add_argument(flag, dest=key, type=kind, default=S, help=text)
+            p.add_argument(flag, dest=key, type=_finite(kind), default=S, help=text)
     p.set_defaults(func=run_train)
+
+
+def _shown(value) -> str:
+    """A default as the help shows it ("%" escaped for argparse)."""
+    text = "none" if value in (None, "") else str(value)
+    return text.replace("%", "%%")
+
+
+def _finite(kind):
+    """``kind`` for argparse, refusing nan and inf where it is float."""
+    if kind is not float:
+        return kind
+
+    def parse(text: str) -> float:
+        import math
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+        return value
+    parse.__name__ = "float"
+    return parse
 
 
 def _register_evaluate(subparsers) -> None:
@@ -150,13 +190,50 @@ def _register_predict(subparsers) -> None:
 def config_from_args(args: argparse.Namespace):
     """The TrainConfig the flags describe: ``engine.recipes.resolve_config`` of the recipe,
     file, flags and --set the user typed (argparse defaults are suppressed)."""
+    from pathlib import Path
+
     from cifarlab.engine.recipes import resolve_config
+    from cifarlab.errors import ConfigError
     given = vars(args)
     flags = {key: given[key] for _, key, _, _ in _FLAGS if key in given}
     if "act" in given:
         flags["model_kwargs"] = {"act": given["act"]}
-    return resolve_config(recipe=given.get("recipe"), file=given.get("config_file"), flags=flags,
-                          sets=parse_set(given.get("set_values", [])))
+    file = given.get("config_file")
+    if file is not None and not Path(file).is_file():
+        raise ConfigError(f"--config {file}: {'a folder' if Path(file).is_dir() else 'no such file'}; "
+                          f"give a JSON file of config values")
+    recipe = given.get("recipe")
+    if recipe is None and file is None and "set_values" not in given and "act" not in given \
+            and set(flags) <= _NOT_THE_JOB:
+        recipe = main_job_recipe()  # `cifarlab train` alone: the main job, as `make train`
+    cfg = resolve_config(recipe=recipe, file=file, flags=flags, sets=parse_set(given.get("set_values", [])))
+    check_numbers(cfg)
+    return cfg
+
+
+# flags that change where and how a run is shown, not what it trains: alone they keep the main job
+_NOT_THE_JOB = {"data", "runs_dir", "name", "progress", "tensorboard", "plots", "device", "seed"}
+MAIN_JOB = {"cpu": "cpu-5min", "gpu": "fast"}
+
+
+def main_job_recipe(device: str | None = None) -> str:
+    """The recipe of `make train` on this machine: the GPU one where CUDA is there, else the 5-minute CPU one."""
+    if device is None or device == "auto":
+        import torch
+        return MAIN_JOB["gpu"] if torch.cuda.is_available() else MAIN_JOB["cpu"]
+    return MAIN_JOB["gpu"] if str(device).startswith("cuda") else MAIN_JOB["cpu"]
+
+
+def check_numbers(cfg) -> None:
+    """Every number of the config finite, before any work starts (``--set lr=nan`` included)."""
+    import dataclasses
+    import math
+
+    from cifarlab.errors import ConfigError
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"{f.name} = {value}: give a finite number")
 
 
 def parse_set(items: list[str]) -> dict:
@@ -176,7 +253,7 @@ def run_train(args: argparse.Namespace) -> int:
     from cifarlab import runlog
     from cifarlab.engine.api import TrainingInterrupted, resume, train
     if "list_recipes" in vars(args):
-        return _print_recipes()
+        return _print_recipes(verbose="verbose" in vars(args))
     nproc = vars(args).get("nproc", 1)
     sync_bn = vars(args).get("sync_bn")
     record = runlog.recorder()  # every run started here is recorded in the run registry
@@ -184,15 +261,42 @@ def run_train(args: argparse.Namespace) -> int:
         if "resume" in vars(args):
             result = _start(nproc, resume, args.resume, **_resume_options(args), sync_bn=sync_bn, callbacks=record)
         else:
-            result = _start(nproc, train, config_from_args(args), sync_bn=bool(sync_bn), callbacks=record)
+            result = _start(nproc, train, config_from_args(args), sync_bn=bool(sync_bn), callbacks=record,
+                            allow_over_budget="allow_over_budget" in vars(args))
     except TrainingInterrupted as exc:
         print(str(exc), file=sys.stderr)
         return exc.exit_code
     if not result.summary:  # a torchrun rank other than 0: rank 0 reports
         return 0
-    print(json.dumps({"run_dir": str(result.run_dir), "test": {k: v for k, v in result.summary["test"].items()
-                                                            if k != "per_class"}}))
+    if "json" in vars(args):
+        print(json.dumps({"run_dir": str(result.run_dir), "test": {k: v for k, v in result.summary["test"].items()
+                                                                if k != "per_class"}}))
+    else:
+        print(last_line(result.summary))
     return 0
+
+
+def last_line(summary: dict) -> str:
+    """The sentence a training ends with: accuracy, time, and what to do with the run."""
+    from pathlib import Path
+
+    from cifarlab.engine.budget import duration
+    test, run = summary.get("test") or {}, summary["run_dir"]
+    epochs = summary.get("epochs_run", 0)
+    took = summary.get("wall_time_s") or summary.get("training_time_s") or 0
+    trained = f"Trained {summary['model']} for {epochs} epoch{'' if epochs == 1 else 's'} in {duration(took)}"
+    try:
+        subset = json.loads((Path(run) / "config.json").read_text()).get("train_subset")
+    except (OSError, ValueError):
+        subset = None
+    if test.get("top1") is not None:
+        acc = f"test accuracy {test['top1']:.2%} on {test.get('n', 0):,} images"
+        if subset:
+            acc += f" (trained on a subset of {subset:,} images: not the model's accuracy)"
+    else:
+        acc = "no test split"
+    return (f"{trained}: {acc}. Saved in {run}; try it with `cifarlab predict {run} PICTURE`, or see it beside "
+            f"the others with `cifarlab runs`.")
 
 
 def _start(nproc: int, fn, *args, **kwargs):
@@ -213,13 +317,27 @@ def _resume_options(args: argparse.Namespace) -> dict:
     return {"epochs": getattr(args, "epochs", None), "progress": getattr(args, "progress", None)}
 
 
-def _print_recipes() -> int:
+def _print_recipes(verbose: bool = False) -> int:
+    """One line per recipe, cut to the terminal's width (all of it with ``--verbose``)."""
+    import shutil
+
     from cifarlab import results
     from cifarlab.engine.recipes import list_recipes, recipe_config
+    from cifarlab.zoo import plain_words
+    width = shutil.get_terminal_size((80, 24)).columns
     for name, text in list_recipes().items():
         figure = results.recipe_figure(name, recipe_config(name).to_dict())  # results/cpu_frontier.csv
-        measured = f" [measured: {results.describe(figure)}]" if figure else ""
-        print(f"{name:16s} {text}{measured}")
+        text = plain_words(text)
+        if verbose:
+            measured = f" [measured: {results.describe(figure)}]" if figure else ""
+            print(f"{name:16s} {text}{measured}\n")
+            continue
+        short = text.split(": ")[0] if ": " in text[:60] else text
+        measured = f" [measured {results.format_accuracy(figure)}]" if figure else ""
+        room = max(10, width - 17 - len(measured))  # the description gives way, never the figure
+        print(f"{name:16s} {short if len(short) <= room else short[:room - 1] + '…'}{measured}")
+    if not verbose:
+        print("Every setting of each: cifarlab train --list-recipes --verbose")
     return 0
 
 
@@ -227,12 +345,14 @@ def _print_recipes() -> int:
 def run_evaluate(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from cifarlab.engine.checkpoint import resolve_checkpoint
     from cifarlab.engine.evaluate import evaluate, write_confusion
-    result = evaluate(args.checkpoint, data=args.data, tta=args.tta or False, split=args.split, device=args.device)
-    out_dir = Path(args.out) if args.out else resolve_checkpoint(args.checkpoint).parent
+    from cifarlab.resolve import resolve
+    found = resolve(args.checkpoint)
+    result = evaluate(found.path, data=args.data, tta=args.tta or False, split=args.split, device=args.device)
+    # beside a run's checkpoint; the shipped model's folder is the installed package: none unless --out
+    out_dir = Path(args.out) if args.out else (None if found.source == "shipped" else found.path.parent)
     stem = f"confusion-{args.split}" + (f"-tta-{args.tta}" if args.tta else "")
-    written = write_confusion(result, out_dir, stem)
+    written = write_confusion(result, out_dir, stem) if out_dir is not None else []
     from cifarlab.cli.evaluate_extras import evaluate_extras, print_extras
     extras = evaluate_extras(args, result, out_dir)  # calibration, corruptions, model card
     if args.json:
@@ -258,8 +378,10 @@ def _print_evaluation(result: dict, written) -> None:
         table.add_row("binary_accuracy", f"{result['binary_accuracy']:.2%}")
     console = Console(soft_wrap=True)
     console.print(table)
-    console.print(f"top-1 {result['top1']:.4f}  top-5 {result['top5']:.4f}  | confusion matrix: "
-                  + ", ".join(str(p) for p in written), highlight=False)
+    where = (", ".join(str(p) for p in written) if written
+             else "not written (the shipped model's folder is the installed package; add --out FOLDER)")
+    console.print(f"top-1 {result['top1']:.4f}  top-5 {result['top5']:.4f}  | confusion matrix: {where}",
+                  highlight=False)
 
 
 # ---------------------------------------------------------------- predict
@@ -268,6 +390,8 @@ def run_predict(args: argparse.Namespace) -> int:
     from cifarlab.errors import ConfigError
     if args.top_k < 1:
         raise ConfigError(f"--top-k {args.top_k} must be >= 1")
+    if args.batch_size < 1:
+        raise ConfigError(f"--batch-size {args.batch_size} must be >= 1 (pictures per forward pass)")
     if args.out:
         return _predict_to_csv(args)
     predictor = Predictor(_model_path(args.checkpoint), device=args.device, raw_probs=args.raw_probs)
@@ -290,17 +414,9 @@ def run_predict(args: argparse.Namespace) -> int:
 
 
 def _model_path(name_or_path: str):
-    """A checkpoint path as given, else the catalogue entry of that name (e.g. 'default')."""
-    from pathlib import Path
-
-    from cifarlab.catalog import Catalog
-    from cifarlab.errors import ModelError
-    if Path(name_or_path).exists():
-        return name_or_path
-    try:
-        return Catalog().resolve(name_or_path).path
-    except ModelError as exc:
-        raise ModelError(f"{name_or_path} is not a checkpoint file or run folder, nor a model name: {exc}") from None
+    """The checkpoint a model reference names (cifarlab.resolve: 'default', run names and ids, paths)."""
+    from cifarlab.resolve import resolve_path
+    return resolve_path(name_or_path)
 
 
 def _predict_to_csv(args: argparse.Namespace) -> int:

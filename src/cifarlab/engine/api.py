@@ -42,23 +42,27 @@ from cifarlab.errors import CifarlabError, ConfigError, TrainingInterrupted
 
 
 def train(config: TrainConfig | dict | None = None, callbacks: Iterable[cbs.Callback] = (),
-          data=None, sync_bn: bool = False) -> RunResult:
+          data=None, sync_bn: bool = False, allow_over_budget: bool = False) -> RunResult:
     """Train a model as ``config`` says, in a new run folder. ``data``: a CifarData to use
     instead of loading ``config.data`` (tests, studies that share one copy in memory).
-    ``sync_bn``: under DDP, BatchNorm statistics computed over the global batch."""
+    ``sync_bn``: under DDP, BatchNorm statistics computed over the global batch.
+    A time budget is a promise: a run whose shortest plan cannot end inside it is refused
+    (ConfigError naming the budget that would fit) before any run folder is made, unless
+    ``allow_over_budget``."""
     started = time.perf_counter()
     cfg = _as_config(config)
-    if cfg.model == "default":
-        cfg.model = TrainConfig().model
+    if cfg.model == "default":  # one meaning everywhere: the shipped default model's architecture
+        from cifarlab.resolve import default_architecture
+        cfg.model = default_architecture()
     if cfg.data and Path(cfg.data).exists():  # so evaluate/resume work from any folder
         cfg.data = str(Path(cfg.data).resolve())
     from cifarlab.models import model_info
     model_info(cfg.model)  # an unknown name fails here, before data loading or a run folder
-    return _train_in(cfg, callbacks, data, sync_bn, started=started)
+    return _train_in(cfg, callbacks, data, sync_bn, started=started, allow_over_budget=allow_over_budget)
 
 
 def _train_in(cfg: TrainConfig, callbacks, data, sync_bn: bool, run_dir: Path | None = None,
-              started: float | None = None) -> RunResult:
+              started: float | None = None, allow_over_budget: bool = True) -> RunResult:
     """A fit from epoch 0 in ``run_dir``, or in a new run folder when None. ``started``: when
     the caller's clock started (a time budget counts from there)."""
     started = time.perf_counter() if started is None else started
@@ -68,13 +72,49 @@ def _train_in(cfg: TrainConfig, callbacks, data, sync_bn: bool, run_dir: Path | 
         device, data = _prepare_rank(cfg, data, dist, rank_device)
         plan = _plan_budget(cfg, data, device, started) if cfg.time_budget else None
         if plan is not None and not plan.fits:
+            if not allow_over_budget:
+                raise ConfigError(over_budget(plan))
             print(f"cifarlab: warning: {plan.describe()}", file=sys.stderr)
+        if dist.is_main and cfg.progress:
+            _say(_start_line(cfg, data, device, started, plan))
         run_dir = dist.broadcast_object(_new_run(cfg, run_dir) if dist.is_main else None)
         learner = _build(cfg, data, device, run_dir, callbacks, dist, sync_bn)
         if plan is not None:
             learner.meta["time_budget"] = plan.to_dict()
             learner.add_callback(BudgetKeeper(plan, cfg, started, say=cfg.progress))
         return _fit_and_report(learner, cfg, data, run_dir, started)
+
+
+def over_budget(plan: BudgetPlan) -> str:
+    """One line: the budget cannot hold the shortest run, and what would fit."""
+    import math
+    from cifarlab.engine.budget import SAFETY
+    fits = 10 * math.ceil(plan.planned_s / (1 - SAFETY) / 10)
+    return (f"a {plan.budget_s:.0f}-s time budget cannot hold even the shortest run of {plan.model} here "
+            f"({plan.epochs} epochs, about {plan.planned_s:.0f} s): give --time-budget {fits} or more, a "
+            f"smaller model or recipe, or --allow-over-budget to train past the budget")
+
+
+def _start_line(cfg: TrainConfig, data, device: torch.device, started: float, plan) -> str:
+    """How long the whole run will take, said before it starts: the budget's plan, else an
+    estimate from a few timed steps (engine.budget.estimate_seconds)."""
+    from cifarlab.engine.budget import duration, estimate_seconds
+    what = f"{cfg.model}, {_plural(cfg.epochs, 'epoch')}"
+    if plan is not None:
+        return (f"training {what}: about {duration(plan.planned_s)} in all, planned inside the "
+                f"{duration(plan.budget_s)} time budget")
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        model = _create_model(cfg, data, device)
+        train_loader, val_loader, norm = _loaders(cfg, data, device, distributed.Dist())
+        test_loader = _test_loader(cfg, data, device, norm) if len(data.test) else None
+        total = estimate_seconds(cfg, model, build_loss(cfg.loss, data.num_classes, cfg.label_smoothing),
+                                 train_loader, test_loader, val_loader, device,
+                                 cfg.amp and bf16_native(device), started)
+    return f"training {what}: about {duration(total)} in all (estimated from a few timed steps)"
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n:,} {word}" + ("" if n == 1 else "s")
 
 
 def _plan_budget(cfg: TrainConfig, data, device: torch.device, started: float):
@@ -210,6 +250,9 @@ def _load_data(cfg: TrainConfig, data):
         data = data.subset(train=cfg.train_subset, test=cfg.test_subset, seed=cfg.seed)
     if len(data.train) == 0:
         raise ConfigError("the training split is empty; check --data and --train-subset")
+    if data.num_classes < 2 or len(set(np.unique(data.train.labels).tolist())) < 2:
+        raise ConfigError(f"the training split of {data.info.source} holds one class only: a classifier needs "
+                          f"at least two (every prediction would be that class, 100% on its own test)")
     return data
 
 

@@ -199,6 +199,35 @@ def plan_run(cfg, model: torch.nn.Module, loss_fn, train_loader, test_loader, va
                       planned_s=round(total, 1), fits=fits, last_epoch_steps=part)
 
 
+def estimate_seconds(cfg, model: torch.nn.Module, loss_fn, train_loader, test_loader, val_loader,
+                     device: torch.device, amp: bool, started: float) -> float:
+    """Wall seconds a run of ``cfg.epochs`` whole epochs will take from ``started``: its steps and
+    test timed as ``plan_run`` times them (on a copy; the run is untouched), times its epochs."""
+    from cifarlab.data.loader import parse_resolutions
+    probe = copy.copy(cfg)
+    probe.time_budget = 1e9  # plan_run only needs the timings
+    plan = plan_run(probe, model, loss_fn, train_loader, test_loader, val_loader, device, amp, started)
+    native = plan.stages[-1][0]
+    stages = parse_resolutions(cfg.resolutions)
+    full = max(0, cfg.epochs - sum(e for _, e in stages))
+    epochs = [(side, e) for side, e in stages] + [(native, full)]
+    total = plan.spent_s + plan.test_s + sum(
+        e * (plan.steps_per_epoch * plan.step_s[str(side)] + plan.val_s) for side, e in epochs)
+    return total  # spent_s: from ``started`` to the end of the timing, which the run pays too
+
+
+def duration(seconds: float) -> str:
+    """``45 s``, ``4 min 50 s``, ``1 h 12 min``."""
+    seconds = max(0, round(seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        m, s = divmod(seconds, 60)
+        return f"{m} min {s} s" if s and m < 10 else f"{round(seconds / 60)} min"
+    h, m = divmod(round(seconds / 60), 60)
+    return f"{h} h {m} min" if m else f"{h} h"
+
+
 def short_run_lr(cfg, plan: BudgetPlan) -> None:
     """A plan of SHORT_RUN_STEPS steps or fewer: the Muon filters take ``cfg.muon_lr_short``
     (recorded in the plan and in ``cfg.muon_lr``, so config.json and a resume say the lr trained)."""

@@ -15,6 +15,7 @@ from typing import Callable
 import torch.nn as nn
 
 from cifarlab.errors import ModelError
+from cifarlab.zoo import plain_words
 
 
 @dataclass(frozen=True)
@@ -42,14 +43,6 @@ class ParamCount:
 
 _REGISTRY: dict[str, tuple[Callable[..., nn.Module], ModelInfo]] = {}
 
-# The write-ups the faithful models come from, named in words wherever a user reads them.
-WRITE_UPS = {
-    "five-classic-cnns": "the Keras tutorial comparing five classic CNNs on CIFAR-10",
-    "colab-inception-v1": "the Colab notebook's small Inception-v1",
-    "keras-deep-cnn": "the Keras deep-CNN tutorial",
-    "inception-v3-cifar": "the Inception-v3-on-CIFAR-10 write-up",
-}
-
 # What each model is, in a few plain words (``cifarlab models`` at 80 columns).
 SUMMARIES = {
     "lenet5": "LeNet-5, 1998 style", "lenet5_modern": "LeNet-5 with BN and ReLU",
@@ -67,16 +60,6 @@ SUMMARIES = {
     "airnet96": "fast modern net, deeper", "airnet_medium": "fast net for a CPU",
     "airnet_small": "fast net for a small CPU", "airnet_tiny": "tiny, for tests",
 }
-
-
-def plain_words(text: str) -> str:
-    """``text`` with each write-up's short name replaced by its name in words."""
-    for slug, words in WRITE_UPS.items():
-        text = text.replace(f"the {slug} net", words)
-        text = text.replace(f"modern form of {slug} ", f"modern form of {words}: ")
-        text = text.replace(f"modern form of the {slug} ", f"modern form of {words}: ")
-        text = text.replace(f"{slug}: ", f"{words}: ").replace(slug, words)
-    return text
 
 
 def register_model(*, family: str | None = None, **info) -> Callable:
@@ -107,16 +90,89 @@ def _lookup(name: str) -> tuple[Callable[..., nn.Module], ModelInfo]:
     return _REGISTRY[name]
 
 
+# The bounds on what architecture arguments may ask for, checked on a shapes-only build before
+# anything is allocated. The registered models hold at most a few tens of millions of weights and
+# keep under twenty million activations per 32x32 image; the caps leave room for wider variants
+# while refusing a file or flag that would fill the memory (4 bytes a number: 400 MB of weights,
+# 256 MB of activations per image).
+MAX_PARAMS = 100_000_000
+MAX_ACTIVATIONS = 64_000_000  # numbers each layer outputs for one 32x32 image, summed
+_FEW_CLASSES = 1000  # a registered model with its own arguments and at most this many classes is known to fit
+
+
 def create_model(name: str, num_classes: int = 10, **kwargs) -> nn.Module:
-    """Build model ``name``; kwargs such as ``in_chans`` and ``act`` go to its variant."""
+    """Build model ``name``; kwargs such as ``in_chans`` and ``act`` go to its variant.
+
+    Arguments asking for more than MAX_PARAMS weights or MAX_ACTIVATIONS activations per
+    image, or that the variant cannot build, are a ModelError before anything is allocated."""
+    fn, info = _lookup(name)
+    if _is_default(info, kwargs) and type(num_classes) is int and 0 < num_classes <= _FEW_CLASSES:
+        return fn(num_classes=num_classes, **kwargs)  # a registered model as written: no need to measure
+    params, acts = model_cost(name, num_classes, **kwargs)
+    if params > MAX_PARAMS:
+        raise ModelError(f"model {name!r} with {_shown(kwargs)} would hold {params:,} parameters, over the "
+                         f"{MAX_PARAMS:,} limit; choose smaller widths")
+    if acts > MAX_ACTIVATIONS:
+        raise ModelError(f"model {name!r} with {_shown(kwargs)} would keep {acts:,} activation values per "
+                         f"image, over the {MAX_ACTIVATIONS:,} limit; choose smaller widths")
+    return fn(num_classes=num_classes, **kwargs)
+
+
+def model_cost(name: str, num_classes: int = 10, **kwargs) -> tuple[int, int]:
+    """``(parameters and buffers, activations per 32x32 image)`` of the model these arguments
+    describe, from a build on the meta device: shapes only, no memory, no arithmetic."""
+    import torch
     fn, info = _lookup(name)
     unknown = sorted(set(kwargs) - set(info.default_kwargs))
     if unknown:
         valid = ", ".join(k for k in info.default_kwargs if k != "num_classes")
         raise ModelError(f"model {name!r} takes no argument {unknown[0]!r} (it takes: {valid})")
-    if not isinstance(num_classes, int) or num_classes < 1:
+    if type(num_classes) is not int or num_classes < 1:
         raise ModelError(f"num_classes must be a positive integer, got {num_classes!r}")
-    return fn(num_classes=num_classes, **kwargs)
+    try:
+        with torch.device("meta"):
+            model = fn(num_classes=num_classes, **kwargs)
+    except ModelError:
+        raise
+    except (TypeError, ValueError, RuntimeError, IndexError, OverflowError, AttributeError) as exc:
+        raise ModelError(f"model {name!r} cannot be built with {_shown(kwargs)}: "
+                         f"{' '.join(str(exc).split())[:160] or type(exc).__name__}") from None
+    params = sum(t.numel() for t in (*model.parameters(), *model.buffers()))
+    if params > MAX_PARAMS:  # no need to trace its activations
+        return params, 0
+    sizes: list[int] = []
+    hooks = [m.register_forward_hook(lambda _m, _i, out: sizes.append(_numel(out)))
+             for m in model.modules() if not list(m.children())]
+    in_chans = kwargs.get("in_chans", info.default_kwargs.get("in_chans", info.in_chans))
+    try:
+        with torch.no_grad():
+            model.eval()(torch.empty(1, in_chans, 32, 32, device="meta"))
+    except (TypeError, ValueError, RuntimeError, IndexError) as exc:
+        raise ModelError(f"model {name!r} cannot run with {_shown(kwargs)}: "
+                         f"{' '.join(str(exc).split())[:160] or type(exc).__name__}") from None
+    finally:
+        for h in hooks:
+            h.remove()
+    return params, sum(sizes)
+
+
+def _is_default(info: ModelInfo, kwargs: dict) -> bool:
+    try:
+        return all(k in info.default_kwargs and bool(info.default_kwargs[k] == v) for k, v in kwargs.items())
+    except Exception:  # an argument that cannot even be compared: measure it
+        return False
+
+
+def _numel(out) -> int:
+    if hasattr(out, "numel"):
+        return out.numel()
+    if isinstance(out, (tuple, list)):
+        return sum(_numel(o) for o in out)
+    return 0
+
+
+def _shown(kwargs: dict) -> str:
+    return ", ".join(f"{k}={v!r}"[:60] for k, v in kwargs.items()) or "its default arguments"
 
 
 def list_models(pattern: str = "*") -> list[str]:

@@ -81,7 +81,10 @@ def parse_vary(text: str, base: dict) -> tuple[str, list]:
         raise ConfigError(f"--vary {text!r} should look like NAME=v1,v2,... (e.g. lr=1e-4,1e-3)")
     if name not in valid_factors():
         raise ConfigError(f"unknown factor {name!r}; valid factors: {', '.join(valid_factors())}")
-    return name, [typed_value(name, v.strip(), base) for v in values.split(",") if v.strip()]
+    typed = [typed_value(name, v.strip(), base) for v in values.split(",") if v.strip()]
+    if not typed:  # "lr=,," would plan a study of no runs
+        raise ConfigError(f"--vary {text!r} gives no values; list them as NAME=v1,v2,... (e.g. lr=1e-4,1e-3)")
+    return name, typed
 
 
 def typed_value(name: str, raw: Any, base: dict) -> Any:
