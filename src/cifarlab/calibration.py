@@ -183,7 +183,7 @@ def calibration_report(val: tuple | None, test: tuple) -> dict:
     """From (logits, labels) of the validation split (or None) and of the test split: the
     fitted temperature and the test split's ECE/MCE/NLL before and after it."""
     z, y = test
-    out = {"n_bins": N_BINS, "temperature": None, "fitted_on": None,
+    out = {"n_bins": N_BINS, "temperature": None, "fitted_on": None, "views": "single (as the apps predict)",
            "before": _measures(z, y, 1.0)}
     if val is not None and len(val[1]):
         t = fit_temperature(*val)
