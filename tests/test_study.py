@@ -15,7 +15,7 @@ from cifarlab.data.synthetic import write_cifar10_python
 from cifarlab.engine import Callback, TrainingInterrupted
 from cifarlab.errors import ConfigError
 from cifarlab.runlog import Registry
-from cifarlab.studies import build_spec, load_spec, plan, run_study
+from cifarlab.studies import build_spec, load_spec, plan, run_study, write_report
 
 TINY = {"epochs": 2, "batch_size": 16, "device": "cpu", "tensorboard": False, "plots": False,
         "augment": "none", "lr": 1e-2}
@@ -112,6 +112,7 @@ def test_study_tables_figures_report_and_resume(tmp_path, data):
     stopped = out / "runs" / names[2]
     assert (stopped / "last.pt").exists() and not (stopped / "summary.json").exists()
     assert Registry().get(str(stopped))["status"] == "interrupted"
+    _check_partial_report(out, names)
 
     again, states = CountFits(), {}
     result = run_study(spec, out, data=data, callbacks=[again],
@@ -158,14 +159,59 @@ def _check_tables(out: Path, spec) -> None:
     assert "| 0.001 | 2 |" in md and " ± " in md
 
 
+def _files(folder: Path) -> dict:
+    return {str(p): (p.stat().st_size, p.stat().st_mtime_ns) for p in folder.rglob("*") if p.is_file()}
+
+
+def _check_partial_report(out: Path, names: list[str]) -> None:
+    """A study stopped part-way gets a report of what finished; its run folders are not touched."""
+    before = _files(out / "runs")
+    write_report(out)
+    assert _files(out / "runs") == before
+    report = (out / "report.md").read_text()
+    assert "Not finished yet" in report and "4 of 6 runs are pending" in report
+    assert f"| {names[0]} | 0 | lr=0.001 | finished |" in report and "| base-s0 | 0 | base | finished |" in report
+    assert f"| {names[2]} |" in report and "started (1 epoch done; running or stopped)" in report
+    assert report.count("| not started |") == 3
+    rows = list(csv.DictReader((out / "tables" / "optimizer.csv").open()))
+    assert [r["n"] for r in rows] == ["1", "0"]  # base-s0 finished; no adam run yet
+
+
 def _check_report(out: Path) -> None:
-    for factor in ("lr", "optimizer"):
-        png = out / "figures" / f"{factor}.png"
-        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    for name in ("lr", "optimizer", "lr-value", "optimizer-value"):
+        png = out / "figures" / f"{name}.png"
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size <= 200_000
     report = (out / "report.md").read_text()
     assert "figures/lr.png" in report and "figures/optimizer.png" in report and "tables/lr.csv" in report
-    assert "<img src='figures/optimizer.png'" in (out / "report.html").read_text()
+    assert "figures/lr-value.png" in report and "Not finished yet" not in report
+    page = (out / "report.html").read_text()
+    assert '<img src="figures/optimizer.png"' in page and '<img src="figures/lr-value.png"' in page
+    assert '<a href="tables/lr.csv">tables/lr.csv</a>' in page and "](tables/" not in page
     assert load_spec(out).seeds == [0, 1]
+    # the base row marked (base: lr 0.01, sgd), in the markdown tables and the CSV
+    assert "| **sgd** (base) | 2 |" in (out / "tables" / "optimizer.md").read_text()
+    assert "| **0.01** (base) | 2 |" in report and "| 0.001 | 2 |" in report
+    flags = {r["optimizer"]: r["base"] for r in csv.DictReader((out / "tables" / "optimizer.csv").open())}
+    assert flags == {"sgd": "yes", "adam": "no"}
+    # every base setting listed, those that differ from the defaults with their default beside
+    from cifarlab.engine import TrainConfig
+    for key in TrainConfig.field_names():
+        if key not in ("runs_dir", "name", "progress"):
+            assert f"\n| {key} |" in report, key
+    assert "| batch_size | **16** | 128 |" in report
+    # the command shown rebuilds this very study (the CLI's own parsing)
+    _check_command(report, out)
+
+
+def _check_command(report: str, out: Path) -> None:
+    import shlex
+
+    from cifarlab.cli import build_parser
+    from cifarlab.cli.study_cmd import spec_from_args
+    command = report.split("```\n", 1)[1].split("\n```", 1)[0]
+    argv = shlex.split(command)
+    assert argv[:2] == ["cifarlab", "study"] and argv[-2:] == ["--out", str(out)]
+    assert spec_from_args(build_parser().parse_args(argv[1:])).identity() == load_spec(out).identity()
 
 
 def test_cli_reduced_reference_preset_reports_reduction_and_reference_numbers(tmp_path, capsys):
@@ -182,6 +228,12 @@ def test_cli_reduced_reference_preset_reports_reduction_and_reference_numbers(tm
     assert "reference (Keras, one seed, test set used as validation)" in report
     assert "Changed from the reference preset: model=lenet5_modern" in report
     assert "0.7893" in report  # the §6 lr table's train acc at 1e-3, beside ours
+    assert (out / "figures" / "lr-value.png").stat().st_size <= 200_000 and "figures/lr-value.png" in report
+    assert "| **0.001** (base) |" in report  # the preset's base lr
+    assert '<a href="tables/lr.csv">' in (out / "report.html").read_text()
+    assert main(["study", "--report-only", "--out", str(out)]) == 0
+    # --epoch-scale cannot be rebuilt from study.json alone: the command as typed (command.txt)
+    assert "--epoch-scale 0.1" in report and "--train-subset 60" in report
     lr = list(csv.DictReader((out / "tables" / "lr.csv").open()))
     assert [r["lr"] for r in lr] == ["0.001", "0.003"] and all(r["n"] == "1" for r in lr)
     assert sorted(p.name for p in (out / "runs").iterdir()) == ["base-s0", "lr=0.003-s0"]

@@ -73,7 +73,7 @@ def _heartbeat_arg(p: argparse.ArgumentParser, what: str) -> None:
 # ---------------------------------------------------------------- study
 def run_study_cmd(args) -> int:
     from rich.console import Console
-    from cifarlab.studies import build_spec, run_study, write_report
+    from cifarlab.studies import run_study, write_report
     console = Console(stderr=True, soft_wrap=True)
     if args.report_only:
         if not args.out:
@@ -81,11 +81,9 @@ def run_study_cmd(args) -> int:
             raise ConfigError("--report-only needs --out STUDY_FOLDER")
         print(write_report(args.out))
         return 0
-    spec = build_spec(model=args.model, vary=args.vary, base_file=args.base_file, sets=parse_set(args.set_values),
-                      seeds=args.seeds, grid=args.grid, preset=args.preset, train_subset=args.train_subset,
-                      test_subset=args.test_subset, epoch_scale=args.epoch_scale, name=args.name,
-                      only=[f.strip() for f in args.only.split(",")] if args.only else ())
+    spec = spec_from_args(args)
     out = args.out or f"studies/{spec.name}"
+    _keep_command(out)
 
     def note(i: int, n: int, run, state: str) -> None:
         said = {"skip": "already done", "resume": "resumed", "start": "trained", "diverged": "DIVERGED (recorded)",
@@ -106,6 +104,29 @@ def run_study_cmd(args) -> int:
     else:
         console.print(f"{done}; report: {result.out / 'report.md'}", highlight=False)
     return 0
+
+
+def spec_from_args(args):
+    """The StudySpec a parsed ``cifarlab study`` command line asks for."""
+    from cifarlab.studies import build_spec
+    return build_spec(model=args.model, vary=args.vary, base_file=args.base_file, sets=parse_set(args.set_values),
+                      seeds=args.seeds, grid=args.grid, preset=args.preset, train_subset=args.train_subset,
+                      test_subset=args.test_subset, epoch_scale=args.epoch_scale, name=args.name,
+                      only=[f.strip() for f in args.only.split(",")] if args.only else ())
+
+
+def _keep_command(out: str) -> None:
+    """The command line that started a new study folder, as typed (command.txt): the report
+    shows it where the study cannot be rebuilt from study.json alone (e.g. --epoch-scale)."""
+    import shlex
+    import sys
+    from pathlib import Path
+    folder = Path(out)
+    if (folder / "study.json").exists() or sys.argv[1:2] != ["study"]:
+        return
+    from cifarlab.atomic import atomic_write_text
+    folder.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(folder / "command.txt", shlex.join(["cifarlab", *sys.argv[1:]]) + "\n")
 
 
 # ---------------------------------------------------------------- tune

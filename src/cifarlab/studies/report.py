@@ -1,8 +1,10 @@
 """Tables, figures and the report of a study folder; also side-by-side comparison of runs.
 
 Per factor: ``tables/<factor>.csv`` and ``.md`` (one row per value, mean ± sample std over
-seeds), ``figures/<factor>.png`` (validation accuracy and loss per epoch, one curve per
-value, the band spans the seeds), then ``report.md`` and ``report.html`` embedding them.
+seeds, the base row marked), ``figures/<factor>-value.png`` (test and validation accuracy
+against the value, error bars over seeds), ``figures/<factor>.png`` (validation accuracy and
+loss per epoch, one curve per value, the band spans the seeds), then ``report.md`` and
+``report.html`` (the markdown rendered by markdown-it-py) embedding them.
 Train/val columns are the last epoch, as the reference reported them; best val and test
 come from the checkpoint chosen on validation accuracy.
 """
@@ -205,49 +207,88 @@ def _save(fig, path: Path) -> None:
 
 # ---------------------------------------------------------------- the report
 def write_report(out: str | Path) -> Path:
-    """tables/, figures/ (when matplotlib is installed), report.md and report.html; returns report.md."""
+    """tables/, figures/ (when matplotlib is installed), report.md and report.html; returns report.md.
+
+    Works on a study still running or stopped part-way: finished runs fill the tables, the
+    others are listed as running or not started. Writes only at the top of ``out`` (tables/,
+    figures/, report.*), never in a run folder. A comparison (``kind: compare``) gets its own
+    report (``studies.compare_report``)."""
     from cifarlab.engine import plots
     out = Path(out)
     spec = load_spec(out)
+    if spec.kind == "compare":
+        from cifarlab.studies.compare_report import write_compare_report
+        return write_compare_report(out)
     runs = plan(spec)
     records = {r.name: rec for r in runs if (rec := run_record(out / "runs" / r.name))}
-    blocks = _header_blocks(spec, runs, records)
+    blocks = _header_blocks(out, spec, runs, records)
     for factor in (["grid"] if spec.grid else [f for f, _ in spec.factors]):
         blocks += _factor_blocks(out, spec, runs, records, factor, plots.available())
-    _write_text(out / "report.md", _render_md(blocks))
-    _write_text(out / "report.html", _render_html(blocks, spec.name))
+    blocks += _base_blocks(spec) + _status_blocks(out, runs, records)
+    md = render_md(blocks)
+    _write_text(out / "report.md", md)
+    _write_text(out / "report.html", render_html(md, f"Study {spec.name}"))
     return out / "report.md"
+
+
+def base_value(spec: StudySpec, factor: str) -> Any:
+    """The base's value of ``factor`` (what the unmarked runs train with)."""
+    if factor == "act":
+        return (spec.base.get("model_kwargs") or {}).get("act")
+    return spec.base.get(factor)
+
+
+def _is_base(spec: StudySpec, factor: str, value: Any) -> bool:
+    if factor == "grid":
+        return all(_is_base(spec, f, v) for (f, _), v in zip(spec.factors, value))
+    return cell_value_key(value) == cell_value_key(base_value(spec, factor))
 
 
 def _factor_blocks(out: Path, spec, runs, records, factor: str, can_plot: bool) -> list:
     rows = factor_rows(out, spec, runs, records, factor)
+    base_flags = [_is_base(spec, factor, r["value"]) for r in rows]
     names = [f for f, _ in spec.factors] if factor == "grid" else [factor]
-    _write_text(out / "tables" / f"{factor}.csv", rows_to_csv(names, rows))
+    _write_text(out / "tables" / f"{factor}.csv", _with_base_column(rows_to_csv(names, rows), base_flags))
     head, body = table_cells(names, rows)
+    body = [[(f"**{row[0]}** (base)" if flag else row[0]), *row[1:]] for row, flag in zip(body, base_flags)]
     _write_text(out / "tables" / f"{factor}.md", _md_table(head, body))
     title = "grid (" + " / ".join(names) + ")" if factor == "grid" else factor
     blocks: list = [("h2", title), ("table", head, body),
-                    ("p", f"CSV: [tables/{factor}.csv](tables/{factor}.csv)")]
-    if can_plot and factor_figure(spec, runs, factor, out / "figures" / f"{factor}.png"):
-        blocks.append(("img", f"figures/{factor}.png", f"validation curves by {factor}"))
-    elif not can_plot:
+                    ("p", f"The base row is in bold. CSV: [tables/{factor}.csv](tables/{factor}.csv)")]
+    preset = _preset_tables(spec)
+    if can_plot:
+        if factor != "grid" and value_figure(spec, rows, factor, out / "figures" / f"{factor}-value.png",
+                                             preset.get(factor) if preset else None):
+            blocks.append(("img", f"figures/{factor}-value.png", f"test accuracy by {factor}"))
+        if factor_figure(spec, runs, factor, out / "figures" / f"{factor}.png"):
+            blocks.append(("img", f"figures/{factor}.png", f"validation curves by {factor}"))
+    else:
         blocks.append(("p", "figures skipped: matplotlib is not installed (pip install 'cifarlab[plots]')"))
-    if spec.preset:
+    if spec.preset and preset:
         from cifarlab.studies.presets import get_preset
-        preset = get_preset(spec.preset)
-        ref = reference_cells(factor, preset["tables"])
+        ref = reference_cells(factor, preset)
         if ref:
-            blocks += [("h3", preset["label"]), ("table", *ref)]
+            blocks += [("h3", get_preset(spec.preset)["label"]), ("table", *ref)]
     return blocks
 
 
-def _header_blocks(spec: StudySpec, runs: list[PlannedRun], records: dict) -> list:
-    from cifarlab.engine import TrainConfig
-    defaults = TrainConfig().to_dict()
-    base = ", ".join(f"{k}={v}" for k, v in spec.base.items()
-                     if defaults.get(k) != v and k not in ("runs_dir", "name", "progress"))
+def _preset_tables(spec: StudySpec) -> dict | None:
+    if not spec.preset or spec.kind != "study":
+        return None
+    from cifarlab.studies.presets import get_preset
+    return get_preset(spec.preset)["tables"]
+
+
+def _with_base_column(text: str, flags: list[bool]) -> str:
+    lines = text.splitlines()
+    out = [lines[0] + ",base"] + [line + ("," + ("yes" if f else "no")) for line, f in zip(lines[1:], flags)]
+    return "\n".join(out) + "\n"
+
+
+def _header_blocks(out: Path, spec: StudySpec, runs: list[PlannedRun], records: dict) -> list:
     blocks: list = [("h1", f"Study {spec.name}")]
     if spec.preset:
+        from cifarlab.engine import TrainConfig
         from cifarlab.studies.presets import get_preset
         preset = TrainConfig.from_dict(get_preset(spec.preset)["base"]).to_dict()
         quiet = ("runs_dir", "name", "progress", "plots", "tensorboard", "data", "device")
@@ -258,16 +299,24 @@ def _header_blocks(spec: StudySpec, runs: list[PlannedRun], records: dict) -> li
         shrink = ", ".join(f"{k}={v}" for k, v in spec.reduced.items())
         blocks.append(("p", f"**REDUCED study** ({shrink}): numbers are not comparable with full-length runs."))
     cells = sum(len(v) for _, v in spec.factors) if not spec.grid else len(_cells(spec, "grid"))
+    done = len(records) + sum(1 for r in runs if (out / "runs" / r.name / DIVERGED).exists())
     blocks += [
         ("p", f"Design: {'full grid' if spec.grid else 'one factor at a time'}; seeds {spec.seeds}; "
-              f"{len(runs)} runs ({len(records)} finished) for {cells} table rows x {len(spec.seeds)} seeds"
+              f"{len(runs)} runs ({done} finished) for {cells} table rows x {len(spec.seeds)} seeds"
               + ("" if spec.grid else ", runs equal to the base are trained once and shared") + "."),
-        ("p", f"Base (differences from the defaults): {base or 'defaults'}."),
+    ]
+    if done < len(runs):
+        blocks.append(("p", f"**Not finished yet**: {len(runs) - done} of {len(runs)} runs are pending (listed "
+                            f"under Runs); the tables and figures show the finished ones."))
+    blocks += [
+        ("p", "Reproduce (rerunning it continues the study where it stopped):"),
+        ("code", study_command(spec, out)),
         ("p", "Columns: train/val = last epoch (as the reference reported); best val acc and test = "
               "the checkpoint with the best validation accuracy; time = training seconds; mean ± "
               "sample std over seeds. The validation split is carved from the training set (the "
               "same images for every run: the base seed chooses them); the test set is evaluated "
-              "once per run and never used for selection."),
+              "once per run and never used for selection. The complete base settings are listed "
+              "at the end."),
     ]
     env = next((rec["summary"].get("hardware") for rec in records.values()), None)
     if env:
@@ -275,13 +324,192 @@ def _header_blocks(spec: StudySpec, runs: list[PlannedRun], records: dict) -> li
     return blocks
 
 
+def _base_blocks(spec: StudySpec) -> list:
+    """Every setting of the base, its default beside where it differs."""
+    from cifarlab.engine import TrainConfig
+    defaults = TrainConfig().to_dict()
+    skip = ("runs_dir", "name", "progress")
+    body = [[k, f"**{_setting_text(v)}**" if defaults.get(k) != v else _setting_text(v),
+             _setting_text(defaults.get(k)) if defaults.get(k) != v else ""]
+            for k, v in spec.base.items() if k not in skip]
+    return [("h2", "Base settings"),
+            ("p", "Every run starts from these; a factor's rows change only that setting. In bold where they "
+                  "differ from cifarlab's defaults."),
+            ("table", ["setting", "base", "default"], body)]
+
+
+def _setting_text(value: Any) -> str:
+    if isinstance(value, dict):
+        return ", ".join(f"{k}={v}" for k, v in value.items()) or "{}"
+    if isinstance(value, list):
+        return ",".join(map(str, value))
+    return "—" if value is None else str(value)
+
+
+def run_states(out: Path, runs: list[PlannedRun], records: dict) -> dict[str, str]:
+    """Run name -> finished, diverged, running (a folder with epochs but no summary: training
+    now, or stopped and waiting to be resumed) or not started."""
+    states = {}
+    for r in runs:
+        folder = out / "runs" / r.name
+        if r.name in records:
+            states[r.name] = "finished"
+        elif (folder / DIVERGED).exists():
+            states[r.name] = "diverged"
+        elif folder.exists():
+            n = len(read_history(folder))
+            states[r.name] = f"started ({n} epoch{'' if n == 1 else 's'} done; running or stopped)"
+        else:
+            states[r.name] = "not started"
+    return states
+
+
+def _status_blocks(out: Path, runs: list[PlannedRun], records: dict) -> list:
+    states = run_states(out, runs, records)
+    body = [[r.name, str(r.seed), ", ".join(f"{k}={_setting_text(v)}" for k, v in r.overrides.items()) or "base",
+             states[r.name]] for r in runs]
+    return [("h2", "Runs"), ("table", ["run", "seed", "differs from the base in", "state"], body)]
+
+
+def study_command(spec: StudySpec, out: str | Path) -> str:
+    """A ``cifarlab study`` command that builds this same study (checked by building it), else
+    the command the study was started with (command.txt), else the closest reconstruction."""
+    guess, same = _rebuild_command(spec, out)
+    if same:
+        return guess
+    saved = Path(out) / "command.txt"
+    if saved.exists():
+        return saved.read_text().strip()
+    return guess + "  # reconstructed: check it before use"
+
+
+def _rebuild_command(spec: StudySpec, out: str | Path) -> tuple[str, bool]:
+    import shlex
+
+    from cifarlab.errors import CifarlabError
+    from cifarlab.studies.study import build_spec
+    kw = {"preset": spec.preset, "seeds": len(spec.seeds), "grid": spec.grid, "name": spec.name,
+          **{k: v for k, v in spec.reduced.items() if k in ("train_subset", "test_subset", "epoch_scale")}}
+    try:
+        ref_factors = build_spec(**kw).factors if spec.preset else []
+    except CifarlabError:
+        ref_factors = []
+    ref = {f: v for f, v in ref_factors}
+    order = [f for f, _ in ref_factors]
+    kept, vary, last = [], [], -1
+    for f, values in spec.factors:
+        if not vary and f in ref and ref[f] == list(values) and order.index(f) > last:
+            kept.append(f)
+            last = order.index(f)
+        else:
+            vary.append(f"{f}=" + ",".join(cell_value_key(v) for v in values))
+    names = [f for f, _ in spec.factors]
+    only = names if spec.preset and set(names) != set(order) else []
+    sets: dict = {}
+    try:  # the --set the plain build shows missing
+        built = build_spec(vary=vary, only=only, **kw)
+        sets = {k: _setting_cli(v) for k, v in spec.base.items()
+                if k not in ("runs_dir", "name", "progress") and built.base.get(k) != v}
+    except CifarlabError:
+        pass
+    try:
+        same = build_spec(vary=vary, only=only, sets=sets, **kw).identity() == spec.identity()
+        unnamed = {k: v for k, v in kw.items() if k != "name"}
+        default_name = build_spec(vary=vary, only=only, sets=sets, **unnamed).name == spec.name
+    except CifarlabError:
+        same = default_name = False
+    args = ["cifarlab", "study"]
+    if spec.preset:
+        args += ["--preset", spec.preset]
+    if only:
+        args += ["--only", ",".join(only)]
+    for v in vary:
+        args += ["--vary", v]
+    for k, v in sets.items():
+        args += ["--set", f"{k}={v}"]
+    if len(spec.seeds) > 1:
+        args += ["--seeds", str(len(spec.seeds))]
+    if spec.grid:
+        args.append("--grid")
+    for k in ("train_subset", "test_subset", "epoch_scale"):
+        if k in spec.reduced:
+            args += [f"--{k.replace('_', '-')}", f"{spec.reduced[k]:g}" if isinstance(spec.reduced[k], float)
+                     else str(spec.reduced[k])]
+    args += ([] if default_name else ["--name", spec.name]) + ["--out", str(out)]
+    return shlex.join(args), same
+
+
+def _setting_cli(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None:
+        return "null"
+    if isinstance(value, (dict, list)):
+        return json.dumps(value)
+    return str(value)
+
+
+# ---------------------------------------------------------------- accuracy by value
+def value_figure(spec: StudySpec, rows: list[dict], factor: str, path: Path, reference: dict | None = None) -> bool:
+    """Test and best-validation accuracy against the factor's value, mean ± std over seeds
+    (error bars), the base value marked; the reference's figures beside ours where given.
+    Numbers on a log axis where they span a factor of 10 or more (lr, batch size)."""
+    plt = _pyplot()
+    values = [r["value"] for r in rows]
+    numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
+    xs = list(values) if numeric else list(range(len(values)))
+    fig, ax = plt.subplots(figsize=(6.4, 4))
+    drawn = False
+    for key, label, fmt in (("test_acc", "test (ours)", "o-"), ("best_val_acc", "best validation (ours)", "s--")):
+        pts = [(x, r[f"{key}_mean"], r[f"{key}_std"] or 0.0) for x, r in zip(xs, rows) if r[f"{key}_mean"] is not None]
+        if pts:
+            drawn = True
+            ax.errorbar([p[0] for p in pts], [p[1] for p in pts], yerr=[p[2] for p in pts], fmt=fmt, capsize=4,
+                        label=label + (" mean ± std" if max(r["n"] for r in rows) > 1 else ""))
+    if reference:
+        ref = [(x, reference[v][1]) for x, v in zip(xs, values) if v in reference]
+        if ref:
+            ax.plot([p[0] for p in ref], [p[1] for p in ref], "D", mfc="none", color="grey",
+                    label="write-up (its validation = test set)")
+    base = [x for x, r in zip(xs, rows) if _is_base(spec, factor, r["value"])]
+    for x in base:
+        ax.axvline(x, color="grey", lw=0.8, ls=":")
+        ax.annotate("base", (x, 1.0), xycoords=("data", "axes fraction"), xytext=(3, -12),
+                    textcoords="offset points", fontsize=8, color="grey")
+    if numeric and min(xs) > 0 and max(xs) / min(xs) >= 10:
+        ax.set_xscale("log", base=2 if all(isinstance(v, int) for v in values) else 10)
+    if numeric:
+        ax.set_xticks(xs)
+        ax.set_xticklabels([cell_value_key(v) for v in values])
+        ax.minorticks_off()
+    else:
+        ax.set_xticks(xs)
+        ax.set_xticklabels([_value_text(v) for v in values])
+    ax.set_xlabel(factor)
+    ax.set_ylabel("top-1 accuracy")
+    ax.set_title(f"accuracy by {factor}")
+    ax.grid(alpha=0.3)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    _save(fig, path)
+    plt.close(fig)
+    return drawn
+
+
 # ---------------------------------------------------------------- rendering
+def _cell_md(text: str) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
 def _md_table(head: list[str], body: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in body]) + "\n"
+    lines = ["| " + " | ".join(map(_cell_md, head)) + " |", "|" + "---|" * len(head)]
+    return "\n".join(lines + ["| " + " | ".join(map(_cell_md, row)) + " |" for row in body]) + "\n"
 
 
-def _render_md(blocks: list) -> str:
+def render_md(blocks: list) -> str:
+    """Blocks -> markdown: ("h1".."h3", text), ("p", markdown), ("table", head, body),
+    ("img", path, alt), ("code", text)."""
     parts = []
     for kind, *rest in blocks:
         if kind in ("h1", "h2", "h3"):
@@ -292,26 +520,25 @@ def _render_md(blocks: list) -> str:
             parts.append(_md_table(*rest).rstrip())
         elif kind == "img":
             parts.append(f"![{rest[1]}]({rest[0]})")
+        elif kind == "code":
+            parts.append("```\n" + rest[0] + "\n```")
     return "\n\n".join(parts) + "\n"
 
 
-def _render_html(blocks: list, title: str) -> str:
-    esc = html.escape
-    parts = [f"<!doctype html><meta charset='utf-8'><title>{esc(title)}</title>",
-             "<style>body{font-family:sans-serif;max-width:1100px;margin:auto}table{border-collapse:collapse}"
-             "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}img{max-width:100%}</style>"]
-    for kind, *rest in blocks:
-        if kind in ("h1", "h2", "h3"):
-            parts.append(f"<{kind}>{esc(rest[0])}</{kind}>")
-        elif kind == "p":
-            parts.append(f"<p>{esc(rest[0]).replace('**', '')}</p>")
-        elif kind == "table":
-            head, body = rest
-            rows = "".join("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in r) + "</tr>" for r in body)
-            parts.append("<table><tr>" + "".join(f"<th>{esc(h)}</th>" for h in head) + f"</tr>{rows}</table>")
-        elif kind == "img":
-            parts.append(f"<img src='{esc(rest[0])}' alt='{esc(rest[1])}'>")
-    return "\n".join(parts) + "\n"
+_STYLE = ("body{font-family:sans-serif;max-width:1100px;margin:auto;padding:0 1em;line-height:1.4}"
+          "table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:3px 8px;"
+          "text-align:right}th{background:#f4f4f4}td:first-child,th:first-child{text-align:left}"
+          "img{max-width:100%}pre{background:#f6f6f6;padding:.6em;overflow-x:auto;white-space:pre-wrap}")
+
+
+def render_html(md: str, title: str) -> str:
+    """A standalone page of ``md`` rendered by markdown-it-py (installed with rich): tables,
+    links and images as the markdown means them; raw HTML in the text is shown, not run."""
+    from markdown_it import MarkdownIt
+    body = MarkdownIt("commonmark", {"html": False}).enable("table").render(md)
+    return (f"<!doctype html>\n<html lang='en'><head><meta charset='utf-8'>"
+            f"<meta name='viewport' content='width=device-width, initial-scale=1'>"
+            f"<title>{html.escape(title)}</title><style>{_STYLE}</style></head>\n<body>\n{body}</body></html>\n")
 
 
 def _write_text(path: Path, text: str) -> None:

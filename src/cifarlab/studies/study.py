@@ -32,6 +32,9 @@ _NOT_FACTORS = ("model_kwargs", "runs_dir", "name", "progress", "recipe", "tenso
 DIVERGED = "diverged.json"
 # factors that change the loaded data itself: the study cannot share one copy across runs
 _DATA_FACTORS = ("data", "val")
+# fields added after study folders existed, with their defaults: left out of study.json (and so
+# of the identity and the --storage key) while at the default
+_LATER_FIELDS = {"value_settings": {}, "kind": "study"}
 
 
 @dataclass
@@ -43,9 +46,18 @@ class StudySpec:
     grid: bool = False  # every combination instead of one factor at a time
     preset: str | None = None  # e.g. "reference": its published numbers go beside ours
     reduced: dict = field(default_factory=dict)  # explicit shrink options, shown in the report
+    # settings that come with a factor's value: {factor: {value text: {config field: value}}},
+    # e.g. a comparison's per-model batch size and lr (``studies.compare``); a run's name is
+    # then its factor values alone ("resnet18-s0"), not every setting that differs
+    value_settings: dict = field(default_factory=dict)
+    kind: str = "study"  # "compare": a comparison of models, with its own report
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        d = dataclasses.asdict(self)
+        for key, default in _LATER_FIELDS.items():  # absent when unused: older study.json stay identical
+            if d[key] == default:
+                del d[key]
+        return d
 
     @classmethod
     def from_dict(cls, d: dict) -> "StudySpec":
@@ -183,11 +195,12 @@ def plan(spec: StudySpec) -> list[PlannedRun]:
     runs: dict[str, PlannedRun] = {}
     for seed in spec.seeds:
         for overrides, cell in points:
-            config = _config_for(spec.base, overrides, seed)
+            config = _config_for(spec.base, overrides, seed, spec.value_settings)
             key = json.dumps({k: v for k, v in config.items() if k not in _NOT_IDENTITY}, sort_keys=True)
             if key not in runs:
                 diff = _diff(spec.base, config)
-                runs[key] = PlannedRun(_run_name(diff, seed), seed, diff, [], config)
+                name = _value_name(overrides, seed) if spec.value_settings else _run_name(diff, seed)
+                runs[key] = PlannedRun(name, seed, diff, [], config)
             runs[key].cells.append(cell)
     return list(runs.values())
 
@@ -202,12 +215,17 @@ def _grid_points(spec: StudySpec) -> list[tuple[dict, tuple]]:
     return [(dict(zip(names, combo)), ("grid", tuple(combo))) for combo in combos]
 
 
-def _config_for(base: dict, overrides: dict, seed: int) -> dict:
+def _config_for(base: dict, overrides: dict, seed: int, value_settings: dict | None = None) -> dict:
     """A run's config: the base with a cell's factor values, as if typed (a varied model or
-    filter lr is the one trained: ``implied_by``)."""
+    filter lr is the one trained: ``implied_by``), after the settings that come with those
+    values (``StudySpec.value_settings``: data, so a planned epoch count there keeps the budget)."""
     from cifarlab.engine import TrainConfig
     from cifarlab.engine.recipes import implied_by
-    d = {**base, **implied_by(overrides), "model_kwargs": dict(base.get("model_kwargs") or {}), "seed": seed}
+    extra: dict = {}
+    for key, value in overrides.items():
+        extra.update((value_settings or {}).get(key, {}).get(_fmt(value), {}))
+    d = {**base, **implied_by(overrides), **extra, "model_kwargs": dict(base.get("model_kwargs") or {}),
+         "seed": seed}
     for key, value in overrides.items():
         if key == "act":
             d["model_kwargs"]["act"] = value
@@ -233,6 +251,12 @@ def _diff(base: dict, config: dict) -> dict:
 
 def _run_name(diff: dict, seed: int) -> str:
     body = ",".join(f"{k}={_fmt(v)}" for k, v in diff.items()) or "base"
+    return re.sub(r"[^A-Za-z0-9_.,=+-]", "_", body) + f"-s{seed}"
+
+
+def _value_name(overrides: dict, seed: int) -> str:
+    """A run named by its factor values alone: "resnet18-s0" (a comparison over models)."""
+    body = ",".join(_fmt(v) for v in overrides.values()) or "base"
     return re.sub(r"[^A-Za-z0-9_.,=+-]", "_", body) + f"-s{seed}"
 
 
