@@ -1,0 +1,130 @@
+"""Fit the shipped model's temperature and write it beside the file, never into it.
+
+    CIFARLAB_DATA=/path/to/cifar10 .venv/bin/python scripts/calibrate_shipped.py [--write]
+
+The shipped ``src/cifarlab/assets/default.pt`` is left byte for byte as it is; the
+temperature goes to ``default.calibration.json`` beside it (with the .pt's SHA-256, so a
+new default.pt silently stops using an old temperature), which every Predictor (CLI, web,
+desktop, ONNX export) reads.
+
+Where the temperature is fitted: on the checkpoint's validation split when its run kept
+one. A run trained with ``val=0`` (all 50,000 training pictures, as the shipped default
+was) has no held-out pictures but the test split, and its training pictures are no
+substitute (it is near 100% right on them, so a temperature fitted there would be wrong).
+Then the test split is cut in two seeded, stratified halves: the temperature fitted on
+each half is measured on the other (2-fold cross-fitting: the "after" ECE below never
+sees the pictures its temperature was fitted on), and the temperature written is the one
+fitted on the whole test split. Probabilities are single-view, as the apps give them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ASSET = Path(__file__).resolve().parents[1] / "src" / "cifarlab" / "assets" / "default.pt"
+
+
+def halves(labels: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Two stratified halves of the indices, seeded."""
+    rng = np.random.default_rng(seed)
+    a, b = [], []
+    for c in np.unique(labels):
+        idx = rng.permutation(np.flatnonzero(labels == c))
+        a.append(idx[: len(idx) // 2])
+        b.append(idx[len(idx) // 2:])
+    return np.concatenate(a), np.concatenate(b)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("checkpoint", nargs="?", default=str(ASSET))
+    ap.add_argument("--data", default=os.environ.get("CIFARLAB_DATA"))
+    ap.add_argument("--write", action="store_true", help="write the sidecar (default: only report)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--out", default=None, help="also write the report as JSON here")
+    ap.add_argument("--no-results", action="store_true", help="append no row to results/calibration.csv")
+    args = ap.parse_args()
+    if not args.data:
+        print("calibrate_shipped: set CIFARLAB_DATA (or --data) to the CIFAR-10 copy the model was tested on",
+              file=sys.stderr)
+        return 2
+    from cifarlab.calibration import (calibration_bins, collect_logits, fit_temperature, nll, softmax,
+                                      write_sidecar)
+    from cifarlab.data import DeviceLoader
+    from cifarlab.engine.checkpoint import load_checkpoint, load_model
+    from cifarlab.engine.config import TrainConfig
+    from cifarlab.engine.dataset import data_for
+    ckpt = load_checkpoint(args.checkpoint)
+    model, meta = load_model(ckpt, args.device)
+    cfg = TrainConfig.from_dict(meta["config"]).override({"data": args.data})
+    data = data_for(cfg, progress=False)
+    norm = meta["normalize"]
+
+    def logits(split):
+        return collect_logits(model, DeviceLoader(split, 500, args.device, norm["mean"], norm["std"],
+                                                  shuffle=False, grayscale=norm.get("grayscale")))
+
+    z, y = logits(data.test)
+    report = {"checkpoint": str(ckpt["path"]), "n_test": int(len(y)), "accuracy": float((z.argmax(1) == y).mean()),
+              "raw": {**{k: v for k, v in calibration_bins(softmax(z), y).items() if k != "bins"}, "nll": nll(z, y)},
+              "max_probability_p99_raw": float(np.quantile(softmax(z).max(1), 0.99))}
+    if len(data.val):
+        zv, yv = logits(data.val)
+        t = fit_temperature(zv, yv)
+        report.update(fitted_on="val", n_fit=int(len(yv)), val_nll_before=nll(zv, yv), val_nll_after=nll(zv, yv, t))
+        report["after"] = {k: v for k, v in calibration_bins(softmax(z, t), y).items() if k != "bins"}
+    else:  # val=0: 2-fold cross-fitting on the test split
+        a, b = halves(y, args.seed)
+        ta, tb = fit_temperature(z[a], y[a]), fit_temperature(z[b], y[b])
+        p = np.empty_like(softmax(z))
+        p[b], p[a] = softmax(z[b], ta), softmax(z[a], tb)  # each half scaled by the other half's T
+        t = fit_temperature(z, y)
+        report.update(fitted_on="test (val=0 run): 2-fold cross-fitted for the 'after' numbers",
+                      fold_temperatures=[ta, tb], n_fit=int(len(y)))
+        report["after"] = {k: v for k, v in calibration_bins(p, y).items() if k != "bins"}
+        report["after"]["nll"] = float(-np.log(np.clip(p[np.arange(len(y)), y], 1e-300, None)).mean())
+        report["after_full_test_T_same_data"] = {
+            k: v for k, v in calibration_bins(softmax(z, t), y).items() if k in ("ece", "mce")}
+    report["temperature"] = t
+    report["max_probability_p99_scaled"] = float(np.quantile(softmax(z, t).max(1), 0.99))
+    print(json.dumps(report, indent=2))
+    if args.out:
+        Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
+    if args.write:
+        side = write_sidecar(ckpt["path"], {"temperature": t, "fitted_on": report["fitted_on"],
+                                            "n": report["n_fit"], "seed": args.seed})
+        print(f"wrote {side}", file=sys.stderr)
+    if not args.no_results:
+        print(f"row appended to {record(report, ckpt, meta)}", file=sys.stderr)
+    return 0
+
+
+def row(report: dict, sha256: str, model: str) -> dict:
+    """The results/calibration.csv row of a report (percentages as percent)."""
+    return {"model": model, "checkpoint_sha256": sha256[:16], "n": report["n_test"],
+            "test_top1_pct": round(100 * report["accuracy"], 2), "fitted_on": report["fitted_on"],
+            "n_fit": report["n_fit"], "temperature": round(report["temperature"], 4),
+            "ece_raw_pct": round(100 * report["raw"]["ece"], 2), "ece_after_pct": round(100 * report["after"]["ece"], 2),
+            "mce_raw_pct": round(100 * report["raw"]["mce"], 2), "mce_after_pct": round(100 * report["after"]["mce"], 2),
+            "nll_raw": round(report["raw"]["nll"], 4), "nll_after": round(report["after"]["nll"], 4),
+            "max_prob_p99_raw": round(report["max_probability_p99_raw"], 4),
+            "max_prob_p99_after": round(report["max_probability_p99_scaled"], 4)}
+
+
+def record(report: dict, ckpt: dict, meta: dict) -> Path:
+    from cifarlab import results
+    from cifarlab.calibration import file_sha256
+    import shlex
+    return results.append_row("calibration", {"command": shlex.join(["python", *sys.argv]),
+                                              **row(report, file_sha256(ckpt["path"]), meta["model"]["name"])})
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
