@@ -1,6 +1,6 @@
 # Two entry points for a fresh machine (see README):
 #   make train   set up .venv, train on CIFAR-10 (5-min CPU recipe, or the GPU fast recipe), print the test accuracy
-#   make test    set up .venv, run the test suite
+#   make test    set up .venv, run the test suite (make test-fast: without the tests marked slow)
 # On a machine without an NVIDIA GPU the venv gets torch==2.13.0 (CPU build); an open
 # range would pull gigabytes of CUDA packages. On a GPU machine the venv sees the
 # machine's own torch (--system-site-packages) and installs none.
@@ -15,7 +15,7 @@ HAS_GPU := $(shell command -v nvidia-smi >/dev/null 2>&1 && echo 1)
 SHARED_DATA := $(wildcard ../shared/data/cifar10-jpeg75.tar.gz)
 export CIFARLAB_DATA ?= $(SHARED_DATA)
 
-.PHONY: setup setup-core sysdeps train test clean
+.PHONY: setup setup-core sysdeps train test test-fast mutation clean
 
 # setup-core: torch, numpy, pillow and cifarlab itself (all `make train` needs);
 # setup: that plus every optional extra (what the tests exercise)
@@ -63,6 +63,14 @@ sysdeps:
 
 test: setup sysdeps
 	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+# the fast lane: every test but those marked slow (the goal: under 2 minutes on 2 quiet cores)
+test-fast: setup sysdeps
+	$(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS)
+
+# plants each fault of scripts/mutation_check.py in a scratch copy and checks its tests fail
+mutation: setup
+	$(PY) scripts/mutation_check.py
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info .pytest_cache
