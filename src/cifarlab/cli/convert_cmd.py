@@ -1,8 +1,9 @@
-"""``cifarlab convert OLD.pt [-o NEW.pt]``: make a trusted older checkpoint load safely.
+"""``cifarlab convert OLD.pt [-o NEW.pt]``: make an older checkpoint load with the plain safe loader.
 
 Checkpoints load with ``weights_only=True``, so a file runs no code when opened. Files
-written by cifarlab before that (format /1) pickled numpy objects and need a full unpickle
-once; this command does it only on the file the user names, after a warning.
+written by cifarlab before that (format /1) pickled numpy RNG state; this command reads them
+with the safe loader allowed exactly those numpy types (no code runs; a file asking for
+anything else is refused) and writes them in the current format.
 """
 
 from __future__ import annotations
@@ -11,10 +12,12 @@ import argparse
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("convert", help="rewrite an older checkpoint you trust so it loads without pickle code",
-                              description="Rewrite a checkpoint written by an earlier cifarlab (full pickle) in "
-                                          "the current format, which loads with weights_only=True. Unpickling "
-                                          "the old file runs any code it holds: convert only files you trust.")
+    p = subparsers.add_parser("convert", help="rewrite an older checkpoint in the current format",
+                              description="Rewrite a checkpoint written by an earlier cifarlab (format /1, "
+                                          "numpy RNG state pickled) in the current format. The old file is "
+                                          "read without running any code it holds: only numpy arrays, "
+                                          "scalars and dtypes are allowed besides tensors and plain values, "
+                                          "and a file asking for anything else is refused.")
     p.add_argument("checkpoint", metavar="OLD.pt", nargs="+",
                    help="checkpoint file(s), or run folder(s) (converts best.pt and last.pt)")
     p.add_argument("-o", "--out", default=None, metavar="NEW.pt",

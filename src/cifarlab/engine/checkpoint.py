@@ -10,8 +10,10 @@ A checkpoint holds nothing but tensors and plain Python values (dict, list, tupl
 int, float, bool, None), RNG states included, so it loads with ``torch.load(...,
 weights_only=True)``: a file from a stranger can hold wrong numbers but runs no code.
 ``save_checkpoint`` refuses anything else rather than write a file the loader would
-reject. Files of format /1 (pickled numpy RNG state) are converted once, deliberately,
-with ``cifarlab convert`` (``convert_checkpoint``).
+reject. Files of format /1 (pickled numpy RNG state) are converted once with ``cifarlab
+convert`` (``convert_checkpoint``), which reads them with the safe loader allowed exactly those
+numpy types. Every loader checks the description (``check_meta``) and fits the weights to the
+model they name (``load_weights``) so a malformed file is one line, never a traceback.
 ``versions`` names the code that wrote it: the cifarlab version, and the git commit when
 the package runs from a git checkout.
 """
@@ -26,6 +28,7 @@ import random
 import re
 import sys
 import warnings
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -173,7 +176,7 @@ def load_checkpoint(path: str | Path, prefer: str = "best.pt") -> dict[str, Any]
     path = resolve_checkpoint(path, prefer)
     ckpt = _safe_load(path)
     if isinstance(ckpt, dict) and ckpt.get("format") in _OLD_FORMATS:
-        raise CifarlabError(f"{path} is in the older format {ckpt['format']}; if you trust it, convert it once "
+        raise CifarlabError(f"{path} is in the older format {ckpt['format']}; convert it once "
                             f"with: cifarlab convert {path}")
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise CifarlabError(f"{path} is not a cifarlab checkpoint (expected format {FORMAT})")
@@ -301,14 +304,37 @@ def _per_channel(scale: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
 
 
 class _Refused(CifarlabError):
-    """The safe loader refused the file: an older checkpoint, a hostile file, or junk."""
+    """The safe loader refused the file: an older checkpoint, a hostile file, or junk.
+    ``needs``: the global its pickle asked for (None: the file is junk, it asked for no code)."""
+
+    def __init__(self, message: str, needs: str | None):
+        super().__init__(message)
+        self.needs = needs
 
 
-def _safe_load(path: Path) -> Any:
-    """``torch.load`` with weights_only=True: tensors and plain values only, no code runs."""
+def _check_unpacked_size(path: Path) -> None:
+    """Refuse a zip whose members unpack to far more than the file holds, before torch reads it:
+    torch.save stores members uncompressed, so a deflated one is a decompression bomb or foreign."""
     try:
-        with warnings.catch_warnings():  # torch warns about pickle protocols: not the user's business
-            warnings.simplefilter("ignore")
+        if not zipfile.is_zipfile(path):
+            return
+        with zipfile.ZipFile(path) as zf:
+            unpacked = sum(info.file_size for info in zf.infolist())
+    except (OSError, zipfile.BadZipFile, ValueError):
+        return  # torch.load says what is wrong with it
+    size = path.stat().st_size
+    if unpacked > 2 * size + 2**20:
+        raise CifarlabError(f"{path} is not a checkpoint cifarlab wrote: its {size:,} bytes unpack to "
+                            f"{unpacked:,} (torch.save stores them uncompressed); it was not loaded")
+
+
+def _safe_load(path: Path, allow: list = ()) -> Any:
+    """``torch.load`` with weights_only=True: tensors and plain values only, no code runs.
+    ``allow``: data types the unpickler may also build (``torch.serialization.safe_globals``)."""
+    _check_unpacked_size(path)
+    try:
+        with warnings.catch_warnings(), torch.serialization.safe_globals(list(allow)):
+            warnings.simplefilter("ignore")  # torch warns about pickle protocols: not the user's business
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         text = str(exc)
@@ -318,8 +344,8 @@ def _safe_load(path: Path) -> Any:
         why = (f"was not loaded: its pickle asks to run code ({found.group(1)}), which a checkpoint of this "
                f"version never does" if found else f"is not a readable checkpoint: the safe loader refused it "
                f"({_refusal(text)})")
-        raise _Refused(f"{path} {why}; if it is a checkpoint from an earlier cifarlab and you trust where it "
-                       f"came from, convert it once with: cifarlab convert {path}") from None
+        raise _Refused(f"{path} {why}; if it is a checkpoint from an earlier cifarlab, convert it once "
+                       f"with: cifarlab convert {path}", found.group(1) if found else None) from None
     except Exception as exc:  # a truncated or foreign file: say which one
         raise CifarlabError(f"{path} is not a readable checkpoint ({type(exc).__name__}: "
                             f"{_first_line(exc)})") from None
@@ -339,33 +365,48 @@ def _first_line(exc: Exception) -> str:
 
 
 def convert_checkpoint(src: str | Path, out: str | Path | None = None) -> tuple[Path, bool]:
-    """Rewrite a checkpoint of an earlier format (full pickle) as one that loads safely.
+    """Rewrite a checkpoint of an earlier format (format /1: numpy RNG state, pickled) as one
+    that loads with the plain safe loader.
 
-    Unpickling the old file runs whatever code it names, so this is only for files the
-    user trusts and asks for by name (``cifarlab convert``); it warns on stderr first.
-    Returns ``(written path, converted)``; ``converted`` False: it was already safe.
+    The old file is read with the safe loader too, allowed exactly the numpy and torch data
+    types format /1 stored (``_FORMAT_1_TYPES``): no code in it runs, and a file whose pickle
+    asks for anything else is refused in one line. Returns ``(written path, converted)``;
+    ``converted`` False: it was already safe.
     """
     src = resolve_checkpoint(src)
     out = Path(out) if out else src
     try:
-        ckpt = _safe_load(src)
-    except _Refused:
-        ckpt = _trusted_load(src)
+        ckpt = _safe_load(src, _format_1_types())
+    except _Refused as exc:
+        if exc.needs is None:  # junk, not a request for code
+            raise CifarlabError(str(exc).split("; if it is")[0]) from None
+        raise CifarlabError(f"{src} was not converted: its pickle asks for {exc.needs}, which no cifarlab "
+                            f"checkpoint holds, so it was not loaded (nothing in it ran)") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") not in (*_OLD_FORMATS, FORMAT):
         raise CifarlabError(f"{src} is not a cifarlab checkpoint (expected format {FORMAT})")
     converted = ckpt["format"] != FORMAT or _needs_upgrade(ckpt)
     if converted or out != src:
-        save_checkpoint(_upgrade(ckpt), out)
+        try:
+            save_checkpoint(_upgrade(ckpt), out)
+        except (TypeError, ValueError, KeyError, IndexError) as exc:  # an old file with unexpected contents
+            raise CifarlabError(f"{src} could not be converted ({' '.join(str(exc).split())[:160]}); "
+                                f"train the model again") from None
     return out, converted
 
 
-def _trusted_load(path: Path) -> Any:
-    print(f"cifarlab: warning: unpickling {path} in full, which runs any code it holds; do this only for "
-          f"a file you trust", file=sys.stderr)
-    try:
-        return torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:
-        raise CifarlabError(f"{path} is not a readable checkpoint ({type(exc).__name__}: {_first_line(exc)})") from None
+def _format_1_types() -> list:
+    """What format /1 pickled besides plain values: numpy arrays (the RNG keys), numpy scalars and
+    dtypes, and torch's version string; under their numpy 1 and numpy 2 module names."""
+    from torch.torch_version import TorchVersion
+    multiarray = np._core.multiarray if hasattr(np, "_core") else np.core.multiarray
+    out: list = [np.ndarray, np.dtype, TorchVersion]
+    dtypes = getattr(np, "dtypes", None)  # numpy >= 1.25 names each dtype's class; the RNG keys are uint32
+    out += [getattr(dtypes, n) for n in ("UInt32DType", "Int64DType", "Float64DType", "Float32DType")
+            if hasattr(dtypes, n)]
+    for name in ("_reconstruct", "scalar"):
+        fn = getattr(multiarray, name)
+        out += [(fn, f"numpy._core.multiarray.{name}"), (fn, f"numpy.core.multiarray.{name}")]
+    return out
 
 
 def _needs_upgrade(ckpt: dict) -> bool:
