@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import io
+import os
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -85,7 +86,8 @@ class _Service:
     def __init__(self, catalog: Catalog, limits: ServeLimits):
         self.catalog, self.limits = catalog, limits
         self.budget = Budget(limits.decode_budget_bytes)
-        self._pool = ThreadPoolExecutor(max(1, limits.decode_threads), thread_name_prefix="decode")
+        self._pool = ThreadPoolExecutor(max(1, limits.decode_threads), thread_name_prefix="decode",
+                                        initializer=_lower_priority)
         self._batchers: dict[str, MicroBatcher] = {}
         self._ready: dict[str, tuple[MicroBatcher, list[str]]] = {}
         self._lock = threading.Lock()
@@ -212,6 +214,17 @@ class _Service:
                 "timing_ms": {"decode": round((decoded - start) * 1000, 2),
                               "inference": round(result.compute_s * 1000, 2),
                               "total": round((done - start) * 1000, 2)}}
+
+
+def _lower_priority(steps: int = 10) -> None:
+    """Make the calling thread yield the CPU to the rest of the server (Linux: threads have
+    their own nice value). Decoding a large picture takes every core it is given; the event
+    loop (and /health) should not wait behind it."""
+    try:
+        tid = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + steps))
+    except (AttributeError, OSError):  # not Linux-like: the decode threads share the CPU evenly
+        pass
 
 
 def _small(blobs: list[tuple[str, bytes]], headers: list) -> bool:
