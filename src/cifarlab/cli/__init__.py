@@ -22,6 +22,7 @@ _COMMAND_MODULES = [
     "export_cmd",
     "convert_cmd",
     "study_cmd",
+    "compare_cmd",
     "runs_cmd",
     "apps_cmd",
 ]

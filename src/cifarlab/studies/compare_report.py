@@ -1,0 +1,256 @@
+"""The report of a comparison folder (``cifarlab compare``): what the write-up shows, and more.
+
+``tables/compare.csv`` and ``.md`` (one row per model: parameters, MACs, epochs done, test
+top-1 mean ± std over seeds, the write-up's figure, seconds), ``figures/accuracy.png`` (ours
+beside the write-up's, error bars over seeds), ``figures/curves.png`` (validation accuracy
+and loss of every model against wall-clock seconds, overlaid), the settings each model
+trained with, the runs' states and the command that reproduces it; ``report.md`` and
+``report.html``. A folder still running gets the same report of what has finished.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import statistics
+from pathlib import Path
+
+from cifarlab.studies.compare import (CPU_MODEL_SETTINGS, WRITEUP_MODELS, compare_settings_name, epochs_done,
+                                      reproduce_command)
+from cifarlab.studies.report import (_mean_std, _pm, _pyplot, _save, _setting_text, _write_text, read_history,
+                                     render_html, render_md, run_record, run_states)
+from cifarlab.studies.study import StudySpec, load_spec, plan
+
+WRITEUP = "five-classic-cnns (Keras, 10 epochs, batch 32, one seed, test set used as validation)"
+
+
+def _facts(models: list[str]) -> dict[str, dict]:
+    """Parameters, MACs and the write-up's accuracy of each model (the zoo's stored facts)."""
+    try:
+        from cifarlab.zoo import facts
+        known = {f["name"]: f for f in facts()}
+    except ImportError:  # a checkout without the zoo's facts: measure them
+        known = {}
+    out = {}
+    for m in models:
+        f = known.get(m)
+        if f is None:
+            from cifarlab.models import count_params, create_model, model_info
+            from cifarlab.models.inspect import macs
+            net = create_model(m)
+            p = count_params(net)
+            f = {"params": p.trainable + p.non_trainable, "macs": macs(net),
+                 "ref_accuracy": model_info(m).ref_accuracy, "reproduces": model_info(m).reproduces}
+        out[m] = f
+    return out
+
+
+def model_rows(out: Path, spec: StudySpec) -> list[dict]:
+    """One row per model: its finished seeds' numbers, mean and std."""
+    models = spec.factors[0][1]
+    runs = plan(spec)
+    facts = _facts(models)
+    rows = []
+    for m in models:
+        mine = [r for r in runs if r.config["model"] == m]
+        recs = [(r, rec) for r in mine if (rec := run_record(out / "runs" / r.name))]
+        top1 = [rec["summary"]["test"].get("top1") for _, rec in recs if rec["summary"].get("test")]
+        epochs = [epochs_done(rec["summary"], rec["history"]) for _, rec in recs]
+        wall = [rec["summary"].get("wall_time_s") or rec["summary"].get("training_time_s") for _, rec in recs]
+        ref = facts[m].get("ref_accuracy")
+        row = {"model": m, "params": facts[m].get("params"), "macs": facts[m].get("macs"), "n": len(recs),
+               "planned": len(mine), "writeup": ref, "runs": [r.name for r in mine]}
+        row["top1_mean"], row["top1_std"] = _mean_std(top1)
+        row["epochs_mean"], _ = _mean_std(epochs)
+        row["seconds_mean"], row["seconds_std"] = _mean_std(wall)
+        row["best_val_mean"], _ = _mean_std([(rec["summary"].get("val_best") or {}).get("val_acc") for _, rec in recs])
+        rows.append(row)
+    return rows
+
+
+def _csv(rows: list[dict]) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    keys = ["model", "params", "macs", "n", "epochs_mean", "top1_mean", "top1_std", "best_val_mean", "writeup",
+            "seconds_mean", "seconds_std"]
+    w.writerow(keys)
+    for r in rows:
+        w.writerow(["" if r[k] is None else (round(r[k], 6) if isinstance(r[k], float) else r[k]) for k in keys])
+    return buf.getvalue()
+
+
+def _pct(mean, std) -> str:
+    if mean is None:
+        return "—"
+    return f"{100 * mean:.2f}" + (f" ± {100 * std:.2f}" if std is not None else "") + "%"
+
+
+def _table(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
+    head = ["model", "parameters", "MACs", "epochs done", "test top-1 (ours)", "write-up", "difference",
+            "seconds", "seeds"]
+    body = []
+    for r in rows:
+        diff = "—"
+        if r["top1_mean"] is not None and r["writeup"]:
+            diff = f"{100 * (r['top1_mean'] - r['writeup']):+.2f} points"
+        body.append([r["model"], f"{r['params']:,}" if r["params"] else "—",
+                     f"{r['macs'] / 1e6:,.1f} M" if r["macs"] else "—",
+                     "—" if r["epochs_mean"] is None else f"{r['epochs_mean']:.1f}",
+                     _pct(r["top1_mean"], r["top1_std"]),
+                     f"≈{100 * r['writeup']:.0f}%" if r["writeup"] else "—", diff,
+                     _pm(r["seconds_mean"], r["seconds_std"], 0), f"{r['n']} of {r['planned']}"])
+    return head, body
+
+
+# ---------------------------------------------------------------- figures
+def accuracy_figure(rows: list[dict], path: Path, label: str) -> bool:
+    """Ours (mean, error bar = std over seeds) beside the write-up's figure, per model."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.3 * len(rows) + 2), 4))
+    xs = range(len(rows))
+    width = 0.38
+    ours = [100 * (r["top1_mean"] or 0) for r in rows]
+    errs = [100 * (r["top1_std"] or 0) for r in rows]
+    bars = ax.bar([x - width / 2 for x in xs], ours, width, yerr=errs, capsize=4, label=f"cifarlab ({label})",
+                  color="#3b75af")
+    ref = [100 * (r["writeup"] or 0) for r in rows]
+    ref_bars = ax.bar([x + width / 2 for x in xs], ref, width, label="the write-up", color="#bbbbbb", hatch="//",
+                      edgecolor="#777777")
+    for bar, r in zip(bars, rows):
+        if r["top1_mean"] is not None:
+            ax.annotate(f"{100 * r['top1_mean']:.1f}", (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+                        xytext=(0, 3), textcoords="offset points", ha="center", fontsize=8)
+        else:
+            ax.annotate("pending", (bar.get_x() + bar.get_width() / 2, 1), ha="center", fontsize=7, rotation=90,
+                        va="bottom")
+    for bar, r in zip(ref_bars, rows):
+        if r["writeup"]:
+            ax.annotate(f"≈{100 * r['writeup']:.0f}", (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+                        xytext=(0, 3), textcoords="offset points", ha="center", fontsize=8, color="#555555")
+    ax.set_xticks(list(xs))
+    ax.set_xticklabels([r["model"] for r in rows], fontsize=9)
+    ax.set_ylabel("test top-1 accuracy (%)")
+    ax.set_ylim(0, 100)
+    ax.set_title("test accuracy: ours beside the write-up's")
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=8, loc="upper left")
+    fig.tight_layout()
+    _save(fig, path)
+    plt.close(fig)
+    return any(r["top1_mean"] is not None for r in rows)
+
+
+def curves_figure(out: Path, spec: StudySpec, rows: list[dict], path: Path) -> bool:
+    """Validation accuracy and loss of each model against wall-clock seconds of training (the
+    mean over seeds, epoch by epoch), overlaid; train metrics where a run had no validation."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    drawn = False
+    for r in rows:
+        histories = [h for h in (read_history(out / "runs" / name) for name in r["runs"]) if h]
+        if not histories:
+            continue
+        drawn = True
+        for ax, metric in zip(axes, ("acc", "loss")):
+            key = f"val_{metric}" if f"val_{metric}" in histories[0][0] else f"train_{metric}"
+            length = max(len(h) for h in histories)
+            xs, ys = [], []
+            for e in range(length):
+                at = [h for h in histories if e < len(h) and key in h[e]]
+                if at:
+                    xs.append(statistics.fmean(sum(x.get("epoch_time", 0) for x in h[:e + 1]) for h in at))
+                    ys.append(statistics.fmean(h[e][key] for h in at))
+            ax.plot(xs, ys, marker="o", markersize=3, label=r["model"] + ("" if key.startswith("val") else " (train)"))
+    for ax, metric in zip(axes, ("accuracy", "loss")):
+        ax.set_xlabel("training seconds")
+        ax.set_title(f"validation {metric}")
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
+    fig.tight_layout()
+    _save(fig, path)
+    plt.close(fig)
+    return drawn
+
+
+# ---------------------------------------------------------------- the report
+def write_compare_report(out: str | Path) -> Path:
+    from cifarlab.engine import plots
+    out = Path(out)
+    spec = load_spec(out)
+    rows = model_rows(out, spec)
+    settings = compare_settings_name(spec)
+    runs = plan(spec)
+    records = {r.name: rec for r in runs if (rec := run_record(out / "runs" / r.name))}
+    _write_text(out / "tables" / "compare.csv", _csv(rows))
+    head, body = _table(rows)
+    from cifarlab.studies.report import _md_table
+    _write_text(out / "tables" / "compare.md", _md_table(head, body))
+    budget = spec.base.get("time_budget") or 0
+    what = ("cifarlab's CPU settings for each model (listed below)" if settings == "cpu"
+            else "the write-up's own settings for every model (Adam 1e-3, batch 32, no augmentation, constant lr)")
+    length = (f"a time budget of {budget:g} s each (data loading, training and the final test; the epochs "
+              f"are planned to fit on the machine that runs it)" if budget else "each model's planned epochs")
+    blocks: list = [("h1", f"Comparison {spec.name}"),
+                    ("p", f"{len(rows)} models trained with {what}, {length}; seeds {spec.seeds}. The write-up's "
+                          f"figures: {WRITEUP}.")]
+    if spec.reduced:
+        shrink = ", ".join(f"{k}={v}" for k, v in spec.reduced.items())
+        blocks.append(("p", f"**REDUCED comparison** ({shrink}): not the models' figures."))
+    done = len(records)
+    if done < len(runs):
+        blocks.append(("p", f"**Not finished yet**: {done} of {len(runs)} runs finished; the others are listed "
+                            f"under Runs."))
+    blocks += [("p", "Reproduce (rerunning it continues where it stopped):"),
+               ("code", reproduce_command(spec, out)),
+               ("h2", "Results"), ("table", head, body),
+               ("p", f"Test top-1: the checkpoint with the best validation accuracy ({spec.base.get('val')} "
+                     f"training images held out for validation), tested once on the test set, which is never "
+                     f"used for selection; mean ± sample std over seeds. Epochs done: a cut last epoch counts "
+                     f"as its share. Seconds: the whole run, from the start of training to the end of the "
+                     f"test. CSV: [tables/compare.csv](tables/compare.csv)")]
+    if plots.available():
+        if accuracy_figure(rows, out / "figures" / "accuracy.png", settings + " settings"):
+            blocks.append(("img", "figures/accuracy.png", "test accuracy, ours beside the write-up's"))
+        if curves_figure(out, spec, rows, out / "figures" / "curves.png"):
+            blocks.append(("img", "figures/curves.png", "validation curves of every model"))
+    else:
+        blocks.append(("p", "figures skipped: matplotlib is not installed (pip install 'cifarlab[plots]')"))
+    blocks += _settings_blocks(spec, settings)
+    env = next((rec["summary"].get("hardware") for rec in records.values()), None)
+    if env:
+        blocks += [("h2", "Machine"), ("p", ", ".join(f"{k} {v}" for k, v in env.items()))]
+    states = run_states(out, runs, records)
+    blocks += [("h2", "Runs"), ("table", ["run", "model", "seed", "state", "folder"],
+                                [[r.name, r.config["model"], str(r.seed), states[r.name],
+                                  f"[runs/{r.name}](runs/{r.name})"] for r in runs])]
+    md = render_md(blocks)
+    _write_text(out / "report.md", md)
+    _write_text(out / "report.html", render_html(md, f"Comparison {spec.name}"))
+    return out / "report.md"
+
+
+def _settings_blocks(spec: StudySpec, settings: str) -> list:
+    own = (spec.value_settings or {}).get("model", {})
+    keys = list(dict.fromkeys(k for m in spec.factors[0][1] for k in own.get(m, {})))
+    from cifarlab.engine import TrainConfig
+    defaults = TrainConfig().to_dict()
+    named = ("time_budget", "amp", "channels_last", "batch_size", "optimizer", "lr", "schedule", "augment", "val",
+             "tta")  # said even where they are the defaults
+    common = [f"{k}={_setting_text(v)}" for k, v in spec.base.items()
+              if k not in ("model", "runs_dir", "name", "progress", "seed") and k not in keys
+              and (k in named or defaults.get(k) != v)]
+    blocks: list = [("h2", "Settings"),
+                    ("p", "Every model: " + ", ".join(common) + "; the rest cifarlab's defaults (`cifarlab train "
+                          "--help`). amp = bf16 where the CPU computes it natively (float32 elsewhere).")]
+    if keys:
+        base = spec.base
+        body = [[m] + [_setting_text(own.get(m, {}).get(k, base.get(k))) for k in keys] for m in spec.factors[0][1]]
+        generic = [m for m in spec.factors[0][1] if m not in CPU_MODEL_SETTINGS]
+        blocks += [("p", "Per model (studies/compare.py, CPU_MODEL_SETTINGS"
+                         + (f"; {', '.join(generic)}: the generic settings" if generic else "") + "):"),
+                   ("table", ["model", *keys], body)]
+    if settings == "cpu" and [m for m in spec.factors[0][1] if m in WRITEUP_MODELS]:
+        blocks.append(("p", "For the write-up's own settings under the same budget: the same command with "
+                            "`--settings reference`."))
+    return blocks
