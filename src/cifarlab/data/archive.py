@@ -25,6 +25,8 @@ MAX_MEMBER_BYTES = 256 * 2**20
 # image folders of bigger pictures while every byte read must still fit a laptop's memory.
 MAX_TOTAL_BYTES = 2 * 2**30
 # CIFAR as image files is 60,000 members; a million tiny entries is a bomb of another kind.
+# Every entry counts, folders, links and other non-files included: each costs time and memory
+# to list even when it holds no bytes.
 MAX_MEMBERS = 1_000_000
 # errors a damaged archive raises somewhere inside tarfile/gzip/zipfile
 _DAMAGE = (tarfile.TarError, EOFError, OSError, zlib.error, zipfile.BadZipFile)
@@ -60,11 +62,14 @@ class _Budget:
     def __init__(self, source: Path):
         self.source, self.members, self.total = source, 0, 0
 
-    def take(self, name: str, size: int) -> None:
+    def count(self, name: str) -> None:
+        """One more entry of any kind (file, folder, link): the member cap."""
         self.members += 1
         if self.members > MAX_MEMBERS:
-            raise DataError(f"{self.source}: more than {MAX_MEMBERS:,} files (cap reached at {name}); "
-                            "CIFAR holds 60,000, so this is not a CIFAR source")
+            raise DataError(f"{self.source}: more than {MAX_MEMBERS:,} entries (files, folders and links; cap "
+                            f"reached at {name}); CIFAR holds 60,000 files, so this is not a CIFAR source")
+
+    def take(self, name: str, size: int) -> None:
         if size > MAX_MEMBER_BYTES:
             raise DataError(f"{self.source}: {name} is {_mib(size)}, over the {_mib(MAX_MEMBER_BYTES)} cap "
                             "per file (CIFAR's largest is 150 MiB); the source is damaged or not CIFAR")
@@ -88,9 +93,12 @@ def _read_dir(path: Path, budget: _Budget) -> tuple[list[tuple[str, bytes]], lis
     for root, dirnames, filenames in os.walk(path):
         dirnames.sort()
         rel_root = Path(root).relative_to(path)
-        dirs.extend((rel_root / d).as_posix() for d in dirnames)
+        for d in dirnames:
+            budget.count((rel_root / d).as_posix())
+            dirs.append((rel_root / d).as_posix())
         for name in sorted(filenames):
             full, rel = Path(root) / name, (rel_root / name).as_posix()
+            budget.count(rel)
             try:
                 with open(full, "rb") as fh:
                     files.append((rel, budget.read(fh, rel, os.fstat(fh.fileno()).st_size)))
@@ -106,6 +114,7 @@ def _read_tar(path: Path, budget: _Budget) -> tuple[list[tuple[str, bytes]], lis
     with tarfile.open(path, "r|*") as tar:  # a stream: one pass, no seeking back
         for member in tar:
             name = member.name.removeprefix("./")
+            budget.count(name)
             if member.isdir():
                 dirs.append(name.rstrip("/"))
             elif member.isfile():
@@ -117,6 +126,7 @@ def _read_zip(path: Path, budget: _Budget) -> tuple[list[tuple[str, bytes]], lis
     files, dirs = [], []
     with zipfile.ZipFile(path) as zf:
         for info in zf.infolist():
+            budget.count(info.filename)
             if info.is_dir():
                 dirs.append(info.filename.rstrip("/"))
                 continue

@@ -3,7 +3,8 @@
 An entry is a folder ``<cache>/arrays/<key>/`` holding raw ``.npy`` files and ``meta.json``
 (classes, info, and a CRC-32 of every array). It is built in a temporary sibling folder and
 renamed into place, so a crash never leaves a half-entry under the real name; a truncated or
-altered entry fails its checks on read and is rebuilt rather than trusted.
+altered entry fails its checks on read and is rebuilt rather than trusted. A cache folder that
+cannot be written (a full disk) only costs the cache: the caller goes on with the arrays.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 import tempfile
 import zlib
 from pathlib import Path
@@ -35,8 +37,21 @@ def _crc(array: np.ndarray) -> int:
     return zlib.crc32(np.ascontiguousarray(array).data)
 
 
-def save(path: Path, train: Split, test: Split, classes: list[str], info: dict) -> None:
-    """Write an entry atomically: temp folder beside it, then one rename."""
+def save(path: Path, train: Split, test: Split, classes: list[str], info: dict) -> bool:
+    """Write an entry atomically: temp folder beside it, then one rename. A cache folder that
+    cannot take it (full disk, read-only, no permission) is not an error: the data loads
+    anyway, a warning says it is not cached, and False is returned."""
+    try:
+        _save(path, train, test, classes, info)
+        return True
+    except OSError as exc:
+        print(f"cifarlab: warning: the decoded data was not cached in {path.parent} "
+              f"({exc.strerror or exc}); going on without the cache (free space there, or set CIFARLAB_HOME)",
+              file=sys.stderr)
+        return False
+
+
+def _save(path: Path, train: Split, test: Split, classes: list[str], info: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
