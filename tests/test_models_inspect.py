@@ -121,8 +121,12 @@ def test_cli_diagram_svg_parses_and_names_layers(tmp_path, capsys):
     assert main(["diagram", "resnet18", "-o", str(path)]) == 0
     root = ET.parse(path).getroot()
     text = " ".join(t.text or "" for t in root.iter() if t.tag.endswith("text"))
-    assert "stem.0: Conv2d" in text and "BasicBlock" in text and "(512, 4, 4)" in text
-    assert sum(1 for t in root.iter() if t.tag.endswith("rect")) == text.count(": ")
+    assert "stem.0: Conv2d" in text and "blocks.7.conv2: Conv2d" in text and "(512, 4, 4)" in text
+    layers = [m for m in create_model("resnet18").modules() if not list(m.children())
+              and not isinstance(m, torch.nn.Identity)]
+    nodes = [g for g in root.iter() if g.tag.endswith("g") and "node" in (g.get("class") or "")]
+    # one box per leaf module, plus input, output and the 8 additions of the residual blocks
+    assert len(nodes) == len(layers) + 2 + 8
     assert [p.name for p in tmp_path.iterdir()] == ["x.svg"]   # no temp file left behind
 
 
