@@ -24,24 +24,9 @@ def commit() -> str:
     return results.commit()
 
 
-def _amx() -> bool:
-    probe = getattr(torch.cpu, "_is_amx_tile_supported", None)
-    return bool(probe()) if probe is not None else False
-
-
 def machine(device: torch.device | None = None, ceilings: dict | None = None) -> dict:
-    """The machine columns of a results row: ``machine`` (CPU model, or GPU name on CUDA),
-    ``cores``, ``bf16`` (native bf16 on ``device``), ``amx``, and the matmul ceilings in
-    GFLOP/s where this run measured them (``ceilings``: {"float32": x, "bf16": y})."""
-    info = hardware_info(device or torch.device("cpu"))
-    row = {"machine": info["device_name"], "cores": info["cores"], "bf16": bool(info["bf16_native"]),
-           "amx": _amx()}
-    ceilings = ceilings or {}
-    if "float32" in ceilings:
-        row["ceiling_fp32_gflops"] = round(ceilings["float32"], 1)
-    if "bf16" in ceilings:
-        row["ceiling_bf16_gflops"] = round(ceilings["bf16"], 1)
-    return row
+    """The machine columns of a results row (``cifarlab.results.machine``)."""
+    return results.machine(device or torch.device("cpu"), ceilings)
 
 
 def command() -> str:

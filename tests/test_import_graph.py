@@ -23,9 +23,9 @@ ROOT = Path(cifarlab.__file__).resolve().parent
 LAYERS = {
     "cifarlab": 0, "errors": 0, "atomic": 0,          # the root, errors, atomic file writes
     "sqldb": 1,                                       # SQLite or PostgreSQL for the registry and claims
-    "models": 1, "data": 1, "results": 1,             # models | data | measured numbers (results/*.csv)
+    "models": 1, "data": 1,                           # models | data
     "engine": 2,                                      # train, evaluate, predict, export
-    "runlog": 3,                                      # the run registry (used by studies, catalog)
+    "runlog": 3, "results": 3,                        # the run registry | measured numbers (results/*.csv)
     "studies": 4, "catalog": 4,                       # many runs, the catalogue of trained runs
     "web": 5, "desktop": 5,                           # faces over a Predictor
     "cli": 6,                                         # the command line, which launches the faces

@@ -46,6 +46,13 @@ def test_rows_round_trip_and_a_new_column_extends_the_header(folder):
     assert results.kinds() == ["probe"] and results.read_rows("nothing") == []
 
 
+def test_a_row_without_a_machine_gets_this_one(folder):
+    from cifarlab.engine.hardware import cpu_model
+    results.append_row("probe", {"command": "x", "value": 1})
+    row = results.read_rows("probe")[0]
+    assert row["machine"] == cpu_model() and row["cores"] >= 1 and isinstance(row["bf16"], bool)
+
+
 def test_text_columns_stay_text():
     # a commit of digits only, or one that looks like a float, is still the commit
     row = results._value("commit", "1234567"), results._value("commit", "1e45678"), results._value("seed", "7")
@@ -93,6 +100,9 @@ def test_list_recipes_shows_a_row_of_the_results_folder(folder, capsys):
     for seed, acc in enumerate([12.30, 12.38]):
         results.append_row("cpu_frontier", _frontier_row(seed, acc))
     assert main(["train", "--list-recipes"]) == 0
+    lines = {line.split()[0]: line for line in capsys.readouterr().out.splitlines() if line.strip()}
+    assert "12.34 ± 0.06% (2 seeds)" in lines["cpu-5min"] and "measured" not in lines["cpu-2min"]
+    assert main(["train", "--list-recipes", "--verbose"]) == 0  # where and when, too
     lines = {line.split()[0]: line for line in capsys.readouterr().out.splitlines() if line.strip()}
     assert "12.34 ± 0.06% (2 seeds)" in lines["cpu-5min"] and "Test CPU 9000" in lines["cpu-5min"]
     assert "measured" not in lines["cpu-2min"]

@@ -93,6 +93,26 @@ def now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def machine(device=None, ceilings: dict | None = None) -> dict:
+    """The machine columns of a row: ``machine`` (the CPU model, or the GPU's name on CUDA),
+    ``cores``, ``bf16`` (native bf16 on ``device``), ``amx``, and the matmul ceilings in GFLOP/s
+    where the caller measured them (``ceilings``: {"float32": x, "bf16": y}). ``device``: a
+    torch device or its name (default: the one training would pick)."""
+    import torch
+
+    from cifarlab.engine.hardware import hardware_info, pick_device
+    info = hardware_info(pick_device(device or "auto"))
+    probe = getattr(torch.cpu, "_is_amx_tile_supported", None)
+    row = {"machine": info["device_name"], "cores": info["cores"], "bf16": bool(info["bf16_native"]),
+           "amx": bool(probe()) if probe is not None else False}
+    ceilings = ceilings or {}
+    if "float32" in ceilings:
+        row["ceiling_fp32_gflops"] = round(ceilings["float32"], 1)
+    if "bf16" in ceilings:
+        row["ceiling_bf16_gflops"] = round(ceilings["bf16"], 1)
+    return row
+
+
 def _cell(value) -> str:
     if value is None:
         return ""
@@ -113,12 +133,13 @@ def _header(old: list[str], row: dict) -> list[str]:
 
 def append_row(kind: str, row: dict, folder: str | Path | None = None) -> Path:
     """Append one measurement to ``results/<kind>.csv`` (created with a header if new) and
-    return the file. ``date`` and ``commit`` are filled in when the row has none.
+    return the file. ``date`` and ``commit`` are filled in when the row has none, and the
+    machine columns (``machine()``, this machine) when it has no ``machine``.
 
     Values: numbers, strings, booleans (written yes/no) or None (empty). A string holding
     a comma, quote or newline is quoted as CSV quotes it.
     """
-    row = dict(row)
+    row = dict(row) if row.get("machine") else {**machine(), **row}
     if not row.get("date"):
         row["date"] = now()
     if not row.get("commit"):
@@ -286,7 +307,7 @@ def recipe_figure(recipe: str, config: dict | None = None, folder: str | Path | 
 
 
 def format_accuracy(group: dict) -> str:
-    """``87.97 ± 0.24% (6 seeds)``-style text of a ``seed_groups`` entry."""
+    """``MEAN ± SD% (N seeds)`` text of a ``seed_groups`` entry (two decimals)."""
     text = f"{group['test_top1_pct']:.2f}"
     if group.get("test_top1_std") is not None:
         text += f" ± {group['test_top1_std']:.2f}"

@@ -14,7 +14,7 @@ a 32-px epoch of a 2-minute budget is a quarter of it on a slow machine, and a p
 epochs left up to that much of the budget unused.
 
 Single steps timed before training are an estimate: over a long run the machine's speed
-drifts by more than the margin (a 15-minute budget once ran 1.4% over). So ``BudgetKeeper``
+drifts by more than the margin. So ``BudgetKeeper``
 re-plans after every full-resolution epoch from the real epoch times, to the step, and the
 lr schedule and the weight average stretch or shrink what is left of them
 (``Schedule.retarget``).
@@ -46,15 +46,14 @@ SAFETY = 0.05  # plan to end this fraction of the budget early: run-to-run speed
 WARM_STEPS, TIMED_STEPS = 2, 8
 EVAL_TIMED = 2  # test batches timed with their TTA views (each 2-6 forward passes): 1-6 s
 # a model that would train fewer full-resolution epochs than this in its budget gives way to
-# the config's ``budget_fallback``: airnet_medium with 3 of them (7 epochs, 88.3% in 263 s) matched
-# airnet_small with 14 (18 epochs, 88.4% in 297 s); with 1 (5 epochs) it reached 85.2% in 249 s
+# the config's ``budget_fallback``, a smaller model that fits more of them (the runs behind it:
+# results/cpu_probes.csv)
 MIN_FULL_EPOCHS = 3
 # a cut last epoch shorter than this share of a whole one is left out: its validation,
 # checkpoint and log cost what a whole epoch's do
 MIN_PART = 0.1
 # a plan of this many steps or fewer gives the Muon filters ``muon_lr_short`` (where the config
-# sets one): airnet_small at batch 250 gained 0.52 and 0.47 points with lr 0.08 instead of
-# 0.05 at 800 and 1,000 steps, and was 0.16 under it at 1,400 (3 seeds each, docs/cpu-frontier.md)
+# sets one): the larger filter lr paid in short plans and not in longer ones (results/cpu_probes.csv)
 SHORT_RUN_STEPS = 1000
 
 
@@ -118,9 +117,8 @@ def plan_epochs(budget_s: float, spent_s: float, stages: list[tuple[int, int]], 
     """(stages, full-resolution epochs, estimated total seconds, fits): the most full-resolution
     epochs (at least one) whose estimate ends by ``budget_s * (1 - safety)`` after the
     low-resolution ``stages``. Where that is fewer than MIN_FULL_EPOCHS, the last low-resolution
-    epochs give way to one more full-resolution epoch, once, if it then fits: on the slower EPYC
-    cpu-2min's 2 at 16 px + 2 at 32 reached 82.80 ± 0.14% where 2 at 16 + 1 at 24 + 1 at 32,
-    all the plan fitted, reached 81.24 ± 0.04% (docs/cpu-frontier.md)."""
+    epochs give way to one more full-resolution epoch, once, if it then fits: a second 32-px
+    epoch was worth more than the 24-px one it replaces (results/cpu_probes.csv, the trade)."""
     def epoch_s(side: int) -> float:
         return steps_per_epoch * step_s[side] + val_s
 
@@ -274,11 +272,10 @@ def _eval_seconds(model, loader, device: torch.device, amp: bool, amp_eval: bool
     forward, the logits averaged (``run_eval``, the test's own code), on a CPU float32 unless
     ``amp_eval``. The mean of EVAL_TIMED batches after one untimed forward pass.
 
-    It timed single forward passes (lower quartile of 4) and multiplied by the views: within
-    a second with the mirror's 2 views, but with flip-translate's 6 each error counted 6
-    times, and building the shifted views costs 3-5% more; a 900-s run's test took 58 s
-    against 46.5 estimated and ended 17 s past its aim (cpu-15min, 2026-12-06). A batch
-    with its views is 2-6 forward passes timed together."""
+    It timed single forward passes and multiplied by the views: with flip-translate's 6 each
+    error counted 6 times, and building the shifted views costs more than a forward pass's
+    share, so long runs ended past their aim. A batch with its views is 2-6 forward passes
+    timed together."""
     from cifarlab.engine.loop import run_eval
     batches = _cycle(loader)
     run_eval(model, [next(batches)], None, device, amp, amp_eval=amp_eval)  # one view: the kernels built
@@ -314,9 +311,8 @@ class BudgetKeeper(Callback):
     ``started`` (a resumed run keeps the epochs it was planned to).
 
     With whole epochs it cut only past ``1 - SAFETY/2``: cutting a whole epoch for a second or
-    two cost more than it saved. To the step there is no such cost, and a 900-s budget that
-    ran 1.4% past its aim inside that band (cpu-15min, 2026-12-03) now ends at it (3 runs
-    within 2.2 s of their 855-s aim, 2026-12-06).
+    two cost more than it saved. To the step there is no such cost, and a run that drifted past
+    its aim inside that band now ends at it (the wall times in results/cpu_frontier.csv).
     """
 
     order = ORDER_DECIDE  # after_epoch: before the checkpoint saves the epochs and the schedule
