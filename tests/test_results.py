@@ -85,11 +85,13 @@ def test_a_recipe_figure_is_what_its_config_is_now(folder):
     results.append_row("cpu_frontier", _frontier_row(0, 82.0, set="tta=flip-translate",
                                                      date="2026-01-02T00:00:00Z", series="b"))
     results.append_row("cpu_frontier", _frontier_row(0, 83.0, train_subset=500, date="2026-01-04T00:00:00Z"))
-    now = {"tta": "flip-translate", "muon_lr": 0.05}
+    results.append_row("cpu_frontier", _frontier_row(0, 84.0, budget_s=None, date="2026-01-05T00:00:00Z"))
+    now = {"tta": "flip-translate", "muon_lr": 0.05, "time_budget": 300.0}
     # the mirror's run is not the recipe testing with flip-translate, the lr probe not its lr, a
-    # subset run no recipe's figure: the --set tta=flip-translate run is
+    # subset run no recipe's figure, fixed epochs not its budget: the --set tta=flip-translate run is
     assert results.recipe_figure("cpu-5min", now)["test_top1_pct"] == 82.0
-    assert results.recipe_figure("cpu-5min", {"tta": "flip-translate", "muon_lr": 0.065})["test_top1_pct"] == 81.0
+    assert results.recipe_figure("cpu-5min", {**now, "muon_lr": 0.065})["test_top1_pct"] == 81.0
+    assert results.recipe_figure("cpu-5min", {**now, "time_budget": 0.0})["test_top1_pct"] == 84.0
     assert results.recipe_figure("cpu-2min", now) is None
 
 

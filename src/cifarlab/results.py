@@ -286,12 +286,16 @@ def _same(value, wanted) -> bool:
 
 def matches(row: dict, config: dict | None) -> bool:
     """Whether a cpu_frontier row measured what ``config`` (a recipe's config as a dict) is
-    now: every ``--set KEY=VALUE`` of the row holds in it, and the row's test views (``tta``)
-    are the config's. Without a config every row without a ``--set`` matches."""
+    now: every ``--set KEY=VALUE`` of the row holds in it, the row's test views (``tta``) are
+    the config's, and so is its time budget (``budget_s``; none for a fixed epoch count).
+    Without a config every row without a ``--set`` matches."""
     changes = dict(item.partition("=")[::2] for item in (row.get("set") or "").split())
     if config is None:
         return not changes
     if any(key not in config or not _same(config[key], value) for key, value in changes.items()):
+        return False
+    if "time_budget" in config and "time_budget" not in changes and \
+            not _same(row.get("budget_s") or 0, config["time_budget"] or 0):
         return False
     return row.get("tta") is None or "tta" not in config or row["tta"] == config["tta"]
 

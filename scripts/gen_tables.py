@@ -1,0 +1,175 @@
+"""Rewrite the generated tables of README.md and docs/cpu-frontier.md from results/.
+
+    python scripts/gen_tables.py           # rewrite every marked block
+    python scripts/gen_tables.py --check   # exit 1 (naming the stale blocks) if any would change
+
+A block is the text between ``<!-- results:NAME -->`` and ``<!-- /results -->``; NAME picks
+the table (``TABLES`` below). Everything outside the markers is left as it is. The numbers
+come only from ``results/*.csv`` through ``cifarlab.results``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))  # a checkout without `pip install -e .` works too
+
+from cifarlab import results  # noqa: E402
+
+FILES = [ROOT / "README.md", ROOT / "docs" / "cpu-frontier.md"]
+BLOCK = re.compile(r"(<!-- results:([\w-]+) -->\n)(.*?)(<!-- /results -->)", re.S)
+CPU_RECIPES = ["cpu-2min", "cpu-5min", "cpu-15min", "cpu-45min"]
+GOALS = {"cpu-2min": 85, "cpu-5min": 90, "cpu-15min": 93, "cpu-45min": 94}  # the project's goals, not results
+
+
+def _table(head: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def _pct(group: dict, key: str = "test_top1_pct") -> str:
+    return results.format_accuracy(group) if key == "test_top1_pct" else "-"
+
+
+def _plain(rows: list[dict]) -> str:
+    values = [r["test_top1_plain_pct"] for r in rows if r.get("test_top1_plain_pct") is not None]
+    return f"{sum(values) / len(values):.2f}%" if values else "-"
+
+
+def _wall(group: dict) -> str:
+    w = group.get("wall_s_range")
+    if not w:
+        return "-"
+    return f"{w[0]:,.0f} s" if round(w[0]) == round(w[1]) else f"{w[0]:,.0f}-{w[1]:,.0f} s"
+
+
+def _members(group: dict, rows: list[dict]) -> list[dict]:
+    same = [r for r in rows if all(r.get(k) == group.get(k) for k in results.GROUP_KEYS)
+            and results._series(r) == results._series(group)]
+    return same
+
+
+def _epochs(rows: list[dict]) -> str:
+    e = sorted({r["epochs"] for r in rows if r.get("epochs") is not None})
+    return "-" if not e else str(e[0]) if len(e) == 1 else f"{e[0]}-{e[-1]}"
+
+
+def _machine(group: dict) -> str:
+    bf16 = {True: ", bf16", False: ", no bf16"}.get(group.get("bf16"), "")
+    return f"{group.get('cores') or '?'}-core {group.get('machine')}{bf16}"
+
+
+def _when(group: dict) -> str:
+    return f"{str(group.get('date'))[:10]}, {', '.join(group.get('commits') or [])}"
+
+
+def _config(name: str) -> dict:
+    from cifarlab.engine.recipes import recipe_config
+    return recipe_config(name).to_dict()
+
+
+def cpu_recipes(folder=None) -> str:
+    """Each CPU recipe as its config is now: its latest measurement (results.recipe_figure)."""
+    rows = results.read_rows("cpu_frontier", folder)
+    out = []
+    for name in CPU_RECIPES:
+        g = results.recipe_figure(name, _config(name), folder)
+        if g is None:
+            out.append([f"`{name}`", "-", "never measured", "-", "-", "-", "-", "-"])
+            continue
+        members = _members(g, rows)
+        out.append([f"`{name}`", f"{g['budget_s']:,.0f} s" if g.get("budget_s") else "-", f"**{_pct(g)}**",
+                    _plain(members), _wall(g), f"{_epochs(members)} ({g['model']})", _machine(g), _when(g)])
+    return _table(["recipe", "budget", "test top-1 (recipe's TTA)", "without TTA", "wall time", "epochs (model)",
+                   "machine", "date, commit"], out)
+
+
+def cpu_goals(folder=None) -> str:
+    """Per CPU recipe: the goal, and the best measurement of it as its config is now on each machine."""
+    rows = [r for r in results.read_rows("cpu_frontier", folder) if not r.get("train_subset")]
+    out = []
+    for name in CPU_RECIPES:
+        cfg = _config(name)
+        groups = [g for g in results.seed_groups([r for r in rows if r["recipe"] == name and results.matches(r, cfg)])
+                  if g["n"] >= 3]
+        best: dict[str, dict] = {}
+        for g in groups:
+            if g["machine"] not in best or g["test_top1_pct"] > best[g["machine"]]["test_top1_pct"]:
+                best[g["machine"]] = g
+        cells = [f"{_pct(g)} on the {g['machine']} ({_when(g)})"
+                 for g in sorted(best.values(), key=lambda g: -g["test_top1_pct"])]
+        top = max((g["test_top1_pct"] for g in best.values()), default=None)
+        reached = "-" if top is None else ("yes" if top >= GOALS[name] else "no")
+        out.append([f"`{name}`", f">= {GOALS[name]}%", "; ".join(cells) or "never measured", reached])
+    return _table(["recipe", "goal", "best as the recipe is now, 3 seeds or more, per machine", "reached?"], out)
+
+
+def cpu_probes(folder=None) -> str:
+    """Every change tried on the CPU recipes (results/cpu_probes.csv), oldest first."""
+    out = []
+    for p in sorted(results.read_rows("cpu_probes", folder), key=lambda p: str(p["date"])):
+        se = f" ± {p['difference_se']:.2f}" if p.get("difference_se") is not None else ""
+        out.append([str(p["date"])[:10], f"`{p['recipe']}`", p["change"],
+                    f"{p['variant_top1_pct']:.2f}% vs {p['baseline_top1_pct']:.2f}%",
+                    f"{p['difference_points']:+.2f}{se}", str(p["seeds"]), p["paired"],
+                    "yes" if p["adopted"] else "no"])
+    return _table(["date", "recipe", "change", "test top-1, variant vs baseline", "points", "seeds", "compared on",
+                   "adopted"], out)
+
+
+def make_train(folder=None) -> str:
+    """`make train` from a fresh clone: the whole command's time and what it printed."""
+    out = []
+    for r in results.read_rows("make_train", folder):
+        minutes, seconds = divmod(float(r["elapsed_s"]), 60)
+        model = f" ({r['model']})" if r.get("model") else ""
+        out.append([str(r["date"])[:10], str(r["commit"]), _machine(r), f"{minutes:.0f} min {seconds:.0f} s" if float(r["elapsed_s"]).is_integer() else f"{minutes:.0f} min {seconds:04.1f} s",
+                    f"{r['test_top1_pct']:.2f}%", f"{r['epochs']}{model}"])
+    return _table(["date", "commit measured", "machine", "whole command", "test top-1 printed", "epochs (model)"],
+                  out)
+
+
+TABLES = {"cpu-recipes": cpu_recipes, "cpu-goals": cpu_goals, "cpu-probes": cpu_probes, "make-train": make_train}
+
+
+def render(text: str, folder=None) -> str:
+    def one(m: re.Match) -> str:
+        name = m.group(2)
+        if name not in TABLES:
+            raise SystemExit(f"gen_tables: unknown table {name!r} (known: {', '.join(TABLES)})")
+        return m.group(1) + TABLES[name](folder) + m.group(4)
+    return BLOCK.sub(one, text)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--check", action="store_true", help="change nothing; exit 1 if a block is stale")
+    p.add_argument("--results", default=None, help="the results folder (default: $CIFARLAB_RESULTS or results/)")
+    p.add_argument("files", nargs="*", type=Path, default=FILES)
+    args = p.parse_args(argv)
+    stale = []
+    for path in args.files:
+        if not path.exists():
+            continue
+        text = path.read_text()
+        new = render(text, args.results)
+        if new != text:
+            stale.append(path)
+            if not args.check:
+                path.write_text(new)
+    if args.check and stale:
+        names = ", ".join(str(p.relative_to(ROOT) if p.is_relative_to(ROOT) else p) for p in stale)
+        print(f"gen_tables: stale generated tables in {names}; run `python scripts/gen_tables.py`")
+        return 1
+    for path in stale:
+        print(f"rewrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
