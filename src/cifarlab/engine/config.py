@@ -115,11 +115,10 @@ class TrainConfig:
     # (ignored elsewhere: MPS, and CPUs that would emulate bf16, slower than float32)
     amp: bool = True
     # with amp, evaluation (val passes, the final test) in bf16 too; a CPU evaluates in float32
-    # otherwise, so that a model's stated accuracy is the same on every CPU. bf16 halves a CPU
-    # test (airnet_small, flip TTA: 4 s against 8) and moved the accuracy by 0.04-0.05 points
+    # otherwise, so that a model's stated accuracy is the same on every CPU. bf16 makes a CPU
+    # test faster at about the same accuracy (results/cpu_probes.csv)
     amp_eval: bool = False
     # NHWC memory format: oneDNN's CPU convolutions and recent GPUs' are faster in it
-    # (googlenet_small trains 1.6x, resnet20 1.15x faster on a 2-core CPU)
     channels_last: bool = True
     compile: bool = False  # torch.compile the model (minutes of warm-up; pays off on long runs)
     # --- divergence guard ---

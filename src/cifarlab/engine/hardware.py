@@ -50,7 +50,7 @@ def bf16_native(device: torch.device) -> bool:
     """Whether ``device`` computes bf16 convolutions natively, so that autocast to bf16 pays.
 
     True on CUDA GPUs with bf16 and on CPUs with AVX512-BF16 or AMX (a training step of the
-    CPU recipes' networks ran 1.6-1.9x faster; docs/cpu-frontier.md). False on MPS and on
+    CPU recipes' networks runs faster; results/train_throughput.csv). False on MPS and on
     CPUs without those units, where bf16 is emulated and slower than float32.
     """
     return _bf16_native(torch.device(device).type)

@@ -57,7 +57,7 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer
         from cifarlab.engine.hardware import bf16_native
         from cifarlab.engine.muon import Muon
         # Newton-Schulz in bf16 where training runs in it (amp on a bf16-native device): the
-        # iterations of airnet_medium's filters take 16 ms a step instead of 50 on the 2-core CPU
+        # iterations take a fraction of their float32 time there
         device = next(model.parameters()).device
         ns_dtype = torch.bfloat16 if cfg.amp and bf16_native(device) else torch.float32
         return Muon(params, lr=lr, momentum=mom, nesterov=cfg.nesterov, weight_decay=wd, ns_dtype=ns_dtype)
