@@ -179,3 +179,38 @@ def test_serve_cli_with_no_model_at_all_says_so(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr("cifarlab.catalog.default_checkpoint", lambda: tmp_path / "absent.pt")
     assert main(["serve", "--no-runs"]) == 1
     assert "no models to choose from" in capsys.readouterr().err
+
+
+def test_examples_are_the_cached_test_pictures(ckpt, tmp_path):
+    from cifarlab.data import cache
+    from cifarlab.data.types import Split
+    rng = np.random.default_rng(3)
+    test = Split(rng.integers(0, 256, (25, 32, 32, 3), dtype=np.uint8), (np.arange(25) * 7) % 10)
+    assert cache.save(cache.entry_path(tmp_path / "home", "a" * 64, "fine"), test, test, list(CIFAR10_CLASSES), {})
+    catalog = Catalog({"r20": str(ckpt)}, runs=False, shipped=False)
+    with TestClient(create_app(catalog, examples_home=tmp_path / "home")) as c:
+        listed = c.get("/api/examples").json()["examples"]
+        # the first two pictures of each class, in the order of the test split
+        first_two = sorted(i for k in range(10) for i in np.flatnonzero(test.labels == k)[:2])
+        assert [e["name"] for e in listed] == [f"test-{i:05d}-{CIFAR10_CLASSES[test.labels[i]]}.png" for i in first_two]
+        assert [e["label"] for e in listed] == [CIFAR10_CLASSES[test.labels[i]] for i in first_two]
+        for e, i in zip(listed, first_two):
+            png = c.get(e["url"])
+            assert png.status_code == 200 and png.headers["content-type"] == "image/png"
+            assert np.array_equal(np.asarray(Image.open(io.BytesIO(png.content))), test.images[i])
+        missing = c.get(f"/api/examples/{len(listed)}.png")
+        assert missing.status_code == 404 and f"there are {len(listed)}" in missing.json()["detail"]
+    with TestClient(create_app(catalog, examples_home=tmp_path / "nothing-here")) as c:
+        assert c.get("/api/examples").json() == {"examples": []}
+    (tmp_path / "other").mkdir()  # a cache of other classes offers nothing for a CIFAR-10 model
+    assert cache.save(cache.entry_path(tmp_path / "other", "b" * 64, "fine"), test, test, [f"c{i}" for i in range(10)], {})
+    with TestClient(create_app(catalog, examples_home=tmp_path / "other")) as c:
+        assert c.get("/api/examples").json() == {"examples": []}
+
+
+def test_favicon_and_the_page_links(client):
+    icon = client.get("/favicon.ico")
+    assert icon.status_code == 200 and Image.open(io.BytesIO(icon.content)).format == "ICO"
+    page = client.get("/").text
+    assert 'rel="icon" href="/static/favicon.svg"' in page and client.get("/static/favicon.svg").status_code == 200
+    assert 'multiple' in page and 'capture="environment"' in page

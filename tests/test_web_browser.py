@@ -1,16 +1,22 @@
-"""The page in a real browser: Debian's Chromium driven by Playwright against a real server.
+"""The web page in a real browser: many pictures at once (chosen, dropped, pasted, examples),
+one card per picture, bars on demand, no sideways scrolling on phones.
 
-The server is uvicorn in a thread on a free loopback port. Playwright never downloads a
+Runs the app with uvicorn in a thread on a free loopback port. Playwright never downloads a
 browser: it launches /usr/bin/chromium (``make sysdeps`` installs it; ``CHROMIUM`` overrides
-the path). The screenshot is saved to test-artifacts/web.png (``CIFARLAB_ARTIFACTS``
-overrides the folder). The server wants an API token, as one beyond loopback would: the
-page is opened at ``/#token=...`` and must send it.
+the path). Screenshots go to a temporary folder (``CIFARLAB_ARTIFACTS`` names another, e.g.
+to keep them); never into the checkout. The server wants an API token, as one beyond
+loopback would: the page is opened at ``/#token=...`` and must send it.
+
+Every class shown is compared with ``Predictor`` on the same file, and every example with
+the array it was cut from.
 """
 
 from __future__ import annotations
 
+import io
 import os
 import socket
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -26,24 +32,40 @@ need_module("playwright", "playwright not installed: pip install 'cifarlab[dev]'
 import uvicorn  # noqa: E402
 
 from cifarlab.catalog import Catalog  # noqa: E402
+from cifarlab.data import cache  # noqa: E402
+from cifarlab.data.synthetic import CIFAR10_CLASSES  # noqa: E402
+from cifarlab.data.types import Split  # noqa: E402
 from cifarlab.engine import Predictor  # noqa: E402
 from cifarlab.web import create_app  # noqa: E402
 
 from _checkpoints import write_checkpoint  # noqa: E402
 
+pytestmark = pytest.mark.slow  # a browser and a server: seconds per test
+
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 # without the background-networking flags Chromium keeps calling home, and this network refuses
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-ARTIFACTS = Path(os.environ.get("CIFARLAB_ARTIFACTS", Path(__file__).resolve().parents[1] / "test-artifacts"))
 TOKEN = "browser-test-token"
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    """(base url, checkpoint path) of a live server; stopped after the module."""
-    path = write_checkpoint(tmp_path_factory.mktemp("ckpt") / "r20.pt", top1=0.5)
-    app = create_app(Catalog({"tiny-resnet20": str(path)}, runs=False, shipped=False), token=TOKEN)
+def artifacts() -> Path:
+    folder = Path(os.environ.get("CIFARLAB_ARTIFACTS") or tempfile.mkdtemp(prefix="cifarlab-web-shots-"))
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def _fake_cache(home: Path) -> Split:
+    """A cache entry whose test split is 30 noise pictures (3 per class); its test Split."""
+    rng = np.random.default_rng(7)
+    test = Split(rng.integers(0, 256, (30, 32, 32, 3), dtype=np.uint8), np.arange(30) % 10)
+    train = Split(test.images[:10].copy(), np.arange(10))
+    assert cache.save(cache.entry_path(home, "f" * 64, "fine"), train, test, list(CIFAR10_CLASSES), {})
+    return test
+
+
+def _serve(app):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -55,102 +77,244 @@ def server(tmp_path_factory):
         if time.monotonic() > deadline or not thread.is_alive():
             pytest.fail("uvicorn did not start within 30 s")
         time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}", path
+    return srv, thread, f"http://127.0.0.1:{port}"
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """(base url, checkpoint path, the cached test Split the examples come from)."""
+    path = write_checkpoint(tmp_path_factory.mktemp("ckpt") / "r20.pt", top1=0.5)
+    home = tmp_path_factory.mktemp("home")
+    test = _fake_cache(home)
+    app = create_app(Catalog({"tiny-resnet20": str(path)}, runs=False, shipped=False), token=TOKEN,
+                     examples_home=home)
+    srv, thread, url = _serve(app)
+    yield url, path, test
     srv.should_exit = True
     thread.join(10)
 
 
 @pytest.fixture(scope="module")
-def page(server):
+def bare_server(tmp_path_factory):
+    """A server on a machine without cached data: no examples."""
+    path = write_checkpoint(tmp_path_factory.mktemp("ckpt") / "r20.pt", top1=0.5)
+    app = create_app(Catalog({"tiny-resnet20": str(path)}, runs=False, shipped=False), token=TOKEN,
+                     examples_home=tmp_path_factory.mktemp("empty-home"))
+    srv, thread, url = _serve(app)
+    yield url
+    srv.should_exit = True
+    thread.join(10)
+
+
+@pytest.fixture(scope="module")
+def browser():
     need(Path(CHROMIUM).is_file(), f"no Chromium at {CHROMIUM}: run `make sysdeps` (apt-get install chromium) "
                                    f"or set CHROMIUM")
     from playwright.sync_api import sync_playwright
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        pg = browser.new_page(viewport={"width": 1000, "height": 720})
-        pg.set_default_timeout(20_000)
-        yield pg
-        browser.close()
+        b = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        yield b
+        b.close()
+
+
+@pytest.fixture()
+def page(browser):
+    pg = browser.new_page(viewport={"width": 1280, "height": 900})
+    pg.set_default_timeout(30_000)
+    failed = []  # every response of 400 or more, to check that nothing (the favicon!) is missing
+    pg.on("response", lambda r: r.status >= 400 and failed.append(f"{r.status} {r.url}"))
+    pg.failed = failed
+    yield pg
+    pg.close()
 
 
 def _open(page, url: str, token: str | None = TOKEN) -> None:
-    """Load the page afresh (a URL differing only after '#' would not reload it)."""
     page.goto("about:blank")
     page.goto(url + "/" + (f"#token={token}" if token else ""))
+    if token == TOKEN:
+        page.wait_for_function("document.querySelectorAll('#model option').length > 0")
 
 
-def _picture(path: Path) -> Path:
-    """A 640x480 photo-like picture: a sky gradient over a green field."""
+def _picture(path: Path, variant: int = 0) -> Path:
+    """A 640x480 photo-like picture: a sky gradient over a field, colours by ``variant``."""
     y = np.linspace(0, 1, 480)[:, None, None]
-    sky = np.array([90, 150, 230]) * (1 - y) + np.array([200, 220, 250]) * y
+    top, bottom = np.array([[90, 150, 230], [230, 120, 60], [40, 40, 60], [200, 200, 210]][variant % 4]), 230
+    sky = top * (1 - y) + bottom * y
     img = np.repeat(sky, 640, axis=1)
-    img[300:] = [60, 140, 50]
+    img[300:] = [[60, 140, 50], [150, 120, 80], [30, 30, 30], [240, 240, 240]][variant % 4]
+    img[200 + 20 * variant:260 + 20 * variant, 100 + 80 * variant:300 + 80 * variant] = [180, 30, 30]
     Image.fromarray(img.astype(np.uint8)).save(path, "JPEG", quality=90)
     return path
 
 
-def test_upload_shows_ten_bars_and_the_class(server, page, tmp_path):
-    url, ckpt = server
+def _four(tmp_path: Path) -> list[Path]:
+    names = ["field.jpg", "sunset.jpg", "night-sky-over-the-harbour-with-a-very-long-file-name-indeed.jpg",
+             "snow.jpg"]
+    return [_picture(tmp_path / name, i) for i, name in enumerate(names)]
+
+
+def _wait_classified(page, n: int) -> None:
+    page.wait_for_function(f"document.querySelectorAll('#results .card').length === {n} && "
+                           f"!document.querySelector('#results .card.pending')")
+
+
+def _cards(page) -> list[dict]:
+    return page.evaluate("""() => [...document.querySelectorAll('#results .card')].map(c => ({
+        name: c.querySelector('.filename').textContent, label: c.querySelector('.label').textContent,
+        confidence: c.querySelector('.confidence').textContent, truth: c.querySelector('.truth').textContent,
+        error: c.querySelector('.card-error').hidden ? null : c.querySelector('.card-error').textContent}))""")
+
+
+def _check_against_predictor(cards: list[dict], pictures: list, ckpt) -> None:
+    expected = Predictor(ckpt).predict(pictures)
+    assert [c["label"] for c in cards] == [e.label for e in expected]
+    for c, e in zip(cards, expected):
+        assert float(c["confidence"].rstrip("%")) == pytest.approx(100 * e.top[0][1], abs=0.06)
+
+
+def test_several_pictures_make_one_card_each(server, page, tmp_path, artifacts):
+    url, ckpt, _ = server
     _open(page, url)
-    page.wait_for_function("document.querySelectorAll('#model option').length > 0")
-    assert "tiny-resnet20" in page.inner_text("#model") and "50.00% test accuracy" in page.inner_text("#model")
-    picture = _picture(tmp_path / "field.jpg")
-    page.set_input_files("#file", str(picture))
-    page.wait_for_selector("#result:not([hidden])")
-    bars = page.locator("#bars li")
+    assert page.get_attribute("#file", "multiple") is not None
+    assert page.get_attribute("#camera", "capture") == "environment"
+    assert "JPEG, PNG, WebP, GIF, BMP or TIFF pictures, up to 10 MB and 24 megapixels each" in page.inner_text("#limits")
+    pictures = _four(tmp_path)
+    page.set_input_files("#file", [str(p) for p in pictures])
+    _wait_classified(page, 4)
+    cards = _cards(page)
+    assert [c["name"] for c in cards] == [p.name for p in pictures] and not any(c["error"] for c in cards)
+    _check_against_predictor(cards, pictures, ckpt)
+    assert page.inner_text("#summary") == "4 pictures"
+    # the bars only on demand: closed at first, ten of them once opened
+    first = page.locator("#results .card").first
+    assert not first.locator(".bars").is_visible()
+    first.locator("summary").click()
+    bars = first.locator(".bars li")
     assert bars.count() == 10
-    expected = Predictor(ckpt).predict([picture])[0]
-    assert page.inner_text("#label") == expected.label
-    shown = [float(t.rstrip("%")) for t in page.locator("#bars .pct").all_inner_texts()]
+    shown = [float(t.rstrip("%")) for t in first.locator(".bars .pct").all_inner_texts()]
+    expected = Predictor(ckpt).predict([pictures[0]], top_k=10)[0]
+    assert shown == pytest.approx([100 * p for _, p in expected.top], abs=0.06)
     assert shown == sorted(shown, reverse=True) and abs(sum(shown) - 100) < 1.0
-    assert shown[0] == pytest.approx(100 * expected.top[0][1], abs=0.06)
-    widths = [page.locator("#bars .fill").nth(i).bounding_box()["width"] for i in (0, 9)]
-    track = page.locator("#bars .track").first.bounding_box()["width"]
+    widths = [first.locator(".bars .fill").nth(i).bounding_box()["width"] for i in (0, 9)]
+    track = first.locator(".bars .track").first.bounding_box()["width"]
     assert widths[0] == pytest.approx(track * shown[0] / 100, abs=2) and widths[0] > widths[1]
-    assert page.evaluate("document.getElementById('view').naturalWidth") == 32
-    assert "ms in all" in page.inner_text("#timing")
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    shot = ARTIFACTS / "web.png"
+    assert page.evaluate("document.querySelector('#results .card .view').naturalWidth") == 32
+    assert "ms in all" in first.locator(".timing").inner_text()
+    shot = artifacts / "web-1280.png"
     page.screenshot(path=str(shot), full_page=True)
-    print(f"screenshot: {shot}")
     assert shot.stat().st_size > 10_000
+    assert page.failed == []  # the favicon included
 
 
-def test_a_file_that_is_not_a_picture_shows_an_error(server, page, tmp_path):
-    url, _ = server
+@pytest.mark.parametrize("width", [360, 390, 430])
+def test_no_sideways_scrolling_on_phones(server, browser, tmp_path, artifacts, width):
+    url, _, _ = server
+    pg = browser.new_page(viewport={"width": width, "height": 800}, is_mobile=True, has_touch=True)
+    pg.set_default_timeout(30_000)
+    try:
+        _open(pg, url)
+        pg.set_input_files("#file", [str(p) for p in _four(tmp_path)])
+        _wait_classified(pg, 4)
+        overflow = "document.documentElement.scrollWidth"
+        assert pg.evaluate(overflow) <= width
+        pg.locator("#results .card summary").nth(2).click()  # the card with the long name, bars open
+        assert pg.locator("#results .card").nth(2).locator(".bars li").count() == 10
+        assert pg.evaluate(overflow) <= width
+        assert pg.evaluate("document.body.scrollWidth") <= width
+        if width == 390:
+            pg.screenshot(path=str(artifacts / "web-390.png"), full_page=True)
+    finally:
+        pg.close()
+
+
+def test_dropping_several_pictures_classifies_each(server, page, tmp_path):
+    url, ckpt, _ = server
     _open(page, url)
-    page.wait_for_function("document.querySelectorAll('#model option').length > 0")
+    pictures = _four(tmp_path)[:3]
+    page.evaluate("""(files) => {
+        const dt = new DataTransfer();
+        for (const [name, bytes] of files) dt.items.add(new File([new Uint8Array(bytes)], name, {type: 'image/jpeg'}));
+        document.getElementById('drop').dispatchEvent(new DragEvent('drop', {dataTransfer: dt, bubbles: true}));
+    }""", [[p.name, list(p.read_bytes())] for p in pictures])
+    _wait_classified(page, 3)
+    cards = _cards(page)
+    assert [c["name"] for c in cards] == [p.name for p in pictures]
+    _check_against_predictor(cards, pictures, ckpt)
+
+
+def test_pasting_a_picture_classifies_it(server, page, tmp_path):
+    url, ckpt, _ = server
+    _open(page, url)
+    picture = _picture(tmp_path / "pasted.jpg", 1)
+    page.evaluate("""(bytes) => {
+        const dt = new DataTransfer();
+        dt.items.add(new File([new Uint8Array(bytes)], 'image.jpg', {type: 'image/jpeg'}));
+        document.dispatchEvent(new ClipboardEvent('paste', {clipboardData: dt, bubbles: true}));
+    }""", list(picture.read_bytes()))
+    _wait_classified(page, 1)
+    (card,) = _cards(page)
+    assert card["name"] == "image.jpg"
+    _check_against_predictor([card], [picture], ckpt)
+
+
+def test_examples_come_from_the_cached_test_pictures(server, page):
+    url, ckpt, test = server
+    _open(page, url)
+    page.wait_for_selector("#example:not([hidden])")
+    page.click("#example")
+    _wait_classified(page, 4)
+    cards = _cards(page)
+    indices = [int(c["name"].split("-")[1]) for c in cards]
+    assert len(set(indices)) == 4 and all(i < 20 for i in indices)  # the first two of each class
+    for card, i in zip(cards, indices):
+        truth = CIFAR10_CLASSES[test.labels[i]]
+        assert card["name"] == f"test-{i:05d}-{truth}.png"
+        assert card["truth"].startswith(f"test picture of a {truth}: ")
+        assert card["truth"].endswith("right" if card["label"] == truth else "wrong")
+    _check_against_predictor(cards, [test.images[i] for i in indices], ckpt)
+    page.click("#clear")
+    assert page.locator("#results .card").count() == 0 and page.is_hidden("#results-panel")
+
+
+def test_without_cached_data_there_is_no_example_button(bare_server, page):
+    _open(page, bare_server)
+    page.wait_for_timeout(500)  # the examples list has come back (empty)
+    assert page.evaluate("fetch('/api/examples', {headers: {Authorization: 'Bearer %s'}}).then(r => r.json())"
+                         % TOKEN) == {"examples": []}
+    assert page.is_hidden("#example")
+
+
+def test_a_file_that_is_not_a_picture_gets_an_error_card(server, page, tmp_path):
+    url, ckpt, _ = server
+    _open(page, url)
     bad = tmp_path / "notes.txt"
     bad.write_text("not a picture")
-    page.set_input_files("#file", str(bad))
-    page.wait_for_selector("#error:not([hidden])")
-    assert "notes.txt" in page.inner_text("#error") and "not a readable image" in page.inner_text("#error")
-    assert page.is_hidden("#result") and page.is_hidden("#pictures")
-    page.screenshot(path=str(ARTIFACTS / "web-error.png"))
-
-
-def test_dropping_a_picture_classifies_it(server, page, tmp_path):
-    url, ckpt = server
-    _open(page, url)
-    page.wait_for_function("document.querySelectorAll('#model option').length > 0")
-    data = _picture(tmp_path / "drop.jpg").read_bytes()
-    page.evaluate("""(bytes) => {
-        const file = new File([new Uint8Array(bytes)], 'drop.jpg', {type: 'image/jpeg'});
-        const dt = new DataTransfer();
-        dt.items.add(file);
-        document.getElementById('drop').dispatchEvent(new DragEvent('drop', {dataTransfer: dt, bubbles: true}));
-    }""", list(data))
-    page.wait_for_selector("#result:not([hidden])")
-    assert page.locator("#bars li").count() == 10
-    assert page.inner_text("#label") == Predictor(ckpt).predict([data])[0].label
-    assert page.inner_text("#preview-caption") == "drop.jpg"
+    good = _picture(tmp_path / "good.jpg")
+    page.set_input_files("#file", [str(bad), str(good)])
+    _wait_classified(page, 2)
+    bad_card, good_card = _cards(page)
+    assert bad_card["label"] == "not classified"
+    assert "notes.txt" in bad_card["error"] and "not a readable image" in bad_card["error"]
+    assert good_card["error"] is None
+    _check_against_predictor([good_card], [good], ckpt)
 
 
 def test_without_the_token_the_page_says_how_to_give_it(server, page):
-    url, _ = server
+    url, _, _ = server
     _open(page, url, token=None)
     page.wait_for_selector("#error:not([hidden])")
     assert "needs its API token" in page.inner_text("#error") and "/#token=<token>" in page.inner_text("#error")
     _open(page, url, token="wrong")
     page.wait_for_selector("#error:not([hidden])")
     assert "needs its API token" in page.inner_text("#error")
+
+
+def test_favicon_is_served(server):
+    import urllib.request
+    url, _, _ = server
+    with urllib.request.urlopen(url + "/favicon.ico") as r:
+        data = r.read()
+        assert r.status == 200 and r.headers["content-type"] == "image/x-icon"
+    assert Image.open(io.BytesIO(data)).format == "ICO"
+    with urllib.request.urlopen(url + "/static/favicon.svg") as r:
+        assert r.status == 200 and b"<svg" in r.read()

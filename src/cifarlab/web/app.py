@@ -45,15 +45,16 @@ _INLINE_WORK = 200_000  # pixels x scans of the whole request: a 400x500 baselin
 
 
 def create_app(catalog: Catalog | None = None, limits: ServeLimits | None = None, preload: bool = True,
-               token: str | None = None):
+               token: str | None = None, examples_home: str | Path | None = None):
     """The ASGI app; ``catalog`` defaults to the shipped model plus finished runs.
 
-    With ``token``, every ``/api/*`` call needs ``Authorization: Bearer <token>``."""
+    With ``token``, every ``/api/*`` call needs ``Authorization: Bearer <token>``. The page's
+    examples come from the data cache under ``examples_home`` (default: ``CIFARLAB_HOME``)."""
     try:
         from fastapi import FastAPI
     except ImportError:
         raise CifarlabError("the web app needs FastAPI: pip install 'cifarlab[web]'") from None
-    service = _Service(catalog or Catalog(), limits or ServeLimits())
+    service = _Service(catalog or Catalog(), limits or ServeLimits(), examples_home)
     app = FastAPI(title="cifarlab", version=__version__, lifespan=service.lifespan(preload),
                   description="Classify pictures into the 10 CIFAR-10 classes with a trained cifarlab model.")
     app.state.service = service
@@ -83,8 +84,11 @@ def release_freed_memory() -> None:
 
 # ---------------------------------------------------------------- the work behind the routes
 class _Service:
-    def __init__(self, catalog: Catalog, limits: ServeLimits):
+    def __init__(self, catalog: Catalog, limits: ServeLimits, examples_home: str | Path | None = None):
+        from cifarlab.data.cache import default_home
         self.catalog, self.limits = catalog, limits
+        self.examples_home = Path(examples_home) if examples_home else default_home()
+        self._examples: dict[tuple[str, ...], list] = {}
         self.budget = Budget(limits.decode_budget_bytes)
         self._pool = ThreadPoolExecutor(max(1, limits.decode_threads), thread_name_prefix="decode",
                                         initializer=_lower_priority)
@@ -122,6 +126,18 @@ class _Service:
                                                    self.limits.max_wait_ms / 1000, entry.name)
                 self._ready[key] = (self._batchers[key], predictor.classes)
         return self._ready[key]
+
+    async def examples(self) -> list:
+        """Test pictures of the cached data whose classes are the default model's; [] without a cache."""
+        from cifarlab.web.examples import find_examples
+        if not self.catalog.entries():
+            return []
+        _, classes = self.ready_batcher(self.catalog.first().name) or await asyncio.to_thread(
+            self.batcher, self.catalog.first().name)
+        key = tuple(classes)
+        if key not in self._examples:
+            self._examples[key] = await asyncio.to_thread(find_examples, self.examples_home, classes)
+        return self._examples[key]
 
     def decode(self, filename: str, data: bytes, view: bool, stop: threading.Event | None = None) -> dict:
         """One upload as {"filename", "array", ...} or {"filename", "error", "status"};

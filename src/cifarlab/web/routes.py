@@ -7,12 +7,13 @@ time, and string annotations naming UploadFile would not resolve.
 from pathlib import Path
 
 from fastapi import File, Form, HTTPException, UploadFile
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 
 from cifarlab import __version__
 from cifarlab.errors import CifarlabError, ModelError
 from cifarlab.web.decode import Refused
+from cifarlab.web.examples import favicon_ico
 
 STATIC = Path(__file__).parent / "static"
 
@@ -58,8 +59,28 @@ def add_routes(app, service) -> None:
         except CifarlabError as exc:
             raise HTTPException(422, str(exc)) from None
 
+    @app.get("/api/examples", summary="test pictures of the cached data to try (none without a cache)")
+    async def examples() -> dict:
+        found = await service.examples()
+        return {"examples": [{"name": e.name, "label": e.label, "url": f"/api/examples/{i}.png"}
+                             for i, e in enumerate(found)]}
+
+    @app.get("/api/examples/{number}.png", summary="one example picture (32x32 PNG)",
+             response_class=Response, responses={200: {"content": {"image/png": {}}}})
+    async def example(number: int):
+        found = await service.examples()
+        if not 0 <= number < len(found):
+            raise HTTPException(404, f"no example {number}; there are {len(found)} (see /api/examples)")
+        return Response(found[number].png, media_type="image/png", headers={"Cache-Control": "max-age=3600"})
+
     @app.get("/", include_in_schema=False)
     def index():
         return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
+
+    icon = favicon_ico()
+
+    @app.get("/favicon.ico", include_in_schema=False)
+    def favicon():
+        return Response(icon, media_type="image/x-icon", headers={"Cache-Control": "max-age=86400"})
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")

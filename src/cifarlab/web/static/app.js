@@ -1,4 +1,5 @@
-// The page: list models, send one picture to /api/predict, draw the answer. No build step.
+// The page: list the models, take many pictures (choose, drop, paste, camera, examples), send
+// each to /api/predict, and show one card per picture. No build step.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
@@ -6,8 +7,12 @@ const $ = (id) => document.getElementById(id);
 // part after # never reaches the server's logs or other sites)
 const token = new URLSearchParams(location.hash.slice(1)).get("token");
 const auth = token ? { Authorization: `Bearer ${token}` } : {};
+const CONCURRENT = 3;  // requests at once; the server batches them (and caps one address at 8)
 let limits = null;
-let lastFile = null;
+let examples = [];
+const cards = [];  // {file, el, truth, generation}
+let waiting = [];
+let running = 0;
 
 function showError(text) {
   $("error").textContent = text;
@@ -34,6 +39,10 @@ async function detailOf(response) {
   return `the server answered ${response.status} ${response.statusText}`;
 }
 
+function megabytes(bytes) {
+  return (bytes / 1048576).toFixed(0);
+}
+
 async function loadModels() {
   try {
     const response = await fetch("/api/models", { headers: auth });
@@ -50,10 +59,20 @@ async function loadModels() {
     }
     if (!body.models.length) showError("No models: the shipped model is missing and no run has finished.");
     showModelInfo();
-    $("limits").textContent = `Any format Pillow reads, up to ${(limits.max_upload_bytes / 1048576).toFixed(0)} MB and ${(limits.max_pixels / 1e6).toFixed(0)} Mpixels.`;
+    $("limits").textContent = `JPEG, PNG, WebP, GIF, BMP or TIFF pictures, up to ${megabytes(limits.max_upload_bytes)} MB and ${(limits.max_pixels / 1e6).toFixed(0)} megapixels each.`;
+    loadExamples();
   } catch (e) {
     showError("Could not list the models: " + e.message);
   }
+}
+
+async function loadExamples() {
+  try {
+    const response = await fetch("/api/examples", { headers: auth });
+    if (!response.ok) return;
+    examples = (await response.json()).examples;
+  } catch (e) { examples = []; }
+  $("example").hidden = examples.length === 0;
 }
 
 function showModelInfo() {
@@ -61,24 +80,109 @@ function showModelInfo() {
   $("model-info").textContent = option ? option.dataset.info : "";
 }
 
-function showPicture(file) {
-  const preview = $("preview");
-  preview.hidden = false;
-  preview.onerror = () => { preview.hidden = true; };  // e.g. a TIFF the browser cannot draw
-  preview.src = URL.createObjectURL(file);
-  $("preview-caption").textContent = file.name;
-  $("view").removeAttribute("src");
-  $("view-figure").hidden = true;  // until the server sends the 32x32 view
-  $("pictures").hidden = false;
+// ------------------------------------------------------------------ cards
+function addPictures(files, truths = []) {
+  files = Array.from(files);
+  if (!files.length) return;
+  clearError();
+  files.forEach((file, i) => addCard(file, truths[i]));
+  updateSummary();
+  pump();
 }
 
-function drawResult(body, elapsed) {
+function addCard(file, truth) {
+  const el = $("card-template").content.firstElementChild.cloneNode(true);
+  const card = { file, el, truth, generation: 0 };
+  const thumb = el.querySelector(".thumb");
+  thumb.src = URL.createObjectURL(file);
+  thumb.alt = file.name;
+  thumb.onload = () => { if (thumb.naturalWidth <= 64) el.classList.add("small"); };
+  thumb.onerror = () => { thumb.removeAttribute("src"); };  // e.g. a TIFF the browser cannot draw
+  el.querySelector(".filename").textContent = file.name;
+  el.querySelector(".filename").title = file.name;
+  if (truth) {
+    el.querySelector(".truth").hidden = false;
+    el.querySelector(".truth").textContent = `test picture of a ${truth}`;
+  }
+  $("results").appendChild(el);
+  $("results-panel").hidden = false;
+  cards.push(card);
+  queue(card);
+}
+
+function queue(card) {
+  card.generation += 1;
+  setPending(card, "waiting");
+  if (!waiting.includes(card)) waiting.push(card);
+}
+
+function pump() {
+  while (running < CONCURRENT && waiting.length) {
+    const card = waiting.shift();
+    running += 1;
+    classify(card).finally(() => { running -= 1; updateSummary(); pump(); });
+  }
+}
+
+function setPending(card, text) {
+  const el = card.el;
+  el.classList.add("pending");
+  el.querySelector(".label").textContent = text;
+  el.querySelector(".confidence").textContent = "";
+  el.querySelector(".card-error").hidden = true;
+}
+
+function setError(card, text) {
+  const el = card.el;
+  el.classList.remove("pending");
+  el.classList.add("failed");
+  el.querySelector(".label").textContent = "not classified";
+  el.querySelector(".confidence").textContent = "";
+  el.querySelector(".card-error").textContent = text;
+  el.querySelector(".card-error").hidden = false;
+  el.querySelector(".more").hidden = true;
+}
+
+async function classify(card) {
+  const generation = card.generation;
+  const file = card.file;
+  if (limits && file.size > limits.max_upload_bytes) {
+    setError(card, `${file.name} is ${(file.size / 1048576).toFixed(1)} MB; the limit is ${megabytes(limits.max_upload_bytes)} MB.`);
+    return;
+  }
+  setPending(card, "classifying…");
+  const form = new FormData();
+  form.append("file", file, file.name);
+  form.append("model", $("model").value);
+  form.append("top_k", "3");
+  form.append("view", "true");
+  const start = performance.now();
+  try {
+    const response = await fetch("/api/predict", { method: "POST", body: form, headers: auth });
+    if (!response.ok) throw new Error(await detailOf(response));
+    const body = await response.json();
+    if (generation !== card.generation) return;  // the model changed meanwhile: a newer answer comes
+    drawResult(card, body, performance.now() - start);
+  } catch (e) {
+    if (generation === card.generation) setError(card, e.message);
+  }
+}
+
+function drawResult(card, body, elapsed) {
   const r = body.results[0];
-  if (r.error) { showError(r.error); return; }
-  if (r.view) { $("view").src = r.view; $("view-figure").hidden = false; }
-  $("label").textContent = r.label;
-  $("confidence").textContent = percent(r.probabilities[r.label]);
-  const bars = $("bars");
+  if (r.error) { setError(card, r.error); return; }
+  const el = card.el;
+  el.classList.remove("pending", "failed");
+  el.querySelector(".label").textContent = r.label;
+  el.querySelector(".confidence").textContent = percent(r.probabilities[r.label]);
+  if (card.truth) {
+    const truth = el.querySelector(".truth");
+    truth.classList.toggle("right", r.label === card.truth);
+    truth.classList.toggle("wrong", r.label !== card.truth);
+    truth.textContent = `test picture of a ${card.truth}: ${r.label === card.truth ? "right" : "wrong"}`;
+  }
+  if (r.view) el.querySelector(".view").src = r.view;
+  const bars = el.querySelector(".bars");
   bars.innerHTML = "";
   for (const [name, p] of Object.entries(r.probabilities)) {
     const li = document.createElement("li");
@@ -90,59 +194,74 @@ function drawResult(body, elapsed) {
     bars.appendChild(li);
   }
   const size = r.size ? `${r.size[0]}×${r.size[1]} picture, ` : "";
-  $("timing").textContent = `${size}${elapsed.toFixed(0)} ms in all (server ${body.timing_ms.total.toFixed(1)} ms, model ${body.timing_ms.inference.toFixed(1)} ms).`;
-  $("placeholder").hidden = true;
-  $("result").hidden = false;
+  el.querySelector(".timing").textContent = `${size}${elapsed.toFixed(0)} ms in all (server ${body.timing_ms.total.toFixed(1)} ms, model ${body.timing_ms.inference.toFixed(1)} ms).`;
+  el.querySelector(".more").hidden = false;
 }
 
-async function classify(file) {
+function updateSummary() {
+  const done = cards.filter((c) => !c.el.classList.contains("pending")).length;
+  const n = cards.length;
+  $("summary").textContent = n === done ? `${n} picture${n === 1 ? "" : "s"}` : `${done} of ${n} pictures classified`;
+}
+
+function clearAll() {
+  for (const card of cards) URL.revokeObjectURL(card.el.querySelector(".thumb").src);
+  cards.length = 0;
+  waiting = [];
+  $("results").innerHTML = "";
+  $("results-panel").hidden = true;
   clearError();
-  $("result").hidden = true;
-  $("placeholder").hidden = false;
-  $("placeholder").textContent = "Classifying…";
-  if (limits && file.size > limits.max_upload_bytes) {
-    showError(`${file.name} is ${(file.size / 1048576).toFixed(1)} MB; the limit is ${(limits.max_upload_bytes / 1048576).toFixed(0)} MB.`);
-    $("placeholder").textContent = "The prediction appears here.";
-    return;
-  }
-  const form = new FormData();
-  form.append("file", file, file.name);
-  form.append("model", $("model").value);
-  form.append("top_k", "3");
-  form.append("view", "true");
-  const start = performance.now();
+}
+
+// ------------------------------------------------------------------ ways in
+async function tryExamples(count = 4) {
+  const chosen = [...examples].sort(() => Math.random() - 0.5).slice(0, count);
   try {
-    const response = await fetch("/api/predict", { method: "POST", body: form, headers: auth });
-    if (!response.ok) throw new Error(await detailOf(response));
-    drawResult(await response.json(), performance.now() - start);
+    const files = await Promise.all(chosen.map(async (ex) => {
+      const response = await fetch(ex.url, { headers: auth });
+      if (!response.ok) throw new Error(await detailOf(response));
+      return new File([await response.blob()], ex.name, { type: "image/png" });
+    }));
+    addPictures(files, chosen.map((ex) => ex.label));
   } catch (e) {
-    showError(e.message);
-    $("pictures").hidden = true;  // most often the file was not a picture at all
-    $("placeholder").textContent = "The prediction appears here.";
+    showError("Could not fetch the examples: " + e.message);
   }
 }
 
-function pick(file) {
-  if (!file) return;
-  lastFile = file;
-  showPicture(file);
-  classify(file);
+function picturesIn(dataTransfer) {
+  // files dropped or pasted; a pasted screenshot comes as an item of kind "file"
+  const files = Array.from(dataTransfer.files || []);
+  if (files.length) return files;
+  return Array.from(dataTransfer.items || []).filter((it) => it.kind === "file").map((it) => it.getAsFile()).filter(Boolean);
 }
 
-function wireDropZone() {
+function wire() {
   const drop = $("drop");
-  drop.addEventListener("click", () => $("file").click());
-  drop.addEventListener("keydown", (e) => { if (e.key === "Enter" || e.key === " ") $("file").click(); });
-  $("file").addEventListener("change", (e) => pick(e.target.files[0]));
+  $("choose").addEventListener("click", () => $("file").click());
+  $("camera-button").addEventListener("click", () => $("camera").click());
+  $("example").addEventListener("click", () => tryExamples());
+  $("clear").addEventListener("click", clearAll);
+  for (const id of ["file", "camera"]) {
+    $(id).addEventListener("change", (e) => { addPictures(e.target.files); e.target.value = ""; });
+  }
   drop.addEventListener("dragover", (e) => { e.preventDefault(); drop.classList.add("over"); });
   drop.addEventListener("dragleave", () => drop.classList.remove("over"));
-  drop.addEventListener("drop", (e) => {
-    e.preventDefault();
-    drop.classList.remove("over");
-    pick(e.dataTransfer.files[0]);
+  drop.addEventListener("drop", () => drop.classList.remove("over"));
+  // pictures dropped anywhere on the page count (in the zone too: the event comes up to here);
+  // else a drop that misses the zone would open the picture in place of the page
+  document.addEventListener("dragover", (e) => e.preventDefault());
+  document.addEventListener("drop", (e) => { e.preventDefault(); addPictures(picturesIn(e.dataTransfer)); });
+  document.addEventListener("paste", (e) => {
+    const files = picturesIn(e.clipboardData);
+    if (files.length) { e.preventDefault(); addPictures(files); }
   });
-  $("model").addEventListener("change", () => { showModelInfo(); if (lastFile) classify(lastFile); });
+  $("model").addEventListener("change", () => {
+    showModelInfo();
+    cards.forEach(queue);
+    updateSummary();
+    pump();
+  });
 }
 
-wireDropZone();
+wire();
 loadModels();
