@@ -21,6 +21,9 @@ give_up() {  # $1: what is missing and how to get it
 # freetype + a font (text in widgets and screenshots), glib, dbus, X11 client libs.
 PACKAGES=(chromium libegl1 libgl1 libxkbcommon0 libfontconfig1 libfreetype6 fonts-dejavu-core
           libglib2.0-0 libdbus-1-3 libx11-6 libx11-xcb1)
+# Qt on a real screen (`cifarlab app` with DISPLAY set): its X11 ("xcb") plugin's libraries
+PACKAGES+=(libxcb-cursor0 libxcb-icccm4 libxcb-keysyms1 libxcb-image0 libxcb-render-util0 libxcb-xkb1
+           libxkbcommon-x11-0 libxcb-randr0 libxcb-shape0 libxcb-xinerama0 libxcb-xfixes0)
 # PostgreSQL's server programs: tests/test_postgres.py starts a throwaway server from them
 # (initdb/pg_ctl on a loopback port) to check studies and searches shared across machines.
 PACKAGES+=(postgresql)

@@ -62,7 +62,8 @@ def test_train_help_gives_default_one_meaning(capsys):
         main(["train", "--help"])
     text = " ".join(capsys.readouterr().out.split())
     model_help = text.split("--model MODEL ")[1].split(" --epochs")[0]
-    assert "resnet20" not in model_help and "shipped default model" in model_help
+    assert "'default' = the architecture of the shipped default model" in model_help
+    assert "= resnet20" not in model_help
 
 
 def test_run_names_ids_and_folders(tmp_path, reg):

@@ -321,7 +321,7 @@ def package_run(run_dir, out, half: bool = False, data_file=None, test: dict | N
         "normalize": ckpt["normalize"], "config": ckpt["config"], "epoch": ckpt.get("epoch"),
         "metrics": ckpt.get("metrics", []), "test": test, "parameters": _count(ckpt),
         "weights_dtype": weights,
-        "description": (f"{ckpt['model']['name']} trained {summary.get('epochs_run')} epochs on CIFAR-10 "
+        "description": (f"{ckpt['model']['name']} trained {plural(summary.get('epochs_run'), 'epoch')} on CIFAR-10 "
                         f"(test top-1 {test['top1']:.2%} on {test.get('n')} images)"),
         "provenance": {"run": run_dir.name, "selection": summary.get("selection"), "data": data,
                        "training_time_s": summary.get("training_time_s"), "hardware": summary.get("hardware"),

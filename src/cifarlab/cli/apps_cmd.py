@@ -161,4 +161,53 @@ def run_app(args: argparse.Namespace) -> int:
     if sys.platform.startswith("linux") and headless:  # Qt would abort the process, not raise
         raise CifarlabError("no display to open a window on: set DISPLAY (or run `cifarlab serve` and use "
                             "the web page); QT_QPA_PLATFORM=offscreen runs it without a screen")
+    missing = missing_qt_libraries() if sys.platform.startswith("linux") else []
+    if missing:  # else Qt aborts (exit 134) with a message about its "xcb" plugin
+        raise CifarlabError(f"the desktop window needs system libraries that are missing: {', '.join(missing)}; "
+                            f"install them with `sudo bash scripts/sysdeps.sh` (Debian/Ubuntu: apt-get install "
+                            f"{' '.join(debian_package(lib) for lib in missing)}), or use `cifarlab serve`")
     return run_window(_catalog(args), args.image)
+
+
+# Qt 6.5+ opens this one itself at start (dlopen), so ldd does not list it
+_QT_DLOPENED = ("libxcb-cursor.so.0",)
+
+
+def missing_qt_libraries() -> list[str]:
+    """Shared libraries Qt's X11 platform plugin needs and this system lacks (``ldd``); [] where
+    the plugin is not the one in use (QT_QPA_PLATFORM=offscreen, wayland) or cannot be checked."""
+    import ctypes
+    import os
+    import shutil
+    import subprocess
+    from pathlib import Path
+
+    platform = os.environ.get("QT_QPA_PLATFORM", "")
+    if platform and not platform.startswith("xcb"):
+        return []
+    try:
+        import PySide6
+    except ImportError:
+        return []  # run_window says how to install the desktop extra
+    qt = Path(PySide6.__file__).parent / "Qt"
+    files = [qt / "plugins" / "platforms" / "libqxcb.so", *sorted((qt / "lib").glob("libQt6XcbQpa.so*"))[:1]]
+    if not shutil.which("ldd") or not files[0].is_file():
+        return []
+    missing: list[str] = []
+    for f in files:
+        out = subprocess.run(["ldd", str(f)], capture_output=True, text=True, timeout=20).stdout
+        missing += [line.split()[0] for line in out.splitlines() if "not found" in line]
+    for lib in _QT_DLOPENED:
+        try:
+            ctypes.CDLL(lib)
+        except OSError:
+            missing.append(lib)
+    return list(dict.fromkeys(missing))
+
+
+def debian_package(soname: str) -> str:
+    """The Debian package of a shared library: libxcb-icccm.so.4 -> libxcb-icccm4,
+    libxkbcommon-x11.so.0 -> libxkbcommon-x11-0."""
+    stem, _, version = soname.partition(".so.")
+    version = version.split(".")[0]
+    return f"{stem}-{version}" if stem[-1:].isdigit() else f"{stem}{version}"

@@ -4,19 +4,21 @@ from __future__ import annotations
 
 import argparse
 
+from cifarlab.cli._help import Defaults
+
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser("data", help="inspect and prepare CIFAR data sets")
     sub = parser.add_subparsers(dest="data_command", metavar="ACTION", required=True)
     info = sub.add_parser("info", help="format, counts per split and class, checksum, cache, conversions",
-                          formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                          formatter_class=Defaults)
     info.add_argument("path", nargs="?", default=None,
                       help="archive or folder (official python/binary batches or image folder); "
                            "default: $CIFARLAB_DATA")
     _common(info)
     info.set_defaults(func=run_info)
     prep = sub.add_parser("prepare", help="decode a data set once and cache the arrays",
-                          formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                          formatter_class=Defaults)
     prep.add_argument("path", nargs="?", default=None,
                       help="archive or folder; default: $CIFARLAB_DATA, the cache folder, then download")
     prep.add_argument("--dataset", default="cifar10", choices=["cifar10", "cifar100"])

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import argparse
 
+from cifarlab.cli._help import Defaults
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("export", help="export a trained model to ONNX (needs the onnx extra)",
                               description="Export a trained model to ONNX, with its class names and normalization "
                                           "in the file's metadata. Needs: pip install 'cifarlab[onnx]'.",
-                              formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                              formatter_class=Defaults)
     p.add_argument("checkpoint", metavar="MODEL",
                    help="'default' (the shipped model), a run's name or id, a run folder (its best.pt) or a .pt file")
     p.add_argument("--format", default="onnx", choices=["onnx"], help="output format")

@@ -6,9 +6,11 @@ import argparse
 import json
 import sys
 
+from cifarlab.cli._help import Defaults
+
 
 def register(sub: argparse._SubParsersAction) -> None:
-    fmt = argparse.ArgumentDefaultsHelpFormatter
+    fmt = Defaults
     p = sub.add_parser("models", help="list the model zoo: size, compute, accuracy measured and reported",
                        formatter_class=fmt)
     p.add_argument("pattern", nargs="?", default="*", help="fnmatch pattern, e.g. 'resnet*'")
@@ -81,7 +83,7 @@ def _measured_detail(m: dict | None) -> str:
         return "never measured"
     from cifarlab import results
     budget = f", {float(m['budget_s']):.0f}-s budget" if m.get("budget_s") else ""
-    epochs = f", {m['epochs']} epochs" if m.get("epochs") else ""
+    epochs = f", {m['epochs']} epoch{'' if str(m['epochs']) == '1' else 's'}" if m.get("epochs") else ""
     where = f" on {m['machine']}" if m.get("machine") else ""
     return f"{results.format_accuracy(m)}{budget}{epochs}{where}"
 

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 
+from cifarlab.cli._help import Defaults
+
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("runs", help="list, filter and compare recorded runs "
-                                           "(SQLite file, or $CIFARLAB_REGISTRY=postgresql://...)")
-    p.add_argument("--model")
-    p.add_argument("--status", help="running | finished | failed | interrupted")
-    p.add_argument("--study")
-    p.add_argument("--limit", type=int, default=50)
+    p = subparsers.add_parser("runs", help="list, filter, compare and remove recorded runs "
+                                           "(SQLite file, or $CIFARLAB_REGISTRY=postgresql://...)",
+                              formatter_class=Defaults)
+    p.add_argument("--model", help="only runs of this architecture")
+    p.add_argument("--status", help="only runs in this state: running | finished | failed | interrupted")
+    p.add_argument("--study", help="only the runs of this study or search, one by one")
+    p.add_argument("--limit", type=int, default=50, help="at most this many runs (newest first)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     sub = p.add_subparsers(dest="runs_action", metavar="ACTION")
     c = sub.add_parser("compare", help="configs side by side and curves overlaid")

@@ -16,6 +16,8 @@ import argparse
 import json
 import sys
 
+from cifarlab.cli._help import Defaults
+
 S = argparse.SUPPRESS
 
 _UNITS = {"": 1, "s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600}
@@ -110,7 +112,8 @@ def _register_train(subparsers) -> None:
     defaults = TrainConfig()
     for flag, key, kind, text in _FLAGS:
         shown = _shown(getattr(defaults, key))
-        text = f"{text} ({'without --model or a recipe' if key == 'model' else 'default'}: {shown})"
+        text = (f"{text} (if not given: the recipe's, else {shown})" if key == "model"
+                else f"{text} (default: {shown})")
         if kind is None:
             p.add_argument(flag, dest=key, action=argparse.BooleanOptionalAction, default=S, help=text)
         else:
@@ -143,8 +146,10 @@ def _finite(kind):
 
 
 def _register_evaluate(subparsers) -> None:
-    p = subparsers.add_parser("evaluate", help="top-1/top-5/per-class accuracy of a checkpoint")
-    p.add_argument("checkpoint", metavar="RUN|CHECKPOINT", help="run folder (uses best.pt) or .pt file")
+    p = subparsers.add_parser("evaluate", help="top-1/top-5/per-class accuracy of a trained model",
+                              formatter_class=Defaults)
+    p.add_argument("checkpoint", metavar="MODEL",
+                   help="'default' (the shipped model), a run's name or id, a run folder (its best.pt) or a .pt file")
     p.add_argument("--tta", nargs="?", const="flip", default=None, choices=["flip", "flip-translate"],
                    help="average logits over flipped (and 1-pixel shifted) views")
     p.add_argument("--data", default=None, help="data source (default: the one the run used)")
@@ -165,10 +170,11 @@ def _register_evaluate(subparsers) -> None:
 
 
 def _register_predict(subparsers) -> None:
-    p = subparsers.add_parser("predict", help="classify pictures (any size and mode) with a checkpoint")
+    p = subparsers.add_parser("predict", help="classify pictures (any size and mode) with a trained model",
+                              formatter_class=Defaults)
     p.add_argument("checkpoint", metavar="MODEL",
-                   help="run folder (uses best.pt), .pt or .onnx file, or a model name: 'default' (shipped) "
-                        "or a finished run's name (see `cifarlab serve`'s list)")
+                   help="'default' (the shipped model), a run's name or id (`cifarlab runs`), a run folder (its "
+                        "best.pt), or a .pt or .onnx file")
     p.add_argument("images", nargs="+", metavar="IMAGE|FOLDER")
     p.add_argument("--top-k", type=int, default=3, help="classes shown per picture")
     p.add_argument("--json", action="store_true", help="one JSON object per picture, one per line")

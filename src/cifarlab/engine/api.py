@@ -91,7 +91,7 @@ def over_budget(plan: BudgetPlan) -> str:
     from cifarlab.engine.budget import SAFETY
     fits = 10 * math.ceil(plan.planned_s / (1 - SAFETY) / 10)
     return (f"a {plan.budget_s:.0f}-s time budget cannot hold even the shortest run of {plan.model} here "
-            f"({plan.epochs} epochs, about {plan.planned_s:.0f} s): give --time-budget {fits} or more, a "
+            f"({_plural(plan.epochs, 'epoch')}, about {plan.planned_s:.0f} s): give --time-budget {fits} or more, a "
             f"smaller model or recipe, or --allow-over-budget to train past the budget")
 
 
@@ -382,7 +382,7 @@ def _fit_and_report(learner: Learner, cfg: TrainConfig, data, run_dir: Path, sta
     if cfg.progress:
         procs = f" | {learner.dist.world_size} processes" if learner.dist.active else ""
         _say(f"{describe(hw)}{procs}\nrun folder {run_dir} | {cfg.model} | train {len(data.train)} "
-             f"val {len(data.val)} test {len(data.test)} | {cfg.epochs} epochs")
+             f"val {len(data.val)} test {len(data.test)} | {_plural(cfg.epochs, 'epoch')}")
         if "time_budget" in learner.meta:
             _say(BudgetPlan(**learner.meta["time_budget"]).describe())
     start = time.perf_counter()
@@ -475,7 +475,7 @@ def _summary_line(s: dict) -> str:
         head += f"  (binary_accuracy {t['binary_accuracy']:.4f}, not an accuracy over classes)"
     sel = s["selection"]
     where = sel["note"] or f"best {sel['metric']} at epoch {sel['epoch']}"
-    return (f"{head} | checkpoint {sel['checkpoint']} ({where}) | {s['epochs_run']} epochs in "
+    return (f"{head} | checkpoint {sel['checkpoint']} ({where}) | {_plural(s['epochs_run'], 'epoch')} in "
             f"{s['training_time_s']:.0f}s, {s['images_per_s']} img/s | {s['run_dir']}")
 
 

@@ -94,7 +94,8 @@ class BudgetPlan:
         if self.last_epoch_steps:
             parts += f", the last cut to {self.last_epoch_steps} of {self.steps_per_epoch} steps"
         steps = " / ".join(f"{1000 * t:.0f}" for t in self.step_s.values())
-        text = (f"time budget {self.budget_s:.0f} s: {self.epochs} epochs ({parts}), planned to end at "
+        epochs = f"{self.epochs} epoch{'' if self.epochs == 1 else 's'}"
+        text = (f"time budget {self.budget_s:.0f} s: {epochs} ({parts}), planned to end at "
                 f"{self.planned_s:.0f} s ({self.spent_s:.1f} s spent before training; ms per step "
                 f"{steps}; test {self.test_s:.1f} s)")
         if self.muon_lr:
@@ -374,4 +375,4 @@ class BudgetKeeper(Callback):
 
 def _length(epochs: int, last_epoch_steps: int, steps_per_epoch: int) -> str:
     cut = f" (the last {last_epoch_steps} of {steps_per_epoch} steps)" if last_epoch_steps else ""
-    return f"{epochs} epochs{cut}"
+    return f"{epochs} epoch{'' if epochs == 1 else 's'}{cut}"
