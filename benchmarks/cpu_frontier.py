@@ -129,7 +129,7 @@ def results_row(name: str, sets: dict | None, r: dict, rate: float, pct: float, 
             "test_top1_plain_pct": round(100 * r["acc_plain"], 2), "wall_s": round(r["wall"], 1),
             "fit_s": round(r["fit"], 1), "trained_in": fmt, "gflops": round(rate, 1), "ceiling_pct": round(pct),
             "load_avg": round(os.getloadavg()[0], 2), "threads": torch.get_num_threads(),
-            "torch": torch.__version__, "train_images": r["train_images"],
+            "torch": torch.__version__, "train_images": r.get("train_images"),
             "train_subset": (sets or {}).get("train_subset")}  # a subset run is no recipe's figure
 
 
@@ -151,8 +151,9 @@ def run_recipe(name: str, seeds: range, data_path: str | None, ceilings: dict, r
         print(f"  seed {seed}  test {100 * r['acc']:.2f}% (tta {r['tta']})  without tta {100 * r['acc_plain']:.2f}%  "
               f"wall {r['wall']:.1f} s  {r['model']}, {r.get('epochs', '?')} epochs{planned} in {r['fit']:.1f} s  trained in {fmt}  "
               f"{rate:.1f} GFLOP/s = {100 * rate / ceilings[fmt]:.0f}% of the {fmt} matmul ceiling", flush=True)
-        record("cpu_frontier", {**results_row(name, sets, r, rate, 100 * rate / ceilings[fmt], fmt),
-                                "series": series}, ceilings=ceilings, args=args)
+        if args is not None:  # main() passes its arguments; a caller without them records nothing
+            record("cpu_frontier", {**results_row(name, sets, r, rate, 100 * rate / ceilings[fmt], fmt),
+                                    "series": series}, ceilings=ceilings, args=args)
     print(f"  {name}: test % {_stats([r['acc'] for r in rows], 100)} | without tta % "
           f"{_stats([r['acc_plain'] for r in rows], 100)} | wall s {_stats([r['wall'] for r in rows], 1, '.1f')} | "
           f"GFLOP/s {_stats([r['gflops'] for r in rows], 1, '.1f')}", flush=True)

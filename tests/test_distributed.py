@@ -122,7 +122,7 @@ THROUGHPUT = Path(__file__).resolve().parents[1] / "benchmarks" / "train_through
 def test_throughput_benchmark_times_the_data_parallel_step_in_two_processes():
     """benchmarks/train_throughput.py --nproc 2: the DDP step `train --nproc 2` runs, timed."""
     out = subprocess.run([sys.executable, str(THROUGHPUT), "--model", "lenet5", "--batch-size", "8", "--batches", "2",
-                          "--chunks", "2", "--warmup", "1", "--nproc", "2", "--device", "cpu"],
+                          "--chunks", "2", "--warmup", "1", "--nproc", "2", "--device", "cpu", "--no-results"],
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert re.search(r"batch 8 \(2 x 4, \d+ threads each\)", out.stdout), out.stdout
@@ -133,7 +133,7 @@ def test_throughput_benchmark_times_a_low_resolution_stage_step():
     """--side 16: the step of a 16-px progressive-resizing stage (airnet pools globally, so it
     runs at any size); a network that cannot take 16-px input fails loudly, not silently at 32."""
     base = [sys.executable, str(THROUGHPUT), "--batch-size", "8", "--batches", "1", "--chunks", "1", "--warmup", "1",
-            "--device", "cpu", "--side", "16"]
+            "--device", "cpu", "--side", "16", "--no-results"]
     out = subprocess.run(base + ["--model", "airnet_tiny"], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "| 16 px | compile False" in out.stdout and "images/s" in out.stdout
