@@ -10,6 +10,8 @@ from __future__ import annotations
 import csv
 import json
 import math
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -46,11 +48,12 @@ def test_rows_round_trip_and_a_new_column_extends_the_header(folder):
     assert results.kinds() == ["probe"] and results.read_rows("nothing") == []
 
 
-def test_a_row_without_a_machine_gets_this_one(folder):
+def test_a_row_without_a_machine_or_command_gets_this_ones(folder):
     from cifarlab.engine.hardware import cpu_model
-    results.append_row("probe", {"command": "x", "value": 1})
+    results.append_row("probe", {"value": 1})
     row = results.read_rows("probe")[0]
     assert row["machine"] == cpu_model() and row["cores"] >= 1 and isinstance(row["bf16"], bool)
+    assert row["command"].split()[0] == Path(sys.argv[0]).name  # this process's command line
 
 
 def test_text_columns_stay_text():

@@ -40,8 +40,10 @@ import io
 import math
 import os
 import re
+import shlex
 import statistics
 import subprocess
+import sys
 from pathlib import Path
 
 from cifarlab.atomic import atomic_path
@@ -133,13 +135,16 @@ def _header(old: list[str], row: dict) -> list[str]:
 
 def append_row(kind: str, row: dict, folder: str | Path | None = None) -> Path:
     """Append one measurement to ``results/<kind>.csv`` (created with a header if new) and
-    return the file. ``date`` and ``commit`` are filled in when the row has none, and the
-    machine columns (``machine()``, this machine) when it has no ``machine``.
+    return the file. ``date``, ``commit`` and ``command`` (this process's command line) are
+    filled in when the row has none, and the machine columns (``machine()``, this machine)
+    when it has no ``machine``.
 
     Values: numbers, strings, booleans (written yes/no) or None (empty). A string holding
     a comma, quote or newline is quoted as CSV quotes it.
     """
     row = dict(row) if row.get("machine") else {**machine(), **row}
+    if not row.get("command"):  # the command line of this process, as typed
+        row["command"] = shlex.join([Path(sys.argv[0]).name or "python", *sys.argv[1:]])
     if not row.get("date"):
         row["date"] = now()
     if not row.get("commit"):
