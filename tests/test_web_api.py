@@ -214,3 +214,46 @@ def test_favicon_and_the_page_links(client):
     page = client.get("/").text
     assert 'rel="icon" href="/static/favicon.svg"' in page and client.get("/static/favicon.svg").status_code == 200
     assert 'multiple' in page and 'capture="environment"' in page
+
+
+def test_explain_returns_the_grad_cam_of_the_predicted_class(client, ckpt):
+    """``explain=true``: each result's ``heat`` is Predictor.explain's map for the predicted class,
+    at the picture's aspect ratio (96 px on the long side), its alpha 0.45 * sqrt(heat)."""
+    y, x = np.mgrid[0:200, 0:300]
+    arr = np.stack([x % 256, y % 256, (3 * x + y) % 256], -1).astype(np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, "PNG")
+    data = buf.getvalue()
+    r = client.post("/api/predict", files={"file": ("grad.png", data, "image/png")}, data={"explain": "true"})
+    assert r.status_code == 200, r.text
+    (res,) = r.json()["results"]
+    heat_png = Image.open(io.BytesIO(base64.b64decode(res["heat"].split(",", 1)[1])))
+    assert heat_png.mode == "RGBA" and heat_png.size == (96, 64)
+    predictor = Predictor(ckpt)
+    expected = predictor.explain(data)  # the predicted class, by the Predictor's own path
+    assert predictor.predict([data])[0].label == res["label"]
+    stretched = np.asarray(Image.fromarray(expected.astype(np.float32), "F").resize((96, 64), Image.Resampling.BILINEAR))
+    alpha = np.asarray(heat_png)[..., 3].astype(float)
+    np.testing.assert_allclose(alpha, np.round(0.45 * np.sqrt(np.clip(stretched, 0, 1)) * 255), atol=1.01)
+    assert alpha.max() > 100  # the map is not empty: its peak is at 0.45 opacity
+    plain = client.post("/api/predict", files={"file": ("grad.png", data, "image/png")}).json()["results"][0]
+    assert "heat" not in plain
+
+
+def test_batcher_runs_other_work_between_forwards():
+    order = []
+
+    def fn(arrays):
+        order.append(("forward", len(arrays)))
+        time.sleep(0.05)
+        return np.zeros((len(arrays), 1))
+
+    batcher = MicroBatcher(fn, max_wait_s=0.01)
+    first = batcher.submit([np.zeros((2, 2))])
+    called = batcher.call(lambda: order.append(("call", threading.current_thread().name)) or 42)
+    assert called.result(5) == 42 and first.result(5).probabilities.shape == (1, 1)
+    assert ("call", "batcher-model") in order
+    failing = batcher.call(lambda: 1 / 0)
+    with pytest.raises(ZeroDivisionError):
+        failing.result(5)
+    batcher.close()

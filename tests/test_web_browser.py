@@ -269,7 +269,8 @@ def test_examples_come_from_the_cached_test_pictures(server, page):
     for card, i in zip(cards, indices):
         truth = CIFAR10_CLASSES[test.labels[i]]
         assert card["name"] == f"test-{i:05d}-{truth}.png"
-        assert card["truth"].startswith(f"test picture of a {truth}: ")
+        article = "an" if truth[0] in "aeiou" else "a"
+        assert card["truth"].startswith(f"test picture of {article} {truth}: ")
         assert card["truth"].endswith("right" if card["label"] == truth else "wrong")
     _check_against_predictor(cards, [test.images[i] for i in indices], ckpt)
     page.click("#clear")
@@ -318,3 +319,33 @@ def test_favicon_is_served(server):
     assert Image.open(io.BytesIO(data)).format == "ICO"
     with urllib.request.urlopen(url + "/static/favicon.svg") as r:
         assert r.status == 200 and b"<svg" in r.read()
+
+
+def test_a_card_shows_where_the_model_looked_on_demand(server, page, tmp_path, artifacts):
+    url, ckpt, _ = server
+    _open(page, url)
+    picture = _picture(tmp_path / "look.jpg", 0)
+    page.set_input_files("#file", [str(picture)])
+    _wait_classified(page, 1)
+    card = page.locator("#results .card").first
+    heat, button = card.locator(".heat"), card.locator("button.explain")
+    assert not heat.is_visible() and button.inner_text() == "Show where it looked"
+    button.click()
+    page.wait_for_function("document.querySelector('#results .card .heat').complete && "
+                           "!document.querySelector('#results .card .heat').hidden")
+    assert heat.is_visible() and button.get_attribute("aria-pressed") == "true"
+    # the overlay is the server's map of this picture, at its aspect ratio, over the whole thumbnail
+    assert page.evaluate("[document.querySelector('#results .card .heat').naturalWidth, "
+                         "document.querySelector('#results .card .heat').naturalHeight]") == [96, 72]
+    assert heat.bounding_box() == card.locator(".thumb").bounding_box()
+    expected = Predictor(ckpt).explain(picture)
+    shown = page.evaluate("""() => { const img = document.querySelector('#results .card .heat');
+        const c = document.createElement('canvas'); c.width = 96; c.height = 72;
+        const g = c.getContext('2d'); g.drawImage(img, 0, 0);
+        return Array.from(g.getImageData(0, 0, 96, 72).data).filter((_, i) => i % 4 === 3); }""")
+    alpha = np.array(shown, dtype=float).reshape(72, 96)
+    peak = np.unravel_index(np.argmax(alpha), alpha.shape)  # where the overlay is strongest ...
+    assert expected[int(peak[0] * 32 / 72), int(peak[1] * 32 / 96)] > 0.8  # ... the map is near its peak
+    page.screenshot(path=str(artifacts / "web-heat.png"), full_page=True)
+    button.click()
+    assert not heat.is_visible() and button.inner_text() == "Show where it looked"

@@ -205,7 +205,18 @@ class _Service:
                 stop.set()
                 job.cancel()
 
-    async def predict(self, name: str, blobs: list[tuple[str, bytes]], top_k: int, view: bool) -> dict:
+    def heat_maps(self, name: str, arrays: list[np.ndarray], indices: list[int], sizes: list) -> list[str]:
+        """Grad-CAM of each picture for its predicted class, as PNG data URLs to lay over the
+        picture (run in the model's batcher thread: the map hooks into the model's layers)."""
+        from cifarlab.explain import gradcam
+        predictor = self.catalog.predictor(self.catalog.resolve(name).name)
+        if predictor.backend != "torch":
+            raise Refused(422, f"model {name} is an ONNX export: heat maps need its PyTorch checkpoint (.pt)")
+        heats = gradcam(predictor.model, predictor.preprocess(arrays), target=list(indices))
+        return [_heat_data_url(h, size) for h, size in zip(heats, sizes)]
+
+    async def predict(self, name: str, blobs: list[tuple[str, bytes]], top_k: int, view: bool,
+                      explain: bool = False) -> dict:
         start = time.perf_counter()
         batcher, classes = self.ready_batcher(name) or await asyncio.to_thread(self.batcher, name)
         loop = asyncio.get_running_loop()
@@ -216,14 +227,20 @@ class _Service:
         if not good:
             status = 413 if any(it["status"] == 413 for it in items) else 415
             raise Refused(status, "; ".join(it["error"] for it in items))
+        arrays = [it.pop("array") for it in good]
         try:
             async with asyncio.timeout_at(deadline):
-                result = await asyncio.wrap_future(batcher.submit([it.pop("array") for it in good]))
+                result = await asyncio.wrap_future(batcher.submit(arrays))
+                for it, row in zip(good, result.probabilities):
+                    it.update(_ranked(classes, row, top_k))
+                if explain:
+                    heats = await asyncio.wrap_future(batcher.call(lambda: self.heat_maps(
+                        name, arrays, [it["index"] for it in good], [it["size"] for it in good])))
+                    for it, heat in zip(good, heats):
+                        it["heat"] = heat
         except TimeoutError:
             raise Refused(503, f"the model did not answer within {self.limits.work_timeout_s:g} s; "
                                f"the server is overloaded, retry in a moment") from None
-        for it, row in zip(good, result.probabilities):
-            it.update(_ranked(classes, row, top_k))
         done = time.perf_counter()
         return {"model": name, "top_k": top_k, "results": [_shaped(it) for it in items],
                 "batch_size": result.batch_size,
@@ -258,8 +275,25 @@ def _ranked(classes: list[str], row: np.ndarray, top_k: int) -> dict:
 
 
 def _shaped(item: dict) -> dict:
-    keys = ("filename", "label", "index", "probabilities", "top", "size", "view", "error")
+    keys = ("filename", "label", "index", "probabilities", "top", "size", "view", "heat", "error")
     return {k: item.get(k) for k in keys if k in item or k in ("label", "error")}
+
+
+def _heat_data_url(heat: np.ndarray, size, longest: int = 96, alpha: float = 0.45) -> str:
+    """A heat map as an RGBA PNG data URL with the picture's aspect ratio (at most ``longest``
+    pixels a side): colour from ``explain.colorize``, opacity ``alpha * sqrt(heat)`` as
+    ``explain.overlay`` weighs it, so that laid over the picture it shows that overlay."""
+    from PIL import Image
+
+    from cifarlab.explain import colorize, resize_heat
+    w, h = size
+    scale = longest / max(w, h)
+    small = resize_heat(heat, (max(1, round(w * scale)), max(1, round(h * scale))))
+    small = np.clip(small, 0, 1)
+    rgba = np.dstack([colorize(small), (alpha * np.sqrt(small) * 255 + 0.5).astype(np.uint8)])
+    buf = io.BytesIO()
+    Image.fromarray(rgba, "RGBA").save(buf, "PNG")
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
 def _png_data_url(array: np.ndarray) -> str:

@@ -31,6 +31,7 @@ class BatchResult:
 class _Job:
     arrays: list[np.ndarray]
     future: Future
+    call: Callable[[], object] | None = None  # other work on the model, run alone in this thread
 
 
 class MicroBatcher:
@@ -49,6 +50,13 @@ class MicroBatcher:
             future.set_result(BatchResult(np.zeros((0, 0), np.float32), 0, 0.0))
         else:
             self._queue.put(_Job(list(arrays), future))
+        return future
+
+    def call(self, fn: Callable[[], object]) -> Future:
+        """Run ``fn()`` in the worker thread, between two forward passes: for work that must
+        not overlap them (a saliency map hooks into the model's layers)."""
+        future: Future = Future()
+        self._queue.put(_Job([], future, fn))
         return future
 
     def close(self) -> None:
@@ -85,6 +93,12 @@ class MicroBatcher:
     def _process(self, jobs: list[_Job]) -> None:
         # a caller that gave up (its deadline passed) cancelled its future: skip its pictures
         jobs = [job for job in jobs if job.future.set_running_or_notify_cancel()]
+        for job in [job for job in jobs if job.call is not None]:
+            try:
+                job.future.set_result(job.call())
+            except BaseException as exc:  # the caller, not this thread, must see the failure
+                job.future.set_exception(exc)
+        jobs = [job for job in jobs if job.call is None]
         if not jobs:
             return
         arrays = [a for job in jobs for a in job.arrays]

@@ -38,7 +38,11 @@ def add_routes(app, service) -> None:
     async def predict(file: list[UploadFile] | None = File(None, description="one or more pictures, any size"),
                       model: str | None = Form(None, description="a name from /api/models; default: the first"),
                       top_k: int = Form(3, description="classes listed in `top` (1-10)"),
-                      view: bool = Form(False, description="add the 32x32 input the model saw, as a PNG data URL")):
+                      view: bool = Form(False, description="add the 32x32 input the model saw, as a PNG data URL"),
+                      explain: bool = Form(False, description="add `heat`: where the model looked for its class "
+                                                              "(Grad-CAM), a PNG data URL with the picture's aspect "
+                                                              "ratio, coloured, its alpha the weight to lay it over "
+                                                              "the picture with")):
         files = file or []
         if not files:
             raise HTTPException(422, "no picture in the request; send one or more 'file' fields")
@@ -50,7 +54,7 @@ def add_routes(app, service) -> None:
             name = model or service.catalog.first().name
             blobs = [(f.filename or f"upload {i + 1}", await f.read()) for i, f in enumerate(files)]
             # a ready JSONResponse skips FastAPI's per-field encoding of the result
-            return JSONResponse(await service.predict(name, blobs, top_k, view))
+            return JSONResponse(await service.predict(name, blobs, top_k, view, explain))
         except Refused as exc:  # 413 too large, 415 not a picture, 503 busy: one line each
             retry = {"Retry-After": "1"} if exc.status == 503 else None
             return JSONResponse({"detail": exc.detail}, exc.status, headers=retry)

@@ -39,6 +39,10 @@ async function detailOf(response) {
   return `the server answered ${response.status} ${response.statusText}`;
 }
 
+function article(word) {
+  return /^[aeiou]/i.test(word) ? "an" : "a";
+}
+
 function megabytes(bytes) {
   return (bytes / 1048576).toFixed(0);
 }
@@ -93,6 +97,7 @@ function addPictures(files, truths = []) {
 function addCard(file, truth) {
   const el = $("card-template").content.firstElementChild.cloneNode(true);
   const card = { file, el, truth, generation: 0 };
+  el.querySelector(".explain").addEventListener("click", () => toggleHeat(card));
   const thumb = el.querySelector(".thumb");
   thumb.src = URL.createObjectURL(file);
   thumb.alt = file.name;
@@ -102,7 +107,7 @@ function addCard(file, truth) {
   el.querySelector(".filename").title = file.name;
   if (truth) {
     el.querySelector(".truth").hidden = false;
-    el.querySelector(".truth").textContent = `test picture of a ${truth}`;
+    el.querySelector(".truth").textContent = `test picture of ${article(truth)} ${truth}`;
   }
   $("results").appendChild(el);
   $("results-panel").hidden = false;
@@ -112,6 +117,7 @@ function addCard(file, truth) {
 
 function queue(card) {
   card.generation += 1;
+  resetHeat(card);
   setPending(card, "waiting");
   if (!waiting.includes(card)) waiting.push(card);
 }
@@ -143,6 +149,16 @@ function setError(card, text) {
   el.querySelector(".more").hidden = true;
 }
 
+async function post(file, fields) {
+  const form = new FormData();
+  form.append("file", file, file.name);
+  form.append("model", $("model").value);
+  for (const [k, v] of Object.entries(fields)) form.append(k, v);
+  const response = await fetch("/api/predict", { method: "POST", body: form, headers: auth });
+  if (!response.ok) throw new Error(await detailOf(response));
+  return response.json();
+}
+
 async function classify(card) {
   const generation = card.generation;
   const file = card.file;
@@ -151,16 +167,9 @@ async function classify(card) {
     return;
   }
   setPending(card, "classifying…");
-  const form = new FormData();
-  form.append("file", file, file.name);
-  form.append("model", $("model").value);
-  form.append("top_k", "3");
-  form.append("view", "true");
   const start = performance.now();
   try {
-    const response = await fetch("/api/predict", { method: "POST", body: form, headers: auth });
-    if (!response.ok) throw new Error(await detailOf(response));
-    const body = await response.json();
+    const body = await post(file, { top_k: "3", view: "true" });
     if (generation !== card.generation) return;  // the model changed meanwhile: a newer answer comes
     drawResult(card, body, performance.now() - start);
   } catch (e) {
@@ -179,7 +188,7 @@ function drawResult(card, body, elapsed) {
     const truth = el.querySelector(".truth");
     truth.classList.toggle("right", r.label === card.truth);
     truth.classList.toggle("wrong", r.label !== card.truth);
-    truth.textContent = `test picture of a ${card.truth}: ${r.label === card.truth ? "right" : "wrong"}`;
+    truth.textContent = `test picture of ${article(card.truth)} ${card.truth}: ${r.label === card.truth ? "right" : "wrong"}`;
   }
   if (r.view) el.querySelector(".view").src = r.view;
   const bars = el.querySelector(".bars");
@@ -196,6 +205,49 @@ function drawResult(card, body, elapsed) {
   const size = r.size ? `${r.size[0]}×${r.size[1]} picture, ` : "";
   el.querySelector(".timing").textContent = `${size}${elapsed.toFixed(0)} ms in all (server ${body.timing_ms.total.toFixed(1)} ms, model ${body.timing_ms.inference.toFixed(1)} ms).`;
   el.querySelector(".more").hidden = false;
+  el.querySelector(".explain").hidden = false;
+}
+
+// ------------------------------------------------------------------ where it looked (Grad-CAM)
+function resetHeat(card) {
+  const heat = card.el.querySelector(".heat");
+  heat.hidden = true;
+  heat.removeAttribute("src");
+  const button = card.el.querySelector(".explain");
+  button.hidden = true;
+  button.setAttribute("aria-pressed", "false");
+  button.textContent = "Show where it looked";
+}
+
+async function toggleHeat(card) {
+  const heat = card.el.querySelector(".heat");
+  const button = card.el.querySelector(".explain");
+  if (button.getAttribute("aria-pressed") === "true") {
+    heat.hidden = true;
+    button.setAttribute("aria-pressed", "false");
+    button.textContent = "Show where it looked";
+    return;
+  }
+  if (!heat.getAttribute("src")) {
+    const generation = card.generation;
+    button.disabled = true;
+    button.textContent = "Working it out…";
+    try {
+      const r = (await post(card.file, { top_k: "1", explain: "true" })).results[0];
+      if (generation !== card.generation) return;
+      if (r.error || !r.heat) throw new Error(r.error || "no heat map in the answer");
+      heat.src = r.heat;
+    } catch (e) {
+      button.textContent = "Show where it looked";
+      showError(`${card.file.name}: ${e.message}`);
+      return;
+    } finally {
+      button.disabled = false;
+    }
+  }
+  heat.hidden = false;
+  button.setAttribute("aria-pressed", "true");
+  button.textContent = "Hide where it looked";
 }
 
 function updateSummary() {
