@@ -136,8 +136,8 @@ FAULTS: list[Fault] = [
              'model=ckpt["model"]["name"], accuracy=test.get("top5"),')],
            REF + "test_catalogue_serves_the_reference_and_states_the_saved_accuracy"),
     _fault("batch CSV rows paired with the wrong files",
-           [("src/cifarlab/engine/batch_predict.py", "            for rel, p in zip(chunk, preds):\n",
-             "            for rel, p in zip(chunk, preds[::-1]):\n")],
+           [("src/cifarlab/engine/batch_predict.py", "for rel, p in zip(chunk, preds):",
+             "for rel, p in zip(chunk, preds[::-1]):")],
            REF + "test_predict_folder_csv_equals_reference"),
     _fault("ONNX export records the mean as the std",
            [("src/cifarlab/engine/export.py", '"std": json.dumps([float(v) for v in norm["std"]])',
@@ -255,13 +255,70 @@ def run_tests(scratch: Path, env: dict[str, str], tests: list[str], timeout: flo
         out = (exc.stdout or b"").decode(errors="replace") if isinstance(exc.stdout, bytes) else (exc.stdout or "")
         rc, tail = -1, f"timed out after {timeout:.0f} s\n{out[-2000:]}"
     outcome = Outcome(rc=rc, seconds=time.perf_counter() - start, tail=tail)
+    _read_report(report, outcome)
+    return outcome
+
+
+def run_tests_forked(scratch: Path, env: dict[str, str], tests: list[str], timeout: float,
+                     stop_first: bool) -> Outcome:
+    """``run_tests`` in a child forked from this process, which has imported torch, numpy and
+    pytest once (``preload``): each run then skips the seconds of importing torch, and only
+    cifarlab, the code under test, is imported fresh from the copy."""
+    report, log = scratch / "junit.xml", scratch / "pytest.log"
+    report.unlink(missing_ok=True)
+    args = ["-q", "-p", "no:cacheprovider", f"--junitxml={report}", *(["-x"] if stop_first else []), *tests]
+    start = time.perf_counter()
+    pid = os.fork()
+    if pid == 0:  # the child: never returns
+        code = 3
+        try:
+            fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            os.dup2(fd, 1)
+            os.dup2(fd, 2)
+            os.environ.clear()
+            os.environ.update(env)
+            os.chdir(scratch)
+            sys.path[:0] = [str(scratch / "src")]
+            sys.dont_write_bytecode = True  # a cached .pyc of one fault must never serve another
+            import pytest
+            code = int(pytest.main(args))
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(code)
+    rc = None
+    while rc is None:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            rc = os.waitstatus_to_exitcode(status)
+        elif time.perf_counter() - start > timeout:
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+            rc = -1
+        else:
+            time.sleep(0.2)
+    tail = log.read_text(errors="replace")[-3000:] if log.exists() else ""
+    outcome = Outcome(rc=rc, seconds=time.perf_counter() - start,
+                      tail=tail if rc != -1 else f"timed out after {timeout:.0f} s\n{tail}")
+    _read_report(report, outcome)
+    return outcome
+
+
+def preload() -> None:
+    """What every test run imports and cifarlab's tests never change: imported once, here."""
+    import numpy  # noqa: F401
+    import PIL.Image  # noqa: F401
+    import pytest  # noqa: F401
+    import torch  # noqa: F401
+
+
+def _read_report(report: Path, outcome: Outcome) -> None:
     if report.is_file():
         for suite in ET.parse(report).getroot().iter("testsuite"):
             outcome.tests += int(suite.get("tests", 0))
             outcome.failures += int(suite.get("failures", 0))
             outcome.errors += int(suite.get("errors", 0))
             outcome.skipped += int(suite.get("skipped", 0))
-    return outcome
 
 
 def caught(outcome: Outcome) -> bool:
@@ -290,6 +347,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="run only the faults whose name contains WORDS (repeatable)")
     parser.add_argument("--timeout", type=float, default=300, help="seconds per pytest run (default 300)")
     parser.add_argument("--keep", action="store_true", help="keep the scratch copy (its path is printed)")
+    parser.add_argument("--no-fork", action="store_true",
+                        help="start a fresh interpreter for each run instead of forking a preloaded one")
     args = parser.parse_args(argv)
 
     faults = [f for f in FAULTS if not args.only or any(w.lower() in f.name.lower() for w in args.only)]
@@ -319,9 +378,13 @@ def main(argv: list[str] | None = None) -> int:
             print(f"mutation_check: error: the copy imports cifarlab from {where}, not {scratch / 'src'}",
                   file=sys.stderr)
             return 2
+        forked = hasattr(os, "fork") and not args.no_fork
+        if forked:
+            preload()
+        run = run_tests_forked if forked else run_tests
         tests = sorted({t for f in faults for t in f.tests})
         print(f"scratch copy: {scratch}\nbaseline: {len(tests)} tests on the unmodified copy ...", flush=True)
-        base = run_tests(scratch, env, tests, args.timeout * 2, stop_first=False)
+        base = run(scratch, env, tests, args.timeout * 2, stop_first=False)
         if base.rc != 0 or base.skipped or base.tests < len(tests):
             print(f"mutation_check: error: the baseline must pass with nothing skipped; got rc={base.rc}, "
                   f"{base.tests} tests, {base.failures} failed, {base.errors} errors, {base.skipped} skipped\n"
@@ -332,7 +395,7 @@ def main(argv: list[str] | None = None) -> int:
         for i, fault in enumerate(faults, 1):
             originals = apply(scratch, fault)
             try:
-                outcome = run_tests(scratch, env, list(fault.tests), args.timeout, stop_first=True)
+                outcome = run(scratch, env, list(fault.tests), args.timeout, stop_first=True)
             finally:
                 restore(originals)
             ok = caught(outcome)
