@@ -31,7 +31,7 @@ AVERAGE_MODES = ("none", "lookahead")
 @dataclass
 class TrainConfig:
     # --- model ---
-    model: str = "resnet20"  # registry name (cifarlab models); "default" means this default
+    model: str = "resnet20"  # registry name (cifarlab models); "default": the shipped model's architecture
     model_kwargs: dict = field(default_factory=dict)  # passed to create_model, e.g. {"act": "gelu"}
     # --- run length and reproducibility ---
     epochs: int = 20  # full passes over the training split (~35 min for resnet20 on 2 idle CPU cores)
