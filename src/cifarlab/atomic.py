@@ -10,11 +10,14 @@ bytes it names.
 
 from __future__ import annotations
 
+import errno
 import os
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
+
+from cifarlab.errors import CifarlabError
 
 # temporaries are named ".<target name>.<_TAG><random><suffix>", so leftovers can be told apart
 _TAG = "partial-"
@@ -30,23 +33,48 @@ def _umask() -> int:
 _FILE_MODE = 0o666 & ~_umask()
 
 
+# a write refused by the disk's side, not by the program: one line for the user, no traceback
+_DISK_ERRNOS = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is used up",
+                errno.EFBIG: "the file is too large for the file system", errno.EROFS: "the file system is read-only",
+                errno.EACCES: "permission denied", errno.EPERM: "permission denied"}
+
+
+def write_error(exc: OSError, path: str | Path, then: str | None = None) -> CifarlabError | None:
+    """The one-line error for a write to ``path`` that the disk refused (full, quota, read-only,
+    permission); None for any other OSError. Every writer of the package uses this wording;
+    ``then`` replaces the default advice (for a file that was being appended to)."""
+    why = _DISK_ERRNOS.get(exc.errno)
+    if why is None:
+        return None
+    then = then or ("free some space (or choose another folder) and run again; a file that was there before "
+                    "is unchanged")
+    return CifarlabError(f"cannot write {path}: {why}; {then}")
+
+
 @contextmanager
 def atomic_path(path: str | Path, suffix: str = ".tmp") -> Iterator[Path]:
     """A temporary path beside ``path`` (same suffix rules, e.g. ".png" for matplotlib),
-    moved onto ``path`` when the block ends without an exception."""
+    moved onto ``path`` when the block ends without an exception. A write the disk refuses
+    (full, read-only, ...) is a one-line CifarlabError (``write_error``); ``path`` is untouched."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.{_TAG}", suffix=suffix, dir=path.parent)
-    os.close(fd)
-    tmp = Path(name)
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix=f".{path.name}.{_TAG}", suffix=suffix, dir=path.parent)
+        os.close(fd)
+        tmp = Path(name)
         yield tmp
         os.chmod(tmp, _FILE_MODE)
         _fsync_file(tmp)
         os.replace(tmp, path)
         fsync_dir(path.parent)
+    except OSError as exc:
+        if (error := write_error(exc, path)) is None:
+            raise
+        raise error from None
     finally:
-        tmp.unlink(missing_ok=True)
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)
 
 
 def _fsync_file(path: Path) -> None:

@@ -18,6 +18,8 @@ from __future__ import annotations
 import json
 import os
 import socket
+import sqlite3
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -25,7 +27,7 @@ from typing import Any
 from cifarlab import sqldb
 from cifarlab.engine.callbacks import Callback
 from cifarlab.engine.runs import read_summary
-from cifarlab.errors import ConfigError
+from cifarlab.errors import CifarlabError, ConfigError
 
 STATUSES = ("running", "finished", "failed", "interrupted")
 
@@ -190,9 +192,14 @@ def _history_metrics(history: list[dict]) -> dict:
 
 
 class RegistryCallback(Callback):
-    """Records one run: running at before_fit, then finished / failed / interrupted, and the
-    test metrics once summary.json is written (the engine's after_report event). The run
-    folder and config come from the learner; ``study`` names the study the run is part of."""
+    """Records one run: running as soon as its folder exists (so a run killed while it is being
+    built is listed), again at before_fit, then finished / failed / interrupted, and the test
+    metrics once summary.json is written (the engine's after_report event). The run folder and
+    config come from the learner; ``study`` names the study the run is part of.
+
+    A registry that cannot be used (a damaged file, a full disk) does not stop the run: the
+    registry is an index of run folders, the folder is the record; one warning says the run
+    will not be listed and what to do."""
 
     order = 5  # before the guards, so before_fit registers before anything can fail
     main_only = True
@@ -200,28 +207,43 @@ class RegistryCallback(Callback):
     def __init__(self, study: str | None = None, registry: Registry | None = None):
         self.study, self.registry = study, registry
         self.run_dir: Path | None = None
+        self.broken = False
+
+    def _record(self, action) -> None:
+        if self.broken:
+            return
+        try:
+            self.registry = self.registry or Registry()  # here: $CIFARLAB_HOME as the run starts
+            action(self.registry)
+        except (CifarlabError, sqlite3.Error) as exc:
+            self.broken = True
+            print(f"cifarlab: warning: the run registry cannot record this run ({exc}); training goes on, but "
+                  f"`cifarlab runs` will not list it", file=sys.stderr)
+
+    def run_folder_made(self, run_dir, config: dict) -> None:
+        self.run_dir = Path(run_dir)
+        self._record(lambda reg: reg.start(self.run_dir, config, self.study))
 
     def before_fit(self, learn) -> None:
         self.run_dir = Path(learn.run_dir)
-        self.registry = self.registry or Registry()  # here: $CIFARLAB_HOME as the run starts
-        self.registry.start(self.run_dir, learn.meta["config"], self.study)
+        self._record(lambda reg: reg.start(self.run_dir, learn.meta["config"], self.study))
 
     def after_fit_failed(self, learn) -> None:
         if self.run_dir is None:  # failed before this callback's before_fit: nothing recorded
             return
         exc = learn.error
         if isinstance(exc, KeyboardInterrupt):
-            self.registry.finish(self.run_dir, "interrupted", _history_metrics(learn.history),
-                                 error=f"interrupted after epoch {learn.epoch}")
+            self._record(lambda reg: reg.finish(self.run_dir, "interrupted", _history_metrics(learn.history),
+                                                error=f"interrupted after epoch {learn.epoch}"))
         else:
-            self.registry.finish(self.run_dir, "failed", _history_metrics(learn.history),
-                                 error=f"{type(exc).__name__}: {exc}")
+            self._record(lambda reg: reg.finish(self.run_dir, "failed", _history_metrics(learn.history),
+                                                error=f"{type(exc).__name__}: {exc}"))
 
     def after_fit(self, learn) -> None:
-        self.registry.finish(self.run_dir, "finished", _history_metrics(learn.history))
+        self._record(lambda reg: reg.finish(self.run_dir, "finished", _history_metrics(learn.history)))
 
     def after_report(self, learn) -> None:
-        self.registry.finish(self.run_dir, "finished", summary_metrics(learn.summary))
+        self._record(lambda reg: reg.finish(self.run_dir, "finished", summary_metrics(learn.summary)))
 
 
 def recorder(study: str | None = None) -> list[Callback]:

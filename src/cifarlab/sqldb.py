@@ -52,29 +52,15 @@ class Database:
 
     def query(self, sql: str, params: tuple = ()) -> list[dict]:
         """Run one statement; rows as dicts (empty for statements that return none)."""
-        for attempt in range(self.retries):
-            try:
-                with self._connection() as con:
-                    cur = con.execute(self._sql(sql), params)
-                    return [dict(r) for r in cur.fetchall()] if cur.description else []
-            except sqlite3.OperationalError as exc:
-                if not _is_lock_error(exc) or attempt == self.retries - 1:
-                    raise
-                time.sleep(min(0.05 * 2 ** attempt, 2.0))
-        return []
+        def run(con):
+            cur = con.execute(self._sql(sql), params)
+            return [dict(r) for r in cur.fetchall()] if cur.description else []
+        return self._retried(run)
 
     def create(self, schema: str) -> None:
         """``CREATE ... IF NOT EXISTS`` statements, safe when several workers start at once."""
         if not self.postgres:
-            for attempt in range(self.retries):
-                try:
-                    with self._connection() as con:
-                        con.executescript(schema)
-                    return
-                except sqlite3.OperationalError as exc:
-                    if not _is_lock_error(exc) or attempt == self.retries - 1:
-                        raise
-                    time.sleep(min(0.05 * 2 ** attempt, 2.0))
+            self._retried(lambda con: con.executescript(schema))
             return
         with self._connection() as con, con.transaction():
             # concurrent CREATE IF NOT EXISTS can still collide in pg_type: one at a time
@@ -94,6 +80,29 @@ class Database:
                 yield
             finally:
                 con.execute("SELECT pg_advisory_unlock(%s)", (zlib.crc32(name.encode()),))
+
+    def _retried(self, run):
+        """``run(connection)``, retried while SQLite is locked; a damaged or unusable SQLite
+        file is one CifarlabError line saying what to do (the file itself is left alone)."""
+        for attempt in range(self.retries):
+            try:
+                with self._connection() as con:
+                    return run(con)
+            except sqlite3.OperationalError as exc:
+                if _is_lock_error(exc) and attempt < self.retries - 1:
+                    time.sleep(min(0.05 * 2 ** attempt, 2.0))
+                    continue
+                if self.postgres or _is_lock_error(exc) or not _is_environment_error(exc):
+                    raise  # a lock that never cleared, or a program error (bad SQL): not the user's to fix
+                raise CifarlabError(f"the SQLite database {self.target} cannot be used ({exc}); check that its "
+                                    f"disk has space and the file is writable") from None
+            except sqlite3.DatabaseError as exc:  # "file is not a database", "disk image is malformed"
+                if self.postgres:
+                    raise
+                raise CifarlabError(f"the SQLite database {self.target} is damaged ({exc}); move it aside (e.g. "
+                                    f"mv {self.target} {self.target}.broken) and a fresh one is made on next "
+                                    f"use; run folders are not affected") from None
+        return []
 
     @contextlib.contextmanager
     def _connection(self) -> Iterator[Any]:
@@ -138,3 +147,9 @@ def _pg_types(schema: str) -> str:
 
 def _is_lock_error(exc: sqlite3.OperationalError) -> bool:
     return "locked" in str(exc) or "busy" in str(exc)
+
+
+def _is_environment_error(exc: sqlite3.OperationalError) -> bool:
+    """The file or its disk, not the SQL: full, read-only, unreadable, unopenable."""
+    text = str(exc).lower()
+    return any(m in text for m in ("disk", "full", "unable to open", "readonly", "read-only", "i/o"))

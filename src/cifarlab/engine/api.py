@@ -77,7 +77,8 @@ def _train_in(cfg: TrainConfig, callbacks, data, sync_bn: bool, run_dir: Path | 
             print(f"cifarlab: warning: {plan.describe()}", file=sys.stderr)
         if dist.is_main and cfg.progress:
             _say(_start_line(cfg, data, device, started, plan))
-        run_dir = dist.broadcast_object(_new_run(cfg, run_dir) if dist.is_main else None)
+        callbacks = list(callbacks)
+        run_dir = dist.broadcast_object(_new_run(cfg, run_dir, callbacks) if dist.is_main else None)
         learner = _build(cfg, data, device, run_dir, callbacks, dist, sync_bn)
         if plan is not None:
             learner.meta["time_budget"] = plan.to_dict()
@@ -146,8 +147,10 @@ def _plan_budget(cfg: TrainConfig, data, device: torch.device, started: float):
     return plan
 
 
-def _new_run(cfg: TrainConfig, run_dir: Path | None = None) -> Path:
+def _new_run(cfg: TrainConfig, run_dir: Path | None = None, callbacks=()) -> Path:
     run_dir = run_dir or new_run_dir(cfg)
+    for cb in callbacks:  # recorders list the run before its config.json exists: a kill from here on is seen
+        cb.run_folder_made(run_dir, cfg.to_dict())
     write_json(run_dir / "config.json", cfg.to_dict())
     return run_dir
 

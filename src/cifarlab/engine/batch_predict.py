@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from cifarlab.atomic import atomic_write_text, write_error
 from cifarlab.engine.predict import IMAGE_SUFFIXES, Prediction, Predictor
 from cifarlab.errors import CifarlabError
 
@@ -86,30 +87,45 @@ def predict_folder(predictor: Predictor, folder: str | Path, out: str | Path, to
     done = done_paths(out) if resume else set()
     todo = [p for p in paths if p not in done]
     report = BatchReport(out, len(paths), len(done & set(paths)))
-    out.parent.mkdir(parents=True, exist_ok=True)
     keep = resume and out.exists() and out.stat().st_size > 0
-    with out.open("a" if keep else "w", newline="", encoding="utf-8") as f:
-        if f.tell() == 0:
-            _write(f, [COLUMNS])
-        for start in range(0, len(todo), batch_size):
-            chunk = todo[start:start + batch_size]
-            preds = predictor.predict([folder / p for p in chunk], top_k=top_k, on_error="report")
-            rows = []
-            for rel, p in zip(chunk, preds):
-                if p.error:
-                    report.failed.append((rel, p.error))
-                else:
-                    rows.append(_row(rel, p))
-            _write(f, rows)
-            report.written += len(rows)
-            if on_batch:
-                on_batch(report, preds)
+    chunks = [todo[i:i + batch_size] for i in range(0, len(todo), batch_size)] or [[]]
+    try:
+        if not keep:  # a fresh CSV replaces any old one atomically, header and first batch together
+            rows, preds = _classify(predictor, folder, chunks.pop(0), top_k, report)
+            atomic_write_text(out, _lines([COLUMNS, *rows]))
+            _done(report, rows, preds, on_batch)
+        with out.open("a", newline="", encoding="utf-8") as f:
+            for chunk in chunks:
+                rows, preds = _classify(predictor, folder, chunk, top_k, report)
+                f.write(_lines(rows))
+                f.flush()  # whole rows at once, then flushed: a kill leaves at most one partial last line
+                _done(report, rows, preds, on_batch)
+    except OSError as exc:  # a full disk: the rows written so far stay, a resume does the rest
+        if (error := write_error(exc, out, then=f"it holds the {report.written} rows written so far; free some "
+                                                f"space and finish it with --resume")) is None:
+            raise
+        raise error from None
     return report
 
 
-def _write(f, rows: list[list]) -> None:
-    """Whole rows at once, then flushed: a kill leaves at most one partial last line."""
+def _classify(predictor: Predictor, folder: Path, chunk: list[str], top_k: int, report: BatchReport):
+    preds = predictor.predict([folder / p for p in chunk], top_k=top_k, on_error="report") if chunk else []
+    rows = []
+    for rel, p in zip(chunk, preds):
+        if p.error:
+            report.failed.append((rel, p.error))
+        else:
+            rows.append(_row(rel, p))
+    return rows, preds
+
+
+def _done(report: BatchReport, rows: list, preds: list, on_batch) -> None:
+    report.written += len(rows)
+    if on_batch and preds:
+        on_batch(report, preds)
+
+
+def _lines(rows: list[list]) -> str:
     buf = io.StringIO()
     csv.writer(buf, lineterminator="\n").writerows(rows)
-    f.write(buf.getvalue())
-    f.flush()
+    return buf.getvalue()

@@ -37,6 +37,8 @@ class Callback:
     def after_fit(self, learn) -> None: ...
     def after_fit_failed(self, learn) -> None: ...  # learn.error: the exception (Ctrl-C included)
     def after_report(self, learn) -> None: ...  # learn.summary: summary.json, test metrics included
+    # before the learner exists: a new run's folder was just made, its config.json comes next (main process)
+    def run_folder_made(self, run_dir, config: dict) -> None: ...
 
     def state_key(self) -> str:
         return type(self).__name__

@@ -21,6 +21,7 @@ the package runs from a git checkout.
 from __future__ import annotations
 
 import functools
+import io
 import math
 import pickle
 import platform
@@ -127,8 +128,10 @@ def _cpu_state(state: dict) -> dict:
 def save_checkpoint(ckpt: dict, path: str | Path) -> None:
     """Write atomically: a reader sees the old file or the new one, never half of one."""
     ckpt = _plain(ckpt)
+    buf = io.BytesIO()  # serialized here, written by Python: a full disk is an OSError atomic_path explains
+    torch.save(ckpt, buf)  # (torch's own file writer reports it as "basic_ios::clear")
     with atomic_path(path) as tmp:
-        torch.save(ckpt, tmp)
+        tmp.write_bytes(buf.getbuffer())
 
 
 def _plain(obj: Any, where: str = "checkpoint") -> Any:
@@ -249,10 +252,10 @@ def load_resumable(run_dir: str | Path) -> dict[str, Any] | None:
         if not (run_dir / "config.json").is_file():
             raise CifarlabError(f"{run_dir} has no last.pt or config.json to resume from; "
                                 "start the run again with `cifarlab train`")
-        if (run_dir / "best.pt").exists():  # a restart would write over it
-            raise CifarlabError(f"{run_dir} holds best.pt but no last.pt, so it cannot be resumed; evaluate "
-                                f"best.pt as it is, or train a new run")
-        return None
+        if _finished_epochs(run_dir):  # a restart would write over what they left (best.pt, metrics)
+            raise CifarlabError(f"{run_dir} records finished epochs but has no last.pt, so it cannot be resumed; "
+                                f"evaluate its best.pt as it is, or train a new run")
+        return None  # killed (or out of disk space) before its first last.pt: it restarts from config.json
     if not last.is_file():
         raise CifarlabError(f"{last} is not a file, so {run_dir} cannot be resumed; move it aside and resume "
                             "again, or train a new run")
@@ -269,6 +272,16 @@ def load_resumable(run_dir: str | Path) -> dict[str, Any] | None:
         raise CifarlabError(f"{last} lacks the training state a resume needs ({what} missing or malformed): "
                             f"it can be evaluated or served, not resumed; train a new run to go on")
     return ckpt
+
+
+def _finished_epochs(run_dir: Path) -> bool:
+    """Whether the folder holds the record of a finished epoch: a summary or a metrics row."""
+    if (run_dir / "summary.json").exists():
+        return True
+    try:
+        return bool((run_dir / "metrics.jsonl").read_text().strip())
+    except OSError:
+        return False
 
 
 def quantize_state(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
