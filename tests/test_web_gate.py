@@ -212,8 +212,8 @@ def test_serve_refuses_ports_it_cannot_listen_on_in_one_line(ckpt, monkeypatch, 
     served = []
     monkeypatch.setattr(uvicorn, "run", lambda app, **kw: served.append(kw))
     base = ["serve", "--no-runs", "--checkpoint", f"r20={ckpt}"]
-    for port, words in [("99999", "--port 99999 must be between 1 and 65535"),
-                        ("0", "--port 0 must be between 1 and 65535")]:
+    for port, words in [("99999", "--port 99999 must be between 0 and 65535"),
+                        ("-1", "--port -1 must be between 0 and 65535")]:
         assert main(base + ["--port", port]) == 1
         err = capsys.readouterr().err
         assert err.strip() == f"cifarlab: error: {words}"

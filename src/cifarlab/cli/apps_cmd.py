@@ -109,8 +109,8 @@ def _check_listen(host: str, port: int) -> None:
     import socket
 
     from cifarlab.errors import ConfigError
-    if not 1 <= port <= 65535:
-        raise ConfigError(f"--port {port} must be between 1 and 65535")
+    if not 0 <= port <= 65535:  # 0: any free port
+        raise ConfigError(f"--port {port} must be between 0 and 65535")
     try:
         family, kind, _, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
         with socket.socket(family, kind) as s:
