@@ -135,3 +135,19 @@ def test_every_row_on_file_says_when_where_and_how(monkeypatch):
         for row in results.read_rows(kind):
             missing = [k for k in ("date", "commit", "machine", "command") if not row.get(k)]
             assert not missing, f"results/{kind}.csv: a row without {missing}: {row}"
+
+
+def _append_many(args):
+    folder, worker = args
+    for seed in range(10):  # each worker brings its own column: every first row rewrites the header
+        results.append_row("busy", {"machine": "m", "command": "c", "seed": seed, f"col{worker}": worker}, folder)
+
+
+def test_concurrent_writers_lose_no_row(tmp_path):
+    import multiprocessing
+    with multiprocessing.get_context("fork").Pool(4) as pool:
+        pool.map(_append_many, [(str(tmp_path), w) for w in range(4)])
+    rows = results.read_rows("busy", tmp_path)
+    assert len(rows) == 40
+    for w in range(4):
+        assert sorted(r["seed"] for r in rows if r.get(f"col{w}") == w) == list(range(10))

@@ -34,6 +34,7 @@ readers then see no rows.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import datetime as _dt
 import io
@@ -151,6 +152,27 @@ def append_row(kind: str, row: dict, folder: str | Path | None = None) -> Path:
         row["commit"] = commit()
     path = _path(kind, folder)
     path.parent.mkdir(parents=True, exist_ok=True)
+    with _locked(path):  # another process's append or header rewrite waits for this one
+        return _append(path, kind, row, folder)
+
+
+@contextlib.contextmanager
+def _locked(path: Path):
+    """An exclusive lock on ``.<name>.lock`` beside ``path`` (POSIX; elsewhere none)."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: appends are single writes; a header rewrite may race
+        yield
+        return
+    with open(path.with_name(f".{path.name}.lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _append(path: Path, kind: str, row: dict, folder) -> Path:
     old_header: list[str] = []
     if path.exists() and path.stat().st_size:
         with path.open(newline="") as f:
