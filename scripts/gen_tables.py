@@ -50,7 +50,7 @@ def _wall(group: dict) -> str:
 
 def _members(group: dict, rows: list[dict]) -> list[dict]:
     same = [r for r in rows if all(r.get(k) == group.get(k) for k in results.GROUP_KEYS)
-            and results._series(r) == results._series(group)]
+            and results.series_key(r) == results.series_key(group)]
     return same
 
 

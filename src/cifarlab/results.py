@@ -233,7 +233,7 @@ def _without_seed(command: str) -> str:
     return re.sub(r"\s--(first-)?seeds?[ =]\S+", "", command or "")
 
 
-def _series(row: dict):
+def series_key(row: dict):
     """What makes rows one set of seeds: their ``series`` label when they have one (a benchmark
     run, or seeds run one by one and named alike), else the commit and the command without
     its seed flags."""
@@ -245,14 +245,14 @@ GROUP_KEYS = ("recipe", "set", "model", "budget_s", "machine")
 
 def seed_groups(rows: list[dict], keys: tuple[str, ...] = GROUP_KEYS) -> list[dict]:
     """Rows that differ only in their seed, gathered (same ``keys`` and the same series, see
-    ``_series``): each group is the first row's fields plus ``n`` (seeds), ``test_top1_pct``
+    ``series_key``): each group is the first row's fields plus ``n`` (seeds), ``test_top1_pct``
     (mean), ``test_top1_std`` (sample standard deviation, None for one seed), ``seeds``,
     ``commits`` (every commit in it, in order) and ``date`` (the latest)."""
     groups: dict[tuple, list[dict]] = {}
     for r in rows:
         if r.get("test_top1_pct") is None:
             continue
-        groups.setdefault((*(r.get(k) for k in keys), _series(r)), []).append(r)
+        groups.setdefault((*(r.get(k) for k in keys), series_key(r)), []).append(r)
     out = []
     for members in groups.values():
         accs = [m["test_top1_pct"] for m in members]
