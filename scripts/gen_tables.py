@@ -134,7 +134,20 @@ def make_train(folder=None) -> str:
                   out)
 
 
-TABLES = {"cpu-recipes": cpu_recipes, "cpu-goals": cpu_goals, "cpu-probes": cpu_probes, "make-train": make_train}
+def shipped_models(folder=None) -> str:
+    """The model files shipped in the package, with their measured test figures."""
+    out = []
+    for r in results.read_rows("shipped_models", folder):
+        top5 = f"{r['test_top5_pct']:.2f}%" if r.get("test_top5_pct") is not None else "-"
+        out.append([str(r["date"])[:10], f"`{r['file']}`", r["model"], r.get("weights") or "-",
+                    f"{r['test_top1_pct']:.2f}%", top5, f"`{r['recipe']}`" if r.get("recipe") else "-",
+                    _machine(r), str(r["commit"])])
+    return _table(["date", "file", "model", "weights", "test top-1", "top-5", "recipe", "trained on", "commit"],
+                  out)
+
+
+TABLES = {"cpu-recipes": cpu_recipes, "cpu-goals": cpu_goals, "cpu-probes": cpu_probes, "make-train": make_train,
+          "shipped-models": shipped_models}
 
 
 def render(text: str, folder=None) -> str:
