@@ -74,6 +74,7 @@ def test_reference_settings_are_the_writeups_for_every_model():
     assert spec.name.endswith("-reference")
 
 
+@pytest.mark.slow
 def test_every_low_resolution_setting_is_a_size_its_model_takes():
     """resolutions only for models without a fixed-size flatten: a forward pass at each side."""
     import torch

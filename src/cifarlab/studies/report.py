@@ -267,9 +267,31 @@ def _factor_blocks(out: Path, spec, runs, records, factor: str, can_plot: bool) 
     if spec.preset and preset:
         from cifarlab.studies.presets import get_preset
         ref = reference_cells(factor, preset)
+        side = side_by_side(factor, rows, preset.get(factor) or {})
+        if side:
+            blocks += [("h3", "ours beside the write-up"), ("table", *side),
+                       ("p", "The write-up validated on the test set and reported its last epoch; ours: the last "
+                             "epoch on our validation split, and the test set once at the end.")]
         if ref:
             blocks += [("h3", get_preset(spec.preset)["label"]), ("table", *ref)]
     return blocks
+
+
+def side_by_side(factor: str, rows: list[dict], table: dict) -> tuple[list[str], list[list[str]]] | None:
+    """Per value: our test and validation accuracy, train accuracy and seconds beside the
+    write-up's (its "val" is the test set)."""
+    if not table:
+        return None
+    head = [factor, "test acc (ours)", "val acc (ours)", "val acc (write-up)", "train acc (ours)",
+            "train acc (write-up)", "time s (ours)", "time s (write-up)"]
+    body = []
+    for r in rows:
+        ref = table.get(r["value"])
+        body.append([_value_text(r["value"]), _pm(r["test_acc_mean"], r["test_acc_std"]),
+                     _pm(r["val_acc_mean"], r["val_acc_std"]), f"{ref[1]:.4f}" if ref else "—",
+                     _pm(r["train_acc_mean"], r["train_acc_std"]), f"{ref[0]:.4f}" if ref else "—",
+                     _pm(r["time_s_mean"], r["time_s_std"], 0), f"{ref[4]:.0f}" if ref else "—"])
+    return head, body
 
 
 def _preset_tables(spec: StudySpec) -> dict | None:
@@ -460,15 +482,21 @@ def value_figure(spec: StudySpec, rows: list[dict], factor: str, path: Path, ref
     xs = list(values) if numeric else list(range(len(values)))
     fig, ax = plt.subplots(figsize=(6.4, 4))
     drawn = False
-    for key, label, fmt in (("test_acc", "test (ours)", "o-"), ("best_val_acc", "best validation (ours)", "s--")):
-        pts = [(x, r[f"{key}_mean"], r[f"{key}_std"] or 0.0) for x, r in zip(xs, rows) if r[f"{key}_mean"] is not None]
+    series = (("test_acc", "test (ours)", "o-" if numeric else "o", -0.06),
+              ("best_val_acc", "best validation (ours)", "s--" if numeric else "s", 0.06))
+    for key, label, fmt, shift in series:  # categories: points side by side, no line between them
+        pts = [(x if numeric else x + shift, r[f"{key}_mean"], r[f"{key}_std"] or 0.0)
+               for x, r in zip(xs, rows) if r[f"{key}_mean"] is not None]
         if pts:
             drawn = True
             ax.errorbar([p[0] for p in pts], [p[1] for p in pts], yerr=[p[2] for p in pts], fmt=fmt, capsize=4,
                         label=label + (" mean ± std" if max(r["n"] for r in rows) > 1 else ""))
+    if not drawn:
+        ax.text(0.5, 0.5, "no run finished yet", transform=ax.transAxes, ha="center", color="grey")
     if reference:
         ref = [(x, reference[v][1]) for x, v in zip(xs, values) if v in reference]
         if ref:
+            drawn = True
             ax.plot([p[0] for p in ref], [p[1] for p in ref], "D", mfc="none", color="grey",
                     label="write-up (its validation = test set)")
     base = [x for x, r in zip(xs, rows) if _is_base(spec, factor, r["value"])]
@@ -476,7 +504,8 @@ def value_figure(spec: StudySpec, rows: list[dict], factor: str, path: Path, ref
         ax.axvline(x, color="grey", lw=0.8, ls=":")
         ax.annotate("base", (x, 1.0), xycoords=("data", "axes fraction"), xytext=(3, -12),
                     textcoords="offset points", fontsize=8, color="grey")
-    if numeric and min(xs) > 0 and max(xs) / min(xs) >= 10:
+    if numeric and drawn and min(xs) > 0 and max(xs) / min(xs) >= 10:
+        ax.set_xlim(min(xs) / 1.3, max(xs) * 1.3)  # every value in view, drawn or not (a diverged one)
         ax.set_xscale("log", base=2 if all(isinstance(v, int) for v in values) else 10)
     if numeric:
         ax.set_xticks(xs)
@@ -485,7 +514,9 @@ def value_figure(spec: StudySpec, rows: list[dict], factor: str, path: Path, ref
     else:
         ax.set_xticks(xs)
         ax.set_xticklabels([_value_text(v) for v in values])
+        ax.set_xlim(-0.5, len(xs) - 0.5)
     ax.set_xlabel(factor)
+    ax.set_ylim(0, 1.03)
     ax.set_ylabel("top-1 accuracy")
     ax.set_title(f"accuracy by {factor}")
     ax.grid(alpha=0.3)
