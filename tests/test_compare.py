@@ -196,3 +196,20 @@ def test_cli_compare_report_only_and_errors(tmp_path, results_dir, capsys):
     assert main(["compare", "--list-settings"]) == 0
     listing = capsys.readouterr().out
     assert all(f"{m}: " in listing for m in WRITEUP_MODELS) and "time_budget=600.0" in listing
+
+
+@pytest.mark.slow
+def test_two_workers_share_a_comparison_over_storage(tmp_path, results_dir):
+    """--storage as in `study`: each run trained once whichever worker asks; each row once."""
+    data = random_cifar(n_train=32, n_test=16, val=16, seed=2)
+    spec = build_compare_spec(["lenet5", "lenet5_modern"], time_budget=0, sets={**TINY, "epochs": 1})
+    storage, out = f"sqlite:///{tmp_path / 'claims.db'}", tmp_path / "shared"
+    taken = {}
+    first = run_compare(spec, out, data=data, storage=storage, heartbeat=1,
+                        on_run=lambda i, n, r, s: taken.update({r.name: s}))
+    second = run_compare(spec, out, data=data, storage=storage, heartbeat=1)
+    assert taken == {"lenet5-s0": "start", "lenet5_modern-s0": "start"}
+    assert second.trained == [] and sorted(second.elsewhere + second.skipped) == ["lenet5-s0", "lenet5_modern-s0"]
+    rows = list(csv.DictReader((results_dir / "compare.csv").open()))
+    assert sorted(r["model"] for r in rows) == ["lenet5", "lenet5_modern"]
+    assert first.waiting == [] and (out / "report.html").exists()
