@@ -351,3 +351,17 @@ def test_resume_refuses_a_broken_run_folder_without_touching_it(tmp_path, damage
     if damage != "optimizer-junk":  # the CLI too, before any data is loaded
         _one_line(main(["train", "--resume", str(run)]), capsys.readouterr().err)
         assert _snapshot(run) == before
+
+
+def test_a_run_whose_first_last_pt_never_got_written_restarts(tmp_path):
+    """A full disk between best.pt and the first last.pt: no epoch is on record, so it restarts."""
+    from cifarlab.engine.checkpoint import load_resumable
+    run = tmp_path / "r"
+    run.mkdir()
+    (run / "config.json").write_text("{}")
+    write_checkpoint(run / "best.pt")
+    (run / "metrics.jsonl").write_text("")
+    assert load_resumable(run) is None
+    (run / "metrics.jsonl").write_text('{"epoch": 1}\n')
+    with pytest.raises(CifarlabError, match="finished epochs but has no last.pt"):
+        load_resumable(run)
