@@ -149,3 +149,21 @@ def test_runs_rm_and_prune(tmp_path, monkeypatch, capsys):
     assert not failed["path"].exists() and [r["name"] for r in reg.list()] == ["keep"]
     assert main(["runs", "rm", str(keep["id"]), "--delete-folder"]) == 0
     assert not keep["path"].exists() and reg.list() == []
+
+
+def test_runs_lists_own_runs_and_one_line_per_study(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("CIFARLAB_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("COLUMNS", "200")
+    reg = Registry()
+    _run(tmp_path, reg, "mine")
+    _run(tmp_path, reg, "small", subset=1000, top1=0.25)
+    for i in range(3):
+        _run(tmp_path, reg, f"lr={i}-s0", study="lr-study", status="finished" if i else "failed")
+    assert main(["runs"]) == 0
+    out = capsys.readouterr().out
+    assert "mine" in out and "lr=1-s0" not in out
+    assert "lr-study: 3 runs, 2 finished" in out
+    assert "0.2500 (subset 1,000)" in out
+    assert main(["runs", "--study", "lr-study"]) == 0
+    listed = capsys.readouterr().out
+    assert all(f"lr={i}-s0" in listed for i in range(3)) and "mine" not in listed

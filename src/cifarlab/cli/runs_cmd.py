@@ -54,7 +54,10 @@ def run_runs_cmd(args) -> int:
         return 0
     rows = reg.list(model=args.model, status=args.status)
     own = [r for r in rows if not r["study"]][:args.limit] if args.limit else [r for r in rows if not r["study"]]
-    _print_runs(own, reg)
+    if own:
+        _print_runs(own, reg)
+    else:
+        print(f"No runs of your own in {reg} yet: `cifarlab train` makes one.")
     _print_studies([r for r in rows if r["study"]])
     return 0
 
@@ -86,7 +89,7 @@ def _print_studies(rows: list[dict]) -> None:
     for r in rows:
         studies.setdefault(r["study"], []).append(r)
     from rich.console import Console
-    console = Console(highlight=False)
+    console = Console(highlight=False, soft_wrap=True)
     console.print("Runs of studies and searches (left out of the apps' menus):")
     for study, members in studies.items():
         done = sum(r["status"] == "finished" for r in members)
