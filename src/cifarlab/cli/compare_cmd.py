@@ -23,8 +23,9 @@ def register(subparsers) -> None:
                    help="wall time of each run (e.g. 10min, 600); 0 = each model's planned epochs")
     p.add_argument("--seeds", type=int, default=1, help="seeds per model (mean ± std over them)")
     p.add_argument("--settings", default="cpu", choices=("cpu", "reference"),
-                   help="cpu: cifarlab's settings for each model; reference: the write-up's (Adam 1e-3, batch 32, "
-                        "no augmentation) for all")
+                   help="cpu: cifarlab's settings for each model (--list-settings); reference: the write-up's "
+                        "(Adam 1e-3, batch 32, no augmentation, constant lr) for all, with --time-budget 0 its 10 "
+                        "epochs")
     p.add_argument("--set", dest="set_values", action="append", default=[], metavar="KEY=VALUE",
                    help="a TrainConfig field for every model, over its own settings, e.g. --set data=PATH")
     p.add_argument("--train-subset", type=int, help="train on only this many images (a reduced comparison)")

@@ -153,15 +153,17 @@ def reproduce_command(spec: StudySpec, out: str | Path) -> str:
     # a --set replaces that setting for every model: a model's own setting missing says it was given
     own = (spec.value_settings or {}).get("model", {})
     sets = {k: spec.base.get(k) for m in models for k in model_settings(m, settings) if k not in own.get(m, {})}
+    named = True
     try:
         plain = build_compare_spec(models, time_budget=spec.base.get("time_budget") or 0, seeds=len(spec.seeds),
-                                   settings=settings, name=spec.name, sets=sets, **spec.reduced)
+                                   settings=settings, sets=sets, **spec.reduced)
+        named = plain.name != spec.name
         sets.update({k: v for k, v in spec.base.items() if k not in ("model", "name", "runs_dir", "progress")
                      and k not in spec.reduced and plain.base.get(k) != v})
     except ConfigError:
         pass
     args += [a for k, v in sets.items() for a in ("--set", f"{k}={_set_text(v)}")]
-    args += ["--name", spec.name, "--out", str(out)]
+    args += (["--name", spec.name] if named else []) + ["--out", str(out)]
     return shlex.join(args)
 
 
