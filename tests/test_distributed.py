@@ -108,7 +108,7 @@ def test_cli_nproc_trains_and_only_rank_0_reports(tmp_path, capfd):
     runs = tmp_path / "runs"
     args = ["train", "--data", str(data), "--model", "lenet5", "--epochs", "1", "--batch-size", "20",
             "--val", "20", "--runs-dir", str(runs), "--name", "cli", "--no-tensorboard", "--no-plots",
-            "--no-progress", "--augment", "none", "--nproc", "2"]
+            "--no-progress", "--augment", "none", "--nproc", "2", "--json"]
     assert main(args) == 0
     out = capfd.readouterr().out
     reports = [line for line in out.splitlines() if line.startswith("{")]

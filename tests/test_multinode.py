@@ -39,7 +39,7 @@ def _args(data: str, runs: str, name: str) -> list[str]:
     return ["train", "--data", data, "--model", "lenet5", "--epochs", "3", "--batch-size", "32", "--val", "40",
             "--runs-dir", runs, "--name", name, "--no-tensorboard", "--no-plots", "--no-progress",
             "--augment", "none", "--seed", "3", "--set", "lr=0.05", "--set", "optimizer=sgd",
-            "--set", "schedule=constant"]
+            "--set", "schedule=constant", "--json"]
 
 
 def _node(port: int, args: list[str], home) -> subprocess.Popen:
