@@ -167,3 +167,12 @@ def test_runs_lists_own_runs_and_one_line_per_study(tmp_path, monkeypatch, capsy
     assert main(["runs", "--study", "lr-study"]) == 0
     listed = capsys.readouterr().out
     assert all(f"lr={i}-s0" in listed for i in range(3)) and "mine" not in listed
+
+
+def test_export_refuses_a_missing_output_folder_and_never_writes_into_the_package(tmp_path, monkeypatch, capsys):
+    missing = tmp_path / "no" / "such"
+    assert main(["export", "default", "-o", str(missing / "x.onnx")]) == 1
+    assert "does not exist" in capsys.readouterr().err and not missing.parent.exists()
+    from cifarlab.cli.export_cmd import output_path
+    monkeypatch.chdir(tmp_path)
+    assert output_path(resolve("default"), None) == Path("default.onnx")  # here, not beside assets/default.pt
