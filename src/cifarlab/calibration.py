@@ -157,17 +157,23 @@ def read_sidecar(checkpoint: str | Path) -> dict | None:
     return data
 
 
-def temperature_for(meta: dict) -> float | None:
-    """The temperature of a loaded checkpoint's meta (its ``calibration`` entry, else a
-    sidecar beside its file), or None when it has none."""
+def calibration_of(meta: dict) -> dict | None:
+    """A loaded checkpoint's calibration: its ``calibration`` entry, else the sidecar beside
+    its file; None when it has none (or one without a usable temperature)."""
     cal = meta.get("calibration")
     if not isinstance(cal, dict) and meta.get("path") and str(meta["path"]).endswith(".pt"):
         if Path(meta["path"]).is_file():
             cal = read_sidecar(meta["path"])
     t = cal.get("temperature") if isinstance(cal, dict) else None
     if isinstance(t, (int, float)) and not isinstance(t, bool) and math.isfinite(t) and t > 0:
-        return float(t)
+        return cal
     return None
+
+
+def temperature_for(meta: dict) -> float | None:
+    """The temperature of a loaded checkpoint's meta (``calibration_of``), or None."""
+    cal = calibration_of(meta)
+    return float(cal["temperature"]) if cal else None
 
 
 def store_in_checkpoint(path: str | Path, calibration: dict) -> None:

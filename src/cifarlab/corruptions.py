@@ -315,8 +315,9 @@ def evaluate_corruptions(checkpoint, data=None, kinds=DEFAULT_KINDS, severities=
 
     ``{"clean_accuracy", "kinds", "severities", "accuracy": {kind: [per severity]},
     "seconds": {kind: [per severity]}, "mean_corruption_accuracy", "relative_drop", "n",
-    "seed"}``; seconds count making the copy and classifying it. ``limit`` keeps the first
-    N test pictures (a quick look). ``progress(kind, severity, accuracy, seconds)`` is
+    "seed"}``; seconds count making the copy and classifying it. ``limit`` keeps N test
+    pictures drawn at random (seeded; test splits are often sorted by class, so the first N
+    could be one class): a quick look. ``progress(kind, severity, accuracy, seconds)`` is
     called after each copy.
     """
     from cifarlab.calibration import collect_logits
@@ -339,8 +340,9 @@ def evaluate_corruptions(checkpoint, data=None, kinds=DEFAULT_KINDS, severities=
                             f"{meta['classes'][:3]}...; evaluate on the data set it was trained on")
     test = data.test
     images, labels = np.asarray(test.images), np.asarray(test.labels)
-    if limit:
-        images, labels = images[:limit], labels[:limit]
+    if limit and limit < len(labels):
+        keep = np.sort(np.random.default_rng(seed).choice(len(labels), size=limit, replace=False))
+        images, labels = images[keep], labels[keep]
     if len(labels) == 0:
         raise CifarlabError("the test split is empty; nothing to corrupt")
     norm = meta["normalize"]

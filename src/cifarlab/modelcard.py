@@ -70,6 +70,7 @@ def build_card(summary: dict, confusion=None, classes: list[str] | None = None,
             "n_bins": cal.get("n_bins"), "temperature": cal.get("temperature"),
             "ece_before": cal["before"]["ece"], "mce_before": cal["before"]["mce"],
             "ece_after": (cal.get("after") or {}).get("ece"), "mce_after": (cal.get("after") or {}).get("mce"),
+            "fitted_on": cal.get("fitted_on"),
             "note": None if cal.get("temperature") else "no validation split: no temperature fitted"}
     elif cal.get("error"):
         card["calibration"] = {"error": cal["error"]}
@@ -111,7 +112,7 @@ def render_markdown(card: dict) -> str:
     elif cal:
         lines += [f"Expected calibration error ({cal['n_bins']} bins): {_pct(cal['ece_before'])} raw"
                   + (f", {_pct(cal['ece_after'])} after temperature scaling (T = {cal['temperature']:.3f}, "
-                     f"fitted on the validation split)" if cal.get("temperature") else f" ({cal['note']})")
+                     f"fitted on: {_fitted(cal.get('fitted_on'))})" if cal.get("temperature") else f" ({cal['note']})")
                   + f". Maximum calibration error: {_pct(cal['mce_before'])} raw"
                   + (f", {_pct(cal['mce_after'])} scaled." if cal.get("mce_after") is not None else "."), ""]
     else:
@@ -126,15 +127,20 @@ def render_markdown(card: dict) -> str:
         lines += ["not measured yet: run `cifarlab evaluate RUN --corruptions`.", ""]
     tr = card["training"]
     data = tr.get("data") or {}
+    counts = data.get("counts") if isinstance(data.get("counts"), dict) else data
+    sizes = ", ".join(f"{k} {counts[k]}" for k in ("train", "val", "test") if isinstance(counts.get(k), int))
+    budget = [f"{tr['epochs_run']} of {tr['epochs_planned']} epochs" if tr.get("epochs_run") is not None else None,
+              f"{tr['steps']} steps" if tr.get("steps") is not None else None,
+              f"{tr['training_time_s']} s" if tr.get("training_time_s") is not None else None]
+    where = (tr.get("hardware") or {}).get("device_name") or (tr.get("hardware") or {}).get("device")
     lines += ["## Training", "",
-              f"Data: {data.get('source') or data.get('format') or 'n/a'}"
-              + (f" (train {data['counts']['train']}, val {data['counts'].get('val')}, "
-                 f"test {data['counts']['test']})" if isinstance(data.get('counts'), dict)
-                 and isinstance(data['counts'].get('train'), int) else "") + ".",
-              f"Budget: {tr.get('epochs_run')} of {tr.get('epochs_planned')} epochs, {tr.get('steps')} steps, "
-              f"{tr.get('training_time_s')} s" + (f" on {tr['hardware'].get('device_name') or tr['hardware'].get('device')}"
-                                                   if tr.get("hardware") else "") + ".", ""]
+              f"Data: {data.get('source') or data.get('format') or 'n/a'}" + (f" ({sizes})" if sizes else "") + ".",
+              "Budget: " + (", ".join(b for b in budget if b) or "n/a") + (f" on {where}" if where else "") + ".", ""]
     return "\n".join(lines)
+
+
+def _fitted(where) -> str:
+    return {"val": "the validation split", None: "unknown"}.get(where, str(where))
 
 
 def _read_json(path: Path) -> dict | None:

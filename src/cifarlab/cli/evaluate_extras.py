@@ -75,8 +75,14 @@ def _card(result: dict, extras: dict, out_dir: Path) -> list[Path]:
     from cifarlab import modelcard
     if (out_dir / "summary.json").is_file():
         return modelcard.write_run_card(out_dir)
-    summary = {"model": result.get("model"), "run_dir": str(Path(result["checkpoint"]).with_suffix("")),
-               "test": {k: result.get(k) for k in ("n", "top1", "top5", "tta", "per_class")}}
+    from cifarlab.engine.checkpoint import load_checkpoint
+    ckpt = load_checkpoint(result["checkpoint"])
+    prov, cfg = ckpt.get("provenance") or {}, ckpt.get("config") or {}
+    summary = {"model": result.get("model"), "recipe": cfg.get("recipe"),
+               "test": {k: result.get(k) for k in ("n", "top1", "top5", "tta", "per_class")},
+               "data": prov.get("data") or {"source": cfg.get("data")}, "epochs_run": ckpt.get("epoch"),
+               "epochs_planned": cfg.get("epochs"), "training_time_s": prov.get("training_time_s"),
+               "hardware": prov.get("hardware"), "versions": ckpt.get("versions")}
     conf = result.get("confusion")
     card = modelcard.build_card(summary, conf, result.get("classes"), calibration=result.get("calibration"),
                                 corruptions=extras.get("corruptions"), name=Path(result["checkpoint"]).stem)

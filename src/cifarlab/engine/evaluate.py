@@ -124,10 +124,11 @@ class _LogitRecorder(torch.nn.Module):
 
 def _calibration(logits: np.ndarray, labels: np.ndarray, meta: dict) -> dict:
     """ECE/MCE/NLL of the split, raw and (when the checkpoint has one) with its temperature."""
-    from cifarlab.calibration import N_BINS, calibration_bins, nll, softmax, temperature_for
-    t = temperature_for(meta)
-    out = {"n_bins": N_BINS, "temperature": t, "before": {**calibration_bins(softmax(logits), labels),
-                                                          "nll": nll(logits, labels)}}
+    from cifarlab.calibration import N_BINS, calibration_bins, calibration_of, nll, softmax
+    cal = calibration_of(meta) or {}
+    t = float(cal["temperature"]) if cal else None
+    out = {"n_bins": N_BINS, "temperature": t, "fitted_on": cal.get("fitted_on"),
+           "before": {**calibration_bins(softmax(logits), labels), "nll": nll(logits, labels)}}
     if t:
         out["after"] = {**calibration_bins(softmax(logits, t), labels), "nll": nll(logits, labels, t)}
     return out
