@@ -257,3 +257,23 @@ def test_batcher_runs_other_work_between_forwards():
     with pytest.raises(ZeroDivisionError):
         failing.result(5)
     batcher.close()
+
+
+def test_probabilities_are_temperature_scaled_unless_raw_is_asked(tmp_path):
+    """A checkpoint with a temperature: the API's probabilities are the Predictor's calibrated
+    ones, and with raw_probs=true the model's own softmax (Predictor(raw_probs=True))."""
+    from cifarlab.calibration import store_in_checkpoint
+    path = write_checkpoint(tmp_path / "warm.pt", top1=0.5, seed=3)
+    store_in_checkpoint(path, {"temperature": 0.4})
+    data = _png("RGB", (300, 200), (40, 160, 90))
+    with _client(path) as c:
+        scaled = c.post("/api/predict", files={"file": ("a.png", data, "image/png")}).json()
+        raw = c.post("/api/predict", files={"file": ("a.png", data, "image/png")}, data={"raw_probs": "true"}).json()
+    assert scaled["temperature"] == raw["temperature"] == 0.4
+    assert scaled["calibrated"] is True and raw["calibrated"] is False
+    for answer, predictor in ((scaled, Predictor(path)), (raw, Predictor(path, raw_probs=True))):
+        expected = predictor.predict([data])[0].probabilities
+        got = answer["results"][0]["probabilities"]
+        assert list(got) == list(expected)
+        np.testing.assert_allclose(list(got.values()), list(expected.values()), atol=2e-6)
+    assert max(scaled["results"][0]["probabilities"].values()) > max(raw["results"][0]["probabilities"].values())

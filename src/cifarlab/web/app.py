@@ -93,7 +93,7 @@ class _Service:
         self._pool = ThreadPoolExecutor(max(1, limits.decode_threads), thread_name_prefix="decode",
                                         initializer=_lower_priority)
         self._batchers: dict[str, MicroBatcher] = {}
-        self._ready: dict[str, tuple[MicroBatcher, list[str]]] = {}
+        self._ready: dict[str, tuple[MicroBatcher, list[str], float | None]] = {}  # + classes, temperature
         self._lock = threading.Lock()
 
     def lifespan(self, preload: bool):
@@ -109,12 +109,12 @@ class _Service:
             self._pool.shutdown(wait=False, cancel_futures=True)
         return span
 
-    def ready_batcher(self, name: str) -> tuple[MicroBatcher, list[str]] | None:
+    def ready_batcher(self, name: str) -> tuple[MicroBatcher, list[str], float | None] | None:
         """The batcher of an already loaded model, without leaving the event loop; else None."""
         entry = self.catalog.resolve(name)  # unknown names raise here, before any loading
         return self._ready.get(f"{entry.name}\0{entry.path}")
 
-    def batcher(self, name: str) -> tuple[MicroBatcher, list[str]]:
+    def batcher(self, name: str) -> tuple[MicroBatcher, list[str], float | None]:
         entry = self.catalog.resolve(name)
         predictor = self.catalog.predictor(entry.name)  # loads once, under the catalog's lock
         key = f"{entry.name}\0{entry.path}"
@@ -124,7 +124,7 @@ class _Service:
                 predictor.probabilities([np.zeros((32, 32, 3), np.uint8)])
                 self._batchers[key] = MicroBatcher(predictor.probabilities, self.limits.max_batch,
                                                    self.limits.max_wait_ms / 1000, entry.name)
-                self._ready[key] = (self._batchers[key], predictor.classes)
+                self._ready[key] = (self._batchers[key], predictor.classes, getattr(predictor, "temperature", None))
         return self._ready[key]
 
     async def examples(self) -> list:
@@ -132,7 +132,7 @@ class _Service:
         from cifarlab.web.examples import find_examples
         if not self.catalog.entries():
             return []
-        _, classes = self.ready_batcher(self.catalog.first().name) or await asyncio.to_thread(
+        _, classes, _ = self.ready_batcher(self.catalog.first().name) or await asyncio.to_thread(
             self.batcher, self.catalog.first().name)
         key = tuple(classes)
         if key not in self._examples:
@@ -219,9 +219,9 @@ class _Service:
         return [_heat_data_url(h, size) for h, size in zip(heats, sizes)]
 
     async def predict(self, name: str, blobs: list[tuple[str, bytes]], top_k: int, view: bool,
-                      explain: bool = False) -> dict:
+                      explain: bool = False, raw_probs: bool = False) -> dict:
         start = time.perf_counter()
-        batcher, classes = self.ready_batcher(name) or await asyncio.to_thread(self.batcher, name)
+        batcher, classes, temperature = self.ready_batcher(name) or await asyncio.to_thread(self.batcher, name)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.limits.work_timeout_s
         items = await self.decode_all(blobs, view, deadline)
@@ -234,7 +234,11 @@ class _Service:
         try:
             async with asyncio.timeout_at(deadline):
                 result = await asyncio.wrap_future(batcher.submit(arrays))
-                for it, row in zip(good, result.probabilities):
+                # the batcher's probabilities are temperature-scaled when the model has a temperature
+                probabilities = result.probabilities
+                if raw_probs and temperature:
+                    probabilities = _untempered(probabilities, temperature)
+                for it, row in zip(good, probabilities):
                     it.update(_ranked(classes, row, top_k))
                 if explain:
                     heats = await asyncio.wrap_future(batcher.call(lambda: self.heat_maps(
@@ -245,7 +249,8 @@ class _Service:
             raise Refused(503, f"the model did not answer within {self.limits.work_timeout_s:g} s; "
                                f"the server is overloaded, retry in a moment") from None
         done = time.perf_counter()
-        return {"model": name, "top_k": top_k, "results": [_shaped(it) for it in items],
+        return {"model": name, "top_k": top_k, "temperature": temperature,
+                "calibrated": bool(temperature) and not raw_probs, "results": [_shaped(it) for it in items],
                 "batch_size": result.batch_size,
                 "timing_ms": {"decode": round((decoded - start) * 1000, 2),
                               "inference": round(result.compute_s * 1000, 2),
@@ -268,6 +273,14 @@ def _small(blobs: list[tuple[str, bytes]], headers: list) -> bool:
     good = [h for h in headers if isinstance(h, Header)]
     return (sum(len(b) for _, b in blobs) <= _INLINE_BYTES and sum(h.cost for h in good) <= _INLINE_COST
             and sum(h.work for h in good) <= _INLINE_WORK)
+
+
+def _untempered(probabilities: np.ndarray, temperature: float) -> np.ndarray:
+    """The model's own softmax from the temperature-scaled one: softmax(z / T) ** T, normalized,
+    is softmax(z) (the per-picture constant of the log cancels), computed in float64."""
+    logp = np.log(np.clip(probabilities.astype(np.float64), 1e-300, None)) * temperature
+    e = np.exp(logp - logp.max(axis=1, keepdims=True))
+    return (e / e.sum(axis=1, keepdims=True)).astype(np.float32)
 
 
 def _ranked(classes: list[str], row: np.ndarray, top_k: int) -> dict:

@@ -42,7 +42,10 @@ def add_routes(app, service) -> None:
                       explain: bool = Form(False, description="add `heat`: where the model looked for its class "
                                                               "(Grad-CAM), a PNG data URL with the picture's aspect "
                                                               "ratio, coloured, its alpha the weight to lay it over "
-                                                              "the picture with")):
+                                                              "the picture with"),
+                      raw_probs: bool = Form(False, description="the model's own probabilities, without the "
+                                                                "temperature fitted on its validation split (see "
+                                                                "`temperature` and `calibrated` in the answer)")):
         files = file or []
         if not files:
             raise HTTPException(422, "no picture in the request; send one or more 'file' fields")
@@ -54,7 +57,7 @@ def add_routes(app, service) -> None:
             name = model or service.catalog.first().name
             blobs = [(f.filename or f"upload {i + 1}", await f.read()) for i, f in enumerate(files)]
             # a ready JSONResponse skips FastAPI's per-field encoding of the result
-            return JSONResponse(await service.predict(name, blobs, top_k, view, explain))
+            return JSONResponse(await service.predict(name, blobs, top_k, view, explain, raw_probs))
         except Refused as exc:  # 413 too large, 415 not a picture, 503 busy: one line each
             retry = {"Retry-After": "1"} if exc.status == 503 else None
             return JSONResponse({"detail": exc.detail}, exc.status, headers=retry)
