@@ -54,6 +54,7 @@ def _full_disk_for(monkeypatch, method: str, match=lambda path: True):
 
 
 # ---------------------------------------------------------------- hole 8: a full disk
+@pytest.mark.slow
 def test_train_on_a_full_disk_is_one_line_and_keeps_the_last_checkpoint(data_dir, tmp_path, monkeypatch, capsys):
     runs = tmp_path / "runs"
     assert main(["train", "--data", str(data_dir), "--epochs", "1", "--runs-dir", str(runs), "--name", "a", *FAST]) == 0
@@ -150,6 +151,7 @@ def test_runs_with_a_corrupt_registry_says_what_to_do_in_one_line(corrupt_regist
     assert corrupt_registry.read_bytes().startswith(b"this is not")  # left as it was, for the user to look at
 
 
+@pytest.mark.slow
 def test_train_with_a_corrupt_registry_goes_on_with_a_warning(corrupt_registry, data_dir, tmp_path, capsys):
     runs = tmp_path / "runs"
     assert main(["train", "--data", str(data_dir), "--epochs", "1", "--runs-dir", str(runs), "--name", "a", *FAST]) == 0
@@ -160,6 +162,7 @@ def test_train_with_a_corrupt_registry_goes_on_with_a_warning(corrupt_registry, 
 
 
 # ---------------------------------------------------------------- hole 9: a run killed at once
+@pytest.mark.slow
 def test_a_run_killed_right_after_its_folder_appears_is_listed(data_dir, tmp_path):
     runs = tmp_path / "runs"
     env = {**os.environ, "CIFARLAB_HOME": str(tmp_path / "home")}
