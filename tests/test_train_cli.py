@@ -165,6 +165,7 @@ def test_a_training_says_how_long_it_takes_and_ends_with_a_sentence(data_dir, tm
 @pytest.mark.parametrize("argv, words", [
     (["--lr", "nan"], "not a finite number"), (["--lr", "inf"], "not a finite number"),
     (["--set", "lr=nan"], "nan"), (["--config", "."], "a folder"), (["--config", "nope.json"], "no such file"),
+    (["--train-subset", "-3"], "train_subset = -3"), (["--weight-decay", "-1"], "weight_decay = -1"),
 ])
 def test_numbers_and_files_are_checked_before_any_work(data_dir, tmp_path, capsys, argv, words):
     try:

@@ -231,15 +231,20 @@ def main_job_recipe(device: str | None = None) -> str:
 
 
 def check_numbers(cfg) -> None:
-    """Every number of the config finite, before any work starts (``--set lr=nan`` included)."""
+    """Every number of the config finite and not negative (no setting has a meaning below 0),
+    before any work starts: ``--set lr=nan`` and ``--train-subset -3`` included."""
     import dataclasses
     import math
 
     from cifarlab.errors import ConfigError
     for f in dataclasses.fields(cfg):
         value = getattr(cfg, f.name)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            continue
         if isinstance(value, float) and not math.isfinite(value):
             raise ConfigError(f"{f.name} = {value}: give a finite number")
+        if value < 0:
+            raise ConfigError(f"{f.name} = {value}: must be 0 or more")
 
 
 def parse_set(items: list[str]) -> dict:
