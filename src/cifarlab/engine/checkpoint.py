@@ -27,7 +27,6 @@ import pickle
 import platform
 import random
 import re
-import sys
 import warnings
 import zipfile
 from pathlib import Path
