@@ -18,8 +18,8 @@ from cifarlab.engine import Callback, TrainingInterrupted
 from cifarlab.errors import ConfigError, ModelError
 from cifarlab.runlog import Registry
 from cifarlab.studies import load_spec, plan, write_report
-from cifarlab.studies.compare import (CPU_COMMON, CPU_MODEL_SETTINGS, WRITEUP_MODELS, build_compare_spec,
-                                      run_compare)
+from cifarlab.studies.compare import CPU_COMMON, CPU_MODEL_SETTINGS, WRITEUP_MODELS, build_compare_spec
+from cifarlab.studies.compare_run import run_compare
 
 TINY = {"epochs": 2, "resolutions": "", "device": "cpu", "tensorboard": False, "plots": False}
 

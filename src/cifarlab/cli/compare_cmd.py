@@ -50,7 +50,8 @@ def run_compare_cmd(args) -> int:
     from rich.console import Console
 
     from cifarlab.errors import ConfigError
-    from cifarlab.studies.compare import build_compare_spec, run_compare
+    from cifarlab.studies.compare import build_compare_spec
+    from cifarlab.studies.compare_run import run_compare
     from cifarlab.studies.report import write_report
     console = Console(stderr=True, soft_wrap=True)
     if args.report_only:

@@ -9,18 +9,19 @@ and ``--storage`` sharing are the study's. Each run gets the same wall-clock bud
 the five-classic-cnns settings for every model (the ``reference`` recipe: Adam 1e-3, batch 32,
 no augmentation, constant lr), with the same budget, so the two can be set side by side.
 
-The report (``write_compare_report``) puts the write-up's accuracy beside ours; each run
-that finishes appends a row to ``results/compare.csv`` (``record_run``).
+The report (``compare_report``) puts the write-up's accuracy beside ours; each run that
+finishes appends a row to ``results/compare.csv`` (``record_run``); ``compare_run.run_compare``
+trains it.
 """
 
 from __future__ import annotations
 
 import shlex
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Iterable
 
 from cifarlab.errors import ConfigError
-from cifarlab.studies.study import PlannedRun, StudyResult, StudySpec, plan
+from cifarlab.studies.study import PlannedRun, StudySpec
 
 # the five models of five-classic-cnns.md §4, in its order
 WRITEUP_MODELS = ("lenet5", "alexnet", "vgg16_faithful", "googlenet_small", "resnet18")
@@ -180,27 +181,10 @@ def _set_text(value) -> str:
     return json.dumps(value)
 
 
-# ---------------------------------------------------------------- running
-def run_compare(spec: StudySpec, out: str | Path, *, data=None, callbacks: Iterable = (), progress: bool = False,
-                on_run: Callable[[int, int, PlannedRun, str], None] | None = None, storage: str | None = None,
-                heartbeat: int | None = None, record: bool = True, command: str | None = None) -> StudyResult:
-    """``run_study`` of a comparison spec; each run this call finishes appends its row to
-    ``results/compare.csv`` (``record``: where a results folder is set up, see ``record_run``)."""
-    from cifarlab.studies.run import run_study
-    out = Path(out)
-
-    def note(i: int, n: int, run: PlannedRun, state: str) -> None:
-        if record and state in ("start", "resume"):
-            record_run(out, spec, run, command)
-        if on_run:
-            on_run(i, n, run, state)
-    return run_study(spec, out, data=data, callbacks=callbacks, progress=progress, on_run=note, storage=storage,
-                     heartbeat=heartbeat)
-
-
+# ---------------------------------------------------------------- results rows
 def results_row(out: Path, spec: StudySpec, run: PlannedRun, command: str | None = None) -> dict | None:
     """The results/compare.csv row of a finished run (None while it is not finished)."""
-    from cifarlab.studies.report import read_history, run_record
+    from cifarlab.studies.reading import read_history, run_record
     rec = run_record(out / "runs" / run.name)
     if rec is None:
         return None

@@ -17,8 +17,8 @@ from pathlib import Path
 
 from cifarlab.studies.compare import (CPU_MODEL_SETTINGS, WRITEUP_MODELS, compare_settings_name, epochs_done,
                                       reproduce_command)
-from cifarlab.studies.report import (_mean_std, _pm, _pyplot, _save, _setting_text, _write_text, read_history,
-                                     render_html, render_md, run_record, run_states)
+from cifarlab.studies.reading import _mean_std, read_history, run_record, run_states
+from cifarlab.studies.render import _md_table, _pm, _pyplot, _save, _setting_text, _write_text, render_html, render_md
 from cifarlab.studies.study import StudySpec, load_spec, plan
 
 WRITEUP = "five-classic-cnns (Keras, 10 epochs, batch 32, one seed, test set used as validation)"
@@ -184,7 +184,6 @@ def write_compare_report(out: str | Path) -> Path:
     records = {r.name: rec for r in runs if (rec := run_record(out / "runs" / r.name))}
     _write_text(out / "tables" / "compare.csv", _csv(rows))
     head, body = _table(rows)
-    from cifarlab.studies.report import _md_table
     _write_text(out / "tables" / "compare.md", _md_table(head, body))
     budget = spec.base.get("time_budget") or 0
     what = ("cifarlab's CPU settings for each model (listed below)" if settings == "cpu"

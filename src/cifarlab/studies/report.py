@@ -12,13 +12,15 @@ come from the checkpoint chosen on validation accuracy.
 from __future__ import annotations
 
 import csv
-import html
 import io
 import json
 import statistics
 from pathlib import Path
 from typing import Any
 
+from cifarlab.studies.reading import _mean_std, read_history, run_record, run_states
+from cifarlab.studies.render import (_md_table, _pm, _pyplot, _save, _setting_text, _write_text, render_html,
+                                     render_md)
 from cifarlab.studies.study import DIVERGED, PlannedRun, StudySpec, cell_value_key, load_spec, plan
 
 # column -> (header, how it is read from a run)
@@ -29,35 +31,6 @@ METRICS = {
 
 
 # ---------------------------------------------------------------- reading runs
-def run_record(run_dir: Path) -> dict | None:
-    """Final numbers and per-epoch history of a finished run; None while it is not finished."""
-    from cifarlab.engine.runs import read_summary
-    summary = read_summary(run_dir)
-    if summary is None:
-        return None
-    history = read_history(run_dir)
-    last = history[-1] if history else {}
-    test = summary.get("test") or {}
-    values = {"train_acc": last.get("train_acc"), "val_acc": last.get("val_acc"),
-              "train_loss": last.get("train_loss"), "val_loss": last.get("val_loss"),
-              "best_val_acc": (summary.get("val_best") or {}).get("val_acc"),
-              "test_acc": test.get("top1"), "test_loss": test.get("loss"),
-              "time_s": summary.get("training_time_s")}
-    return {"values": values, "history": history, "summary": summary}
-
-
-def read_history(run_dir: Path) -> list[dict]:
-    path = Path(run_dir) / "metrics.jsonl"
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
-def _mean_std(xs: list[float]) -> tuple[float | None, float | None]:
-    xs = [x for x in xs if x is not None]
-    if not xs:
-        return None, None
-    return statistics.fmean(xs), statistics.stdev(xs) if len(xs) > 1 else None
 
 
 # ---------------------------------------------------------------- tables
@@ -121,12 +94,6 @@ def _num(x: float | None) -> str:
     return "" if x is None else repr(round(x, 6))
 
 
-def _pm(mean: float | None, std: float | None, digits: int = 4) -> str:
-    if mean is None:
-        return "—"
-    return f"{mean:.{digits}f}" + (f" ± {std:.{digits}f}" if std is not None else "")
-
-
 def table_cells(names: list[str], rows: list[dict]) -> tuple[list[str], list[list[str]]]:
     head = [" / ".join(names), "seeds"] + list(METRICS.values())
     body = [[_value_text(r["value"]), str(r["n"]) + (f" (+{r['diverged']} diverged)" if r["diverged"] else "")]
@@ -146,9 +113,6 @@ def reference_cells(factor: str, tables: dict) -> tuple[list[str], list[list[str
 
 
 # ---------------------------------------------------------------- figures
-def _pyplot():
-    from cifarlab.engine import plots
-    return plots.pyplot()  # raises the one-line "pip install 'cifarlab[plots]'" error
 
 
 def factor_figure(spec: StudySpec, runs: list[PlannedRun], factor: str, path: Path) -> bool:
@@ -198,11 +162,6 @@ def _curve(ax, histories: list[list[dict]], metric: str, label: str) -> None:
                       label=label if key.startswith("val") else f"{label} (train: no val split)")
     if len(histories) > 1:
         ax.fill_between(epochs, low, high, color=line.get_color(), alpha=0.15)
-
-
-def _save(fig, path: Path) -> None:
-    from cifarlab.engine.plots import save_png
-    save_png(fig, path, dpi=100)
 
 
 # ---------------------------------------------------------------- the report
@@ -360,32 +319,6 @@ def _base_blocks(spec: StudySpec) -> list:
             ("table", ["setting", "base", "default"], body)]
 
 
-def _setting_text(value: Any) -> str:
-    if isinstance(value, dict):
-        return ", ".join(f"{k}={v}" for k, v in value.items()) or "{}"
-    if isinstance(value, list):
-        return ",".join(map(str, value))
-    return "—" if value is None else str(value)
-
-
-def run_states(out: Path, runs: list[PlannedRun], records: dict) -> dict[str, str]:
-    """Run name -> finished, diverged, running (a folder with epochs but no summary: training
-    now, or stopped and waiting to be resumed) or not started."""
-    states = {}
-    for r in runs:
-        folder = out / "runs" / r.name
-        if r.name in records:
-            states[r.name] = "finished"
-        elif (folder / DIVERGED).exists():
-            states[r.name] = "diverged"
-        elif folder.exists():
-            n = len(read_history(folder))
-            states[r.name] = f"started ({n} epoch{'' if n == 1 else 's'} done; running or stopped)"
-        else:
-            states[r.name] = "not started"
-    return states
-
-
 def _status_blocks(out: Path, runs: list[PlannedRun], records: dict) -> list:
     states = run_states(out, runs, records)
     body = [[r.name, str(r.seed), ", ".join(f"{k}={_setting_text(v)}" for k, v in r.overrides.items()) or "base",
@@ -529,53 +462,6 @@ def value_figure(spec: StudySpec, rows: list[dict], factor: str, path: Path, ref
 
 
 # ---------------------------------------------------------------- rendering
-def _cell_md(text: str) -> str:
-    return str(text).replace("|", "\\|").replace("\n", " ")
-
-
-def _md_table(head: list[str], body: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(map(_cell_md, head)) + " |", "|" + "---|" * len(head)]
-    return "\n".join(lines + ["| " + " | ".join(map(_cell_md, row)) + " |" for row in body]) + "\n"
-
-
-def render_md(blocks: list) -> str:
-    """Blocks -> markdown: ("h1".."h3", text), ("p", markdown), ("table", head, body),
-    ("img", path, alt), ("code", text)."""
-    parts = []
-    for kind, *rest in blocks:
-        if kind in ("h1", "h2", "h3"):
-            parts.append("#" * int(kind[1]) + " " + rest[0])
-        elif kind == "p":
-            parts.append(rest[0])
-        elif kind == "table":
-            parts.append(_md_table(*rest).rstrip())
-        elif kind == "img":
-            parts.append(f"![{rest[1]}]({rest[0]})")
-        elif kind == "code":
-            parts.append("```\n" + rest[0] + "\n```")
-    return "\n\n".join(parts) + "\n"
-
-
-_STYLE = ("body{font-family:sans-serif;max-width:1100px;margin:auto;padding:0 1em;line-height:1.4}"
-          "table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:3px 8px;"
-          "text-align:right}th{background:#f4f4f4}td:first-child,th:first-child{text-align:left}"
-          "img{max-width:100%}pre{background:#f6f6f6;padding:.6em;overflow-x:auto;white-space:pre-wrap}")
-
-
-def render_html(md: str, title: str) -> str:
-    """A standalone page of ``md`` rendered by markdown-it-py (installed with rich): tables,
-    links and images as the markdown means them; raw HTML in the text is shown, not run."""
-    from markdown_it import MarkdownIt
-    body = MarkdownIt("commonmark", {"html": False}).enable("table").render(md)
-    return (f"<!doctype html>\n<html lang='en'><head><meta charset='utf-8'>"
-            f"<meta name='viewport' content='width=device-width, initial-scale=1'>"
-            f"<title>{html.escape(title)}</title><style>{_STYLE}</style></head>\n<body>\n{body}</body></html>\n")
-
-
-def _write_text(path: Path, text: str) -> None:
-    from cifarlab.atomic import atomic_write_text
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(path, text)
 
 
 # ---------------------------------------------------------------- comparing runs
