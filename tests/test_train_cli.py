@@ -196,3 +196,9 @@ def test_predict_refuses_a_batch_size_below_one(tmp_path, capsys):
                      "--batch-size", size]) == 1
         assert "--batch-size" in capsys.readouterr().err
     assert not (tmp_path / "x.csv").exists()
+
+
+def test_a_study_of_no_values_is_refused(tmp_path, capsys):
+    assert main(["study", "--model", "lenet5", "--vary", "lr=,,", "--out", str(tmp_path / "s")]) == 1
+    assert "gives no values" in capsys.readouterr().err
+    assert not (tmp_path / "s").exists()
