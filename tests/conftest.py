@@ -12,6 +12,7 @@ suite calls ``pytest.skip`` or ``importorskip``.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import os
 import tempfile
@@ -27,6 +28,14 @@ CI = os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
 REAL_DATA = os.environ.get("CIFARLAB_DATA", "")
 # Decoding the real archive takes ~20 s: keep one cache for the whole session.
 _REAL_CACHE = Path(os.environ.get("CIFARLAB_TEST_CACHE", Path.home() / ".cache" / "cifarlab-test"))
+
+
+@functools.cache
+def screenshot_dir() -> Path:
+    """Where the browser and desktop tests save their screenshots: ``CIFARLAB_ARTIFACTS`` when
+    set (CI keeps that folder), else a temporary folder; never the checkout."""
+    folder = os.environ.get("CIFARLAB_ARTIFACTS")
+    return Path(folder) if folder else Path(tempfile.mkdtemp(prefix="cifarlab-screenshots-"))
 
 
 def need(condition, reason: str) -> None:

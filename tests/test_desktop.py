@@ -1,7 +1,7 @@
 """The desktop window offscreen: open and classify, drag and drop, dialogs for bad files, screenshot.
 
-Qt runs with QT_QPA_PLATFORM=offscreen (no screen needed). The screenshot is saved to
-test-artifacts/desktop.png (``CIFARLAB_ARTIFACTS`` overrides the folder).
+Qt runs with QT_QPA_PLATFORM=offscreen (no screen needed). The screenshots are saved to a
+temporary folder (``CIFARLAB_ARTIFACTS`` names one to keep them in); the path is printed.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")  # before Qt starts
-from conftest import need_module  # noqa: E402
+from conftest import need_module, screenshot_dir  # noqa: E402
 
 need_module("PySide6", "desktop extra not installed: pip install 'cifarlab[desktop]'")
 need_module("PySide6.QtWidgets", "Qt's shared libraries (libEGL, libxkbcommon, ...) are missing: run "
@@ -29,7 +29,7 @@ from cifarlab.engine import Predictor  # noqa: E402
 
 from _checkpoints import hostile_run, write_checkpoint  # noqa: E402
 
-ARTIFACTS = Path(os.environ.get("CIFARLAB_ARTIFACTS", Path(__file__).resolve().parents[1] / "test-artifacts"))
+ARTIFACTS = screenshot_dir()  # CIFARLAB_ARTIFACTS, else a temporary folder
 
 
 @pytest.fixture(scope="module")
