@@ -34,7 +34,8 @@ from cifarlab.cli import main
 from cifarlab.data.synthetic import write_cifar10_python
 from cifarlab.engine.checkpoint import load_checkpoint
 
-pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork (POSIX) to start children fast")
+pytestmark = [pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork (POSIX) to start children fast"),
+              pytest.mark.slow]  # each test kills and resumes dozens of runs: minutes on 2 cores
 
 SEED = 20261202
 TRAIN_KILLS = 20
