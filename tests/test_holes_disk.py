@@ -63,6 +63,7 @@ def test_train_on_a_full_disk_is_one_line_and_keeps_the_last_checkpoint(data_dir
     _full_disk_for(monkeypatch, "write_bytes", lambda p: ".pt." in p.name)  # the checkpoints' temporaries
     line = _one_line(main(["train", "--resume", str(runs / "a"), "--epochs", "2"]), capsys.readouterr().err)
     assert "disk is full" in line and ("last.pt" in line or "best.pt" in line)
+    assert f"resume with: cifarlab train --resume {runs / 'a'}" in line
     assert (runs / "a" / "last.pt").read_bytes() == last  # the epoch-1 checkpoint is whole
     assert not [p for p in (runs / "a").iterdir() if p.name.startswith(".")]  # no temporaries left
     monkeypatch.undo()

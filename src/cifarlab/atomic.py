@@ -14,6 +14,7 @@ import errno
 import os
 import tempfile
 from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Iterator
 
@@ -39,16 +40,29 @@ _DISK_ERRNOS = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota 
                 errno.EACCES: "permission denied", errno.EPERM: "permission denied"}
 
 
+_ADVICE: ContextVar[str | None] = ContextVar("cifarlab_write_advice", default=None)
+
+
 def write_error(exc: OSError, path: str | Path, then: str | None = None) -> CifarlabError | None:
     """The one-line error for a write to ``path`` that the disk refused (full, quota, read-only,
     permission); None for any other OSError. Every writer of the package uses this wording;
-    ``then`` replaces the default advice (for a file that was being appended to)."""
+    ``then`` (or the enclosing ``write_advice``) replaces the default advice."""
     why = _DISK_ERRNOS.get(exc.errno)
     if why is None:
         return None
-    then = then or ("free some space (or choose another folder) and run again; a file that was there before "
-                    "is unchanged")
+    then = then or _ADVICE.get() or ("free some space (or choose another folder) and run again; a file that "
+                                     "was there before is unchanged")
     return CifarlabError(f"cannot write {path}: {why}; {then}")
+
+
+@contextmanager
+def write_advice(then: str) -> Iterator[None]:
+    """Inside the block, a write the disk refuses advises ``then`` (e.g. how to resume a run)."""
+    token = _ADVICE.set(then)
+    try:
+        yield
+    finally:
+        _ADVICE.reset(token)
 
 
 @contextmanager

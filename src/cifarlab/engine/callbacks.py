@@ -14,7 +14,7 @@ import json
 import math
 from pathlib import Path
 
-from cifarlab.atomic import atomic_write_text
+from cifarlab.atomic import atomic_write_text, write_advice
 from cifarlab.errors import TrainingDiverged
 
 # order bands: first what changes the model a batch trains (whitening init), then guards,
@@ -190,9 +190,10 @@ class Checkpointer(Callback):
         if no_val or better:  # without validation data the last epoch is the one kept
             self.best, self.best_epoch, self.used = value, learn.epoch, name if not no_val else "last epoch"
         ckpt = build_checkpoint(learn)  # carries this callback's new state
-        if self.best_epoch == learn.epoch:
-            save_checkpoint(ckpt, self.run_dir / "best.pt")
-        save_checkpoint(ckpt, self.run_dir / "last.pt")
+        with write_advice(f"free some space, then resume with: cifarlab train --resume {self.run_dir}"):
+            if self.best_epoch == learn.epoch:
+                save_checkpoint(ckpt, self.run_dir / "best.pt")
+            save_checkpoint(ckpt, self.run_dir / "last.pt")
 
     def state_dict(self) -> dict:
         return {"best": self.best, "best_epoch": self.best_epoch, "used": self.used}
