@@ -48,7 +48,7 @@ def test_web_api_answers_the_reference_probabilities(catalog, lenet, tmp_path):
     paths = [_picture(tmp_path / "a.png", (300, 200)), _picture(tmp_path / "b.jpg", (17, 45), seed=1),
              _picture(tmp_path / "c.png", (64, 64), "L", seed=2)]
     expected = reference_for(lenet, paths)
-    with TestClient(create_app(catalog, ServeLimits())) as client:
+    with TestClient(create_app(catalog, ServeLimits(work_timeout_s=120, body_timeout_s=60))) as client:  # busy runners
         listing = client.get("/api/models").json()
         assert [m["accuracy"] for m in listing["models"]] == [0.57]
         files = [("file", (p.name, p.read_bytes(), "image/png")) for p in paths]
