@@ -16,3 +16,11 @@ class Defaults(argparse.HelpFormatter):
         if not action.option_strings and action.nargs not in ("?", "*"):
             return text  # a required positional has no default
         return f"{text} (default: %(default)s)"
+
+
+def reader_left() -> None:
+    """After a BrokenPipeError (``cifarlab ... | head`` stopped reading): send the rest of
+    stdout to /dev/null, so neither the output nor Python's exit flush gives a traceback."""
+    import os
+    import sys
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

@@ -69,8 +69,8 @@ def run_models(args: argparse.Namespace) -> int:
             (_print_wide if args.wide else _print_narrow)(rows)
         sys.stdout.flush()
     except BrokenPipeError:  # `cifarlab models | head`: the reader left; no traceback
-        import os
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        from cifarlab.cli._help import reader_left
+        reader_left()
     return 0
 
 

@@ -264,7 +264,12 @@ def run_train(args: argparse.Namespace) -> int:
     from cifarlab import runlog
     from cifarlab.engine.api import TrainingInterrupted, resume, train
     if "list_recipes" in vars(args):
-        return _print_recipes(verbose="verbose" in vars(args))
+        try:
+            return _print_recipes(verbose="verbose" in vars(args))
+        except BrokenPipeError:  # `--list-recipes --verbose | head`: the reader left
+            from cifarlab.cli._help import reader_left
+            reader_left()
+            return 0
     nproc = vars(args).get("nproc", 1)
     sync_bn = vars(args).get("sync_bn")
     record = runlog.recorder()  # every run started here is recorded in the run registry
