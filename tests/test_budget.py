@@ -75,6 +75,7 @@ def test_a_budget_too_short_still_runs_the_shortest_schedule_and_says_it_does_no
     assert "1 at 24 px given up for one more at 32 px" in traded.describe() and traded.untraded_full_epochs == 1
 
 
+@pytest.mark.slow  # real step timing or several trainings
 def test_timing_leaves_the_model_the_random_streams_and_the_loader_as_they_were():
     cfg = recipe_config("cpu-2min", {"model": "airnet_tiny", "batch_size": 20, "time_budget": 60.0,
                                      "resolutions": "16:1"})
@@ -95,6 +96,7 @@ def test_timing_leaves_the_model_the_random_streams_and_the_loader_as_they_were(
     assert plan.steps_per_epoch == 5 and plan.test_s > 0 and plan.epochs >= 2
 
 
+@pytest.mark.slow  # real step timing or several trainings
 def test_the_test_estimate_times_batches_with_their_views_and_validation_with_one(monkeypatch):
     """flip-translate's 6 views are timed as the test runs them (6 forward passes a batch, the
     views built), so an error is not multiplied by 6; validation runs one view a batch."""
@@ -130,6 +132,7 @@ def _small(tmp_path, **over):
     return recipe_config("cpu-2min", values)
 
 
+@pytest.mark.slow  # real step timing or several trainings
 def test_a_budget_run_trains_the_planned_epochs_records_the_plan_and_differs_in_nothing_else(tmp_path, monkeypatch):
     # fixed step times: 20 steps an epoch of 5 / 10 / 20 s; 95% of a 75-s budget (71.25 s) leaves
     # room for 2 at 32 px after the 16- and 24-px ones, ending at ~56 s, and for a third in place
@@ -170,6 +173,7 @@ def test_the_time_left_after_whole_epochs_buys_a_cut_one_of_at_least_min_part():
     assert budget.part_steps(0.1, 0.1, 5) == 1
 
 
+@pytest.mark.slow  # real step timing or several trainings
 def test_a_cut_last_epoch_trains_its_steps_and_resumes_to_the_same_weights(tmp_path):
     from cifarlab.engine import resume
     from cifarlab.engine.callbacks import StopAfter
@@ -371,6 +375,7 @@ def test_the_keeper_always_leaves_some_steps_and_ignores_staged_and_last_epochs(
     assert learn.epochs == 5 and plan.replans == []
 
 
+@pytest.mark.slow  # real step timing or several trainings
 def test_a_budget_run_re_plans_from_its_real_epochs_and_records_it(tmp_path, monkeypatch):
     # the timing says a step is 50x faster than it is: the plan is far too long for 12 s, the keeper cuts it
     real = budget._step_seconds
@@ -389,6 +394,7 @@ def test_a_budget_run_re_plans_from_its_real_epochs_and_records_it(tmp_path, mon
     assert ckpt["metrics"][-1]["lr"] < 0.05 * max(m["lr"] for m in ckpt["metrics"])  # it came down to the end
 
 
+@pytest.mark.slow  # real step timing or several trainings
 def test_a_re_planned_run_stopped_by_ctrl_c_resumes_with_its_new_epochs_and_schedule(tmp_path, monkeypatch):
     from cifarlab.engine import resume
     from cifarlab.engine.callbacks import StopAfter
@@ -421,6 +427,7 @@ def _by_size(slow_params: int, slow: float, fast: float):
     return step_seconds
 
 
+@pytest.mark.slow  # real step timing or several trainings
 def test_a_budget_falls_back_to_a_smaller_model_where_its_own_fits_too_few_full_epochs(tmp_path, monkeypatch):
     monkeypatch.setattr(budget.BudgetKeeper, "after_epoch", lambda self, learn: None)  # the plan as timed
     monkeypatch.setattr(budget, "_eval_seconds", lambda *a: 0.0)
