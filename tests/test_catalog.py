@@ -180,6 +180,8 @@ def test_predict_cli_takes_a_model_name(tmp_path, capsys):
     assert "no model called 'no-such-model'" in err and "default" in err
 
 
+@pytest.mark.realdata
+@pytest.mark.slow
 def test_shipped_model_accuracy_is_what_it_states(real_data):
     """The accuracy every model list shows for the shipped model, re-measured on the real test set."""
     from cifarlab.engine import evaluate

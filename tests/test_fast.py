@@ -324,6 +324,8 @@ def test_an_old_fast_checkpoint_says_it_cannot_be_resumed(tmp_path):
     assert "\n" not in str(info.value)
 
 
+@pytest.mark.realdata
+@pytest.mark.slow
 def test_fast_recipe_learns_real_cifar_subset(real_data, tmp_path):
     """airnet_tiny, 2k real training images, 3 epochs of batch 50: twice chance or better.
 
