@@ -69,6 +69,7 @@ def test_short_last_batch_is_empty_on_the_last_ranks_only():
 
 
 # ---------------------------------------------------------------- 2 processes vs 1
+@pytest.mark.slow  # starts several processes: 7-27 CPU-s
 def test_two_gloo_processes_match_one_process_and_the_checkpoint_loads_alone(tmp_path, tiny):
     one = train(cfg(tmp_path, "one", epochs=4), data=tiny)
     two = launch(2, train, cfg(tmp_path, "two"), data=tiny)  # 3 epochs, then resumed to 4
@@ -88,6 +89,7 @@ def test_two_gloo_processes_match_one_process_and_the_checkpoint_loads_alone(tmp
     assert single["loss"] == pytest.approx(reference["loss"], rel=1e-3)
 
 
+@pytest.mark.slow  # starts several processes: 7-27 CPU-s
 def test_sync_bn_is_refused_on_the_cpu_with_the_reason(tmp_path, tiny):
     """torch's SyncBatchNorm runs on CUDA only; the equality with sync_bn is a GPU check."""
     from cifarlab.errors import CifarlabError
@@ -101,6 +103,7 @@ def test_batch_that_does_not_divide_over_the_processes_is_refused(tmp_path, tiny
         launch(2, train, cfg(tmp_path, "odd", batch_size=33), data=tiny)
 
 
+@pytest.mark.slow  # starts several processes: 7-27 CPU-s
 def test_cli_nproc_trains_and_only_rank_0_reports(tmp_path, capfd):
     from cifarlab.cli import main
     from cifarlab.data.synthetic import write_cifar10_python
@@ -119,6 +122,7 @@ def test_cli_nproc_trains_and_only_rank_0_reports(tmp_path, capfd):
 THROUGHPUT = Path(__file__).resolve().parents[1] / "benchmarks" / "train_throughput.py"
 
 
+@pytest.mark.slow  # starts several processes: 7-27 CPU-s
 def test_throughput_benchmark_times_the_data_parallel_step_in_two_processes():
     """benchmarks/train_throughput.py --nproc 2: the DDP step `train --nproc 2` runs, timed."""
     out = subprocess.run([sys.executable, str(THROUGHPUT), "--model", "lenet5", "--batch-size", "8", "--batches", "2",
@@ -129,6 +133,7 @@ def test_throughput_benchmark_times_the_data_parallel_step_in_two_processes():
     assert "2 process(es)" in out.stdout and "images/s" in out.stdout
 
 
+@pytest.mark.slow  # starts several processes: 7-27 CPU-s
 def test_throughput_benchmark_times_a_low_resolution_stage_step():
     """--side 16: the step of a 16-px progressive-resizing stage (airnet pools globally, so it
     runs at any size); a network that cannot take 16-px input fails loudly, not silently at 32."""

@@ -39,6 +39,7 @@ def test_confusion_topk_and_per_class():
     assert topk_correct(logits, torch.tensor([2, 1]), 2) == 1
 
 
+@pytest.mark.slow  # trains, then evaluates with every TTA mode: ~8 CPU-s
 def test_evaluate_a_run_with_tta(tmp_path):
     data = random_cifar(n_train=120, n_test=40, val=20, seed=2)
     r = train(dict(model="lenet5_modern", epochs=2, batch_size=32, runs_dir=str(tmp_path), tensorboard=False,
