@@ -72,8 +72,8 @@ def build_card(summary: dict, confusion=None, classes: list[str] | None = None,
             "ece_after": (cal.get("after") or {}).get("ece"), "mce_after": (cal.get("after") or {}).get("mce"),
             "fitted_on": cal.get("fitted_on"),
             "note": None if cal.get("temperature") else "no validation split: no temperature fitted"}
-    elif cal.get("error"):
-        card["calibration"] = {"error": cal["error"]}
+    elif cal.get("error") or cal.get("skipped"):
+        card["calibration"] = {"error": cal.get("error") or cal["skipped"]}
     if corruptions:
         card["robustness"] = {k: corruptions.get(k) for k in ("clean_accuracy", "mean_corruption_accuracy",
                                                              "relative_drop", "severities", "kinds")}
