@@ -12,7 +12,7 @@ recipe, whether every run ended inside it and whether the median ended within 3 
     python benchmarks/budget_keep.py                             # every recipe, 3 runs each
     python benchmarks/budget_keep.py --recipes cpu-5min,make-train --runs 5
     python benchmarks/budget_keep.py --recipes cpu-2min --runs 1 --time-budget 60 \\
-        --train-subset 2000 --test-subset 500 --no-results      # a smoke run, not a measurement
+        --train-subset 500 --test-subset 200 --extra "--model airnet_tiny" --no-results  # a smoke run
 
 Run it on a quiet machine: another process on the cores slows the steps after they were
 timed, and the run then ends late. Rows go to results/budget_keep.csv (``--no-results``:
@@ -61,6 +61,7 @@ def one_run(recipe: str, seed: int, args, runs_dir: Path) -> dict:
         extra += ["--test-subset", str(args.test_subset)]
     if args.data:
         extra += ["--data", args.data]
+    extra += shlex.split(args.extra or "")
     if recipe == MAKE_TRAIN:
         budget = float(args.make_seconds)
         # `make train` fixes its own recipe, seed and run folder; TRAIN_SECONDS is its promise
@@ -114,6 +115,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--test-subset", type=int, default=None, help="test on this many images (smoke runs)")
     parser.add_argument("--data", default=None, help="the data set (default: $CIFARLAB_DATA)")
     parser.add_argument("--runs-dir", default=None, help="where the run folders go (default: a temporary folder)")
+    parser.add_argument("--extra", default="", metavar="ARGS",
+                        help="more `cifarlab train` arguments, e.g. \"--model airnet_tiny\" (smoke runs)")
     _env.add_results_args(parser)
     args = parser.parse_args(argv)
     recipes = [r.strip() for r in args.recipes.split(",") if r.strip()]
@@ -122,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"budget_keep: error: recipes must be among {', '.join([*CPU_RECIPES, MAKE_TRAIN])} "
               f"(got {', '.join(unknown) or 'ok'}), --runs >= 1, --time-budget > 0", file=sys.stderr)
         return 2
-    if MAKE_TRAIN in recipes and (args.train_subset or args.test_subset or args.time_budget):
+    if MAKE_TRAIN in recipes and (args.train_subset or args.test_subset or args.time_budget or args.extra):
         print("budget_keep: note: make-train runs as `make train` does: subsets and --time-budget do not apply",
               file=sys.stderr)
     print(_env.environment())
@@ -138,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"({row['under_pct']:+.1f}% under), exit {row['exit_code']}, "
                   f"{row['epochs_run']} epochs, test {row['test_top1_pct']}%"
                   + (f" | {row['note']}" if row.get("note") else ""), flush=True)
-            smoke = bool(args.time_budget or args.train_subset or args.test_subset)
+            smoke = bool(args.time_budget or args.train_subset or args.test_subset or args.extra)
             _env.record("budget_keep", {"series": series, "smoke": smoke, **row}, args=args)
     print()
     ok = True
