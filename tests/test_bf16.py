@@ -86,6 +86,7 @@ class _EvalDtypes(Callback):
         learner.model.register_forward_hook(hook)
 
 
+@pytest.mark.slow  # trains and evaluates twice: 3-6 CPU-s
 @pytest.mark.parametrize("amp_eval", [True, False])
 def test_amp_eval_runs_val_and_test_in_bf16_and_evaluate_repeats_the_stated_accuracy(tmp_path, cpu_bf16,
                                                                                     amp_eval):

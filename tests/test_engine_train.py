@@ -30,6 +30,7 @@ def cfg(tmp_path, **kw):
     return {**base, **kw}
 
 
+@pytest.mark.slow  # several epochs of training: 5-20 CPU-s
 @pytest.mark.parametrize("optimizer,lr", [("sgd", 0.05), ("muon", 0.05), ("adam", 1e-3), ("adamw", 1e-3),
                                           ("rmsprop", 1e-3), ("adagrad", 0.01), ("adadelta", 1.0)])
 def test_every_optimizer_lowers_the_training_loss(tmp_path, tiny, optimizer, lr):
@@ -40,6 +41,7 @@ def test_every_optimizer_lowers_the_training_loss(tmp_path, tiny, optimizer, lr)
     assert all(math.isfinite(h["val_loss"]) for h in hist)
 
 
+@pytest.mark.slow  # several epochs of training: 5-20 CPU-s
 @pytest.mark.parametrize("loss", ["ce", "bce", "mse"])
 def test_every_loss_trains_and_reports_top1(tmp_path, tiny, loss):
     r = train(cfg(tmp_path, loss=loss, optimizer="adam", lr=3e-3, epochs=3, schedule="constant"), data=tiny)
@@ -95,6 +97,7 @@ def test_plateau_reduces_like_keras():
     assert seen == pytest.approx([0.1, 0.1, 0.1, 0.03, 0.03, 0.03, 0.009])
 
 
+@pytest.mark.slow  # several epochs of training: 5-20 CPU-s
 def test_plateau_schedule_in_a_run(tmp_path, tiny):
     # lr so small nothing improves by min_delta: epoch 1 sets the best, then every stalled epoch
     # (patience 1) halves the lr for the next one
@@ -104,6 +107,7 @@ def test_plateau_schedule_in_a_run(tmp_path, tiny):
     assert [h["lr"] for h in hist] == pytest.approx([1e-6, 1e-6, 5e-7, 2.5e-7])  # lr each epoch trained with
 
 
+@pytest.mark.slow  # several epochs of training: 5-20 CPU-s
 @pytest.mark.parametrize("old", [False, True], ids=["today", "older-checkpoint"])
 def test_plateau_resumes_with_its_reduced_lr(tmp_path, tiny, old):
     base = cfg(tmp_path, schedule="plateau", optimizer="sgd", lr=1e-6, epochs=4, plateau_patience=1,
@@ -137,6 +141,7 @@ def test_step_and_onecycle_units():
     assert OneCycle(1.0, 100, 10, 0.2).lr_at(99) == pytest.approx(1 / 80)
 
 
+@pytest.mark.slow  # several epochs of training: 5-20 CPU-s
 def test_early_stopping_stops_and_says_why(tmp_path, tiny):
     r = train(cfg(tmp_path, epochs=10, lr=1e-7, optimizer="sgd", schedule="constant", early_stop=True,
                   early_patience=2, early_min_delta=1.0), data=tiny)
@@ -182,6 +187,7 @@ class InputNoise(Callback):
         learn.x = learn.x + 0.1 * torch.randn_like(learn.x)
 
 
+@pytest.mark.slow  # several epochs of training: 5-20 CPU-s
 @pytest.mark.parametrize("stop", [StopAfter(1), StopAfter(1, batch=3)], ids=["after-epoch-1", "mid-epoch-2"])
 def test_resume_is_bit_exact(tmp_path, tiny, stop):
     base = cfg(tmp_path, epochs=3, augment="crop:4,flip", schedule="onecycle", lr=0.05)
@@ -200,6 +206,7 @@ def test_resume_is_bit_exact(tmp_path, tiny, stop):
     assert resumed.summary["test"]["top1"] == full.summary["test"]["top1"]
 
 
+@pytest.mark.slow  # several epochs of training: 5-20 CPU-s
 def test_resume_can_extend_epochs(tmp_path, tiny):
     r = train(cfg(tmp_path, epochs=1, name="short"), data=tiny)
     r2 = resume(r.run_dir, epochs=2, data=tiny)
@@ -207,6 +214,7 @@ def test_resume_can_extend_epochs(tmp_path, tiny):
     assert json.loads((r.run_dir / "config.json").read_text())["epochs"] == 2
 
 
+@pytest.mark.slow  # several epochs of training: 5-20 CPU-s
 def test_run_folder_is_complete(tmp_path, tiny):
     need_module("matplotlib", "plots need matplotlib (in the dev extras)")
     need_module("tensorboard", "tb/ needs tensorboard (in the dev extras)")

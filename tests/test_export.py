@@ -53,6 +53,7 @@ def _models():
     return [pytest.param(n, marks=pytest.mark.slow) if n in SLOW else n for n in list_models()]
 
 
+@pytest.mark.slow  # exports and runs large models: 4-13 CPU-s each
 @pytest.mark.parametrize("name", _models())
 def test_onnxruntime_matches_pytorch(tmp_path, name):
     torch.manual_seed(0)
@@ -92,6 +93,7 @@ def test_batch_axis_is_free_and_metadata_describes_the_model(tmp_path):
     assert onnx.load(str(tmp_path / "m.onnx")).opset_import[0].version >= 17
 
 
+@pytest.mark.slow  # exports and runs large models: 4-13 CPU-s each
 def test_dynamo_exporter_gives_the_same_outputs(tmp_path):
     need_module("onnxscript", "onnxscript (torch's dynamo ONNX exporter) is not installed: pip install 'cifarlab[onnx]'")
     model = create_model("resnet20").eval()

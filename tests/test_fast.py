@@ -238,6 +238,7 @@ def _quick(tmp_path, **over):
     return recipe_config("fast", {**values, **over})
 
 
+@pytest.mark.slow  # 15-30 CPU-s
 def test_fast_recipe_learns_on_cpu_and_applies_its_pieces(tmp_path):
     data = random_cifar(n_train=600, n_test=200, seed=2)
     probe = _Probe()
@@ -258,6 +259,7 @@ def test_fast_recipe_learns_on_cpu_and_applies_its_pieces(tmp_path):
     assert torch.equal(probe.biases[2], probe.biases[3])  # frozen from epoch 4 on
 
 
+@pytest.mark.slow  # 15-30 CPU-s
 def test_fast_recipe_resumes_bit_exactly(tmp_path):
     """Ctrl-C after epoch 2 and --resume: the same weights as one uninterrupted run (the
     whitening is not recomputed, the lookahead average restarts from the checkpoint)."""
