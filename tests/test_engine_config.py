@@ -83,9 +83,14 @@ def test_act_flag_fills_model_kwargs():
     assert cfg.model_kwargs == {"act": "gelu"} and cfg.epochs == 2
 
 
-def test_cli_without_flags_keeps_defaults():
+def test_cli_without_flags_is_the_main_job_and_a_flag_keeps_the_defaults():
+    """`cifarlab train` alone trains what `make train` does (cpu-5min on a CPU, fast on a GPU);
+    a flag that changes what is trained starts from the plain defaults instead."""
+    import torch
     cfg = config_from_args(build_parser().parse_args(["train"]))
-    assert cfg.to_dict() == TrainConfig().to_dict()
+    assert cfg.to_dict() == recipe_config("fast" if torch.cuda.is_available() else "cpu-5min").to_dict()
+    cfg = config_from_args(build_parser().parse_args(["train", "--epochs", "3"]))
+    assert cfg.to_dict() == TrainConfig(epochs=3).to_dict()
 
 
 def test_bad_config_file_is_one_line_error(tmp_path):
