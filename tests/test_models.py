@@ -21,7 +21,12 @@ def _meta(name: str, **kw) -> nn.Module:
         return create_model(name, **kw)
 
 
-@pytest.mark.parametrize("name", ALL)
+# forward + backward of these takes 4-20 CPU-s each (measured on 2 cores): the slow lane's
+HEAVY = {"inception_v3", "inception_v3_slim", "inception_v3_slim352", "inception_v3_stem_slim", "resnet110",
+         "resnet56", "resnet32", "googlenet"}
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in HEAVY else n for n in ALL])
 def test_forward_backward_every_parameter_gets_a_gradient(name):
     torch.manual_seed(0)
     model = create_model(name).train()

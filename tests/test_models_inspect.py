@@ -97,6 +97,7 @@ def test_cli_models_table_and_pattern(capsys):
     assert "vgg16_faithful" in out and "resnet18" not in out
 
 
+@pytest.mark.slow  # ~8 CPU-s
 def test_cli_summary_resnet18(capsys):
     assert main(["summary", "resnet18", "--batch-size", "2"]) == 0
     out = capsys.readouterr().out

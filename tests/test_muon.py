@@ -107,6 +107,7 @@ def test_bad_muon_settings_are_one_config_error(bad):
         TrainConfig.from_dict({"optimizer": "muon", **bad})
 
 
+@pytest.mark.slow  # two trainings and a resume: ~50 CPU-s
 def test_a_muon_run_resumes_bit_exact(tmp_path):
     data = random_cifar(n_train=160, n_test=40, val=40, seed=0)
     base = dict(model="airnet_tiny", epochs=2, batch_size=32, runs_dir=str(tmp_path), tensorboard=False,
