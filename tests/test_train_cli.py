@@ -26,6 +26,7 @@ def data_dir(tmp_path_factory):
     return write_cifar10_python(tmp_path_factory.mktemp("data"), per_batch=40, n_test=40).path
 
 
+@pytest.mark.slow  # trains through the CLI: 5-24 CPU-s
 def test_train_then_evaluate(data_dir, tmp_path, capsys):
     runs = tmp_path / "runs"
     code = main(["train", "--data", str(data_dir), "--epochs", "2", "--runs-dir", str(runs), "--name", "a", "--json",
@@ -61,6 +62,7 @@ def test_flag_errors_are_one_line(data_dir, tmp_path, capsys):
     assert "does not exist" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # trains through the CLI: 5-24 CPU-s
 def test_ctrl_c_prints_resume_line_and_resume_finishes(data_dir, tmp_path, capsys, monkeypatch):
     runs = tmp_path / "runs"
     monkeypatch.setattr(runlog, "recorder", lambda study=None: [StopAfter(1)])
@@ -103,6 +105,7 @@ def test_sigint_to_a_real_process_exits_130_without_traceback(data_dir, tmp_path
     assert meta["epoch"] >= 1
 
 
+@pytest.mark.slow  # trains through the CLI: 5-24 CPU-s
 def test_data_found_via_env_is_recorded_for_evaluate(data_dir, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("CIFARLAB_DATA", str(data_dir))
     runs = tmp_path / "runs"
@@ -136,6 +139,7 @@ def test_no_flags_is_the_main_job_of_make_train(monkeypatch):
     assert _config(["--epochs", "3"]).recipe != gpu  # a flag that shapes the training: the defaults
 
 
+@pytest.mark.slow  # trains through the CLI: 5-24 CPU-s
 def test_a_budget_that_cannot_hold_the_run_is_refused_before_it_starts(data_dir, tmp_path, capsys):
     runs = tmp_path / "runs"
     code = main(["train", "--data", str(data_dir), "--time-budget", "0.5", "--runs-dir", str(runs), "--name", "t",
@@ -150,6 +154,7 @@ def test_a_budget_that_cannot_hold_the_run_is_refused_before_it_starts(data_dir,
     assert code == 0 and (runs / "t" / "summary.json").is_file()
 
 
+@pytest.mark.slow  # trains through the CLI: 5-24 CPU-s
 def test_a_training_says_how_long_it_takes_and_ends_with_a_sentence(data_dir, tmp_path, capsys):
     runs = tmp_path / "runs"
     argv = ["train", "--data", str(data_dir), "--epochs", "1", "--runs-dir", str(runs), "--name", "s", *FAST]

@@ -22,6 +22,7 @@ BASE = TrainConfig.from_dict({"model": "lenet5_modern", "epochs": 2, "batch_size
                               "tensorboard": False, "plots": False, "progress": False, "augment": "none"}).to_dict()
 
 
+@pytest.mark.slow  # two worker processes: ~20 CPU-s
 def test_two_workers_share_one_sqlite_study(tmp_path):
     data = random_cifar(n_train=48, n_test=16, val=24, seed=3)
     summary = tune_mod.tune(BASE, 5, out=tmp_path / "t", study_name="s", workers=2, data=data,
