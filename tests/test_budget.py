@@ -132,6 +132,22 @@ def _small(tmp_path, **over):
     return recipe_config("cpu-2min", values)
 
 
+def test_a_budget_shorter_than_one_epoch_trains_one_epoch_cut_to_fit(tmp_path, monkeypatch):
+    # fixed step times: a 32-px epoch of 20 steps is 100 s, more than the whole 75-s budget; the
+    # plan drops the low-resolution stages and cuts its one epoch to the steps that fit
+    monkeypatch.setattr(budget.BudgetKeeper, "after_epoch", lambda self, learn: None)
+    monkeypatch.setattr(budget, "_step_seconds",
+                        lambda model, loss, opt, loader, side, *a: {16: .25, 24: .5}.get(side, 5.0))
+    monkeypatch.setattr(budget, "_eval_seconds", lambda *a: 0.0)
+    data = random_cifar(n_train=1000, n_test=200, seed=1)
+    s = train(_small(tmp_path, time_budget=75.0, name="cut"), data=data).summary
+    plan = s["time_budget"]
+    spent = plan["spent_s"]
+    assert plan["fits"] and plan["stages"] == [[32, 1]] and plan["epochs"] == s["epochs_run"] == 1
+    assert plan["last_epoch_steps"] == s["steps_run"] == int((75 * (1 - budget.SAFETY) - spent) // 5.0)
+    assert 2 <= s["steps_run"] < 20 and plan["planned_s"] <= 75 * (1 - budget.SAFETY)
+
+
 @pytest.mark.slow  # real step timing or several trainings
 def test_a_budget_run_trains_the_planned_epochs_records_the_plan_and_differs_in_nothing_else(tmp_path, monkeypatch):
     # fixed step times: 20 steps an epoch of 5 / 10 / 20 s; 95% of a 75-s budget (71.25 s) leaves

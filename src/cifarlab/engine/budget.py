@@ -68,7 +68,7 @@ class BudgetPlan:
     val_s: float  # estimated validation pass per epoch (0 without a val split)
     spent_s: float  # seconds from train() to the end of calibration (data loading included)
     planned_s: float  # the estimate of the whole run's wall time
-    fits: bool  # False: even the shortest run (the stages + 1 epoch) overruns the budget
+    fits: bool  # False: even the shortest run (one epoch cut to MIN_PART of its steps) overruns the budget
     replans: list = field(default_factory=list)  # BudgetKeeper's changes: after which epoch, to what
     model: str = ""  # the model planned for
     passed_over: list = field(default_factory=list)  # larger models that fit too few epochs here
@@ -188,6 +188,12 @@ def plan_run(cfg, model: torch.nn.Module, loss_fn, train_loader, test_loader, va
         part = part_steps(cfg.time_budget * (1 - SAFETY) - total - val_s, step_s[native], len(train_loader))
         if part:
             full, total = full + 1, total + part * step_s[native] + val_s
+    else:  # not one whole epoch fits: no low-resolution stages, and the one epoch cut to the time left
+        part = part_steps(cfg.time_budget * (1 - SAFETY) - spent - test_s - val_s, step_s[native],
+                          len(train_loader))
+        if part:
+            stages, full, fits = [], 1, True
+            total = spent + test_s + part * step_s[native] + val_s
     epochs = sum(e for _, e in stages) + full
     kept = [e for _, e in stages] + [0] * (len(asked) - len(stages))  # a trade only shortens the tail
     traded = [[side, e - k] for (side, e), k in zip(asked, kept) if e > k]
