@@ -41,7 +41,7 @@ def main() -> int:
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    from cifarlab.calibration import collect_logits
+    from cifarlab.engine.calibrate import collect_logits
     from cifarlab.catalog import default_checkpoint
     from cifarlab.corruptions import corrupt, parse_kinds
     from cifarlab.data import DeviceLoader

@@ -55,8 +55,8 @@ def main() -> int:
         print("calibrate_shipped: set CIFARLAB_DATA (or --data) to the CIFAR-10 copy the model was tested on",
               file=sys.stderr)
         return 2
-    from cifarlab.calibration import (calibration_bins, collect_logits, fit_temperature, nll, softmax,
-                                      write_sidecar)
+    from cifarlab.calibration import calibration_bins, fit_temperature, nll, softmax, write_sidecar
+    from cifarlab.engine.calibrate import collect_logits
     from cifarlab.data import DeviceLoader
     from cifarlab.engine.checkpoint import load_checkpoint, load_model
     from cifarlab.engine.config import TrainConfig

@@ -14,7 +14,8 @@ import pytest
 import torch
 from PIL import Image
 
-from cifarlab.calibration import store_in_checkpoint, write_sidecar
+from cifarlab.calibration import write_sidecar
+from cifarlab.engine.calibrate import store_in_checkpoint
 from cifarlab.engine.predict import Predictor
 
 from _checkpoints import write_checkpoint

@@ -17,7 +17,7 @@ need_module("PySide6.QtWidgets", "Qt's shared libraries (libEGL, libxkbcommon, .
                                   "`make sysdeps` (scripts/sysdeps.sh, as root)")
 from PySide6.QtWidgets import QApplication  # noqa: E402
 
-from cifarlab.calibration import store_in_checkpoint  # noqa: E402
+from cifarlab.engine.calibrate import store_in_checkpoint  # noqa: E402
 from cifarlab.catalog import Catalog  # noqa: E402
 from cifarlab.desktop import ClassifierWindow  # noqa: E402
 from cifarlab.engine import Predictor  # noqa: E402

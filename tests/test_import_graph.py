@@ -21,15 +21,18 @@ ROOT = Path(cifarlab.__file__).resolve().parent
 # different packages on the same layer know nothing of each other. The package root holds
 # only __version__ and a lazy name table, so it sits at the bottom.
 LAYERS = {
-    "cifarlab": 0, "errors": 0, "atomic": 0,          # the root, errors, atomic file writes
-    "sqldb": 1,                                       # SQLite or PostgreSQL for the registry and claims
-    "models": 1, "data": 1,                           # models | data
-    "engine": 2,                                      # train, evaluate, predict, export
-    "runlog": 3, "results": 3,                        # the run registry | measured numbers (results/*.csv)
-    "studies": 4, "catalog": 4,                       # many runs, the catalogue of trained runs
-    "web": 5, "desktop": 5,                           # faces over a Predictor
-    "cli": 6,                                         # the command line, which launches the faces
-    "__main__": 7,
+    "cifarlab": 0, "errors": 0, "words": 0, "shipped": 0,  # root, errors, write-ups in words, shipped files
+    "atomic": 1,                                      # atomic file writes (their errors in one line)
+    "sqldb": 2,                                       # SQLite or PostgreSQL for the registry and claims
+    "models": 2, "data": 2, "explain": 2,             # models | data | Grad-CAM on any model
+    "zoo": 3, "calibration": 3, "modelcard": 3,       # models' facts | calibration arithmetic | model cards
+    "engine": 4,                                      # train, evaluate, predict, export
+    "runlog": 5, "results": 5,                        # the run registry | measured numbers (results/*.csv)
+    "resolve": 6, "corruptions": 6,                   # model names (shipped, runs, files) | robustness
+    "studies": 7, "catalog": 7,                       # many runs, the catalogue of trained runs
+    "web": 8, "desktop": 8,                           # faces over a Predictor
+    "cli": 9,                                         # the command line, which launches the faces
+    "__main__": 10,
 }
 
 
@@ -197,6 +200,6 @@ def test_the_checks_catch_what_they_should():
     g = Graph({m: (ROOT / "data" / p if m.startswith("cifarlab.data") else ROOT / "engine" / p, ast.parse(c))
                for m, (p, c) in code.items()})
     assert g.cycles() == [["cifarlab.data.a", "cifarlab.engine.b"]]
-    assert g.upward() == ["cifarlab.data.a (layer 1) -> cifarlab.engine.b (layer 2)"]
+    assert g.upward() == [f"cifarlab.data.a (layer {LAYERS['data']}) -> cifarlab.engine.b (layer {LAYERS['engine']})"]
     assert sorted(g.private) == ["cifarlab.data.a: from cifarlab.engine.b import _helper",
                                  "cifarlab.engine.b: cifarlab.data.a._x"]

@@ -24,6 +24,7 @@ _API = {
     "evaluate": "cifarlab.engine",
     "load_model": "cifarlab.engine",
     "Predictor": "cifarlab.engine",
+    "resolve": "cifarlab.resolve",
 }
 
 __all__ = ["__version__", *_API]

@@ -25,9 +25,9 @@ import json
 import threading
 import time
 from dataclasses import asdict, dataclass
-from importlib import resources
 from pathlib import Path
 
+from cifarlab.engine.checkpoint import default_checkpoint  # noqa: F401 (catalog.default_checkpoint, as before)
 from cifarlab.engine.runs import read_summary
 from cifarlab.errors import ModelError
 
@@ -60,11 +60,6 @@ class CatalogEntry:
         if self.train_images and self.accuracy is not None:
             acc += f", trained on only {self.train_images:,} images"
         return f"{self.name} ({self.model}, {acc})"
-
-
-def default_checkpoint() -> Path:
-    """The shipped model's file (it may be absent in a source checkout that never packaged one)."""
-    return Path(str(resources.files("cifarlab") / "assets" / "default.pt"))
 
 
 def parse_named(items: list[str] | None) -> dict[str, str]:
@@ -193,6 +188,8 @@ def _shipped_entry() -> CatalogEntry:
 def _file_entry(name: str, path, source: str) -> CatalogEntry:
     """An entry from a checkpoint file, run folder or ONNX export; its metadata is read once, here."""
     from cifarlab.engine.checkpoint import load_checkpoint
+    from cifarlab.resolve import resolve_path
+    path = resolve_path(path)  # a run's name or id as every command takes it; a path as it is
     if str(path).lower().endswith(".onnx"):
         return _onnx_entry(name, Path(path), source)
     ckpt = load_checkpoint(path)  # raises a one-line CifarlabError for a missing or foreign file

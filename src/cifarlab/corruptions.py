@@ -320,7 +320,7 @@ def evaluate_corruptions(checkpoint, data=None, kinds=DEFAULT_KINDS, severities=
     could be one class): a quick look. ``progress(kind, severity, accuracy, seconds)`` is
     called after each copy.
     """
-    from cifarlab.calibration import collect_logits
+    from cifarlab.engine.calibrate import collect_logits
     from cifarlab.data import DeviceLoader
     from cifarlab.data.types import Split
     from cifarlab.engine.checkpoint import load_checkpoint, load_model

@@ -24,8 +24,15 @@ from pathlib import Path
 
 from cifarlab.errors import ModelError
 
-DEFAULT_NAME = "default"
-CHECKPOINT_SUFFIXES = (".pt", ".pth", ".onnx")
+from cifarlab.shipped import (CHECKPOINT_SUFFIXES, DEFAULT_NAME, default_checkpoint,  # noqa: F401 (resolve's names)
+                              looks_like_path, shipped_models)
+
+
+def default_architecture() -> str:
+    """The architecture of the shipped default model (``engine.checkpoint.default_architecture``;
+    imported when asked, so that ``cifarlab models`` never imports torch)."""
+    from cifarlab.engine.checkpoint import default_architecture as shipped_architecture
+    return shipped_architecture()
 
 
 @dataclass(frozen=True)
@@ -36,33 +43,6 @@ class Resolved:
     source: str  # "shipped" | "run" | "file"
     name: str  # a name to show: the shipped name, the run's name, or the file's path
     run: dict | None = field(default=None, compare=False)  # the registry row of a run
-
-
-def shipped_models() -> dict[str, Path]:
-    """Shipped name -> checkpoint file, for the files present in this installation: ``default``
-    (assets/default.pt) first, then any other ``assets/NAME.pt`` under its own name."""
-    from cifarlab.catalog import default_checkpoint
-    path = default_checkpoint()
-    out = {DEFAULT_NAME: path} if path.is_file() else {}
-    for other in sorted(path.parent.glob("*.pt")):
-        out.setdefault(other.stem, other)
-    return out
-
-
-def default_architecture() -> str:
-    """The architecture of the shipped default model (what ``--model default`` trains)."""
-    from cifarlab.engine.checkpoint import load_checkpoint
-    path = shipped_models().get(DEFAULT_NAME)
-    if path is None:
-        raise ModelError("the shipped default model is missing from this installation; name a model "
-                         "instead (see `cifarlab models`)")
-    return load_checkpoint(path)["model"]["name"]
-
-
-def looks_like_path(ref: str) -> bool:
-    """A reference written as a path: a separator, a checkpoint suffix, or a leading dot."""
-    return (os.sep in ref or "/" in ref or ref.startswith(".") or ref.startswith("~")
-            or ref.lower().endswith(CHECKPOINT_SUFFIXES))
 
 
 def resolve(ref: str | os.PathLike, registry=None) -> Resolved:

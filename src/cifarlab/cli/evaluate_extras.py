@@ -28,7 +28,7 @@ def _severities(text: str) -> tuple[int, ...]:
 
 def evaluate_extras(args: argparse.Namespace, result: dict, out_dir: Path | None) -> dict:
     """Calibration refit, reliability diagram, corruptions and model card; returns what to report."""
-    from cifarlab.calibration import calibrate_checkpoint, save_reliability
+    from cifarlab.engine.calibrate import calibrate_checkpoint, save_reliability
     from cifarlab.engine import plots
     extras: dict = {"written": []}
     ckpt = result["checkpoint"]

@@ -52,7 +52,7 @@ def train(config: TrainConfig | dict | None = None, callbacks: Iterable[cbs.Call
     started = time.perf_counter()
     cfg = _as_config(config)
     if cfg.model == "default":  # one meaning everywhere: the shipped default model's architecture
-        from cifarlab.resolve import default_architecture
+        from cifarlab.engine.checkpoint import default_architecture
         cfg.model = default_architecture()
     if cfg.data and Path(cfg.data).exists():  # so evaluate/resume work from any folder
         cfg.data = str(Path(cfg.data).resolve())
@@ -419,7 +419,7 @@ def _calibrate(learner: Learner, cfg, data, run_dir: Path, summary: dict) -> Non
     """ECE/MCE of the test split; temperature fitted on val and stored in the checkpoints."""
     if not len(data.test):
         return
-    from cifarlab.calibration import calibrate_run
+    from cifarlab.engine.calibrate import calibrate_run
     try:
         summary["calibration"] = calibrate_run(unwrap(learner.model), cfg, data, run_dir, learner.device,
                                                learner.meta["normalize"])

@@ -37,7 +37,8 @@ import torch
 
 from cifarlab.atomic import atomic_path
 from cifarlab import __version__
-from cifarlab.errors import CifarlabError
+from cifarlab.errors import CifarlabError, ModelError
+from cifarlab.shipped import DEFAULT_NAME, default_checkpoint, looks_like_path, shipped_models  # noqa: F401
 
 FORMAT = "cifarlab-checkpoint/2"  # /2: loads with weights_only=True; /1 needed full pickle
 _OLD_FORMATS = ("cifarlab-checkpoint/1",)
@@ -154,13 +155,25 @@ def _plain(obj: Any, where: str = "checkpoint") -> Any:
                     f"tensors and plain values, so that it loads without running code")
 
 
+def default_architecture() -> str:
+    """The architecture of the shipped default model (what ``--model default`` trains)."""
+    path = shipped_models().get(DEFAULT_NAME)
+    if path is None:
+        raise ModelError("the shipped default model is missing from this installation; name a model "
+                         "instead (see `cifarlab models`)")
+    return load_checkpoint(path)["model"]["name"]
+
+
 def resolve_checkpoint(path: str | Path, prefer: str = "best.pt") -> Path:
     """A checkpoint file from a file path or a run folder (best.pt, else last.pt), or from a
-    model name (``default``, a run's name or id: ``cifarlab.resolve``)."""
-    if isinstance(path, str) and not Path(path).exists():
-        from cifarlab.resolve import looks_like_path, resolve
-        if not looks_like_path(path):
-            return resolve(path).path
+    shipped model's name (``default``). A run's name or id needs the run registry, which sits
+    above the engine: ``cifarlab.resolve`` (what every command uses) turns it into a path."""
+    if isinstance(path, str) and not Path(path).exists() and not looks_like_path(path):
+        shipped = shipped_models()
+        if path in shipped:
+            return shipped[path]
+        raise ModelError(f"{path!r} is neither a file nor a shipped model ({', '.join(shipped) or 'none'}); "
+                         f"for a run's name or id use cifarlab.resolve({path!r}).path, or the command line")
     path = Path(path)
     if path.is_dir():
         for name in (prefer, "best.pt", "last.pt"):

@@ -143,9 +143,6 @@ class Predictor:
 
     def __init__(self, checkpoint, device: str | torch.device | None = None, max_pixels: int = MAX_PIXELS,
                  raw_probs: bool = False):
-        if not isinstance(checkpoint, dict):  # a name ('default', a run's name or id) or a path
-            from cifarlab.resolve import resolve_path
-            checkpoint = resolve_path(checkpoint)
         if str(checkpoint).lower().endswith(".onnx"):
             self._load_onnx(checkpoint, device)
         else:

@@ -15,7 +15,7 @@ from typing import Callable
 import torch.nn as nn
 
 from cifarlab.errors import ModelError
-from cifarlab.zoo import plain_words
+from cifarlab.words import plain_words
 
 
 @dataclass(frozen=True)
