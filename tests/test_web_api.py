@@ -176,7 +176,7 @@ def test_serve_cli_refuses_bad_checkpoints(tmp_path, capsys):
 
 
 def test_serve_cli_with_no_model_at_all_says_so(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr("cifarlab.catalog.default_checkpoint", lambda: tmp_path / "absent.pt")
+    monkeypatch.setattr("cifarlab.shipped.default_checkpoint", lambda: tmp_path / "absent.pt")
     assert main(["serve", "--no-runs"]) == 1
     assert "no models to choose from" in capsys.readouterr().err
 
