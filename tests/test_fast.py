@@ -18,7 +18,7 @@ from cifarlab.engine.callbacks import Callback
 from cifarlab.engine.fast import WeightAverage, WhiteningInit, patch_matrix, whitening_filters
 from cifarlab.engine.optim import build_optimizer
 from cifarlab.engine.recipes import fill_from_recipe, sgd_values
-from cifarlab.errors import ConfigError
+from cifarlab.errors import CifarlabError, ConfigError
 from cifarlab.models import create_model
 
 
@@ -321,7 +321,7 @@ def test_an_old_fast_checkpoint_says_it_cannot_be_resumed(tmp_path):
     ckpt["optimizer"]["param_groups"] = [one]
     ckpt["config"] = {k: v for k, v in ckpt["config"].items() if k not in ("bias_lr_scale", "whiten", "average")}
     torch.save(ckpt, last)
-    with pytest.raises(ConfigError, match="predates the BatchNorm-bias parameter group") as info:
+    with pytest.raises(CifarlabError, match="predates the BatchNorm-bias parameter group") as info:
         resume(last.parent, data=data, progress=False)
     assert "\n" not in str(info.value)
 
