@@ -18,7 +18,7 @@ from pathlib import Path
 from cifarlab.studies.compare import (CPU_MODEL_SETTINGS, WRITEUP_MODELS, compare_settings_name, epochs_done,
                                       reproduce_command)
 from cifarlab.studies.reading import _mean_std, read_history, run_record, run_states
-from cifarlab.studies.render import _md_table, _pm, _pyplot, _save, _setting_text, _write_text, render_html, render_md
+from cifarlab.studies.render import _finish, _md_table, _pm, _pyplot, _save, _setting_text, _write_text, render_html, render_md
 from cifarlab.studies.study import StudySpec, load_spec, plan
 
 WRITEUP = "five-classic-cnns (Keras, 10 epochs, batch 32, one seed, test set used as validation)"
@@ -164,12 +164,7 @@ def curves_figure(out: Path, spec: StudySpec, rows: list[dict], path: Path) -> b
     for ax, metric in zip(axes, ("accuracy", "loss")):
         ax.set_xlabel("training seconds")
         ax.set_title(f"validation {metric}")
-        ax.grid(alpha=0.3)
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=8)
-    fig.tight_layout()
-    _save(fig, path)
-    plt.close(fig)
+    _finish(fig, axes, path)
     return drawn
 
 

@@ -24,6 +24,17 @@ def _save(fig, path: Path) -> None:
     save_png(fig, path, dpi=100)
 
 
+def _finish(fig, axes, path: Path) -> None:
+    """Grid and (where anything is labelled) a legend on each of ``axes``; save and close."""
+    for ax in axes:
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
+    fig.tight_layout()
+    _save(fig, path)
+    _pyplot().close(fig)
+
+
 def _setting_text(value: Any) -> str:
     if isinstance(value, dict):
         return ", ".join(f"{k}={v}" for k, v in value.items()) or "{}"

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from cifarlab.studies.reading import _mean_std, read_history, run_record, run_states
-from cifarlab.studies.render import (_md_table, _pm, _pyplot, _save, _setting_text, _write_text, render_html,
+from cifarlab.studies.render import (_finish, _md_table, _pm, _pyplot, _save, _setting_text, _write_text, render_html,
                                      render_md)
 from cifarlab.studies.study import DIVERGED, PlannedRun, StudySpec, cell_value_key, load_spec, plan
 
@@ -452,12 +452,7 @@ def value_figure(spec: StudySpec, rows: list[dict], factor: str, path: Path, ref
     ax.set_ylim(0, 1.03)
     ax.set_ylabel("top-1 accuracy")
     ax.set_title(f"accuracy by {factor}")
-    ax.grid(alpha=0.3)
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize=8)
-    fig.tight_layout()
-    _save(fig, path)
-    plt.close(fig)
+    _finish(fig, [ax], path)
     return drawn
 
 
