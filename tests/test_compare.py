@@ -14,7 +14,8 @@ import pytest
 from cifarlab.cli import build_parser, main
 from cifarlab.data import random_cifar
 from cifarlab.data.synthetic import write_cifar10_python
-from cifarlab.engine import Callback, TrainingInterrupted
+from test_study import CountFits  # noqa: E402 (tests/ is on sys.path, as for conftest)
+from cifarlab.engine import TrainingInterrupted
 from cifarlab.errors import ConfigError, ModelError
 from cifarlab.runlog import Registry
 from cifarlab.studies import load_spec, plan, write_report
@@ -31,18 +32,7 @@ def results_dir(tmp_path, monkeypatch):
     return folder
 
 
-class StopAt(Callback):
-    """Raises Ctrl-C after epoch 1 of fit number ``stop_at``; counts fits."""
-
-    def __init__(self, stop_at: int | None = None):
-        self.fits, self.stop_at = 0, stop_at
-
-    def before_fit(self, learn) -> None:
-        self.fits += 1
-
-    def after_epoch(self, learn) -> None:
-        if self.fits == self.stop_at and learn.epoch == 1:
-            raise KeyboardInterrupt
+StopAt = CountFits  # one Ctrl-C-after-epoch-1 callback for the study and comparison tests
 
 
 def test_default_spec_is_the_writeups_five_with_their_own_settings_and_a_budget():
