@@ -40,7 +40,7 @@ $(VENV)/.installed: $(VENV)/.core
 # the main job: on a GPU the record-speed recipe, on a CPU the 5-minute one (docs/cpu-frontier.md).
 # On a CPU the whole `make train`, venv setup included, ends within TRAIN_SECONDS of being typed:
 # the training gets what setup left of it, minus 5 s for the command's start and exit, as its
-# --time-budget (engine/budget.py plans the epochs to fit; never under 60 s)
+# --time-budget (training/budget.py plans the epochs to fit; never under 60 s)
 TRAIN_RECIPE := $(if $(HAS_GPU),fast,cpu-5min)
 TRAIN_SECONDS ?= 300
 MAKE_STARTED := $(shell date +%s)

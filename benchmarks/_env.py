@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from cifarlab import results
-from cifarlab.engine.hardware import describe, hardware_info
+from cifarlab.inference.hardware import describe, hardware_info
 
 
 def commit() -> str:

@@ -1,7 +1,7 @@
 """Does a time budget keep its promise? Each CPU recipe's budget, timed from outside.
 
 ``cifarlab train --recipe cpu-5min`` promises to end inside five minutes: the budget
-counts from the command's start and plans the epochs to fit (engine/budget.py). This
+counts from the command's start and plans the epochs to fit (training/budget.py). This
 script runs each recipe (and ``make train``, whose promise is TRAIN_SECONDS from the moment
 ``make`` is typed) as a separate process, N times, and measures the wall clock around the
 whole process: interpreter start, imports, data loading, the timed probe steps, training,
@@ -42,7 +42,7 @@ GOAL_UNDER = 0.03  # the median run should end within 3 % under its budget
 
 
 def recipe_budget(recipe: str) -> float:
-    from cifarlab.engine.recipes import recipe_config
+    from cifarlab.training.recipes import recipe_config
     return float(recipe_config(recipe).time_budget)
 
 

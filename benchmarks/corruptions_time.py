@@ -41,12 +41,12 @@ def main() -> int:
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    from cifarlab.engine.calibrate import collect_logits
+    from cifarlab.training.calibrate import collect_logits
     from cifarlab.catalog import default_checkpoint
     from cifarlab.corruptions import corrupt, parse_kinds
     from cifarlab.data import DeviceLoader
     from cifarlab.data.types import Split
-    from cifarlab.engine.checkpoint import load_model
+    from cifarlab.inference.checkpoint import load_model
     kinds = parse_kinds(args.kinds)
     sevs = tuple(int(s) for s in args.severities.split(","))
     model, meta = load_model(default_checkpoint(), "cpu")

@@ -38,9 +38,9 @@ from _env import add_results_args, environment, record, series_name  # benchmark
 from cifarlab.data import load_cifar
 from cifarlab.data.loader import format_resolutions, parse_resolutions, size_at_epoch
 from cifarlab.cli.train_cmd import parse_set  # the parser of `cifarlab train --set`
-from cifarlab.engine import evaluate_model, train
-from cifarlab.engine.hardware import bf16_native
-from cifarlab.engine.recipes import list_recipes, resolve_config
+from cifarlab.training import evaluate_model, train
+from cifarlab.inference.hardware import bf16_native
+from cifarlab.training.recipes import list_recipes, resolve_config
 from cifarlab.errors import ConfigError
 from cifarlab.models import create_model
 from cifarlab.models.inspect import macs

@@ -23,12 +23,12 @@ from pathlib import Path
 import torch
 
 from _env import add_results_args, environment, record  # benchmarks/_env.py
-from cifarlab.engine.export import OnnxModel, export_model
+from cifarlab.inference.export import OnnxModel, export_model
 
 
 def default_model() -> tuple[torch.nn.Module, dict, str]:
     """The shipped default model when there is one, else resnet20 with random weights."""
-    from cifarlab.engine.checkpoint import load_model
+    from cifarlab.inference.checkpoint import load_model
     try:
         from cifarlab.catalog import default_checkpoint
         path = default_checkpoint()

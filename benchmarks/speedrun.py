@@ -5,7 +5,7 @@
     python benchmarks/speedrun.py --recipe fast --runs 2 --device cpu --model airnet_tiny \
         --train-subset 2000 --test-subset 1000 --epochs 2 --batch-size 100 --lr 0.1465
 
-Every run is ``cifarlab.engine.train`` with the recipe's config (seed = run number), so
+Every run is ``cifarlab.training.train`` with the recipe's config (seed = run number), so
 it measures the same loop the CLI uses. Printed: the environment, then per seed the test
 accuracy without and with the recipe's TTA and the times, finally mean ± std accuracy and
 median times. Each seed is also appended as a row to ``results/speedrun.csv``
@@ -39,8 +39,8 @@ import time
 import torch
 
 from _env import add_results_args, environment, record, series_name  # benchmarks/_env.py
-from cifarlab.engine import Callback, recipe_config, train
-from cifarlab.engine.hardware import bf16_native
+from cifarlab.training import Callback, recipe_config, train
+from cifarlab.inference.hardware import bf16_native
 
 
 # ---------------------------------------------------------------- environment
@@ -94,7 +94,7 @@ def _load(args):
 
 def _evaluate(model, data, device: torch.device, tta: str, channels_last: bool, amp: bool) -> float:
     from cifarlab.data import DeviceLoader, channel_stats
-    from cifarlab.engine import evaluate_model
+    from cifarlab.training import evaluate_model
     mean, std = channel_stats(data.train.images)
     loader = DeviceLoader(data.test, 500, device, mean, std, shuffle=False, channels_last=channels_last)
     return evaluate_model(model, loader, data.classes, device, tta=tta, amp=amp)["top1"]
@@ -175,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     add_results_args(p)
     args = p.parse_args(argv)
     args.series = series_name("speedrun")
-    from cifarlab.engine.hardware import pick_device
+    from cifarlab.inference.hardware import pick_device
     device = pick_device(args.device)
     args.compile_on = args.compile == "on" or (args.compile == "auto" and device.type == "cuda")
     if device.type == "cuda":

@@ -22,11 +22,11 @@ import torch
 
 from _env import add_results_args, environment, record  # benchmarks/_env.py
 from cifarlab.data import DeviceLoader, build_augment, random_cifar
-from cifarlab.engine.config import TrainConfig
-from cifarlab.engine.hardware import bf16_native, pick_device
-from cifarlab.engine.loop import autocast
-from cifarlab.engine.losses import build_loss
-from cifarlab.engine.optim import build_optimizer
+from cifarlab.training.config import TrainConfig
+from cifarlab.inference.hardware import bf16_native, pick_device
+from cifarlab.training.loop import autocast
+from cifarlab.training.losses import build_loss
+from cifarlab.training.optim import build_optimizer
 from cifarlab.models import create_model
 
 
@@ -76,7 +76,7 @@ def parse(argv=None) -> argparse.Namespace:
 
 def measure(args: argparse.Namespace, rank: int = 0, world: int = 1) -> dict:
     """Median images/s of the whole job (every process's images) over the timed chunks."""
-    from cifarlab.engine import distributed
+    from cifarlab.training import distributed
     with distributed.session(args.device) as (info, rank_dev):
         device = rank_dev or pick_device(args.device)
         local = args.batch_size // world
@@ -137,7 +137,7 @@ def measure(args: argparse.Namespace, rank: int = 0, world: int = 1) -> dict:
 
 
 def _worker(rank: int, args: argparse.Namespace, port: int, queue) -> None:
-    from cifarlab.engine.distributed import exit_now, join_local_job
+    from cifarlab.training.distributed import exit_now, join_local_job
     join_local_job(rank, args.nproc, port, args.threads)  # as `train --nproc` sets up its workers
     result = measure(args, rank, args.nproc)
     if rank == 0:
@@ -154,7 +154,7 @@ def main(argv=None) -> None:
     else:
         import torch.multiprocessing as mp
 
-        from cifarlab.engine.distributed import free_port
+        from cifarlab.training.distributed import free_port
         ctx = mp.get_context("spawn")
         queue = ctx.SimpleQueue()
         mp.spawn(_worker, args=(args, free_port(), queue), nprocs=args.nproc, join=True)

@@ -56,11 +56,11 @@ def main() -> int:
               file=sys.stderr)
         return 2
     from cifarlab.calibration import calibration_bins, fit_temperature, nll, softmax, write_sidecar
-    from cifarlab.engine.calibrate import collect_logits
+    from cifarlab.training.calibrate import collect_logits
     from cifarlab.data import DeviceLoader
-    from cifarlab.engine.checkpoint import load_checkpoint, load_model
-    from cifarlab.engine.config import TrainConfig
-    from cifarlab.engine.dataset import data_for
+    from cifarlab.inference.checkpoint import load_checkpoint, load_model
+    from cifarlab.training.config import TrainConfig
+    from cifarlab.training.dataset import data_for
     ckpt = load_checkpoint(args.checkpoint)
     model, meta = load_model(ckpt, args.device)
     cfg = TrainConfig.from_dict(meta["config"]).override({"data": args.data})

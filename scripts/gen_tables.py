@@ -69,7 +69,7 @@ def _when(group: dict) -> str:
 
 
 def _config(name: str) -> dict:
-    from cifarlab.engine.recipes import recipe_config
+    from cifarlab.training.recipes import recipe_config
     return recipe_config(name).to_dict()
 
 

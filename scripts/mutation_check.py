@@ -52,7 +52,7 @@ def _fault(name, edits, *tests):
     return Fault(name, tuple(edits), tuple(tests))
 
 
-PREDICT, EVALUATE, LOOP = "src/cifarlab/engine/predict.py", "src/cifarlab/engine/evaluate.py", "src/cifarlab/engine/loop.py"
+PREDICT, EVALUATE, LOOP = "src/cifarlab/inference/predict.py", "src/cifarlab/training/evaluation.py", "src/cifarlab/training/loop.py"
 REF = "tests/test_reference_predict.py::"
 TRAIN = "tests/test_reference_train.py::"
 
@@ -105,20 +105,20 @@ FAULTS: list[Fault] = [
            [(EVALUATE, "        for dy, dx in ((0, 0), (2, 2)):", "        for dy, dx in ((0, 1), (2, 1)):")],
            REF + "test_tta_views_are_the_documented_pixels"),
     _fault("eval loss averaged per batch (ragged last batch weighted as full)",
-           [("src/cifarlab/engine/metrics.py", "            self.loss_sum += loss * b\n",
+           [("src/cifarlab/training/metrics.py", "            self.loss_sum += loss * b\n",
              '            self._b0 = getattr(self, "_b0", b)\n            self.loss_sum += loss * self._b0\n')],
            REF + "test_evaluate_averages_the_logits_of_the_views"),
     _fault("lr schedule ignored (base lr every step)",
            [(LOOP, "        self.lr = self.schedule.lr_at(self.step)\n", "        self.lr = self.schedule.base_lr\n")],
            TRAIN + "test_logged_lr_follows_the_onecycle_formula"),
     _fault("label smoothing dropped",
-           [("src/cifarlab/engine/losses.py", "y, label_smoothing=label_smoothing)", "y, label_smoothing=0.0)")],
+           [("src/cifarlab/training/losses.py", "y, label_smoothing=label_smoothing)", "y, label_smoothing=0.0)")],
            TRAIN + "test_logged_val_loss_is_label_smoothed_ce_of_the_epoch_weights"),
     _fault("wrong checkpoint kept (best.pt = last epoch)",
-           [("src/cifarlab/engine/callbacks.py", "        if self.best_epoch == learn.epoch:\n", "        if True:\n")],
+           [("src/cifarlab/training/callbacks.py", "        if self.best_epoch == learn.epoch:\n", "        if True:\n")],
            TRAIN + "test_best_checkpoint_holds_the_best_epoch_and_test_is_measured_on_it"),
     _fault("early-stopping patience off by one",
-           [("src/cifarlab/engine/callbacks.py", "        if self.wait >= self.patience:\n",
+           [("src/cifarlab/training/callbacks.py", "        if self.wait >= self.patience:\n",
              "        if self.wait > self.patience:\n")],
            "tests/test_engine_train.py::test_early_stopping_stops_and_says_why"),
     _fault("bf16 evaluation on a CPU without amp_eval",
@@ -136,11 +136,11 @@ FAULTS: list[Fault] = [
              'model=ckpt["model"]["name"], accuracy=test.get("top5"),')],
            REF + "test_catalogue_serves_the_reference_and_states_the_saved_accuracy"),
     _fault("batch CSV rows paired with the wrong files",
-           [("src/cifarlab/engine/batch_predict.py", "for rel, p in zip(chunk, preds):",
+           [("src/cifarlab/inference/batch_predict.py", "for rel, p in zip(chunk, preds):",
              "for rel, p in zip(chunk, preds[::-1]):")],
            REF + "test_predict_folder_csv_equals_reference"),
     _fault("ONNX export records the mean as the std",
-           [("src/cifarlab/engine/export.py", '"std": json.dumps([float(v) for v in norm["std"]])',
+           [("src/cifarlab/inference/export.py", '"std": json.dumps([float(v) for v in norm["std"]])',
              '"std": json.dumps([float(v) for v in norm["mean"]])')],
            REF + "test_onnx_export_equals_reference"),
 ]

@@ -30,7 +30,7 @@ def _single_view_test(run_dir: Path, data) -> dict | None:
     summary = json.loads((run_dir / "summary.json").read_text())
     if summary["test"].get("tta", "none") == "none":
         return None
-    from cifarlab.engine import evaluate
+    from cifarlab.training import evaluate
     result = evaluate(run_dir / summary["selection"]["checkpoint"], data=data)
     print(f"the run was tested with {summary['test']['tta']} TTA ({summary['test']['top1']:.4f}); "
           f"single view, as the apps predict: {result['top1']:.4f}")
@@ -52,7 +52,7 @@ def main() -> int:
     data = args.data or config.get("data") or os.environ.get("CIFARLAB_DATA")
     plain = _single_view_test(args.run_dir, data)
     meta = package_run(args.run_dir, args.out, data_file=data, test=plain, weights=args.weights)
-    from cifarlab.engine import load_checkpoint
+    from cifarlab.inference import load_checkpoint
     load_checkpoint(args.out)  # the loader every face uses (weights_only=True) must read it
     stated = meta["test"]
     print(f"wrote {args.out}: {meta['bytes'] / 2**20:.2f} MiB, {meta['weights_dtype']} weights, "
@@ -60,7 +60,7 @@ def main() -> int:
     print(f"data: {json.dumps(meta['provenance']['data'])}")
     if not args.verify:
         return 0
-    from cifarlab.engine import evaluate
+    from cifarlab.training import evaluate
     measured = evaluate(args.out, data=data)
     print(f"re-measured from the written file: test top-1 {measured['top1']:.4f} top-5 {measured['top5']:.4f} "
           f"(n={measured['n']})")

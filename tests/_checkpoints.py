@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from cifarlab.data.synthetic import CIFAR10_CLASSES
-from cifarlab.engine.checkpoint import FORMAT, save_checkpoint
+from cifarlab.inference.checkpoint import FORMAT, save_checkpoint
 from cifarlab.models import create_model
 
 

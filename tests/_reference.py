@@ -1,7 +1,7 @@
 """Reference computations for the tests of what the user sees (tests/test_reference_*.py).
 
 Nothing here calls cifarlab's preprocessing or prediction code: pictures are converted and
-resized with Pillow as ``engine/predict.py`` documents, normalized in numpy with the
+resized with Pillow as ``inference/predict.py`` documents, normalized in numpy with the
 checkpoint's saved mean/std and run through a bare ``nn.Module`` the test built itself.
 """
 
@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from cifarlab.data.synthetic import CIFAR10_CLASSES
-from cifarlab.engine.checkpoint import FORMAT, save_checkpoint
+from cifarlab.inference.checkpoint import FORMAT, save_checkpoint
 from cifarlab.models import create_model
 
 MEAN = [0.4914, 0.4822, 0.4465]

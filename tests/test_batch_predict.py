@@ -11,8 +11,9 @@ from PIL import Image
 
 from cifarlab.cli import main
 from cifarlab.data import random_cifar
-from cifarlab.engine import Predictor, train
-from cifarlab.engine.batch_predict import COLUMNS, find_images, predict_folder
+from cifarlab.training import train
+from cifarlab.inference import Predictor
+from cifarlab.inference.batch_predict import COLUMNS, find_images, predict_folder
 
 N_GOOD, BAD = 300, ["a/broken.png", "b/deep/empty.jpg", "c/text.gif"]
 

@@ -12,9 +12,10 @@ import pytest
 import torch
 
 from cifarlab.data import random_cifar
-from cifarlab.engine import Callback, load_model, recipe_config, train
-from cifarlab.engine import hardware
-from cifarlab.engine.loop import autocast, run_eval
+from cifarlab.inference import load_model
+from cifarlab.training import Callback, recipe_config, train
+from cifarlab.inference import hardware
+from cifarlab.training.loop import autocast, run_eval
 
 CPU = torch.device("cpu")
 
@@ -90,7 +91,7 @@ class _EvalDtypes(Callback):
 @pytest.mark.parametrize("amp_eval", [True, False])
 def test_amp_eval_runs_val_and_test_in_bf16_and_evaluate_repeats_the_stated_accuracy(tmp_path, cpu_bf16,
                                                                                     amp_eval):
-    from cifarlab.engine import evaluate
+    from cifarlab.training import evaluate
     cpu_bf16(True)
     seen = _EvalDtypes()
     data = random_cifar(n_train=160, n_test=60, val=40, seed=1)

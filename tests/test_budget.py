@@ -1,4 +1,4 @@
-"""Time-budget runs (engine/budget.py): the epochs planned from timed steps, and nothing else changed."""
+"""Time-budget runs (training/budget.py): the epochs planned from timed steps, and nothing else changed."""
 
 from __future__ import annotations
 
@@ -11,9 +11,10 @@ import pytest
 import torch
 
 from cifarlab.data import DeviceLoader, random_cifar
-from cifarlab.engine import budget, recipe_config, train
-from cifarlab.engine.checkpoint import load_checkpoint
-from cifarlab.engine.optim import Constant, Cosine, OneCycle, Plateau, Step, planned_steps
+from cifarlab.training import recipe_config, train
+from cifarlab.training import budget
+from cifarlab.inference.checkpoint import load_checkpoint
+from cifarlab.training.optim import Constant, Cosine, OneCycle, Plateau, Step, planned_steps
 from cifarlab.errors import ConfigError
 
 STEPS = {16: 0.06, 24: 0.13, 32: 0.24}  # seconds per step, about airnet_medium's at batch 250 here
@@ -80,7 +81,7 @@ def test_timing_leaves_the_model_the_random_streams_and_the_loader_as_they_were(
     cfg = recipe_config("cpu-2min", {"model": "airnet_tiny", "batch_size": 20, "time_budget": 60.0,
                                      "resolutions": "16:1"})
     data = random_cifar(n_train=100, n_test=40, seed=0)
-    from cifarlab.engine.losses import build_loss
+    from cifarlab.training.losses import build_loss
     from cifarlab.models import create_model
     model = create_model("airnet_tiny").to(memory_format=torch.channels_last)
     before = {k: v.clone() for k, v in model.state_dict().items()}
@@ -100,8 +101,8 @@ def test_timing_leaves_the_model_the_random_streams_and_the_loader_as_they_were(
 def test_the_test_estimate_times_batches_with_their_views_and_validation_with_one(monkeypatch):
     """flip-translate's 6 views are timed as the test runs them (6 forward passes a batch, the
     views built), so an error is not multiplied by 6; validation runs one view a batch."""
-    from cifarlab.engine.evaluate import view_maker
-    from cifarlab.engine.losses import build_loss
+    from cifarlab.training.evaluation import view_maker
+    from cifarlab.training.losses import build_loss
     from cifarlab.models import create_model
     model = create_model("airnet_tiny").to(memory_format=torch.channels_last)
     calls = []
@@ -168,10 +169,16 @@ def test_a_budget_run_trains_the_planned_epochs_records_the_plan_and_differs_in_
     assert s["steps_run"] == 4 * 20 + cut
     assert s["time_budget"]["planned_s"] <= 75 * (1 - budget.SAFETY)
     assert 0 < s["time_budget"]["wall_s"] == s["wall_time_s"]
-    saved = json.loads((planned.run_dir / "config.json").read_text())  # resume keeps the plan
-    assert (saved["epochs"], saved["resolutions"], saved["last_epoch_steps"]) == (5, "16:1", cut)
-    assert load_checkpoint(planned.run_dir / "last.pt")["time_budget"]["epochs"] == 5
-    assert s["time_budget"]["muon_lr"] == saved["muon_lr"] == 0.08  # 80-100 steps: a short run's filter lr
+    asked = _small(tmp_path, time_budget=75.0, name="planned").to_dict()
+    saved = json.loads((planned.run_dir / "config.json").read_text())  # the request, unchanged by the plan
+    assert {k: v for k, v in saved.items() if k != "data"} == {k: v for k, v in asked.items() if k != "data"}
+    ckpt = load_checkpoint(planned.run_dir / "last.pt")  # resume keeps the plan: it is in the checkpoint
+    assert ckpt["config"] == saved
+    run_plan = ckpt["plan"]
+    assert (run_plan["epochs"], run_plan["resolutions"], run_plan["last_epoch_steps"]) == (5, "16:1", cut)
+    assert run_plan["budget"]["epochs"] == 5 and s["plan"] == {k: v for k, v in run_plan.items() if k != "budget"}
+    assert s["time_budget"]["muon_lr"] == run_plan["muon_lr"] == 0.08  # 80-100 steps: a short run's filter lr
+    assert saved["muon_lr"] == asked["muon_lr"] != 0.08
     assert "Muon lr 0.08 for a run this short" in budget.BudgetPlan(
         **{k: v for k, v in s["time_budget"].items() if k != "wall_s"}).describe()
     fixed = train(_small(tmp_path, epochs=5, resolutions="16:1", last_epoch_steps=cut, muon_lr=0.08, name="fixed"),
@@ -191,8 +198,8 @@ def test_the_time_left_after_whole_epochs_buys_a_cut_one_of_at_least_min_part():
 
 @pytest.mark.slow  # real step timing or several trainings
 def test_a_cut_last_epoch_trains_its_steps_and_resumes_to_the_same_weights(tmp_path):
-    from cifarlab.engine import resume
-    from cifarlab.engine.callbacks import StopAfter
+    from cifarlab.training import resume
+    from _callbacks import StopAfter
     from cifarlab.errors import TrainingInterrupted
     data = random_cifar(n_train=1000, n_test=200, seed=1)
     whole = train(_small(tmp_path, epochs=3, resolutions="", name="whole"), data=data)
@@ -221,11 +228,16 @@ def test_a_cut_last_epoch_trains_its_steps_and_resumes_to_the_same_weights(tmp_p
 ])
 def test_a_short_plan_gives_the_muon_filters_their_short_run_lr(epochs, cut, optimizer, short, lr):
     from types import SimpleNamespace
+    from cifarlab.training.api import _plan_of
+    from cifarlab.training.config import TrainConfig
     cfg = SimpleNamespace(optimizer=optimizer, muon_lr=0.05, muon_lr_short=short)
     plan = budget.BudgetPlan(120, epochs, [[16, 1], [32, epochs - 1]], {"32": 0.15}, 200, 4.0, 0.0, 6.0, 110.0, True,
                              last_epoch_steps=cut)
-    budget.short_run_lr(cfg, plan)
-    assert cfg.muon_lr == lr and plan.muon_lr == (lr if lr != 0.05 else 0.0)
+    plan.muon_lr = budget.short_run_muon_lr(cfg, plan)
+    assert plan.muon_lr == (lr if lr != 0.05 else 0.0)
+    request = TrainConfig.from_dict({"optimizer": optimizer, "muon_lr": 0.05, "muon_lr_short": short})
+    run_plan = _plan_of(request, plan)
+    assert run_plan.muon_lr == lr and run_plan.apply(request).muon_lr == lr and request.muon_lr == 0.05
 
 
 def test_a_filter_lr_typed_by_the_user_turns_the_short_run_lr_off():
@@ -319,13 +331,15 @@ def _keeper_case(monkeypatch, epoch_s, *, budget_s=300.0, planned=9, staged=4, s
     full-resolution epoch having taken ``epoch_s``; returns the fake learner."""
     plan = budget.BudgetPlan(budget_s, planned, [[16, 2], [24, 2], [32, planned - staged]], {"32": 0.2}, steps,
                              5.0, 0.0, 3.0, 280.0, True)
-    cfg = SimpleNamespace(epochs=planned, to_dict=lambda: {})
+    from cifarlab.training.plan import Plan
+    run_plan = Plan("airnet_tiny", planned, resolutions="16:2,24:2", budget=plan.to_dict())
     learn = _FakeLearner(epoch=0, epochs=planned, stop=False, step=0, train_loader=_Loader(range(steps)),
-                         schedule=OneCycle(1.0, planned * steps, steps, 0.23), meta={"config": {"epochs": planned}},
+                         schedule=OneCycle(1.0, planned * steps, steps, 0.23),
+                         meta={"config": {"epochs": planned}, "plan": run_plan.to_dict()},
                          run_dir=None, is_main=True, last_epoch_steps=0)
     clock = [0.0]
     monkeypatch.setattr(budget.time, "perf_counter", lambda: clock[0])
-    keeper = budget.BudgetKeeper(plan, cfg, started=-3.0, say=say)
+    keeper = budget.BudgetKeeper(plan, run_plan, started=-3.0, say=say)
     keeper.before_fit(learn)
     clock[0] = spent_before  # the staged epochs
     for e in range(1, done + 1):
@@ -334,17 +348,19 @@ def _keeper_case(monkeypatch, epoch_s, *, budget_s=300.0, planned=9, staged=4, s
             clock[0] = spent_before * e / staged
         learn.epoch, learn.step = e, steps * e
         keeper.after_epoch(learn)
-    return learn, plan, cfg
+    return learn, plan, run_plan
 
 
 def test_the_keeper_cuts_epochs_that_run_slower_than_planned(monkeypatch):
     # planned: 5 full epochs after 103 s of setup and staged ones; the first takes 45 s (4.5 s a step):
     # 9 epochs would end at 103 + 5 x 45 + 5 = 333 s; 95% of 300 s leaves 132 s after 148 s spent
     # and 5 s of test: 29 steps, 2 whole epochs and one cut to 9 steps
-    learn, plan, cfg = _keeper_case(monkeypatch, 45.0, done=5)
-    assert learn.epochs == cfg.epochs == plan.epochs == learn.meta["config"]["epochs"] == 8
-    assert learn.last_epoch_steps == cfg.last_epoch_steps == plan.last_epoch_steps == 9
-    assert learn.meta["config"]["last_epoch_steps"] == plan.replans[0]["last_epoch_steps"] == 9
+    learn, plan, run_plan = _keeper_case(monkeypatch, 45.0, done=5)
+    assert learn.epochs == run_plan.epochs == plan.epochs == learn.meta["plan"]["epochs"] == 8
+    assert learn.last_epoch_steps == run_plan.last_epoch_steps == plan.last_epoch_steps == 9
+    assert learn.meta["plan"]["last_epoch_steps"] == plan.replans[0]["last_epoch_steps"] == 9
+    assert learn.meta["plan"]["budget"] == plan.to_dict() == run_plan.budget
+    assert learn.meta["config"] == {"epochs": 9}  # the request is not the keeper's to change
     assert plan.stages[-1] == [32, 4] and plan.replans[0]["after_epoch"] == 5 and plan.replans[0]["was"] == 9
     assert plan.planned_s == pytest.approx(148 + 29 * 4.5 + 5) and plan.planned_s <= 300 * (1 - budget.SAFETY)
     assert learn.schedule.lr_at(79) == 0.0 and learn.schedule.lr_at(78) > 0  # the lr now ends with step 79
@@ -403,17 +419,19 @@ def test_a_budget_run_re_plans_from_its_real_epochs_and_records_it(tmp_path, mon
     assert first["after_epoch"] == 2 and first["epochs"] < first["was"]
     assert s["epochs_run"] == s["epochs_planned"] == s["time_budget"]["epochs"] == replans[-1]["epochs"]
     assert s["time_budget"]["planned_s"] <= 12.0
-    assert json.loads((run.run_dir / "config.json").read_text())["epochs"] == s["epochs_run"]
+    asked = _small(tmp_path, time_budget=12.0, resolutions="16:1", name="kept").epochs
+    assert json.loads((run.run_dir / "config.json").read_text())["epochs"] == asked  # the request
     ckpt = load_checkpoint(run.run_dir / "last.pt")
-    assert ckpt["config"]["epochs"] == s["epochs_run"] and ckpt["scheduler"]["anchor"][2] == s["steps_run"]
-    assert s["steps_run"] == planned_steps(s["epochs_run"], 20, ckpt["config"]["last_epoch_steps"])
+    assert ckpt["plan"]["epochs"] == s["plan"]["epochs"] == s["epochs_run"] and ckpt["config"]["epochs"] == asked
+    assert ckpt["scheduler"]["anchor"][2] == s["steps_run"]
+    assert s["steps_run"] == planned_steps(s["epochs_run"], 20, ckpt["plan"]["last_epoch_steps"])
     assert ckpt["metrics"][-1]["lr"] < 0.05 * max(m["lr"] for m in ckpt["metrics"])  # it came down to the end
 
 
 @pytest.mark.slow  # real step timing or several trainings
 def test_a_re_planned_run_stopped_by_ctrl_c_resumes_with_its_new_epochs_and_schedule(tmp_path, monkeypatch):
-    from cifarlab.engine import resume
-    from cifarlab.engine.callbacks import StopAfter
+    from cifarlab.training import resume
+    from _callbacks import StopAfter
     from cifarlab.errors import TrainingInterrupted
     real = budget._step_seconds
     monkeypatch.setattr(budget, "_step_seconds", lambda *a, **k: real(*a, **k) / 50)
@@ -423,13 +441,13 @@ def test_a_re_planned_run_stopped_by_ctrl_c_resumes_with_its_new_epochs_and_sche
               data=data)
     run_dir = info.value.run_dir
     ckpt = load_checkpoint(run_dir / "last.pt")
-    epochs = ckpt["config"]["epochs"]
-    assert ckpt["time_budget"]["replans"] and json.loads((run_dir / "config.json").read_text())["epochs"] == epochs
-    steps = planned_steps(epochs, 20, ckpt["config"]["last_epoch_steps"])  # the re-plan may cut the last epoch
+    epochs = ckpt["plan"]["epochs"]  # the plan re-planned; config.json still holds the request
+    assert ckpt["plan"]["budget"]["replans"] and json.loads((run_dir / "config.json").read_text()) == ckpt["config"]
+    steps = planned_steps(epochs, 20, ckpt["plan"]["last_epoch_steps"])  # the re-plan may cut the last epoch
     expected = OneCycle(ckpt["config"]["lr"], steps, 20, ckpt["config"]["warmup"])
     expected.load_state_dict(ckpt["scheduler"])
     result = resume(run_dir, data=data)
-    assert result.summary["epochs_run"] == epochs  # no new plan: the one it stopped with
+    assert result.summary["epochs_run"] == result.summary["plan"]["epochs"] == epochs  # the plan it stopped with
     assert result.summary["steps_run"] == steps and result.summary["test"]["n"] == 200
     last = json.loads((run_dir / "metrics.jsonl").read_text().splitlines()[-1])
     assert last["lr"] == pytest.approx(expected.lr_at(steps - 1))  # the re-mapped schedule, to its end
@@ -455,7 +473,8 @@ def test_a_budget_falls_back_to_a_smaller_model_where_its_own_fits_too_few_full_
     run = train(cfg, data=data)
     s, plan = run.summary, run.summary["time_budget"]
     assert s["model"] == plan["model"] == "airnet_tiny"
-    assert json.loads((run.run_dir / "config.json").read_text())["model"] == "airnet_tiny"
+    assert json.loads((run.run_dir / "config.json").read_text())["model"] == "airnet_small"  # the request
+    assert s["plan"]["model"] == load_checkpoint(run.run_dir / "last.pt")["model"]["name"] == "airnet_tiny"
     assert plan["passed_over"] == [{"model": "airnet_small", "full_epochs": 1, "step_s": {"16": 1.0, "24": 1.0,
                                                                                          "32": 1.0}}]
     assert plan["stages"][-1][1] >= budget.MIN_FULL_EPOCHS and s["epochs_run"] == plan["epochs"]

@@ -13,7 +13,7 @@ import time
 import pytest
 
 from cifarlab.data import random_cifar
-from cifarlab.engine import train
+from cifarlab.training import train
 
 BUDGET_S = 40.0  # long enough that the fixed tail (files, model card) is a small share of it
 # Step times measured in the first seconds hold for the rest only on a machine that stays as

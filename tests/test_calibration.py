@@ -102,9 +102,9 @@ def test_sidecar_names_its_checkpoint(tmp_path):
 @pytest.mark.slow
 def test_a_real_run_fits_stores_and_applies_its_temperature(tmp_path):
     from cifarlab.data.synthetic import random_cifar
-    from cifarlab.engine.api import train
-    from cifarlab.engine.checkpoint import load_checkpoint
-    from cifarlab.engine.predict import Predictor
+    from cifarlab.training.api import train
+    from cifarlab.inference.checkpoint import load_checkpoint
+    from cifarlab.inference.predict import Predictor
     data = random_cifar(n_train=400, n_test=200, val=200, seed=0)
     cfg = {"model": "lenet5_modern", "epochs": 3, "batch_size": 32, "runs_dir": str(tmp_path), "device": "cpu",
            "progress": False, "plots": True, "tensorboard": False, "augment": "none", "label_smoothing": 0.2}
@@ -136,7 +136,7 @@ def test_a_real_run_fits_stores_and_applies_its_temperature(tmp_path):
     report = json.loads((r.run_dir / "calibration.json").read_text())
     assert len(report["before"]["bins"]) == 15 and report["after"]["ece"] == cal["after"]["ece"]
     assert (r.run_dir / "model_card.md").is_file() and (r.run_dir / "model_card.json").is_file()
-    from cifarlab.engine import plots
+    from cifarlab.training import plots
     if plots.available():
         assert (r.run_dir / "reliability.png").is_file()
 
@@ -146,8 +146,8 @@ def test_temperature_lowers_the_validation_nll_on_a_real_cifar_run(real_data, tm
     """lenet5_modern, 3k real training pictures, 2 epochs, label smoothing 0.2 (which makes
     a model under-confident): T fitted on the 5k validation pictures lowers their NLL,
     recomputed here from the stored checkpoint."""
-    from cifarlab.engine.api import train
-    from cifarlab.engine.predict import Predictor
+    from cifarlab.training.api import train
+    from cifarlab.inference.predict import Predictor
     cfg = {"model": "lenet5_modern", "epochs": 2, "batch_size": 64, "runs_dir": str(tmp_path), "device": "cpu",
            "progress": False, "plots": False, "tensorboard": False, "label_smoothing": 0.2,
            "train_subset": 3000, "test_subset": 1000}

@@ -9,11 +9,13 @@ import torch
 from cifarlab.catalog import MAX_SHIPPED_BYTES, Catalog, default_checkpoint, package_run, parse_named
 from cifarlab.data import random_cifar
 from cifarlab.data.synthetic import CIFAR10_CLASSES
-from cifarlab.engine import Predictor, train
-from cifarlab.engine.checkpoint import FORMAT, dequantize_state, load_model, quantize_state
+from cifarlab.training import train
+from cifarlab.inference import Predictor
+from cifarlab.inference.checkpoint import FORMAT, dequantize_state, load_model, quantize_state
 from cifarlab.errors import CifarlabError, ConfigError, ModelError
 from cifarlab.models import count_params, create_model
-from cifarlab.runlog import Registry, RegistryCallback
+from cifarlab.runlog import Registry
+from cifarlab.training.record import RegistryCallback
 
 from _checkpoints import write_checkpoint
 from conftest import need, need_module
@@ -148,7 +150,7 @@ def test_shipped_default_model():
 
 def test_an_onnx_export_can_be_offered(tiny_run, tmp_path):
     need_module("onnxruntime", "onnx extra not installed: pip install 'cifarlab[onnx]'")
-    from cifarlab.engine.export import export_checkpoint
+    from cifarlab.inference.export import export_checkpoint
     result, _ = tiny_run
     onnx = export_checkpoint(result.run_dir / "best.pt")  # beside best.pt, so summary.json is found
     catalog = Catalog({"fast": str(onnx)}, runs=False, shipped=False)
@@ -184,7 +186,7 @@ def test_predict_cli_takes_a_model_name(tmp_path, capsys):
 @pytest.mark.slow
 def test_shipped_model_accuracy_is_what_it_states(real_data):
     """The accuracy every model list shows for the shipped model, re-measured on the real test set."""
-    from cifarlab.engine import evaluate
+    from cifarlab.training import evaluate
     _shipped_or_skip()
     stated = Catalog(runs=False).resolve("default").accuracy
     measured = evaluate(default_checkpoint(), data=real_data)["top1"]

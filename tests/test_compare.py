@@ -15,7 +15,7 @@ from cifarlab.cli import build_parser, main
 from cifarlab.data import random_cifar
 from cifarlab.data.synthetic import write_cifar10_python
 from test_study import CountFits  # noqa: E402 (tests/ is on sys.path, as for conftest)
-from cifarlab.engine import TrainingInterrupted
+from cifarlab.training import TrainingInterrupted
 from cifarlab.errors import ConfigError, ModelError
 from cifarlab.runlog import Registry
 from cifarlab.studies import load_spec, plan, write_report

@@ -139,7 +139,7 @@ def test_plasma_fractal_is_normalized():
 @pytest.mark.slow
 def test_evaluate_corruptions_on_a_tiny_run(tmp_path):
     from cifarlab.corruptions import evaluate_corruptions
-    from cifarlab.engine.api import train
+    from cifarlab.training.api import train
     data = random_cifar(n_train=300, n_test=100, val=0, seed=0)
     cfg = {"model": "lenet5_modern", "epochs": 2, "batch_size": 32, "runs_dir": str(tmp_path), "device": "cpu",
            "progress": False, "plots": False, "tensorboard": False, "augment": "none"}

@@ -7,8 +7,8 @@ import torch
 
 from cifarlab.data import DeviceLoader, random_cifar
 from cifarlab.data.loader import format_resolutions, parse_resolutions, resize, size_at_epoch
-from cifarlab.engine import Callback, recipe_config, train
-from cifarlab.engine.recipes import list_recipes, sgd_values
+from cifarlab.training import Callback, recipe_config, train
+from cifarlab.training.recipes import list_recipes, sgd_values
 from cifarlab.errors import ConfigError
 from cifarlab.models import model_info
 

@@ -25,7 +25,7 @@ from PySide6.QtWidgets import QApplication  # noqa: E402
 
 from cifarlab.catalog import Catalog  # noqa: E402
 from cifarlab.desktop import ClassifierWindow, run_window  # noqa: E402
-from cifarlab.engine import Predictor  # noqa: E402
+from cifarlab.inference import Predictor  # noqa: E402
 
 from _checkpoints import hostile_run, write_checkpoint  # noqa: E402
 

@@ -26,8 +26,9 @@ import pytest
 import torch
 
 from cifarlab.data import DeviceLoader, random_cifar
-from cifarlab.engine import evaluate, load_model, resume, train
-from cifarlab.engine.distributed import launch
+from cifarlab.inference import load_model
+from cifarlab.training import evaluate, resume, train
+from cifarlab.training.distributed import launch
 
 RTOL = 1e-4  # see the module docstring
 

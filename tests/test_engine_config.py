@@ -8,7 +8,7 @@ import pytest
 
 from cifarlab.cli import build_parser
 from cifarlab.cli.train_cmd import config_from_args
-from cifarlab.engine import TrainConfig, list_recipes, recipe_config
+from cifarlab.training import TrainConfig, list_recipes, recipe_config
 from cifarlab.errors import ConfigError
 
 

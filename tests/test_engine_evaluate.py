@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from cifarlab.data import random_cifar
-from cifarlab.engine import evaluate, train, tta_views
-from cifarlab.engine.metrics import confusion_matrix, per_class_accuracy, topk_correct
+from cifarlab.training import evaluate, train, tta_views
+from cifarlab.training.metrics import confusion_matrix, per_class_accuracy, topk_correct
 from cifarlab.errors import ConfigError, DataError
 
 

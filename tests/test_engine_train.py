@@ -11,9 +11,11 @@ import pytest
 import torch
 
 from cifarlab.data import random_cifar
-from cifarlab.engine import Callback, StopAfter, TrainingInterrupted, evaluate, load_model, resume, train
-from cifarlab.engine.checkpoint import FORMAT
-from cifarlab.engine.optim import OneCycle, Plateau, Step
+from cifarlab.inference import load_model
+from cifarlab.training import Callback, TrainingInterrupted, evaluate, resume, train
+from _callbacks import StopAfter
+from cifarlab.inference.checkpoint import FORMAT
+from cifarlab.training.optim import OneCycle, Plateau, Step
 from cifarlab.errors import TrainingDiverged
 
 from conftest import need_module
@@ -56,8 +58,8 @@ def test_every_loss_trains_and_reports_top1(tmp_path, tiny, loss):
 
 def _lrs(schedule, epochs=4, per_epoch=4, **kw):
     """The lr of every step as the schedule gives it (no training)."""
-    from cifarlab.engine import TrainConfig
-    from cifarlab.engine.optim import build_schedule
+    from cifarlab.training import TrainConfig
+    from cifarlab.training.optim import build_schedule
     sched = build_schedule(TrainConfig.from_dict({"schedule": schedule, "epochs": epochs, "lr": 0.1, **kw}), per_epoch)
     return np.array([sched.lr_at(s) for s in range(epochs * per_epoch)])
 
@@ -160,7 +162,7 @@ def test_huge_lr_diverges_with_one_line(tmp_path, tiny):
 
 def test_binary_accuracy_is_not_accuracy():
     """All-zero probabilities on 10 balanced classes: 90% binary accuracy, 10% top-1."""
-    from cifarlab.engine.metrics import Accumulator
+    from cifarlab.training.metrics import Accumulator
     y = torch.arange(100) % 10
     logits = torch.zeros(100, 10)  # softmax 0.1 each: every one-hot output predicted 0
     acc = Accumulator()
@@ -171,7 +173,7 @@ def test_binary_accuracy_is_not_accuracy():
 
 
 def test_bce_loss_matches_keras_formula():
-    from cifarlab.engine.losses import softmax_bce
+    from cifarlab.training.losses import softmax_bce
     logits = torch.tensor([[2.0, 0.0, -1.0], [0.0, 0.0, 0.0]])
     y = torch.tensor([0, 2])
     p = torch.softmax(logits, 1).clamp(1e-7, 1 - 1e-7)
@@ -266,7 +268,7 @@ def test_run_folder_is_complete(tmp_path, tiny):
     assert set(ckpt) >= {"model", "state_dict", "optimizer", "scheduler", "rng", "epoch", "config", "metrics",
                          "classes", "normalize", "versions"}
     assert set(ckpt["rng"]) >= {"torch", "numpy", "python"}
-    from cifarlab.engine.checkpoint import git_commit
+    from cifarlab.inference.checkpoint import git_commit
     assert summary["versions"] == ckpt["versions"] and ckpt["versions"].get("commit") == git_commit()
     model, meta = load_model(run / "best.pt")
     assert meta["classes"] == tiny.classes and sum(p.numel() for p in model.parameters()) > 0
@@ -282,7 +284,7 @@ def test_without_validation_the_last_epoch_is_kept_and_said(tmp_path):
 
 
 def test_grayscale_run_predicts_from_rgb(tmp_path, tiny):
-    from cifarlab.engine import Predictor
+    from cifarlab.inference import Predictor
     r = train(cfg(tmp_path, grayscale=1), data=tiny)
     pred = Predictor(r.run_dir)
     out = pred.predict([tiny.test.images[0]], top_k=2)
@@ -302,12 +304,12 @@ def test_nan_loss_names_epoch_and_step(tmp_path, tiny):
 
 
 def test_every_loop_event_is_a_callback_method_and_nothing_else():
-    from cifarlab.engine.callbacks import Callback
-    from cifarlab.engine.loop import EVENTS
+    from cifarlab.training.callbacks import Callback
+    from cifarlab.training.loop import EVENTS
     hooks = {n for n in vars(Callback) if n.startswith(("before_", "after_"))}
     assert hooks == set(EVENTS)
     import pytest
-    from cifarlab.engine.loop import Learner
+    from cifarlab.training.loop import Learner
     learn = Learner.__new__(Learner)
     learn.callbacks = []
     with pytest.raises(ValueError, match="unknown event 'after_fitt'"):
@@ -316,7 +318,7 @@ def test_every_loop_event_is_a_callback_method_and_nothing_else():
 
 def test_code_version_is_recorded_once_and_never_fails(monkeypatch):
     from cifarlab import __version__
-    from cifarlab.engine import checkpoint
+    from cifarlab.inference import checkpoint
     checkpoint.git_commit.cache_clear()
     monkeypatch.setenv("PATH", "/nonexistent")  # no git: no commit, no error
     assert checkpoint.git_commit() is None

@@ -15,8 +15,8 @@ import torch
 from PIL import Image
 
 from cifarlab.calibration import write_sidecar
-from cifarlab.engine.calibrate import store_in_checkpoint
-from cifarlab.engine.predict import Predictor
+from cifarlab.training.calibrate import store_in_checkpoint
+from cifarlab.inference.predict import Predictor
 
 from _checkpoints import write_checkpoint
 
@@ -91,7 +91,7 @@ def test_onnx_export_carries_the_temperature(calibrated, tmp_path):
     from conftest import need_module
     need_module("onnx", "the onnx extra is not installed: pip install 'cifarlab[onnx]'")
     need_module("onnxruntime", "the onnx extra is not installed: pip install 'cifarlab[onnx]'")
-    from cifarlab.engine.export import export_checkpoint
+    from cifarlab.inference.export import export_checkpoint
     onnx_path = export_checkpoint(calibrated, tmp_path / "m.onnx")
     pics = [np.asarray(Image.open(_photo(tmp_path / "p.png")).resize((32, 32)))] * 2
     po, pt = Predictor(onnx_path), Predictor(calibrated, device="cpu")

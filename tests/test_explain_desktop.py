@@ -17,10 +17,10 @@ need_module("PySide6.QtWidgets", "Qt's shared libraries (libEGL, libxkbcommon, .
                                   "`make sysdeps` (scripts/sysdeps.sh, as root)")
 from PySide6.QtWidgets import QApplication  # noqa: E402
 
-from cifarlab.engine.calibrate import store_in_checkpoint  # noqa: E402
+from cifarlab.training.calibrate import store_in_checkpoint  # noqa: E402
 from cifarlab.catalog import Catalog  # noqa: E402
 from cifarlab.desktop import ClassifierWindow  # noqa: E402
-from cifarlab.engine import Predictor  # noqa: E402
+from cifarlab.inference import Predictor  # noqa: E402
 
 from _checkpoints import write_checkpoint  # noqa: E402
 

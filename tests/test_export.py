@@ -16,9 +16,10 @@ need_module("onnxruntime", "the onnx extra is not installed: pip install 'cifarl
 
 from cifarlab.cli import main  # noqa: E402
 from cifarlab.data import random_cifar  # noqa: E402
-from cifarlab.engine import Predictor, train  # noqa: E402
+from cifarlab.training import train  # noqa: E402
+from cifarlab.inference import Predictor
 from cifarlab.errors import CifarlabError  # noqa: E402
-from cifarlab.engine.export import OnnxModel, export_model  # noqa: E402
+from cifarlab.inference.export import OnnxModel, export_model  # noqa: E402
 from cifarlab.models import create_model, list_models  # noqa: E402
 
 TOLERANCE = 1e-4  # max |logit difference|: float32 kernels differ in summation order only
@@ -130,7 +131,7 @@ def test_export_default_path_is_beside_the_checkpoint(run_dir):
 
 
 def test_onnx_without_onnxruntime_and_foreign_files_are_one_line_errors(tmp_path, run_dir, monkeypatch, capsys):
-    import cifarlab.engine.export as ex
+    import cifarlab.inference.export as ex
     bad = tmp_path / "bad.onnx"
     bad.write_bytes(b"not a model")
     with pytest.raises(CifarlabError, match="not a readable ONNX model"):

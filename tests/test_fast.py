@@ -13,11 +13,12 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from cifarlab.data import build_augment, random_cifar
-from cifarlab.engine import TrainConfig, callbacks_for, fast, recipe_config, train, tta_views
-from cifarlab.engine.callbacks import Callback
-from cifarlab.engine.fast import WeightAverage, WhiteningInit, patch_matrix, whitening_filters
-from cifarlab.engine.optim import build_optimizer
-from cifarlab.engine.recipes import fill_from_recipe, sgd_values
+from cifarlab.training import TrainConfig, callbacks_for, recipe_config, train, tta_views
+from cifarlab.training import fast
+from cifarlab.training.callbacks import Callback
+from cifarlab.training.fast import WeightAverage, WhiteningInit, patch_matrix, whitening_filters
+from cifarlab.training.optim import build_optimizer
+from cifarlab.training.recipes import sgd_values
 from cifarlab.errors import CifarlabError, ConfigError
 from cifarlab.models import create_model
 
@@ -263,7 +264,8 @@ def test_fast_recipe_learns_on_cpu_and_applies_its_pieces(tmp_path):
 def test_fast_recipe_resumes_bit_exactly(tmp_path):
     """Ctrl-C after epoch 2 and --resume: the same weights as one uninterrupted run (the
     whitening is not recomputed, the lookahead average restarts from the checkpoint)."""
-    from cifarlab.engine import StopAfter, TrainingInterrupted, resume
+    from cifarlab.training import TrainingInterrupted, resume
+    from _callbacks import StopAfter
     data = random_cifar(n_train=100, n_test=20, seed=3)
     over = dict(epochs=3, batch_size=50, name="r", **sgd_values(11.5, 0.0153, 0.85, 50))
     full = train(_quick(tmp_path / "a", **over), data=data)
@@ -297,19 +299,10 @@ def test_callbacks_follow_the_config_fields_not_the_recipe_name():
     assert {WhiteningInit, WeightAverage} <= _kinds(recipe_config("fast"))
 
 
-def test_a_config_saved_before_the_fast_fields_gets_them_from_its_recipe():
-    saved = {k: v for k, v in recipe_config("fast").to_dict().items()
-             if k not in ("bias_lr_scale", "whiten", "average", "average_every")}
-    saved["lr"] = 0.5  # a value the run chose stays as saved
-    cfg = TrainConfig.from_dict(fill_from_recipe(saved))
-    assert (cfg.bias_lr_scale, cfg.whiten, cfg.average, cfg.average_every, cfg.lr) == (64.0, True, "lookahead", 5, 0.5)
-    plain = {k: v for k, v in TrainConfig().to_dict().items() if k != "whiten"}
-    assert fill_from_recipe(plain) == plain  # no recipe recorded: the defaults apply
-
-
 def test_an_old_fast_checkpoint_says_it_cannot_be_resumed(tmp_path):
     """main before issue 13 kept BN biases in the one param group: resume says so in one line."""
-    from cifarlab.engine import StopAfter, TrainingInterrupted, resume
+    from cifarlab.training import TrainingInterrupted, resume
+    from _callbacks import StopAfter
     data = random_cifar(n_train=100, n_test=20, seed=3)
     with pytest.raises(TrainingInterrupted):
         train(_quick(tmp_path, epochs=2, batch_size=50, name="old"), callbacks=[StopAfter(1)], data=data)

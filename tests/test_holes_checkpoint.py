@@ -18,8 +18,8 @@ import torch
 from PIL import Image
 
 from cifarlab.cli import main
-from cifarlab.engine import Predictor, load_checkpoint, load_model
-from cifarlab.engine.checkpoint import FORMAT, save_checkpoint
+from cifarlab.inference import Predictor, load_checkpoint, load_model
+from cifarlab.inference.checkpoint import FORMAT, save_checkpoint
 from cifarlab.errors import CifarlabError, ModelError
 
 from _checkpoints import RunsCode, write_checkpoint
@@ -136,7 +136,7 @@ def test_the_server_answers_a_swapped_best_pt_with_a_4xx_and_loads_it_once(tmp_p
     from fastapi.testclient import TestClient
 
     from cifarlab.catalog import Catalog
-    from cifarlab.engine import predict as predict_mod
+    from cifarlab.inference import predict as predict_mod
     from cifarlab.runlog import Registry
     from cifarlab.web import ServeLimits, create_app
     run = tmp_path / "runs" / "swapped"
@@ -171,7 +171,7 @@ def test_the_server_answers_a_swapped_best_pt_with_a_4xx_and_loads_it_once(tmp_p
 def _onnx_with(tmp_path, props: dict | None, drop=()):
     onnx = need_module("onnx", "onnx extra not installed: pip install 'cifarlab[onnx]'")
     need_module("onnxruntime", "onnx extra not installed: pip install 'cifarlab[onnx]'")
-    from cifarlab.engine.export import export_checkpoint
+    from cifarlab.inference.export import export_checkpoint
     path = export_checkpoint(write_checkpoint(tmp_path / "m.pt", model="lenet5_modern"), tmp_path / "m.onnx")
     proto = onnx.load(str(path))
     meta = {p.key: p.value for p in proto.metadata_props}
@@ -299,7 +299,7 @@ def test_convert_converts_an_old_file_without_a_full_unpickle(tmp_path, capsys, 
     assert ckpt["format"] == FORMAT and ckpt["rng"]["numpy"][0] == "MT19937"
     np.random.seed(0)
     want = np.random.get_state()
-    from cifarlab.engine.checkpoint import restore_rng
+    from cifarlab.inference.checkpoint import restore_rng
     restore_rng(ckpt["rng"])
     assert np.array_equal(np.random.get_state()[1], keys)
     np.random.set_state(want)
@@ -319,7 +319,7 @@ def test_convert_refuses_a_file_that_needs_anything_else_and_runs_nothing(tmp_pa
 def trained(tmp_path_factory):
     """One tiny finished run, trained once; each test damages its own copy."""
     from cifarlab.data import random_cifar
-    from cifarlab.engine import train
+    from cifarlab.training import train
     data = random_cifar(n_train=64, n_test=16, val=16, seed=1)
     result = train(dict(model="lenet5_modern", epochs=1, batch_size=32,
                         runs_dir=str(tmp_path_factory.mktemp("runs")), name="r", tensorboard=False, plots=False,
@@ -339,7 +339,7 @@ def _snapshot(run):
 
 @pytest.mark.parametrize("damage", ["last-is-dir", "last-missing-with-best", "no-config", "optimizer-junk"])
 def test_resume_refuses_a_broken_run_folder_without_touching_it(tmp_path, damage, capsys, trained):
-    from cifarlab.engine import resume
+    from cifarlab.training import resume
     run, data = _finished_run(tmp_path, trained)
     if damage == "last-is-dir":
         (run / "last.pt").unlink()
@@ -366,7 +366,7 @@ def test_resume_refuses_a_broken_run_folder_without_touching_it(tmp_path, damage
 
 def test_a_run_whose_first_last_pt_never_got_written_restarts(tmp_path):
     """A full disk between best.pt and the first last.pt: no epoch is on record, so it restarts."""
-    from cifarlab.engine.checkpoint import load_resumable
+    from cifarlab.inference.checkpoint import load_resumable
     run = tmp_path / "r"
     run.mkdir()
     (run / "config.json").write_text("{}")

@@ -116,7 +116,7 @@ def test_predict_out_on_a_full_disk_leaves_no_empty_csv(tmp_path, monkeypatch, c
 
 
 def test_predict_out_filling_the_disk_midway_keeps_its_rows_for_resume(tmp_path, monkeypatch, capsys):
-    from cifarlab.engine import batch_predict
+    from cifarlab.inference import batch_predict
     model = write_checkpoint(tmp_path / "m.pt", model="lenet5_modern")
     pics = _pictures(tmp_path / "pics")
     out = tmp_path / "p.csv"

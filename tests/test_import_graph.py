@@ -26,13 +26,14 @@ LAYERS = {
     "sqldb": 2,                                       # SQLite or PostgreSQL for the registry and claims
     "models": 2, "data": 2, "explain": 2,             # models | data | Grad-CAM on any model
     "zoo": 3, "calibration": 3, "modelcard": 3,       # models' facts | calibration arithmetic | model cards
-    "engine": 4,                                      # train, evaluate, predict, export
+    "inference": 4,                                   # checkpoints, predict, batch prediction, export
     "runlog": 5, "results": 5,                        # the run registry | measured numbers (results/*.csv)
-    "resolve": 6, "corruptions": 6,                   # model names (shipped, runs, files) | robustness
-    "studies": 7, "catalog": 7,                       # many runs, the catalogue of trained runs
-    "web": 8, "desktop": 8,                           # faces over a Predictor
-    "cli": 9,                                         # the command line, which launches the faces
-    "__main__": 10,
+    "training": 6,                                    # config, plan, loop, evaluate, calibrate
+    "resolve": 7, "corruptions": 7,                   # model names (shipped, runs, files) | robustness
+    "studies": 8, "catalog": 8,                       # many runs, the catalogue of trained runs
+    "web": 9, "desktop": 9,                           # faces over a Predictor
+    "cli": 10,                                        # the command line, which launches the faces
+    "__main__": 11,
 }
 
 
@@ -125,6 +126,16 @@ class Graph:
                     bad.append(f"{a} (layer {LAYERS[pa]}) -> {b} (layer {LAYERS[pb]})")
         return bad
 
+    def reachable(self, start: str) -> set[str]:
+        """Every module ``start`` imports, directly or through others."""
+        seen, todo = set(), [start]
+        while todo:
+            for w in self.edges.get(todo.pop(), ()):
+                if w not in seen:
+                    seen.add(w)
+                    todo.append(w)
+        return seen
+
     def cycles(self) -> list[list[str]]:
         """Strongly connected components with more than one module (Tarjan)."""
         index, low, stack, on, out = {}, {}, [], set(), []
@@ -166,7 +177,7 @@ GRAPH = Graph()
 def test_the_graph_is_read():
     # guards the other tests against an empty or mis-resolved graph
     assert len(GRAPH.sources) > 50
-    assert "cifarlab.engine.config" in GRAPH.edges["cifarlab.engine.api"]
+    assert "cifarlab.training.config" in GRAPH.edges["cifarlab.training.api"]
     assert "cifarlab.errors" in GRAPH.edges["cifarlab.data.load"]
 
 
@@ -186,6 +197,19 @@ def test_arrows_point_down():
     assert not bad, "imports that point up or sideways (see LAYERS):\n" + "\n".join("  " + b for b in bad)
 
 
+# the packages that only use trained models: they reach no module of cifarlab.training
+INFERENCE_ONLY = ("web", "desktop", "catalog")
+
+
+def test_the_faces_import_only_inference():
+    bad = sorted(f"{m} -> {w}" for m in GRAPH.sources if _package(m) in INFERENCE_ONLY
+                 for w in GRAPH.reachable(m) if _package(w) == "training")
+    assert not bad, "the web page, the desktop app and the catalogue must not reach cifarlab.training:\n" + \
+        "\n".join("  " + b for b in bad[:20])
+    reached = {_package(w) for m in GRAPH.sources if _package(m) in INFERENCE_ONLY for w in GRAPH.reachable(m)}
+    assert "inference" in reached  # the check reads real arrows
+
+
 def test_no_private_name_across_packages():
     bad = sorted(set(GRAPH.private))
     assert not bad, "private names used from another package:\n" + "\n".join("  " + b for b in bad)
@@ -194,12 +218,13 @@ def test_no_private_name_across_packages():
 def test_the_checks_catch_what_they_should():
     # a cycle, an upward arrow and two private names, planted in a small made-up package
     code = {
-        "cifarlab.data.a": ("a.py", "from cifarlab.engine.b import _helper\n"),
-        "cifarlab.engine.b": ("b.py", "def f():\n    from ..data import a\n    return a._x\n"),
+        "cifarlab.data.a": ("a.py", "from cifarlab.training.b import _helper\n"),
+        "cifarlab.training.b": ("b.py", "def f():\n    from ..data import a\n    return a._x\n"),
     }
     g = Graph({m: (ROOT / "data" / p if m.startswith("cifarlab.data") else ROOT / "engine" / p, ast.parse(c))
                for m, (p, c) in code.items()})
-    assert g.cycles() == [["cifarlab.data.a", "cifarlab.engine.b"]]
-    assert g.upward() == [f"cifarlab.data.a (layer {LAYERS['data']}) -> cifarlab.engine.b (layer {LAYERS['engine']})"]
-    assert sorted(g.private) == ["cifarlab.data.a: from cifarlab.engine.b import _helper",
-                                 "cifarlab.engine.b: cifarlab.data.a._x"]
+    assert g.cycles() == [["cifarlab.data.a", "cifarlab.training.b"]]
+    assert g.upward() == [f"cifarlab.data.a (layer {LAYERS['data']}) -> cifarlab.training.b (layer {LAYERS['training']})"]
+    assert "cifarlab.training.b" in g.reachable("cifarlab.data.a") and "cifarlab.data.a" in g.reachable("cifarlab.data.a")
+    assert sorted(g.private) == ["cifarlab.data.a: from cifarlab.training.b import _helper",
+                                 "cifarlab.training.b: cifarlab.data.a._x"]

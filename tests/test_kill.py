@@ -32,7 +32,7 @@ import pytest
 
 from cifarlab.cli import main
 from cifarlab.data.synthetic import write_cifar10_python
-from cifarlab.engine.checkpoint import load_checkpoint
+from cifarlab.inference.checkpoint import load_checkpoint
 
 pytestmark = [pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork (POSIX) to start children fast"),
               pytest.mark.slow]  # each test kills and resumes dozens of runs: minutes on 2 cores
@@ -51,7 +51,7 @@ COMPARED = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr")
 _ZYGOTE = r"""
 import json, os, sys, traceback
 import torch  # the slow imports, once; children inherit them
-import cifarlab.data, cifarlab.engine.api, cifarlab.models, cifarlab.studies.report  # noqa: F401
+import cifarlab.data, cifarlab.training.api, cifarlab.models, cifarlab.studies.report  # noqa: F401
 torch.set_num_threads(1)  # tiny batches: a second thread only spins
 torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)  # the first optimizer imports torch._dynamo
 try:  # the study report draws figures

@@ -21,8 +21,8 @@ import numpy as np
 import pytest
 
 from cifarlab.data.synthetic import write_cifar10_python
-from cifarlab.engine import evaluate, train
-from cifarlab.engine.distributed import free_port
+from cifarlab.training import evaluate, train
+from cifarlab.training.distributed import free_port
 
 pytestmark = pytest.mark.slow
 RTOL = 1e-4  # see tests/test_distributed.py

@@ -7,9 +7,10 @@ import torch
 from torch import nn
 
 from cifarlab.data import random_cifar
-from cifarlab.engine import StopAfter, TrainConfig, TrainingInterrupted, resume, train
-from cifarlab.engine.muon import NS_COEFFICIENTS, Muon, orthogonalize
-from cifarlab.engine.optim import build_optimizer, param_groups
+from cifarlab.training import TrainConfig, TrainingInterrupted, resume, train
+from _callbacks import StopAfter
+from cifarlab.training.muon import NS_COEFFICIENTS, Muon, orthogonalize
+from cifarlab.training.optim import build_optimizer, param_groups
 from cifarlab.errors import ConfigError
 from cifarlab.models import create_model
 
@@ -74,7 +75,7 @@ def test_a_muon_step_normalizes_the_filter_then_moves_it_by_the_orthogonalized_u
 def test_newton_schulz_runs_in_bf16_only_where_training_does(monkeypatch, native, amp, expected):
     """bf16 iterations where matmuls in it are native and the run trains in it; float32 elsewhere
     (emulated bf16 would be slower). A machine property: the saved state does not carry it."""
-    from cifarlab.engine import hardware
+    from cifarlab.inference import hardware
     monkeypatch.setattr(hardware, "bf16_native", lambda device: native)
     opt = build_optimizer(create_model("airnet_tiny"), TrainConfig(optimizer="muon", lr=0.1, amp=amp))
     assert opt.ns_dtype == expected

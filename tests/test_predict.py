@@ -10,8 +10,9 @@ from PIL import Image
 
 from cifarlab.cli import main
 from cifarlab.data import random_cifar
-from cifarlab.engine import Predictor, load_image, train
-from cifarlab.engine import predict as predict_mod
+from cifarlab.training import train
+from cifarlab.inference import Predictor, load_image
+from cifarlab.inference import predict as predict_mod
 from cifarlab.errors import ImageError
 
 

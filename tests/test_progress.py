@@ -8,8 +8,8 @@ import pytest
 import torch
 from rich.console import Console
 
-from cifarlab.engine.callbacks import ProgressBar
-from cifarlab.engine.loop import Learner
+from cifarlab.training.callbacks import ProgressBar
+from cifarlab.training.loop import Learner
 
 
 def _learner(epochs: int, costs=None) -> Learner:

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from cifarlab.engine import evaluate, train
+from cifarlab.training import evaluate, train
 
 # Measured on 2 shared AMD EPYC cores (torch 2.13 CPU, seed 0): test top-1 0.6645 after 8
 # epochs of lenet5_modern on the 45k training images, 46 s including evaluation. The floor

@@ -2,7 +2,7 @@
 
 Every number the Predictor, batch prediction, ONNX export, the catalogue and ``evaluate``'s
 test-time views produce is compared here with one computed without them: the picture read
-with Pillow, converted and resized as ``engine/predict.py`` documents (RGB, 32x32, bilinear,
+with Pillow, converted and resized as ``inference/predict.py`` documents (RGB, 32x32, bilinear,
 aspect ratio not kept), then ``/255`` and ``(x - mean) / std`` in numpy with the
 normalization saved in the checkpoint, through the bare ``nn.Module`` the test built
 itself, softmax in float64. A known-answer model (hand-set weights whose logits are a
@@ -23,7 +23,8 @@ import torch
 from PIL import Image
 
 from cifarlab.data.synthetic import random_cifar
-from cifarlab.engine import Predictor, evaluate
+from cifarlab.training import evaluate
+from cifarlab.inference import Predictor
 from cifarlab.models import create_model
 
 from _reference import (CLASSES, MEAN, STD, random_lenet, reference_for, reference_input, reference_probs,
@@ -170,7 +171,7 @@ def test_known_answer_pictures(known_ckpt, tmp_path):
 
 # ---------------------------------------------------------------- batch prediction (CSV)
 def test_predict_folder_csv_equals_reference(ckpt, lenet, tmp_path):
-    from cifarlab.engine.batch_predict import predict_folder
+    from cifarlab.inference.batch_predict import predict_folder
     folder = tmp_path / "pics"
     (folder / "sub").mkdir(parents=True)
     rng = np.random.default_rng(8)
@@ -201,7 +202,7 @@ def test_predict_folder_csv_equals_reference(ckpt, lenet, tmp_path):
 def test_onnx_export_equals_reference(ckpt, lenet, tmp_path):
     need_module("onnx", "onnx extra not installed: pip install 'cifarlab[onnx]'")
     ort = need_module("onnxruntime", "onnx extra not installed: pip install 'cifarlab[onnx]'")
-    from cifarlab.engine.export import export_checkpoint
+    from cifarlab.inference.export import export_checkpoint
     onnx_path = export_checkpoint(ckpt, tmp_path / "lenet.onnx")
     paths = list(_pictures(tmp_path).values())
     inputs = [reference_input(Image.open(p)) for p in paths]
@@ -247,7 +248,7 @@ def _np_views(x: np.ndarray, mode: str) -> list[np.ndarray]:
 
 @pytest.mark.parametrize("mode,count", [("none", 1), ("flip", 2), ("flip-translate", 6)])
 def test_tta_views_are_the_documented_pixels(mode, count):
-    from cifarlab.engine.evaluate import tta_views
+    from cifarlab.training.evaluation import tta_views
     x = np.random.default_rng(0).normal(size=(2, 3, 7, 9)).astype(np.float32)
     views = tta_views(torch.from_numpy(x), mode)
     expected = _np_views(x, mode)

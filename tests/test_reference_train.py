@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from cifarlab.data import random_cifar
-from cifarlab.engine import Callback, train
+from cifarlab.training import Callback, train
 from cifarlab.models import create_model
 
 SCRIPTED_VAL_ACC = [0.30, 0.60, 0.45]  # epoch 2 is the best, epoch 3 the last

@@ -45,11 +45,11 @@ def test_default_is_the_shipped_model_everywhere(tmp_path, capsys):
     stored = torch.load(default_checkpoint(), map_location="cpu", weights_only=True)["model"]["name"]
     assert default_architecture() == stored
     assert architecture("default")[0] == stored
-    from cifarlab.engine.checkpoint import load_checkpoint, load_model
+    from cifarlab.inference.checkpoint import load_checkpoint, load_model
     assert load_checkpoint("default")["path"] == str(default_checkpoint())
     model, meta = load_model("default")
     assert meta["model"]["name"] == stored
-    from cifarlab.engine.predict import Predictor
+    from cifarlab.inference.predict import Predictor
     assert Predictor("default").meta["model"]["name"] == stored
     assert main(["summary", "default", "--no-memory"]) == 0
     assert stored in capsys.readouterr().out

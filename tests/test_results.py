@@ -49,7 +49,7 @@ def test_rows_round_trip_and_a_new_column_extends_the_header(folder):
 
 
 def test_a_row_without_a_machine_or_command_gets_this_ones(folder):
-    from cifarlab.engine.hardware import cpu_model
+    from cifarlab.inference.hardware import cpu_model
     results.append_row("probe", {"value": 1})
     row = results.read_rows("probe")[0]
     assert row["machine"] == cpu_model() and row["cores"] >= 1 and isinstance(row["bf16"], bool)

@@ -9,10 +9,11 @@ import sys
 import pytest
 
 from cifarlab import runlog
+from cifarlab.training import record
 from cifarlab.cli import main
 from cifarlab.data import random_cifar
 from cifarlab.data.synthetic import write_cifar10_python
-from cifarlab.engine import Callback, TrainingInterrupted, train
+from cifarlab.training import Callback, TrainingInterrupted, train
 from cifarlab.errors import ConfigError
 from cifarlab.runlog import Registry
 
@@ -36,15 +37,15 @@ class Boom(Callback):
 
 def _train(tmp_path, data, name, callbacks=(), study=None, **kw):
     return train({**TINY, "model": "lenet5_modern", "runs_dir": str(tmp_path), "name": name, **kw},
-                 callbacks=[*callbacks, *runlog.recorder(study)], data=data)
+                 callbacks=[*callbacks, *record.recorder(study)], data=data)
 
 
 def test_default_path_follows_cifarlab_home(tmp_path, monkeypatch):
     monkeypatch.setenv("CIFARLAB_HOME", str(tmp_path / "home"))
     assert runlog.default_path() == tmp_path / "home" / "runs.sqlite"
-    assert [type(cb) for cb in runlog.recorder()] == [runlog.RegistryCallback]
+    assert [type(cb) for cb in record.recorder()] == [record.RegistryCallback]
     monkeypatch.setenv("CIFARLAB_REGISTRY", "0")
-    assert runlog.recorder() == []
+    assert record.recorder() == []
 
 
 def test_statuses_metrics_filters(tmp_path, data):
@@ -83,10 +84,10 @@ def test_only_runs_given_the_recorder_are_recorded(tmp_path, data):
 
 
 def test_cli_train_and_resume_are_recorded(tmp_path, monkeypatch):
-    from cifarlab.engine import StopAfter
+    from _callbacks import StopAfter
     source = write_cifar10_python(tmp_path / "data", per_batch=20, n_test=20).path
-    real, extra = runlog.recorder, [StopAfter(1)]  # Ctrl-C after epoch 1 of the first command
-    monkeypatch.setattr(runlog, "recorder", lambda study=None: [*real(study), *extra])
+    real, extra = record.recorder, [StopAfter(1)]  # Ctrl-C after epoch 1 of the first command
+    monkeypatch.setattr(record, "recorder", lambda study=None: [*real(study), *extra])
     args = ["train", "--data", str(source), "--model", "lenet5_modern", "--epochs", "2", "--batch-size", "16",
             "--runs-dir", str(tmp_path / "runs"), "--name", "cli", "--no-progress", "--no-plots",
             "--no-tensorboard", "--augment", "none", "--device", "cpu", "--val", "20"]

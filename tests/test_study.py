@@ -12,7 +12,7 @@ import pytest
 from cifarlab.cli import main
 from cifarlab.data import random_cifar
 from cifarlab.data.synthetic import write_cifar10_python
-from cifarlab.engine import Callback, TrainingInterrupted
+from cifarlab.training import Callback, TrainingInterrupted
 from cifarlab.errors import ConfigError
 from cifarlab.runlog import Registry
 from cifarlab.studies import build_spec, load_spec, plan, run_study, write_report
@@ -58,16 +58,19 @@ def test_plan_shares_the_base_point():
 def test_a_varied_filter_lr_or_epoch_count_is_the_one_trained_on_a_budget_recipe_base(tmp_path):
     """A study on a CPU recipe's config (a time budget, a short-run filter lr): the epochs and
     the filter lr it varies are what its runs train, as if typed on the command line."""
-    from cifarlab.engine import recipe_config
-    from cifarlab.engine.recipes import resolve_config
+    from cifarlab.training import recipe_config
+    from cifarlab.training.recipes import resolve_config
     base = tmp_path / "cpu-2min.json"
     base.write_text(json.dumps(recipe_config("cpu-2min").to_dict()))
     runs = {r.name: r.config for r in plan(build_spec(base_file=str(base), vary=["muon_lr=0.05,0.12", "epochs=3"]))}
     assert json.loads(base.read_text())["muon_lr_short"] == 0.08
     # 0.05, the recipe's own filter lr, varied: 0.05 however short the plan (the base would give 0.08)
-    assert runs["muon_lr_short=0-s0"]["muon_lr"] == 0.05 and runs["muon_lr_short=0-s0"]["time_budget"] == 120.0
-    assert runs["muon_lr=0.12,muon_lr_short=0-s0"]["muon_lr_short"] == 0.0
-    assert runs["epochs=3,time_budget=0-s0"]["time_budget"] == 0.0
+    # run names come from the factors alone, not from the settings they imply
+    assert sorted(runs) == ["epochs=3-s0", "muon_lr=0.05-s0", "muon_lr=0.12-s0"]
+    assert runs["muon_lr=0.05-s0"]["muon_lr"] == 0.05 and runs["muon_lr=0.05-s0"]["time_budget"] == 120.0
+    assert runs["muon_lr=0.05-s0"]["muon_lr_short"] == 0.0  # the base would give 0.08 in a short plan
+    assert runs["muon_lr=0.12-s0"]["muon_lr_short"] == 0.0
+    assert runs["epochs=3-s0"]["time_budget"] == 0.0
     assert resolve_config(file=str(base), flags={"epochs": 4}).time_budget == 0.0
     planned = tmp_path / "planned.json"  # a budget run's config.json: its plan cut the last epoch
     planned.write_text(json.dumps({**recipe_config("cpu-2min").to_dict(), "epochs": 5, "last_epoch_steps": 90}))
@@ -194,7 +197,7 @@ def _check_report(out: Path) -> None:
     flags = {r["optimizer"]: r["base"] for r in csv.DictReader((out / "tables" / "optimizer.csv").open())}
     assert flags == {"sgd": "yes", "adam": "no"}
     # every base setting listed, those that differ from the defaults with their default beside
-    from cifarlab.engine import TrainConfig
+    from cifarlab.training import TrainConfig
     for key in TrainConfig.field_names():
         if key not in ("runs_dir", "name", "progress"):
             assert f"\n| {key} |" in report, key
@@ -263,8 +266,8 @@ def test_grid_study_has_one_row_per_combination(tmp_path, data):
     rows = list(csv.DictReader((tmp_path / "g" / "tables" / "grid.csv").open()))
     assert [(r["lr"], r["act"]) for r in rows] == [("0.001", "relu"), ("0.001", "tanh"), ("0.01", "relu"),
                                                   ("0.01", "tanh")]
-    # lr=0.01 is the base lr and relu the model's default act: that corner is the base run
-    folders = {"0.01/relu": "base-s0", "0.001/tanh": "act=tanh,lr=0.001-s0"}
+    # lr=0.01 is the base lr and relu the model's default act: that corner is the base run (names follow the factors, in the order given)
+    folders = {"0.01/relu": "base-s0", "0.001/tanh": "lr=0.001,act=tanh-s0"}
     for key, folder in folders.items():
         row = next(r for r in rows if f"{r['lr']}/{r['act']}" == key)
         assert float(row["test_acc_mean"]) == pytest.approx(_run_values(tmp_path / "g" / "runs" / folder)["test_acc"])

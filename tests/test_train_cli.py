@@ -14,8 +14,8 @@ import pytest
 
 from cifarlab.cli import main
 from cifarlab.data.synthetic import write_cifar10_python
-from cifarlab import runlog
-from cifarlab.engine import StopAfter
+from cifarlab.training import record
+from _callbacks import StopAfter
 
 FAST = ["--model", "lenet5_modern", "--batch-size", "32", "--val", "40", "--no-tensorboard", "--no-progress",
         "--augment", "none"]
@@ -65,12 +65,12 @@ def test_flag_errors_are_one_line(data_dir, tmp_path, capsys):
 @pytest.mark.slow  # trains through the CLI: 5-24 CPU-s
 def test_ctrl_c_prints_resume_line_and_resume_finishes(data_dir, tmp_path, capsys, monkeypatch):
     runs = tmp_path / "runs"
-    monkeypatch.setattr(runlog, "recorder", lambda study=None: [StopAfter(1)])
+    monkeypatch.setattr(record, "recorder", lambda study=None: [StopAfter(1)])
     code = main(["train", "--data", str(data_dir), "--epochs", "3", "--runs-dir", str(runs), "--name", "b", *FAST])
     err = capsys.readouterr().err
     assert code == 130
     assert err.strip() == f"interrupted after epoch 1; resume with: cifarlab train --resume {runs / 'b'}"
-    monkeypatch.setattr(runlog, "recorder", lambda study=None: [])
+    monkeypatch.setattr(record, "recorder", lambda study=None: [])
     assert main(["train", "--resume", str(runs / "b"), "--lr", "1"]) == 1
     assert "only --epochs may change" in capsys.readouterr().err
     assert main(["train", "--resume", str(runs / "b"), "--no-progress"]) == 0
@@ -100,7 +100,7 @@ def test_sigint_to_a_real_process_exits_130_without_traceback(data_dir, tmp_path
     assert "Traceback" not in err
     line = err.strip().splitlines()[-1]
     assert line.startswith("interrupted after epoch ") and line.endswith(f"resume with: cifarlab train --resume {runs / 'c'}")
-    from cifarlab.engine import load_model
+    from cifarlab.inference import load_model
     model, meta = load_model(runs / "c" / "last.pt")
     assert meta["epoch"] >= 1
 
@@ -128,7 +128,7 @@ def test_no_flags_is_the_main_job_of_make_train(monkeypatch):
     import re
 
     import torch
-    from cifarlab.engine.recipes import recipe_config
+    from cifarlab.training.recipes import recipe_config
     makefile = (Path(__file__).resolve().parents[1] / "Makefile").read_text()
     cpu, gpu = re.search(r"TRAIN_RECIPE := \$\(if \$\(HAS_GPU\),([\w-]+),([\w-]+)\)", makefile).group(2, 1)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)

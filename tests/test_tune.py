@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import pytest
 
 from cifarlab.data import random_cifar
-from cifarlab.engine import TrainConfig
+from cifarlab.training import TrainConfig
 from cifarlab.errors import CifarlabError, ConfigError
 from cifarlab.runlog import Registry
 from cifarlab.studies import tune as tune_mod

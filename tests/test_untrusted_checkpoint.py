@@ -24,8 +24,10 @@ from PIL import Image
 from cifarlab.catalog import Catalog
 from cifarlab.cli import main
 from cifarlab.data import random_cifar
-from cifarlab.engine import Predictor, StopAfter, TrainingInterrupted, load_checkpoint, resume, train
-from cifarlab.engine.checkpoint import FORMAT, save_checkpoint
+from cifarlab.training import TrainingInterrupted, resume, train
+from _callbacks import StopAfter
+from cifarlab.inference import Predictor, load_checkpoint
+from cifarlab.inference.checkpoint import FORMAT, save_checkpoint
 from cifarlab.errors import CifarlabError
 
 from _checkpoints import RunsCode, hostile_run, write_checkpoint, write_hostile_checkpoint

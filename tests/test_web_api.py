@@ -21,7 +21,7 @@ from fastapi.testclient import TestClient  # noqa: E402
 from cifarlab.catalog import Catalog  # noqa: E402
 from cifarlab.cli import main  # noqa: E402
 from cifarlab.data.synthetic import CIFAR10_CLASSES  # noqa: E402
-from cifarlab.engine import Predictor  # noqa: E402
+from cifarlab.inference import Predictor  # noqa: E402
 from cifarlab.web import MicroBatcher, ServeLimits, create_app  # noqa: E402
 
 from _checkpoints import write_checkpoint  # noqa: E402
@@ -262,7 +262,7 @@ def test_batcher_runs_other_work_between_forwards():
 def test_probabilities_are_temperature_scaled_unless_raw_is_asked(tmp_path):
     """A checkpoint with a temperature: the API's probabilities are the Predictor's calibrated
     ones, and with raw_probs=true the model's own softmax (Predictor(raw_probs=True))."""
-    from cifarlab.engine.calibrate import store_in_checkpoint
+    from cifarlab.training.calibrate import store_in_checkpoint
     path = write_checkpoint(tmp_path / "warm.pt", top1=0.5, seed=3)
     store_in_checkpoint(path, {"temperature": 0.4})
     data = _png("RGB", (300, 200), (40, 160, 90))

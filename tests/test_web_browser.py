@@ -35,7 +35,7 @@ from cifarlab.catalog import Catalog  # noqa: E402
 from cifarlab.data import cache  # noqa: E402
 from cifarlab.data.synthetic import CIFAR10_CLASSES  # noqa: E402
 from cifarlab.data.types import Split  # noqa: E402
-from cifarlab.engine import Predictor  # noqa: E402
+from cifarlab.inference import Predictor  # noqa: E402
 from cifarlab.web import create_app  # noqa: E402
 
 from _checkpoints import write_checkpoint  # noqa: E402

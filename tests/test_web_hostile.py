@@ -251,7 +251,7 @@ def test_budget_is_first_come_first_served_and_a_timeout_leaves_the_line():
 
 
 def test_large_pictures_decode_through_the_budget_to_the_same_answer(ckpt):
-    from cifarlab.engine import Predictor
+    from cifarlab.inference import Predictor
     y, x = np.mgrid[0:1200, 0:1600]
     arr = np.stack([x % 256, y % 256, (x + y) % 256], -1).astype(np.uint8)
     buf = io.BytesIO()

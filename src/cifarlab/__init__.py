@@ -19,11 +19,11 @@ _API = {
     "list_models": "cifarlab.models",
     "model_info": "cifarlab.models",
     "count_params": "cifarlab.models",
-    "TrainConfig": "cifarlab.engine",
-    "train": "cifarlab.engine",
-    "evaluate": "cifarlab.engine",
-    "load_model": "cifarlab.engine",
-    "Predictor": "cifarlab.engine",
+    "TrainConfig": "cifarlab.training",
+    "train": "cifarlab.training",
+    "evaluate": "cifarlab.training",
+    "load_model": "cifarlab.inference",
+    "Predictor": "cifarlab.inference",
     "resolve": "cifarlab.resolve",
 }
 

@@ -12,7 +12,7 @@
   not be rewritten (the shipped model), in a sidecar ``<name>.calibration.json`` beside it
   that names the checkpoint's SHA-256; ``temperature_for(meta)`` finds either.
 * What needs a model, a checkpoint or the data (collecting logits, storing T, a run's or a
-  checkpoint's calibration, the reliability diagram) is in ``cifarlab.engine.calibrate``;
+  checkpoint's calibration, the reliability diagram) is in ``cifarlab.training.calibrate``;
   this module is the arithmetic, which the engine, the apps and the reports share.
 """
 

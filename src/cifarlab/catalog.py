@@ -27,8 +27,8 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from cifarlab.engine.checkpoint import default_checkpoint  # noqa: F401 (catalog.default_checkpoint, as before)
-from cifarlab.engine.runs import read_summary
+from cifarlab.inference.checkpoint import default_checkpoint  # noqa: F401 (catalog.default_checkpoint, as before)
+from cifarlab.inference.runfolder import read_summary
 from cifarlab.errors import ModelError
 
 DEFAULT_NAME = "default"
@@ -124,7 +124,7 @@ class Catalog:
         with self._lock:  # two first requests for one model must not load it twice
             key = f"{entry.name}\0{entry.path}\0{_stamp(entry.path)}"  # a replaced file is loaded afresh
             if key not in self._predictors:
-                from cifarlab.engine.predict import Predictor
+                from cifarlab.inference.predict import Predictor
                 from cifarlab.errors import CifarlabError
                 try:
                     self._predictors[key] = Predictor(entry.path, device=self.device)
@@ -187,7 +187,7 @@ def _shipped_entry() -> CatalogEntry:
 
 def _file_entry(name: str, path, source: str) -> CatalogEntry:
     """An entry from a checkpoint file, run folder or ONNX export; its metadata is read once, here."""
-    from cifarlab.engine.checkpoint import load_checkpoint
+    from cifarlab.inference.checkpoint import load_checkpoint
     from cifarlab.resolve import resolve_path
     path = resolve_path(path)  # a run's name or id as every command takes it; a path as it is
     if str(path).lower().endswith(".onnx"):
@@ -202,7 +202,7 @@ def _file_entry(name: str, path, source: str) -> CatalogEntry:
 
 def _onnx_entry(name: str, path: Path, source: str) -> CatalogEntry:
     """An exported model (``cifarlab export``); its accuracy comes from the run folder it sits in."""
-    from cifarlab.engine.export import OnnxModel
+    from cifarlab.inference.export import OnnxModel
     meta = OnnxModel(path).meta  # raises a one-line CifarlabError for a missing or foreign file
     test = _summary_test(path.resolve().parent)
     return CatalogEntry(name=name, path=str(path.resolve()), model=meta["model"]["name"], accuracy=test.get("top1"),
@@ -286,7 +286,7 @@ def package_run(run_dir, out, half: bool = False, data_file=None, test: dict | N
     config) and adds the measured test accuracy from summary.json and where it came from;
     drops optimizer, scheduler, RNG and callback state. ``weights``: "float16" halves the size,
     "int8" quarters it (conv and linear weights as int8 with a scale per output channel,
-    engine.checkpoint.quantize_state; the loader restores float32); ``half`` means "float16".
+    inference.checkpoint.quantize_state; the loader restores float32); ``half`` means "float16".
     The caller should re-measure accuracy then (scripts/package_default_model.py does).
     ``test`` replaces the summary's test metrics, e.g. with the single-view accuracy the apps
     give when the run itself was tested with test-time augmentation.
@@ -294,7 +294,7 @@ def package_run(run_dir, out, half: bool = False, data_file=None, test: dict | N
     import datetime
     import hashlib
 
-    from cifarlab.engine.checkpoint import FORMAT, load_checkpoint, quantize_state, save_checkpoint, versions
+    from cifarlab.inference.checkpoint import FORMAT, load_checkpoint, quantize_state, save_checkpoint, versions
     from cifarlab.errors import ConfigError
     run_dir = Path(run_dir)
     summary = read_summary(run_dir) or {}

@@ -320,13 +320,13 @@ def evaluate_corruptions(checkpoint, data=None, kinds=DEFAULT_KINDS, severities=
     could be one class): a quick look. ``progress(kind, severity, accuracy, seconds)`` is
     called after each copy.
     """
-    from cifarlab.engine.calibrate import collect_logits
-    from cifarlab.data import DeviceLoader
+    from cifarlab.training.calibrate import collect_logits
+    from cifarlab.training.evaluation import saved_norm_loader
     from cifarlab.data.types import Split
-    from cifarlab.engine.checkpoint import load_checkpoint, load_model
-    from cifarlab.engine.config import TrainConfig
-    from cifarlab.engine.dataset import data_for
-    from cifarlab.engine.hardware import pick_device
+    from cifarlab.inference.checkpoint import load_checkpoint, load_model
+    from cifarlab.training.config import TrainConfig
+    from cifarlab.training.dataset import data_for
+    from cifarlab.inference.hardware import pick_device
     for s in severities:
         params(kinds[0] if kinds else "contrast", s)
     ckpt = load_checkpoint(checkpoint)
@@ -348,8 +348,7 @@ def evaluate_corruptions(checkpoint, data=None, kinds=DEFAULT_KINDS, severities=
     norm = meta["normalize"]
 
     def accuracy(imgs) -> float:
-        loader = DeviceLoader(Split(imgs, labels), batch_size, dev, norm["mean"], norm["std"], shuffle=False,
-                              grayscale=norm.get("grayscale"))
+        loader = saved_norm_loader(Split(imgs, labels), norm, dev, batch_size)
         z, y = collect_logits(model, loader)
         return float((z.argmax(1) == y).mean())
 
@@ -383,7 +382,7 @@ def write_corruptions(result: dict, out_dir: str | Path, png: bool = True) -> li
     import json
 
     from cifarlab.atomic import atomic_write_text
-    from cifarlab.engine import plots
+    from cifarlab.training import plots
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     written = [out_dir / "corruptions.json", out_dir / "corruptions.csv"]

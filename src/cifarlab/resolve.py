@@ -29,9 +29,9 @@ from cifarlab.shipped import (CHECKPOINT_SUFFIXES, DEFAULT_NAME, default_checkpo
 
 
 def default_architecture() -> str:
-    """The architecture of the shipped default model (``engine.checkpoint.default_architecture``;
+    """The architecture of the shipped default model (``inference.checkpoint.default_architecture``;
     imported when asked, so that ``cifarlab models`` never imports torch)."""
-    from cifarlab.engine.checkpoint import default_architecture as shipped_architecture
+    from cifarlab.inference.checkpoint import default_architecture as shipped_architecture
     return shipped_architecture()
 
 
@@ -97,9 +97,9 @@ def architecture(ref: str, registry=None) -> tuple[str, dict]:
 # ---------------------------------------------------------------- internals
 def _spec(path: Path) -> dict:
     if path.suffix.lower() == ".onnx":
-        from cifarlab.engine.export import OnnxModel
+        from cifarlab.inference.export import OnnxModel
         return OnnxModel(path).meta["model"]
-    from cifarlab.engine.checkpoint import load_checkpoint
+    from cifarlab.inference.checkpoint import load_checkpoint
     return load_checkpoint(path)["model"]
 
 

@@ -103,7 +103,7 @@ def machine(device=None, ceilings: dict | None = None) -> dict:
     torch device or its name (default: the one training would pick)."""
     import torch
 
-    from cifarlab.engine.hardware import hardware_info, pick_device
+    from cifarlab.inference.hardware import hardware_info, pick_device
     info = hardware_info(pick_device(device or "auto"))
     probe = getattr(torch.cpu, "_is_amx_tile_supported", None)
     row = {"machine": info["device_name"], "cores": info["cores"], "bf16": bool(info["bf16_native"]),

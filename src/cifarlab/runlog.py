@@ -2,10 +2,9 @@
 
 ``$CIFARLAB_HOME/runs.sqlite`` (``~/.cache/cifarlab`` when unset) holds one row per run
 folder: id, name, path, model, status, times, the resolved config, final metrics and the
-study it belongs to. Rows are written by ``RegistryCallback``, which whoever starts a run
-passes to ``train``/``resume`` (``recorder()``: the CLI, studies and tune do). Importing
-this module stays cheap (no torch: ``engine.callbacks`` is plain Python), so
-``cifarlab runs`` starts fast.
+study it belongs to. Rows are written by ``cifarlab.training.record.RegistryCallback``, which
+whoever starts a run passes to ``train``/``resume`` (``record.recorder()``: the CLI, studies
+and tune do). Importing this module stays cheap (no torch), so ``cifarlab runs`` starts fast.
 
 Several processes (study workers, Optuna workers, a ``cifarlab train`` in another shell)
 write at once, so the database runs in WAL mode with a busy timeout, and every write is
@@ -25,8 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from cifarlab import sqldb
-from cifarlab.engine.callbacks import Callback
-from cifarlab.engine.runs import read_summary
+from cifarlab.inference.runfolder import read_summary
 from cifarlab.errors import CifarlabError, ConfigError
 
 STATUSES = ("running", "finished", "failed", "interrupted")
@@ -173,7 +171,7 @@ class Registry:
         self._write("DELETE FROM runs WHERE id = ?", (int(run_id),))
 
 
-# ---------------------------------------------------------------- the callback
+# ---------------------------------------------------------------- metrics
 def summary_metrics(summary: dict) -> dict:
     """The few final numbers kept in the registry, from a run's summary.json."""
     test, best = summary.get("test") or {}, summary.get("val_best") or {}
@@ -181,78 +179,6 @@ def summary_metrics(summary: dict) -> dict:
            "val_best_epoch": best.get("epoch"), "time_s": summary.get("training_time_s"),
            "epochs": summary.get("epochs_run")}
     return {k: v for k, v in out.items() if v is not None}
-
-
-def _history_metrics(history: list[dict]) -> dict:
-    vals = [h["val_acc"] for h in history if "val_acc" in h]
-    out = {"epochs": len(history), "time_s": round(sum(h.get("epoch_time", 0.0) for h in history), 2)}
-    if vals:
-        out["val_best_acc"] = max(vals)
-    return out
-
-
-class RegistryCallback(Callback):
-    """Records one run: running as soon as its folder exists (so a run killed while it is being
-    built is listed), again at before_fit, then finished / failed / interrupted, and the test
-    metrics once summary.json is written (the engine's after_report event). The run folder and
-    config come from the learner; ``study`` names the study the run is part of.
-
-    A registry that cannot be used (a damaged file, a full disk) does not stop the run: the
-    registry is an index of run folders, the folder is the record; one warning says the run
-    will not be listed and what to do."""
-
-    order = 5  # before the guards, so before_fit registers before anything can fail
-    main_only = True
-
-    def __init__(self, study: str | None = None, registry: Registry | None = None):
-        self.study, self.registry = study, registry
-        self.run_dir: Path | None = None
-        self.broken = False
-
-    def _record(self, action) -> None:
-        if self.broken:
-            return
-        try:
-            self.registry = self.registry or Registry()  # here: $CIFARLAB_HOME as the run starts
-            action(self.registry)
-        except (CifarlabError, sqlite3.Error) as exc:
-            self.broken = True
-            print(f"cifarlab: warning: the run registry cannot record this run ({exc}); training goes on, but "
-                  f"`cifarlab runs` will not list it", file=sys.stderr)
-
-    def run_folder_made(self, run_dir, config: dict) -> None:
-        self.run_dir = Path(run_dir)
-        self._record(lambda reg: reg.start(self.run_dir, config, self.study))
-
-    def before_fit(self, learn) -> None:
-        self.run_dir = Path(learn.run_dir)
-        self._record(lambda reg: reg.start(self.run_dir, learn.meta["config"], self.study))
-
-    def after_fit_failed(self, learn) -> None:
-        if self.run_dir is None:  # failed before this callback's before_fit: nothing recorded
-            return
-        exc = learn.error
-        if isinstance(exc, KeyboardInterrupt):
-            self._record(lambda reg: reg.finish(self.run_dir, "interrupted", _history_metrics(learn.history),
-                                                error=f"interrupted after epoch {learn.epoch}"))
-        else:
-            self._record(lambda reg: reg.finish(self.run_dir, "failed", _history_metrics(learn.history),
-                                                error=f"{type(exc).__name__}: {exc}"))
-
-    def after_fit(self, learn) -> None:
-        self._record(lambda reg: reg.finish(self.run_dir, "finished", _history_metrics(learn.history)))
-
-    def after_report(self, learn) -> None:
-        self._record(lambda reg: reg.finish(self.run_dir, "finished", summary_metrics(learn.summary)))
-
-
-def recorder(study: str | None = None) -> list[Callback]:
-    """The callbacks that record one run here: pass them to ``train``/``resume``.
-    Empty when ``CIFARLAB_REGISTRY=0`` (recording turned off); a ``postgresql://`` URL
-    there records into that server instead of the local file."""
-    if os.environ.get("CIFARLAB_REGISTRY", "1") == "0":
-        return []
-    return [RegistryCallback(study)]
 
 
 # ---------------------------------------------------------------- helpers
@@ -267,7 +193,8 @@ def _row(r: dict) -> dict:
 def _row_from_folder(run_dir: Path) -> dict[str, Any]:
     config = json.loads((run_dir / "config.json").read_text())
     summary = read_summary(run_dir)
-    return {"id": None, "name": run_dir.name, "path": str(run_dir.resolve()), "model": config.get("model"),
+    return {"id": None, "name": run_dir.name, "path": str(run_dir.resolve()),
+            "model": (summary or {}).get("model") or config.get("model"),  # the model trained (a plan may fall back)
             "status": "finished" if summary else "unknown", "config": config,
             "metrics": summary_metrics(summary) if summary else {}, "study": None}
 

@@ -95,7 +95,7 @@ def run_compare_cmd(args) -> int:
 
 
 def _print_settings(spec) -> None:
-    from cifarlab.engine import TrainConfig
+    from cifarlab.training import TrainConfig
     defaults = TrainConfig().to_dict()
     common = {k: v for k, v in spec.base.items()
               if k not in ("model", "runs_dir", "name", "progress") and defaults.get(k) != v}

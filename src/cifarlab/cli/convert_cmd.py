@@ -28,7 +28,7 @@ def register(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from cifarlab.engine import convert_checkpoint
+    from cifarlab.inference import convert_checkpoint
     from cifarlab.errors import ConfigError
     files = [f for item in args.checkpoint for f in _files(Path(item))]
     if args.out and len(files) != 1:

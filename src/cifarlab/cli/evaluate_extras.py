@@ -28,8 +28,8 @@ def _severities(text: str) -> tuple[int, ...]:
 
 def evaluate_extras(args: argparse.Namespace, result: dict, out_dir: Path | None) -> dict:
     """Calibration refit, reliability diagram, corruptions and model card; returns what to report."""
-    from cifarlab.engine.calibrate import calibrate_checkpoint, save_reliability
-    from cifarlab.engine import plots
+    from cifarlab.training.calibrate import calibrate_checkpoint, save_reliability
+    from cifarlab.training import plots
     extras: dict = {"written": []}
     ckpt = result["checkpoint"]
     if getattr(args, "corruptions", None) is not None:  # checked before the long parts run
@@ -75,7 +75,7 @@ def _card(result: dict, extras: dict, out_dir: Path) -> list[Path]:
     from cifarlab import modelcard
     if (out_dir / "summary.json").is_file():
         return modelcard.write_run_card(out_dir)
-    from cifarlab.engine.checkpoint import load_checkpoint
+    from cifarlab.inference.checkpoint import load_checkpoint
     ckpt = load_checkpoint(result["checkpoint"])
     prov, cfg = ckpt.get("provenance") or {}, ckpt.get("config") or {}
     summary = {"model": result.get("model"), "recipe": cfg.get("recipe"),
@@ -120,7 +120,7 @@ def print_extras(extras: dict) -> None:
 def write_explanations(predictor, results, folder: str | Path, method: str = "gradcam") -> list[Path]:
     """One overlay PNG per classified picture: its Grad-CAM map for the predicted class."""
     from cifarlab.atomic import atomic_path
-    from cifarlab.engine.predict import load_image
+    from cifarlab.inference.predict import load_image
     from cifarlab.explain import overlay
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)

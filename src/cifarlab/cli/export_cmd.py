@@ -40,7 +40,7 @@ def output_path(found, out: str | None):
 
 
 def run(args: argparse.Namespace) -> int:
-    from cifarlab.engine.export import export_checkpoint, onnxruntime_available
+    from cifarlab.inference.export import export_checkpoint, onnxruntime_available
     from cifarlab.resolve import resolve
     found = resolve(args.checkpoint)
     if found.path.suffix.lower() == ".onnx":
@@ -59,8 +59,8 @@ def _check(checkpoint, path) -> float:
     import numpy as np
     import torch
 
-    from cifarlab.engine.checkpoint import load_model
-    from cifarlab.engine.export import OnnxModel
+    from cifarlab.inference.checkpoint import load_model
+    from cifarlab.inference.export import OnnxModel
     model, _ = load_model(checkpoint, "cpu")
     onnx_model = OnnxModel(path)
     channels = 1 if onnx_model.meta["normalize"]["grayscale"] == 1 else 3

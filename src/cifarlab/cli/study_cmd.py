@@ -131,7 +131,7 @@ def _keep_command(out: str) -> None:
 
 # ---------------------------------------------------------------- tune
 def run_tune_cmd(args) -> int:
-    from cifarlab.engine import TrainConfig
+    from cifarlab.training import TrainConfig
     from cifarlab.studies.tune import DEFAULT_SPACE, tune
     cfg = TrainConfig.from_json(args.base_file) if args.base_file else TrainConfig()
     cfg.override({"model": args.model} if args.model else {}).override(parse_set(args.set_values))

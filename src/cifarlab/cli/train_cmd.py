@@ -1,4 +1,4 @@
-"""``cifarlab train``, ``cifarlab evaluate`` and ``cifarlab predict``: thin faces over the engine.
+"""``cifarlab train``, ``cifarlab evaluate`` and ``cifarlab predict``: thin faces over cifarlab.training and cifarlab.inference.
 
 ``train --nproc N`` trains data-parallel in N processes on this machine; under ``torchrun``
 (one or several machines) each process runs this same command. ``predict --out FILE.csv``
@@ -108,7 +108,7 @@ def _register_train(subparsers) -> None:
     p.add_argument("--verbose", action="store_true", default=S, help="with --list-recipes: every setting")
     p.add_argument("--json", action="store_true", default=S,
                    help="end with the result as one JSON line instead of a sentence")
-    from cifarlab.engine.config import TrainConfig
+    from cifarlab.training.config import TrainConfig
     defaults = TrainConfig()
     for flag, key, kind, text in _FLAGS:
         shown = _shown(getattr(defaults, key))
@@ -194,11 +194,11 @@ def _register_predict(subparsers) -> None:
 
 # ---------------------------------------------------------------- train
 def config_from_args(args: argparse.Namespace):
-    """The TrainConfig the flags describe: ``engine.recipes.resolve_config`` of the recipe,
+    """The TrainConfig the flags describe: ``training.recipes.resolve_config`` of the recipe,
     file, flags and --set the user typed (argparse defaults are suppressed)."""
     from pathlib import Path
 
-    from cifarlab.engine.recipes import resolve_config
+    from cifarlab.training.recipes import resolve_config
     from cifarlab.errors import ConfigError
     given = vars(args)
     flags = {key: given[key] for _, key, _, _ in _FLAGS if key in given}
@@ -261,8 +261,8 @@ def parse_set(items: list[str]) -> dict:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from cifarlab import runlog
-    from cifarlab.engine.api import TrainingInterrupted, resume, train
+    from cifarlab.training import record
+    from cifarlab.training.api import TrainingInterrupted, resume, train
     if "list_recipes" in vars(args):
         try:
             return _print_recipes(verbose="verbose" in vars(args))
@@ -272,12 +272,12 @@ def run_train(args: argparse.Namespace) -> int:
             return 0
     nproc = vars(args).get("nproc", 1)
     sync_bn = vars(args).get("sync_bn")
-    record = runlog.recorder()  # every run started here is recorded in the run registry
+    recording = record.recorder()  # every run started here is recorded in the run registry
     try:
         if "resume" in vars(args):
-            result = _start(nproc, resume, args.resume, **_resume_options(args), sync_bn=sync_bn, callbacks=record)
+            result = _start(nproc, resume, args.resume, **_resume_options(args), sync_bn=sync_bn, callbacks=recording)
         else:
-            result = _start(nproc, train, config_from_args(args), sync_bn=bool(sync_bn), callbacks=record,
+            result = _start(nproc, train, config_from_args(args), sync_bn=bool(sync_bn), callbacks=recording,
                             allow_over_budget="allow_over_budget" in vars(args))
     except TrainingInterrupted as exc:
         print(str(exc), file=sys.stderr)
@@ -296,7 +296,7 @@ def last_line(summary: dict) -> str:
     """The sentence a training ends with: accuracy, time, and what to do with the run."""
     from pathlib import Path
 
-    from cifarlab.engine.budget import duration
+    from cifarlab.training.budget import duration
     test, run = summary.get("test") or {}, summary["run_dir"]
     epochs = summary.get("epochs_run", 0)
     took = summary.get("wall_time_s") or summary.get("training_time_s") or 0
@@ -319,7 +319,7 @@ def _start(nproc: int, fn, *args, **kwargs):
     """``fn`` here, or in ``nproc`` data-parallel processes."""
     if nproc == 1:
         return fn(*args, **kwargs)
-    from cifarlab.engine.distributed import launch
+    from cifarlab.training.distributed import launch
     return launch(nproc, fn, *args, **kwargs)
 
 
@@ -338,7 +338,7 @@ def _print_recipes(verbose: bool = False) -> int:
     import shutil
 
     from cifarlab import results
-    from cifarlab.engine.recipes import list_recipes, recipe_config
+    from cifarlab.training.recipes import list_recipes, recipe_config
     from cifarlab.zoo import plain_words
     width = shutil.get_terminal_size((80, 24)).columns
     for name, text in list_recipes().items():
@@ -361,7 +361,7 @@ def _print_recipes(verbose: bool = False) -> int:
 def run_evaluate(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from cifarlab.engine.evaluate import evaluate, write_confusion
+    from cifarlab.training.evaluation import evaluate, write_confusion
     from cifarlab.resolve import resolve
     found = resolve(args.checkpoint)
     result = evaluate(found.path, data=args.data, tta=args.tta or False, split=args.split, device=args.device)
@@ -402,7 +402,7 @@ def _print_evaluation(result: dict, written) -> None:
 
 # ---------------------------------------------------------------- predict
 def run_predict(args: argparse.Namespace) -> int:
-    from cifarlab.engine.predict import Predictor
+    from cifarlab.inference.predict import Predictor
     from cifarlab.errors import ConfigError
     if args.top_k < 1:
         raise ConfigError(f"--top-k {args.top_k} must be >= 1")
@@ -438,8 +438,8 @@ def _model_path(name_or_path: str):
 def _predict_to_csv(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from cifarlab.engine.batch_predict import predict_folder
-    from cifarlab.engine.predict import Predictor
+    from cifarlab.inference.batch_predict import predict_folder
+    from cifarlab.inference.predict import Predictor
     from cifarlab.errors import ConfigError
     if len(args.images) != 1 or not Path(args.images[0]).is_dir():
         raise ConfigError("--out classifies one FOLDER tree: pass exactly one folder")

@@ -32,10 +32,6 @@ MAX_MEMBERS = 1_000_000
 _DAMAGE = (tarfile.TarError, EOFError, OSError, zlib.error, zipfile.BadZipFile)
 
 
-def is_archive(path: Path) -> bool:
-    return path.is_file() and path.name.lower().endswith(ARCHIVE_SUFFIXES)
-
-
 def read_members(path: Path) -> tuple[list[tuple[str, bytes]], list[str]]:
     """All regular files under ``path`` as (posix relative name, bytes), plus folder names.
 

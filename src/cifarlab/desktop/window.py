@@ -134,7 +134,7 @@ class ClassifierWindow(QMainWindow):
 
     def open_file(self, path: str | Path) -> bool:
         """Show the picture and classify it; a bad file gets a dialog and leaves the old picture."""
-        from cifarlab.engine.predict import load_image, to_input
+        from cifarlab.inference.predict import load_image, to_input
         try:
             img = load_image(path)
         except CifarlabError as exc:
@@ -172,7 +172,7 @@ class ClassifierWindow(QMainWindow):
             return None
         finally:
             QApplication.restoreOverrideCursor()
-        from cifarlab.engine.predict import rank
+        from cifarlab.inference.predict import rank
         ranked = [(c, p) for _, c, p in rank(predictor.classes, probs)]
         self._show_result(ranked, seconds, loading)
         t = getattr(predictor, "temperature", None)

@@ -1,7 +1,7 @@
 """AirNet: the compact record-speed CIFAR-10 network family (airbench style).
 
 A 2x2 convolution meant to be initialized by patch whitening (``Whiten``; see
-``cifarlab.engine.fast``), then groups of [conv3 - maxpool2 - BN - GELU - conv3 - BN - GELU],
+``cifarlab.training.fast``), then groups of [conv3 - maxpool2 - BN - GELU - conv3 - BN - GELU],
 a final max-pool to 1x1 and a bias-free linear layer whose logits are scaled down.
 BatchNorm keeps only its bias (the scale stays 1): with BN after every conv a learnable
 scale is redundant, and fewer parameters train faster in very short runs.
@@ -19,7 +19,7 @@ from cifarlab.models.registry import register_model
 class Whiten(nn.Conv2d):
     """The first conv: ``2 * in_chans * k * k`` filters, no padding, with a bias.
 
-    Its weights start as PyTorch's default; ``engine.fast.WhiteningInit`` overwrites them
+    Its weights start as PyTorch's default; ``training.fast.WhiteningInit`` overwrites them
     with the ± eigenvectors of the training patches' covariance and freezes them. The
     model alone trains fine without that (every parameter gets a gradient).
     """

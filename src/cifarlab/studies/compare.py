@@ -3,7 +3,7 @@
 A comparison is a study (``studies.study``) over one factor, ``model``, whose values bring
 their own settings (``StudySpec.value_settings``): resuming after a kill, the run registry
 and ``--storage`` sharing are the study's. Each run gets the same wall-clock budget
-(``time_budget``; the engine plans its epochs on the machine it runs on, engine/budget.py).
+(``time_budget``; the engine plans its epochs on the machine it runs on, training/budget.py).
 
 ``settings="cpu"``: cifarlab's CPU settings for each model (below, as data); ``"reference"``:
 the five-classic-cnns settings for every model (the ``reference`` recipe: Adam 1e-3, batch 32,
@@ -85,7 +85,7 @@ def common_settings(settings: str) -> dict:
     if settings == "cpu":
         return dict(CPU_COMMON)
     if settings == "reference":
-        from cifarlab.engine.recipes import recipe_values
+        from cifarlab.training.recipes import recipe_values
         return {**recipe_values("reference"), "recipe": "reference", "budget_fallback": ""}
     raise ConfigError(f"--settings {settings!r} is not one of: {', '.join(SETTINGS)}")
 
@@ -97,7 +97,7 @@ def build_compare_spec(models: Iterable[str] = WRITEUP_MODELS, *, time_budget: f
                        name: str | None = None) -> StudySpec:
     """A study over ``model`` with each model's own settings; ``sets`` (``--set``) apply to
     every model, over its own settings. ``time_budget`` seconds per run (0: the settings' epochs)."""
-    from cifarlab.engine import TrainConfig
+    from cifarlab.training import TrainConfig
     from cifarlab.models import model_info
     models = list(dict.fromkeys(m.strip() for m in models if m.strip()))
     if not models:

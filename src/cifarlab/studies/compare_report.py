@@ -170,7 +170,7 @@ def curves_figure(out: Path, spec: StudySpec, rows: list[dict], path: Path) -> b
 
 # ---------------------------------------------------------------- the report
 def write_compare_report(out: str | Path) -> Path:
-    from cifarlab.engine import plots
+    from cifarlab.training import plots
     out = Path(out)
     spec = load_spec(out)
     rows = model_rows(out, spec)
@@ -227,7 +227,7 @@ def write_compare_report(out: str | Path) -> Path:
 def _settings_blocks(spec: StudySpec, settings: str) -> list:
     own = (spec.value_settings or {}).get("model", {})
     keys = list(dict.fromkeys(k for m in spec.factors[0][1] for k in own.get(m, {})))
-    from cifarlab.engine import TrainConfig
+    from cifarlab.training import TrainConfig
     defaults = TrainConfig().to_dict()
     named = ("time_budget", "amp", "channels_last", "batch_size", "optimizer", "lr", "schedule", "augment", "val",
              "tta")  # said even where they are the defaults

@@ -11,7 +11,7 @@ from cifarlab.studies.study import DIVERGED, PlannedRun
 
 def run_record(run_dir: Path) -> dict | None:
     """Final numbers and per-epoch history of a finished run; None while it is not finished."""
-    from cifarlab.engine.runs import read_summary
+    from cifarlab.inference.runfolder import read_summary
     summary = read_summary(run_dir)
     if summary is None:
         return None

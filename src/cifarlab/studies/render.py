@@ -15,12 +15,12 @@ def _pm(mean: float | None, std: float | None, digits: int = 4) -> str:
 
 
 def _pyplot():
-    from cifarlab.engine import plots
+    from cifarlab.training import plots
     return plots.pyplot()  # raises the one-line "pip install 'cifarlab[plots]'" error
 
 
 def _save(fig, path: Path) -> None:
-    from cifarlab.engine.plots import save_png
+    from cifarlab.training.plots import save_png
     save_png(fig, path, dpi=100)
 
 

@@ -172,7 +172,7 @@ def write_report(out: str | Path) -> Path:
     others are listed as running or not started. Writes only at the top of ``out`` (tables/,
     figures/, report.*), never in a run folder. A comparison (``kind: compare``) gets its own
     report (``studies.compare_report``)."""
-    from cifarlab.engine import plots
+    from cifarlab.training import plots
     out = Path(out)
     spec = load_spec(out)
     if spec.kind == "compare":
@@ -269,7 +269,7 @@ def _with_base_column(text: str, flags: list[bool]) -> str:
 def _header_blocks(out: Path, spec: StudySpec, runs: list[PlannedRun], records: dict) -> list:
     blocks: list = [("h1", f"Study {spec.name}")]
     if spec.preset:
-        from cifarlab.engine import TrainConfig
+        from cifarlab.training import TrainConfig
         from cifarlab.studies.presets import get_preset
         preset = TrainConfig.from_dict(get_preset(spec.preset)["base"]).to_dict()
         quiet = ("runs_dir", "name", "progress", "plots", "tensorboard", "data", "device")
@@ -307,7 +307,7 @@ def _header_blocks(out: Path, spec: StudySpec, runs: list[PlannedRun], records: 
 
 def _base_blocks(spec: StudySpec) -> list:
     """Every setting of the base, its default beside where it differs."""
-    from cifarlab.engine import TrainConfig
+    from cifarlab.training import TrainConfig
     defaults = TrainConfig().to_dict()
     skip = ("runs_dir", "name", "progress")
     body = [[k, f"**{_setting_text(v)}**" if defaults.get(k) != v else _setting_text(v),

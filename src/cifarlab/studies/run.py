@@ -10,7 +10,7 @@ import shutil
 from pathlib import Path
 from typing import Callable, Iterable
 
-from cifarlab import runlog
+from cifarlab.training import record
 from cifarlab.studies.report import write_report
 from cifarlab.studies.study import _DATA_FACTORS, DIVERGED, PlannedRun, StudyResult, StudySpec, open_study, plan
 
@@ -37,7 +37,7 @@ def run_study(spec: StudySpec, out: str | Path, *, data=None, callbacks: Iterabl
     data = data if data is not None else _shared_data(spec)
     note = on_run or (lambda *a: None)
     for i, run in enumerate(runs):
-        recorded = [*callbacks, *runlog.recorder(spec.name)]
+        recorded = [*callbacks, *record.recorder(spec.name)]
         state = _run_claimed(run, out, data, recorded, progress, claims)
         {"skip": result.skipped, "elsewhere": result.elsewhere}.get(state, result.trained).append(run.name)
         note(i, len(runs), run, state)
@@ -58,8 +58,8 @@ def _run_claimed(run: PlannedRun, out: Path, data, callbacks: list, progress: bo
 
 
 def _run_one(run: PlannedRun, out: Path, data, callbacks: list, progress: bool) -> str:
-    from cifarlab.engine import resume, train
-    from cifarlab.engine.runs import write_json
+    from cifarlab.training import resume, train
+    from cifarlab.inference.runfolder import write_json
     from cifarlab.errors import TrainingDiverged
     run_dir = out / "runs" / run.name
     if (run_dir / "summary.json").exists() or (run_dir / DIVERGED).exists():
@@ -83,5 +83,5 @@ def _shared_data(spec: StudySpec):
     """One in-memory copy for all runs (its validation split follows the base seed)."""
     if any(f in _DATA_FACTORS for f, _ in spec.factors):
         return None  # each run loads its own
-    from cifarlab.engine import TrainConfig, data_for
+    from cifarlab.training import TrainConfig, data_for
     return data_for(TrainConfig.from_dict(spec.base))

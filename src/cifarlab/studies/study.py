@@ -81,7 +81,7 @@ class PlannedRun:
 
 # ---------------------------------------------------------------- building a spec
 def valid_factors() -> list[str]:
-    from cifarlab.engine import TrainConfig
+    from cifarlab.training import TrainConfig
     return [f for f in TrainConfig.field_names() if f not in _NOT_FACTORS] + ["act"]
 
 
@@ -101,7 +101,7 @@ def parse_vary(text: str, base: dict) -> tuple[str, list]:
 
 def typed_value(name: str, raw: Any, base: dict) -> Any:
     """``raw`` converted and checked as the config would (act: against the activation list)."""
-    from cifarlab.engine import TrainConfig
+    from cifarlab.training import TrainConfig
     if name == "act":
         from cifarlab.models import ACTIVATIONS
         if raw not in ACTIVATIONS:
@@ -120,7 +120,7 @@ def build_spec(*, model: str | None = None, vary: Iterable[str] = (), base_file:
 
     ``vary`` adds factors or replaces a preset's values; ``only`` keeps just the named factors.
     """
-    from cifarlab.engine import TrainConfig
+    from cifarlab.training import TrainConfig
     from cifarlab.studies.presets import get_preset
     p = get_preset(preset) if preset else None
     cfg = TrainConfig.from_dict(p["base"]) if p else TrainConfig()
@@ -199,7 +199,7 @@ def plan(spec: StudySpec) -> list[PlannedRun]:
             key = json.dumps({k: v for k, v in config.items() if k not in _NOT_IDENTITY}, sort_keys=True)
             if key not in runs:
                 diff = _diff(spec.base, config)
-                name = _value_name(overrides, seed) if spec.value_settings else _run_name(diff, seed)
+                name = _value_name(overrides, seed) if spec.value_settings else _run_name(overrides, diff, seed)
                 runs[key] = PlannedRun(name, seed, diff, [], config)
             runs[key].cells.append(cell)
     return list(runs.values())
@@ -219,8 +219,8 @@ def _config_for(base: dict, overrides: dict, seed: int, value_settings: dict | N
     """A run's config: the base with a cell's factor values, as if typed (a varied model or
     filter lr is the one trained: ``implied_by``), after the settings that come with those
     values (``StudySpec.value_settings``: data, so a planned epoch count there keeps the budget)."""
-    from cifarlab.engine import TrainConfig
-    from cifarlab.engine.recipes import implied_by
+    from cifarlab.training import TrainConfig
+    from cifarlab.training.recipes import implied_by
     extra: dict = {}
     for key, value in overrides.items():
         extra.update((value_settings or {}).get(key, {}).get(_fmt(value), {}))
@@ -249,8 +249,11 @@ def _diff(base: dict, config: dict) -> dict:
     return out
 
 
-def _run_name(diff: dict, seed: int) -> str:
-    body = ",".join(f"{k}={_fmt(v)}" for k, v in diff.items()) or "base"
+def _run_name(overrides: dict, diff: dict, seed: int) -> str:
+    """A run named by the user's factors alone ("lr=0.01-s0"): those whose value differs from
+    the base's, or all of the point's where only settings they imply differ ("base-s0": none)."""
+    named = {k: v for k, v in overrides.items() if k in diff} or (overrides if diff else {})
+    body = ",".join(f"{k}={_fmt(v)}" for k, v in named.items()) or "base"
     return re.sub(r"[^A-Za-z0-9_.,=+-]", "_", body) + f"-s{seed}"
 
 
@@ -278,7 +281,7 @@ class StudyResult:
 
 def open_study(out: str | Path, spec: StudySpec) -> Path:
     """Create ``out`` with study.json, or check that the one there is this same study."""
-    from cifarlab.engine.runs import write_json
+    from cifarlab.inference.runfolder import write_json
     out = Path(out)
     saved = out / "study.json"
     if saved.exists():

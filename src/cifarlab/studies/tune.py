@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cifarlab.engine.callbacks import Callback
+from cifarlab.training.callbacks import Callback
 from cifarlab.studies.claims import HEARTBEAT_S
 from cifarlab.errors import CifarlabError, ConfigError
 
@@ -78,7 +78,7 @@ def parse_space(text: str, base: dict) -> list[Param]:
 
 def trial_config(base: dict, params: list[Param], trial) -> dict:
     """The base config with the trial's suggestions applied (act goes into model_kwargs)."""
-    from cifarlab.engine import TrainConfig
+    from cifarlab.training import TrainConfig
     d = {**base, "model_kwargs": dict(base.get("model_kwargs") or {})}
     for p in params:
         value = p.suggest(trial)
@@ -180,12 +180,12 @@ def run_worker(storage: str, study_name: str, n_trials: int, base: dict, space: 
                data=None, seed: int = 0, heartbeat: int = HEARTBEAT_S) -> None:
     """One worker: ``n_trials`` trials of the shared study (safe to run in many processes)."""
     optuna = _optuna()
-    from cifarlab import runlog
-    from cifarlab.engine import train
+    from cifarlab.training import record
+    from cifarlab.training import train
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     params = parse_space(space, base)
     if data is None:  # one copy per worker, not one load per trial
-        from cifarlab.engine import TrainConfig, data_for
+        from cifarlab.training import TrainConfig, data_for
         data = data_for(TrainConfig.from_dict(base), progress=False)
     study = optuna.load_study(study_name=study_name, storage=storage_for(storage, heartbeat),
                               sampler=optuna.samplers.TPESampler(seed=seed), pruner=_pruner(optuna))
@@ -194,7 +194,7 @@ def run_worker(storage: str, study_name: str, n_trials: int, base: dict, space: 
         config = {**trial_config(base, params, trial), "runs_dir": str(Path(out) / "trials"),
                   "name": f"trial-{trial.number:04d}"}
         pruning = OptunaPruning(trial)
-        result = train(config, callbacks=[pruning, *runlog.recorder(f"tune:{study_name}")], data=data)
+        result = train(config, callbacks=[pruning, *record.recorder(f"tune:{study_name}")], data=data)
         trial.set_user_attr("run_dir", str(result.run_dir))
         if pruning.pruned:
             raise optuna.TrialPruned()
@@ -268,6 +268,6 @@ def summarize(storage: str, study_name: str, out: str | Path | None = None, hear
                                                   "params": best.params,
                                                   "run_dir": best.user_attrs.get("run_dir")}}
     if out is not None:
-        from cifarlab.engine.runs import write_json
+        from cifarlab.inference.runfolder import write_json
         write_json(Path(out) / "best.json", summary)
     return summary

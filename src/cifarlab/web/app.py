@@ -284,7 +284,7 @@ def _untempered(probabilities: np.ndarray, temperature: float) -> np.ndarray:
 
 
 def _ranked(classes: list[str], row: np.ndarray, top_k: int) -> dict:
-    from cifarlab.engine.predict import rank
+    from cifarlab.inference.predict import rank
     ranked = [(j, c, round(p, 6)) for j, c, p in rank(classes, row)]
     return {"label": ranked[0][1], "index": ranked[0][0], "probabilities": {c: p for _, c, p in ranked},
             "top": [[c, p] for _, c, p in ranked[:top_k]]}

@@ -155,7 +155,7 @@ def decode_upload(data: bytes, name: str, max_pixels: int,
     """(width, height) and the 32x32 RGB input of one upload, decoded as ``Predictor`` does
     (EXIF orientation, transparency on white, deep modes scaled); ``ImageError`` when it
     cannot be read, ``Refused`` 503 when ``stop`` was set before the decode was done."""
-    from cifarlab.engine.predict import to_input, to_rgb
+    from cifarlab.inference.predict import to_input, to_rgb
     reader = _Guarded(data, stop or threading.Event(), jpeg_scans(data) if data[:2] == b"\xff\xd8" else [])
     try:
         with Image.open(reader) as img:

@@ -26,8 +26,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from cifarlab.engine.checkpoint import load_model
-from cifarlab.engine.hardware import pick_device
+from cifarlab.inference.checkpoint import load_model
+from cifarlab.inference.hardware import pick_device
 from cifarlab.errors import CifarlabError, ImageError
 
 MAX_PIXELS = 64_000_000  # larger pictures are refused: a decompression bomb fills RAM
@@ -164,7 +164,7 @@ class Predictor:
         self.raw_probs = raw_probs
 
     def _load_onnx(self, path, device) -> None:
-        from cifarlab.engine.export import OnnxModel, onnxruntime_available
+        from cifarlab.inference.export import OnnxModel, onnxruntime_available
         if not onnxruntime_available():
             raise CifarlabError(f"{path} is an ONNX export and onnxruntime is not installed; "
                                 f"pip install 'cifarlab[onnx]' (or predict from the .pt checkpoint)")

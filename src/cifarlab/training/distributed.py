@@ -230,8 +230,8 @@ def _raise_reported(queue) -> None:
 def _result(queue):
     from pathlib import Path
 
-    from cifarlab.engine.runs import RunResult
-    from cifarlab.engine.checkpoint import load_model
+    from cifarlab.training.runs import RunResult
+    from cifarlab.inference.checkpoint import load_model
     while not queue.empty():
         kind, *rest = queue.get()
         if kind == "error":

@@ -109,7 +109,7 @@ def build_checkpoint(learner) -> dict[str, Any]:
         "classes": meta["classes"],
         "normalize": meta["normalize"],
         "distributed": meta.get("distributed"),  # world size, sync_bn: how it was trained, not needed to load
-        "time_budget": meta.get("time_budget"),  # the plan that set the epochs (engine/budget.py), or None
+        "plan": meta.get("plan"),  # what the run trains: model, epochs, stages, the time budget's plan (training/plan.py)
         "versions": versions(),
         "callbacks": learner.callback_states(),
     }
@@ -189,7 +189,7 @@ def resolve_checkpoint(path: str | Path, prefer: str = "best.pt") -> Path:
 def load_checkpoint(path: str | Path, prefer: str = "best.pt") -> dict[str, Any]:
     """The checkpoint at ``path`` (file or run folder), loaded without running any code."""
     path = resolve_checkpoint(path, prefer)
-    ckpt = _safe_load(path)
+    ckpt = safe_load(path)
     if isinstance(ckpt, dict) and ckpt.get("format") in _OLD_FORMATS:
         raise CifarlabError(f"{path} is in the older format {ckpt['format']}; convert it once "
                             f"with: cifarlab convert {path}")
@@ -353,7 +353,7 @@ def _check_unpacked_size(path: Path) -> None:
                             f"{unpacked:,} (torch.save stores them uncompressed); it was not loaded")
 
 
-def _safe_load(path: Path, allow: list = ()) -> Any:
+def safe_load(path: Path, allow: list = ()) -> Any:
     """``torch.load`` with weights_only=True: tensors and plain values only, no code runs.
     ``allow``: data types the unpickler may also build (``torch.serialization.safe_globals``)."""
     _check_unpacked_size(path)
@@ -401,7 +401,7 @@ def convert_checkpoint(src: str | Path, out: str | Path | None = None) -> tuple[
     src = resolve_checkpoint(src)
     out = Path(out) if out else src
     try:
-        ckpt = _safe_load(src, _format_1_types())
+        ckpt = safe_load(src, _format_1_types())
     except _Refused as exc:
         if exc.needs is None:  # junk, not a request for code
             raise CifarlabError(str(exc).split("; if it is")[0]) from None

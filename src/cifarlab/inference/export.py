@@ -42,7 +42,7 @@ def _need(module: str):
 # ---------------------------------------------------------------- export
 def export_checkpoint(checkpoint, out: str | Path | None = None, exporter: str = "auto") -> Path:
     """Write the checkpoint (file or run folder) as ONNX; ``out`` defaults to beside it, .onnx."""
-    from cifarlab.engine.checkpoint import load_checkpoint, load_model
+    from cifarlab.inference.checkpoint import load_checkpoint, load_model
     ckpt = load_checkpoint(checkpoint)
     model, meta = load_model(ckpt, "cpu")
     out = Path(out) if out else Path(ckpt["path"]).with_suffix(".onnx")
@@ -138,7 +138,7 @@ def read_metadata(props: dict[str, str], path: str = "<onnx>") -> dict[str, Any]
     if props.get("format") != FORMAT:
         raise CifarlabError(f"{path} is not a cifarlab ONNX export (no {FORMAT} metadata); "
                             f"export it with `cifarlab export CHECKPOINT --format onnx`")
-    from cifarlab.engine.checkpoint import check_meta
+    from cifarlab.inference.checkpoint import check_meta
     try:
         meta = {"model": {"name": props["model_name"], "kwargs": json.loads(props["model_kwargs"]),
                           "num_classes": int(props["num_classes"])},

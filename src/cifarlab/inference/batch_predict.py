@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Callable
 
 from cifarlab.atomic import atomic_write_text, write_error
-from cifarlab.engine.predict import IMAGE_SUFFIXES, Prediction, Predictor
+from cifarlab.inference.predict import IMAGE_SUFFIXES, Prediction, Predictor
 from cifarlab.errors import CifarlabError
 
 COLUMNS = ["path", "class", "probability", "top_k"]

@@ -133,6 +133,14 @@ class DivergenceGuard(Callback):
         self.initial = list(state.get("initial", []))
 
 
+def improved(value: float, best: float | None, mode: str, min_delta: float = 0.0) -> bool:
+    """Whether ``value`` improves on ``best`` (None: nothing yet) by more than ``min_delta``,
+    ``mode`` "min" or "max": the one test behind early stopping, best.pt and the plateau lr."""
+    if best is None:
+        return True
+    return value < best - min_delta if mode == "min" else value > best + min_delta
+
+
 class EarlyStopping(Callback):
     """Keras EarlyStopping: stop after ``patience`` epochs without an improvement > min_delta."""
 
@@ -149,9 +157,7 @@ class EarlyStopping(Callback):
         name, value = monitored(learn.metrics, self.monitor)
         if value is None:
             return
-        better = self.best is None or (value < self.best - self.min_delta if self.mode == "min"
-                                       else value > self.best + self.min_delta)
-        if better:
+        if improved(value, self.best, self.mode, self.min_delta):
             self.best, self.wait = value, 0
             return
         self.wait += 1
@@ -182,11 +188,10 @@ class Checkpointer(Callback):
         self.used = monitor  # the metric really used (train_* when there is no val set)
 
     def after_epoch(self, learn) -> None:
-        from cifarlab.engine.checkpoint import build_checkpoint, save_checkpoint
+        from cifarlab.inference.checkpoint import build_checkpoint, save_checkpoint
         name, value = monitored(learn.metrics, self.monitor)
         no_val = not name.startswith("val_")
-        better = value is not None and (self.best is None or (value < self.best if self.mode == "min"
-                                                             else value > self.best))
+        better = value is not None and improved(value, self.best, self.mode)
         if no_val or better:  # without validation data the last epoch is the one kept
             self.best, self.best_epoch, self.used = value, learn.epoch, name if not no_val else "last epoch"
         ckpt = build_checkpoint(learn)  # carries this callback's new state
@@ -286,7 +291,7 @@ class Plotter(Callback):
         self._draw(learn)
 
     def _draw(self, learn) -> None:
-        from cifarlab.engine import plots
+        from cifarlab.training import plots
         if plots.available():
             plots.save_curves(learn.history, self.run_dir / "curves.png")
 
@@ -375,21 +380,3 @@ class ProgressBar(Callback):
             self.progress.stop()
         if learn.stop_reason:
             self.console.print(learn.stop_reason, highlight=False)
-
-
-class StopAfter(Callback):
-    """Raises KeyboardInterrupt after ``epochs`` epochs: how tests simulate Ctrl-C."""
-
-    order = ORDER_SHOW + 10
-
-    def __init__(self, epochs: int, batch: int | None = None):
-        self.epochs, self.batch = epochs, batch
-
-    def after_batch(self, learn) -> None:
-        if self.batch is not None and learn.epoch == self.epochs and learn.batch_idx + 1 == self.batch:
-            raise KeyboardInterrupt
-
-    def after_epoch(self, learn) -> None:
-        if self.batch is None and learn.epoch == self.epochs:
-            raise KeyboardInterrupt
-

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cifarlab.atomic import atomic_write_text, remove_leftovers
-from cifarlab.engine.config import TrainConfig
+from cifarlab.atomic import remove_leftovers
+from cifarlab.inference.runfolder import write_json
+from cifarlab.training.config import TrainConfig
 from cifarlab.errors import ConfigError
 
 
@@ -41,24 +41,3 @@ def new_run_dir(cfg: TrainConfig) -> Path:
         except FileExistsError:
             continue
     raise ConfigError(f"could not create a fresh run folder under {parent}")
-
-
-def read_summary(run_dir: str | Path) -> dict | None:
-    """A run's summary.json (the run finished and was tested); None when there is none or it
-    cannot be read. The one reader of that file: reports, the run registry, the catalogue."""
-    try:
-        return json.loads((Path(run_dir) / "summary.json").read_text())
-    except (OSError, json.JSONDecodeError):
-        return None
-
-
-def write_json(path: str | Path, obj) -> None:
-    atomic_write_text(Path(path), json.dumps(obj, indent=2, default=_jsonable) + "\n")
-
-
-def _jsonable(obj):
-    if hasattr(obj, "tolist"):
-        return obj.tolist()
-    if isinstance(obj, Path):
-        return str(obj)
-    raise TypeError(f"{type(obj).__name__} is not JSON serializable")

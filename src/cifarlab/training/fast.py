@@ -1,7 +1,7 @@
 """The record-speed techniques as callbacks: patch-whitening init and weight averaging.
 
-``engine.api.callbacks_for`` adds them when the config asks (``whiten``, ``average``);
-the ``fast`` and ``fast-wide`` recipes (engine.recipes) turn both on, together with the
+``training.api.callbacks_for`` adds them when the config asks (``whiten``, ``average``);
+the ``fast`` and ``fast-wide`` recipes (training.recipes) turn both on, together with the
 BN-bias learning rate, which is a parameter group (``optim.build_optimizer``).
 
 - ``WhiteningInit``: the first conv becomes a patch-whitening filter bank computed from
@@ -17,8 +17,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from cifarlab.engine.callbacks import ORDER_SAVE, ORDER_SCHEDULE, Callback
-from cifarlab.engine.checkpoint import unwrap
+from cifarlab.training.callbacks import ORDER_SAVE, ORDER_SCHEDULE, Callback
+from cifarlab.inference.checkpoint import unwrap
 
 
 # ---------------------------------------------------------------- patch whitening

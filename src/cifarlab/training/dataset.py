@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from cifarlab.engine.config import TrainConfig
+from cifarlab.training.config import TrainConfig
 
 
 def data_for(cfg: TrainConfig, *, progress: bool | None = None):

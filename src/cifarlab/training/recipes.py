@@ -13,8 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from cifarlab.engine.budget import SHORT_RUN_STEPS
-from cifarlab.engine.config import TrainConfig
+from cifarlab.training.budget import SHORT_RUN_STEPS
+from cifarlab.training.config import TrainConfig
 from cifarlab.errors import ConfigError
 
 
@@ -84,20 +84,6 @@ def resolve_config(recipe: str | None = None, file: str | Path | None = None,
     if "model_kwargs" in flags:
         flags["model_kwargs"] = {**cfg.model_kwargs, **flags["model_kwargs"]}
     return cfg.override(flags).override(sets or {})
-
-
-def fill_from_recipe(values: dict) -> dict:
-    """A saved config completed with its recipe's values for fields it predates.
-
-    Runs of the fast recipes saved before whitening, averaging and the BN-bias lr became
-    TrainConfig fields record ``recipe: "fast"`` and nothing else about them; without this
-    they would resume without those behaviours. Fields the config has are kept as saved.
-    """
-    missing = set(TrainConfig.field_names()) - set(values)
-    known = _RECIPES.get(values.get("recipe") or "")
-    if not missing or known is None:
-        return values
-    return {**{k: v for k, v in known.values.items() if k in missing}, **values}
 
 
 # ---------------------------------------------------------------- airbench units
@@ -175,7 +161,7 @@ def _cpu(model: str, epochs: int, resolutions: str, batch_size: int = 250) -> di
     the flip-translate views cost 6 forward passes of the test set, the mirror 2. Training
     runs in bf16 (``amp``, from the fast recipe) where the CPU has AVX512-BF16 or AMX: more
     steps a second for a little accuracy at equal epochs. The budget recipes plan their
-    epochs on the machine they run on (engine/budget.py).
+    epochs on the machine they run on (training/budget.py).
     """
     return {**_fast(model, epochs, 11.5, batch_size), "resolutions": resolutions,
             # conv filters by Muon, each renormalized before its step (BatchNorm follows every

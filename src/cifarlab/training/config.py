@@ -1,6 +1,6 @@
 """One typed training configuration, filled by defaults, a recipe, a JSON file and flags.
 
-Every value a run uses is a field here, recipes included: a recipe (engine.recipes) is
+Every value a run uses is a field here, recipes included: a recipe (training.recipes) is
 only a dict of these fields, and ``recipe`` records which one the values started from.
 
 Every field has a unit and a reason. ``TrainConfig.from_dict`` type-checks values and
@@ -41,7 +41,7 @@ class TrainConfig:
     batch_size: int = 128  # images per optimizer step
     seed: int = 0  # seeds model init, the val split, shuffling and augmentation
     # wall-clock seconds for the whole run (data loading, training, final test); > 0: a new run
-    # times a few of its steps and sets `epochs` to fit (engine/budget.py); 0: `epochs` as given
+    # times a few of its steps and sets `epochs` to fit (training/budget.py); 0: `epochs` as given
     time_budget: float = 0.0
     # smaller models a time budget falls back to, in order, comma-separated, when `model` would
     # train fewer than budget.MIN_FULL_EPOCHS full-resolution epochs in it on this machine;
@@ -56,7 +56,7 @@ class TrainConfig:
     momentum: float = 0.9  # sgd momentum / rmsprop momentum; beta1 for adam(w)
     nesterov: bool = True  # sgd only: Nesterov momentum converges a little faster
     weight_decay: float = 5e-4  # L2 coefficient (decoupled for adamw); applied to all weights
-    # muon: conv filters take Muon steps (momentum orthogonalized by Newton-Schulz, engine/muon.py),
+    # muon: conv filters take Muon steps (momentum orthogonalized by Newton-Schulz, training/muon.py),
     # every other parameter the sgd settings above. Filters' peak lr (the schedule scales it
     # like lr), their own momentum, and whether each filter is rescaled to norm sqrt(out)
     # before its step (right when BatchNorm follows every conv; then no weight decay on them)

@@ -19,9 +19,10 @@ re-plans after every full-resolution epoch from the real epoch times, to the ste
 lr schedule and the weight average stretch or shrink what is left of them
 (``Schedule.retarget``).
 
-The plan is recorded in config.json (``epochs``), in the checkpoints' meta and in
-summary.json (``time_budget``: the timings, the estimate, each re-plan and the measured
-wall time). A resumed run keeps the epochs planned when it stopped.
+The plan is the run's ``Plan`` (training/plan.py: ``budget``), which the checkpoints record and
+summary.json shows (``plan``, and ``time_budget``: the timings, the estimate, each re-plan and
+the measured wall time); config.json keeps the request. A resumed run keeps the epochs
+planned when it stopped.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
-from cifarlab.engine.callbacks import ORDER_DECIDE, Callback
+from cifarlab.training.callbacks import ORDER_DECIDE, Callback
 from cifarlab.errors import ConfigError
 
 SAFETY = 0.05  # plan to end this fraction of the budget early: run-to-run speed varies ~5-15%
@@ -159,8 +160,8 @@ def plan_run(cfg, model: torch.nn.Module, loss_fn, train_loader, test_loader, va
     """Time ``model``'s training steps (on a copy: the run's weights, optimizer state and random
     streams are untouched) and its test pass, and plan ``cfg.time_budget``."""
     from cifarlab.data.loader import parse_resolutions
-    from cifarlab.engine.evaluate import view_maker
-    from cifarlab.engine.optim import build_optimizer
+    from cifarlab.training.evaluation import view_maker
+    from cifarlab.training.optim import build_optimizer
 
     native = int(train_loader.images.shape[-1])
     stages = parse_resolutions(cfg.resolutions)
@@ -233,13 +234,14 @@ def duration(seconds: float) -> str:
     return f"{h} h {m} min" if m else f"{h} h"
 
 
-def short_run_lr(cfg, plan: BudgetPlan) -> None:
-    """A plan of SHORT_RUN_STEPS steps or fewer: the Muon filters take ``cfg.muon_lr_short``
-    (recorded in the plan and in ``cfg.muon_lr``, so config.json and a resume say the lr trained)."""
-    from cifarlab.engine.optim import planned_steps
+def short_run_muon_lr(cfg, plan: BudgetPlan) -> float:
+    """``cfg.muon_lr_short`` for a plan of SHORT_RUN_STEPS steps or fewer (the Muon filters'
+    lr that run trains with, recorded in its plan); else 0."""
+    from cifarlab.training.optim import planned_steps
     steps = planned_steps(plan.epochs, plan.steps_per_epoch, plan.last_epoch_steps)
     if cfg.optimizer == "muon" and cfg.muon_lr_short > 0 and steps <= SHORT_RUN_STEPS:
-        plan.muon_lr = cfg.muon_lr = cfg.muon_lr_short
+        return cfg.muon_lr_short
+    return 0.0
 
 
 def part_steps(room_s: float, step_s: float, steps_per_epoch: int) -> int:
@@ -253,7 +255,7 @@ def _step_seconds(model, loss_fn, optimizer, loader, side: int, device: torch.de
                   timed: int = TIMED_STEPS) -> float:
     """Seconds of one training step at ``side`` px (lower quartile of ``timed``), batch making and
     optimizer included: the loop's own step (``Learner.train_step``), without callbacks."""
-    from cifarlab.engine.loop import Learner
+    from cifarlab.training.loop import Learner
     step = Learner(model, loss_fn, optimizer, None, loader, None, 1, device, amp=amp).train_step
     saved, loader.size = loader.size, side
     model.train()
@@ -283,7 +285,7 @@ def _eval_seconds(model, loader, device: torch.device, amp: bool, amp_eval: bool
     error counted 6 times, and building the shifted views costs more than a forward pass's
     share, so long runs ended past their aim. A batch with its views is 2-6 forward passes
     timed together."""
-    from cifarlab.engine.loop import run_eval
+    from cifarlab.training.loop import run_eval
     batches = _cycle(loader)
     run_eval(model, [next(batches)], None, device, amp, amp_eval=amp_eval)  # one view: the kernels built
     times = []
@@ -324,8 +326,8 @@ class BudgetKeeper(Callback):
 
     order = ORDER_DECIDE  # after_epoch: before the checkpoint saves the epochs and the schedule
 
-    def __init__(self, plan: BudgetPlan, cfg, started: float, say: bool = True):
-        self.plan, self.cfg, self.started, self.say = plan, cfg, started, say
+    def __init__(self, plan: BudgetPlan, run_plan, started: float, say: bool = True):
+        self.plan, self.run_plan, self.started, self.say = plan, run_plan, started, say
         self.staged = sum(e for _, e in plan.stages[:-1])
         self.ends: list[float] = []  # perf_counter at the start of the fit and at each epoch's end
 
@@ -354,13 +356,13 @@ class BudgetKeeper(Callback):
             self._replan(learn, new_left, epoch_s, spent)
 
     def _replan(self, learn, new_left: int, epoch_s: float, spent: float) -> None:
-        from cifarlab.engine.runs import write_json
+        """The steps left become ``new_left``: in the learner's loop, its schedule and the run's plan."""
         before, per_epoch = learn.epochs, len(learn.train_loader)
         was = _length(learn.epochs, learn.last_epoch_steps, per_epoch)
         epochs_left = math.ceil(new_left / per_epoch)
         last = new_left - (epochs_left - 1) * per_epoch
-        learn.epochs = self.cfg.epochs = learn.epoch + epochs_left
-        learn.last_epoch_steps = self.cfg.last_epoch_steps = 0 if last == per_epoch else last
+        learn.epochs = learn.epoch + epochs_left
+        learn.last_epoch_steps = 0 if last == per_epoch else last
         learn.schedule.retarget(learn.total_steps, learn.step)
         plan = self.plan
         plan.epochs, plan.last_epoch_steps = learn.epochs, learn.last_epoch_steps
@@ -369,10 +371,9 @@ class BudgetKeeper(Callback):
         plan.replans.append({"after_epoch": learn.epoch, "epochs": learn.epochs, "was": before,
                              "last_epoch_steps": learn.last_epoch_steps,
                              "epoch_s": round(epoch_s, 2), "spent_s": round(spent, 1)})
-        learn.meta["time_budget"] = plan.to_dict()
-        learn.meta["config"].update(epochs=learn.epochs, last_epoch_steps=learn.last_epoch_steps)
-        if learn.run_dir is not None and learn.is_main:
-            write_json(learn.run_dir / "config.json", self.cfg.to_dict())
+        run_plan = self.run_plan
+        run_plan.epochs, run_plan.last_epoch_steps, run_plan.budget = learn.epochs, learn.last_epoch_steps, plan.to_dict()
+        learn.meta["plan"] = run_plan.to_dict()
         if self.say:
             print(f"time budget: {was} -> {_length(learn.epochs, learn.last_epoch_steps, per_epoch)} (a "
                   f"{learn.train_loader.images.shape[-1]}-px epoch takes {epoch_s:.1f} s here; {spent:.0f} s "

@@ -25,11 +25,11 @@ from typing import Any, Callable, Iterable
 import torch
 from torch import nn
 
-from cifarlab.engine.callbacks import Callback
-from cifarlab.engine.distributed import Dist
-from cifarlab.engine.hardware import bf16_native
-from cifarlab.engine.metrics import Accumulator
-from cifarlab.engine.optim import Schedule, planned_steps
+from cifarlab.training.callbacks import Callback
+from cifarlab.training.distributed import Dist
+from cifarlab.inference.hardware import bf16_in_use
+from cifarlab.training.metrics import Accumulator
+from cifarlab.training.optim import Schedule, planned_steps
 
 # every event the loop fires, in the order of a run; after_fit_failed replaces after_fit when
 # the fit raises (Ctrl-C included), after_report comes once summary.json is written
@@ -46,7 +46,7 @@ def autocast(device: torch.device, enabled: bool, training: bool = True, amp_eva
     of a run, and the accuracy a model states is then the same on every CPU, with or without
     bf16 units.
     """
-    if enabled and bf16_native(device) and (training or amp_eval or device.type != "cpu"):
+    if bf16_in_use(enabled, device) and (training or amp_eval or device.type != "cpu"):
         return torch.autocast(device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
@@ -162,7 +162,8 @@ class Learner:
         self.stop = False  # a callback sets this to end the fit after the current epoch
         self.stop_reason = ""
         self.resumed = False  # True when the state came from a checkpoint
-        self.run_dir = None  # the run folder (set by engine.api), for callbacks that record the run
+        self.run_dir = None  # the run folder (set by training.api), for callbacks that record the run
+        self.plan = None  # the run's training.plan.Plan (set by training.api)
         self.lr = 0.0  # the lr of the current step (of param groups with lr_scale 1): set by _set_lr
         self.dist = dist or Dist()  # rank and world size; all_reduce for global metrics
         self.is_main = self.dist.is_main  # False on DDP ranks > 0: callbacks with main_only are skipped
@@ -267,7 +268,7 @@ class Learner:
             group["lr"] = self.lr * group["lr_scale"]
 
     def train_step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """One optimizer step on the batch ``(x, y)`` outside a fit (engine.budget times these);
+        """One optimizer step on the batch ``(x, y)`` outside a fit (training.budget times these);
         returns the detached loss."""
         self.x, self.y = x, y
         self._train_step()
@@ -314,5 +315,5 @@ class Learner:
 
 
 def _plain(model: nn.Module) -> nn.Module:
-    from cifarlab.engine.checkpoint import unwrap
+    from cifarlab.inference.checkpoint import unwrap
     return unwrap(model)

@@ -15,8 +15,8 @@ import math
 import torch
 from torch import nn
 
-from cifarlab.engine.callbacks import metric_mode, monitored
-from cifarlab.engine.config import TrainConfig
+from cifarlab.training.callbacks import improved, metric_mode, monitored
+from cifarlab.training.config import TrainConfig
 from cifarlab.errors import ConfigError
 
 
@@ -54,12 +54,12 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer
         return torch.optim.SGD(params, lr=lr, momentum=mom, nesterov=cfg.nesterov and mom > 0,
                                weight_decay=wd)
     if cfg.optimizer == "muon":
-        from cifarlab.engine.hardware import bf16_native
-        from cifarlab.engine.muon import Muon
+        from cifarlab.inference.hardware import bf16_in_use
+        from cifarlab.training.muon import Muon
         # Newton-Schulz in bf16 where training runs in it (amp on a bf16-native device): the
         # iterations take a fraction of their float32 time there
         device = next(model.parameters()).device
-        ns_dtype = torch.bfloat16 if cfg.amp and bf16_native(device) else torch.float32
+        ns_dtype = torch.bfloat16 if bf16_in_use(cfg.amp, device) else torch.float32
         return Muon(params, lr=lr, momentum=mom, nesterov=cfg.nesterov, weight_decay=wd, ns_dtype=ns_dtype)
     if cfg.optimizer == "adam":  # Keras defaults: betas (0.9, 0.999); eps 1e-7 in Keras, 1e-8 here
         return torch.optim.Adam(params, lr=lr, betas=(mom, 0.999), weight_decay=wd)
@@ -77,7 +77,7 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer
 class Schedule:
     """The learning rate of each optimizer step (0-based, counted over all epochs).
 
-    A time budget may re-plan a run's length mid-way (``retarget``, engine/budget.py). The
+    A time budget may re-plan a run's length mid-way (``retarget``, training/budget.py). The
     schedule then keeps its shape: from that step on, the steps now left map linearly onto
     what was left of the schedule first planned (``anchor``: the step, the planned step it
     maps to, and the new total), so the lr stays continuous and still ends where the
@@ -203,7 +203,7 @@ class Plateau(Schedule):
         _, value = monitored(metrics, self.monitor)
         if value is None:
             return
-        if _improved(value, self.best, self.min_delta, self.mode):
+        if improved(value, self.best, self.mode, self.min_delta):
             self.best, self.wait = value, 0
             return
         self.wait += 1
@@ -218,12 +218,6 @@ class Plateau(Schedule):
         super().load_state_dict(state)
         self.best, self.wait = state.get("best"), state.get("wait", 0)
         self.lr = state.get("lr", self.lr)
-
-
-def _improved(value: float, best: float | None, min_delta: float, mode: str) -> bool:
-    if best is None:
-        return True
-    return value < best - min_delta if mode == "min" else value > best + min_delta
 
 
 def planned_steps(epochs: int, steps_per_epoch: int, last_epoch_steps: int = 0) -> int:

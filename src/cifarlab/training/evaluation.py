@@ -8,13 +8,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cifarlab.engine.checkpoint import load_checkpoint, load_model
-from cifarlab.engine.config import TTA_MODES, TrainConfig
-from cifarlab.engine.dataset import data_for
-from cifarlab.engine.hardware import pick_device
-from cifarlab.engine.loop import run_eval
-from cifarlab.engine.losses import build_loss
-from cifarlab.engine.metrics import confusion_matrix, per_class_accuracy
+from cifarlab.inference.checkpoint import load_checkpoint, load_model
+from cifarlab.training.config import TTA_MODES, TrainConfig
+from cifarlab.training.dataset import data_for
+from cifarlab.inference.hardware import pick_device
+from cifarlab.training.loop import run_eval
+from cifarlab.training.losses import build_loss
+from cifarlab.training.metrics import confusion_matrix, per_class_accuracy
 from cifarlab.errors import ConfigError, DataError
 
 
@@ -69,6 +69,15 @@ def evaluate_model(model, loader, classes: list[str], device: torch.device, loss
     return out
 
 
+def saved_norm_loader(split, norm: dict, device: torch.device, batch_size: int = 500,
+                      channels_last: bool = False):
+    """An evaluation loader over ``split``, normalized as a run saved it (``{"mean", "std",
+    "grayscale"}``): the run's own final test and ``evaluate`` of its checkpoint alike."""
+    from cifarlab.data import DeviceLoader
+    return DeviceLoader(split, batch_size, device, norm["mean"], norm["std"], shuffle=False,
+                        grayscale=norm.get("grayscale"), channels_last=channels_last)
+
+
 def evaluate(run_or_checkpoint, data=None, tta: str | bool = False, split: str = "test",
              batch_size: int = 500, device: str | None = None) -> dict:
     """Evaluate a run folder (its best.pt) or a checkpoint file on the test (or val) split.
@@ -76,7 +85,6 @@ def evaluate(run_or_checkpoint, data=None, tta: str | bool = False, split: str =
     ``data`` is a CifarData, a path, or None for the source the run was trained on
     (the same val size and seed, so ``split="val"`` is the same validation set).
     """
-    from cifarlab.data import DeviceLoader
     ckpt = load_checkpoint(run_or_checkpoint)
     dev = pick_device(device or "auto")
     model, meta = load_model(ckpt, dev)
@@ -94,8 +102,7 @@ def evaluate(run_or_checkpoint, data=None, tta: str | bool = False, split: str =
     norm = meta["normalize"]
     if cfg.channels_last:  # as the run's own test: the same layout, kernels and numbers
         model = model.to(memory_format=torch.channels_last)
-    loader = DeviceLoader(part, batch_size, dev, norm["mean"], norm["std"], shuffle=False,
-                          grayscale=norm.get("grayscale"), channels_last=cfg.channels_last)
+    loader = saved_norm_loader(part, norm, dev, batch_size, cfg.channels_last)
     recorder = _LogitRecorder(model)
     out = evaluate_model(recorder, loader, meta["classes"], dev, cfg.loss, tta, cfg.amp, cfg.amp_eval)
     out.update(checkpoint=ckpt["path"], split=split, epoch=meta["epoch"], model=meta["model"]["name"])
@@ -136,7 +143,7 @@ def _calibration(logits: np.ndarray, labels: np.ndarray, meta: dict) -> dict:
 
 def write_confusion(result: dict, out_dir: str | Path, stem: str = "confusion", png: bool = True) -> list[Path]:
     """confusion.csv always, confusion.png when matplotlib is installed; returns the paths."""
-    from cifarlab.engine import plots
+    from cifarlab.training import plots
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     conf, classes = np.asarray(result["confusion"]), result["classes"]

@@ -16,15 +16,16 @@ import numpy as np
 import torch
 
 from cifarlab.calibration import brief, calibration_report, write_sidecar
-from cifarlab.engine.checkpoint import _safe_load, load_checkpoint, load_model, save_checkpoint
-from cifarlab.engine.loop import autocast
+from cifarlab.inference.checkpoint import safe_load, load_checkpoint, load_model, save_checkpoint
+from cifarlab.training.evaluation import saved_norm_loader
+from cifarlab.training.loop import autocast
 from cifarlab.errors import CifarlabError
 
 
 def collect_logits(model: torch.nn.Module, batches, amp: bool = False,
                    amp_eval: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """float32 logits [N, K] and labels [N] of ``model`` (eval mode) over (x, y) batches, in the
-    precision the run's own test used (``amp``/``amp_eval``, as ``engine.loop.autocast`` reads them)."""
+    precision the run's own test used (``amp``/``amp_eval``, as ``training.loop.autocast`` reads them)."""
     was_training = model.training
     model.eval()
     zs, ys = [], []
@@ -41,7 +42,7 @@ def collect_logits(model: torch.nn.Module, batches, amp: bool = False,
 
 def store_in_checkpoint(path: str | Path, calibration: dict) -> None:
     """Add ``calibration`` (plain values) to the checkpoint at ``path``, rewritten atomically."""
-    ckpt = _safe_load(Path(path))
+    ckpt = safe_load(Path(path))
     ckpt["calibration"] = calibration
     save_checkpoint(ckpt, path)
 
@@ -49,12 +50,10 @@ def store_in_checkpoint(path: str | Path, calibration: dict) -> None:
 def calibrate_run(model, cfg, data, run_dir: Path, device, normalize: dict) -> dict:
     """Fit T on ``data.val`` (when the run kept one), store it in the run's checkpoints,
     draw the test split's reliability diagram; returns the calibration report (no bins)."""
-    from cifarlab.data import DeviceLoader
-    from cifarlab.engine import plots
+    from cifarlab.training import plots
 
     def batches(split):
-        return DeviceLoader(split, 500, device, normalize["mean"], normalize["std"], shuffle=False,
-                            grayscale=normalize.get("grayscale"))
+        return saved_norm_loader(split, normalize, device)
 
     amp = {"amp": bool(getattr(cfg, "amp", False)), "amp_eval": bool(getattr(cfg, "amp_eval", False))}
     test = collect_logits(model, batches(data.test), **amp)
@@ -77,7 +76,7 @@ def calibrate_run(model, cfg, data, run_dir: Path, device, normalize: dict) -> d
 def save_reliability(report: dict, path: str | Path, title: str = "") -> Path:
     """The reliability diagram: accuracy against confidence per bin, before (and after)
     temperature scaling, with the bins' share of examples below (matplotlib)."""
-    from cifarlab.engine import plots
+    from cifarlab.training import plots
     plt = plots.pyplot()
     panels = [("before", "raw")] + ([("after", f"T = {report['temperature']:.3f}")] if "after" in report else [])
     fig, axes = plt.subplots(2, len(panels), figsize=(4.6 * len(panels), 5.4), squeeze=False,
@@ -116,10 +115,9 @@ def calibrate_checkpoint(checkpoint, data=None, device: str | None = None, store
     ``store`` is "checkpoint" (rewrite the file with a ``calibration`` entry), "sidecar"
     (``<name>.calibration.json`` beside it: for a file that must not change) or "none".
     """
-    from cifarlab.data import DeviceLoader
-    from cifarlab.engine.config import TrainConfig
-    from cifarlab.engine.dataset import data_for
-    from cifarlab.engine.hardware import pick_device
+    from cifarlab.training.config import TrainConfig
+    from cifarlab.training.dataset import data_for
+    from cifarlab.inference.hardware import pick_device
     ckpt = load_checkpoint(checkpoint)
     dev = pick_device(device or "auto")
     model, meta = load_model(ckpt, dev)
@@ -132,8 +130,7 @@ def calibrate_checkpoint(checkpoint, data=None, device: str | None = None, store
     norm = meta["normalize"]
 
     def batches(split):
-        return DeviceLoader(split, 500, dev, norm["mean"], norm["std"], shuffle=False,
-                            grayscale=norm.get("grayscale"))
+        return saved_norm_loader(split, norm, dev)
 
     report = calibration_report(collect_logits(model, batches(data.val)), collect_logits(model, batches(data.test)))
     cal = {"temperature": report["temperature"], "fitted_on": "val", "n": int(len(data.val)),

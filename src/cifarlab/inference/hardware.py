@@ -56,6 +56,11 @@ def bf16_native(device: torch.device) -> bool:
     return _bf16_native(torch.device(device).type)
 
 
+def bf16_in_use(amp: bool, device: torch.device) -> bool:
+    """Whether a run with ``amp`` on computes in bf16 on ``device``: the one test of it."""
+    return bool(amp) and bf16_native(device)
+
+
 def cpu_model() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():

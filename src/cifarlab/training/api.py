@@ -24,20 +24,21 @@ import numpy as np
 import torch
 
 from cifarlab.atomic import remove_leftovers
-from cifarlab.engine import callbacks as cbs
-from cifarlab.engine import distributed
-from cifarlab.engine.budget import MIN_FULL_EPOCHS, BudgetKeeper, BudgetPlan, check_budget, plan_run, short_run_lr
-from cifarlab.engine.checkpoint import load_checkpoint, load_resumable, restore_rng, unwrap, versions
-from cifarlab.engine.config import TrainConfig
-from cifarlab.engine.dataset import data_for
-from cifarlab.engine.evaluate import evaluate_model, write_confusion
-from cifarlab.engine.fast import WeightAverage, WhiteningInit
-from cifarlab.engine.hardware import bf16_native, describe, hardware_info, pick_device
-from cifarlab.engine.loop import Learner
-from cifarlab.engine.losses import build_loss
-from cifarlab.engine.optim import build_optimizer, build_schedule
-from cifarlab.engine.recipes import fill_from_recipe
-from cifarlab.engine.runs import RunResult, new_run_dir, write_json
+from cifarlab.training import callbacks as cbs
+from cifarlab.training import distributed
+from cifarlab.training.budget import MIN_FULL_EPOCHS, BudgetKeeper, BudgetPlan, check_budget, plan_run, short_run_muon_lr
+from cifarlab.inference.checkpoint import load_checkpoint, load_resumable, restore_rng, unwrap, versions
+from cifarlab.training.config import TrainConfig
+from cifarlab.training.dataset import data_for
+from cifarlab.training.evaluation import evaluate_model, saved_norm_loader, write_confusion
+from cifarlab.training.fast import WeightAverage, WhiteningInit
+from cifarlab.inference.hardware import bf16_in_use, describe, hardware_info, pick_device
+from cifarlab.training.loop import Learner
+from cifarlab.training.losses import build_loss
+from cifarlab.training.optim import build_optimizer, build_schedule
+from cifarlab.training.plan import Plan
+from cifarlab.inference.runfolder import write_json
+from cifarlab.training.runs import RunResult, new_run_dir
 from cifarlab.errors import CifarlabError, ConfigError, TrainingInterrupted
 
 
@@ -52,7 +53,7 @@ def train(config: TrainConfig | dict | None = None, callbacks: Iterable[cbs.Call
     started = time.perf_counter()
     cfg = _as_config(config)
     if cfg.model == "default":  # one meaning everywhere: the shipped default model's architecture
-        from cifarlab.engine.checkpoint import default_architecture
+        from cifarlab.inference.checkpoint import default_architecture
         cfg.model = default_architecture()
     if cfg.data and Path(cfg.data).exists():  # so evaluate/resume work from any folder
         cfg.data = str(Path(cfg.data).resolve())
@@ -70,26 +71,27 @@ def _train_in(cfg: TrainConfig, callbacks, data, sync_bn: bool, run_dir: Path | 
         if cfg.time_budget:
             check_budget(cfg, dist.active)
         device, data = _prepare_rank(cfg, data, dist, rank_device)
-        plan = _plan_budget(cfg, data, device, started) if cfg.time_budget else None
-        if plan is not None and not plan.fits:
+        budget = _plan_budget(cfg, data, device, started) if cfg.time_budget else None
+        if budget is not None and not budget.fits:
             if not allow_over_budget:
-                raise ConfigError(over_budget(plan))
-            print(f"cifarlab: warning: {plan.describe()}", file=sys.stderr)
+                raise ConfigError(over_budget(budget))
+            print(f"cifarlab: warning: {budget.describe()}", file=sys.stderr)
+        plan = _plan_of(cfg, budget)
+        run_cfg = plan.apply(cfg)
         if dist.is_main and cfg.progress:
-            _say(_start_line(cfg, data, device, started, plan))
+            _say(_start_line(run_cfg, data, device, started, budget))
         callbacks = list(callbacks)
-        run_dir = dist.broadcast_object(_new_run(cfg, run_dir, callbacks) if dist.is_main else None)
-        learner = _build(cfg, data, device, run_dir, callbacks, dist, sync_bn)
-        if plan is not None:
-            learner.meta["time_budget"] = plan.to_dict()
-            learner.add_callback(BudgetKeeper(plan, cfg, started, say=cfg.progress))
-        return _fit_and_report(learner, cfg, data, run_dir, started)
+        run_dir = dist.broadcast_object(_new_run(cfg, run_cfg, run_dir, callbacks) if dist.is_main else None)
+        learner = _build(cfg, plan, data, device, run_dir, callbacks, dist, sync_bn)
+        if budget is not None:
+            learner.add_callback(BudgetKeeper(budget, plan, started, say=cfg.progress))
+        return _fit_and_report(learner, run_cfg, data, run_dir, started)
 
 
 def over_budget(plan: BudgetPlan) -> str:
     """One line: the budget cannot hold the shortest run, and what would fit."""
     import math
-    from cifarlab.engine.budget import SAFETY
+    from cifarlab.training.budget import SAFETY
     fits = 10 * math.ceil(plan.planned_s / (1 - SAFETY) / 10)
     return (f"a {plan.budget_s:.0f}-s time budget cannot hold even the shortest run of {plan.model} here "
             f"({_plural(plan.epochs, 'epoch')}, about {plan.planned_s:.0f} s): give --time-budget {fits} or more, a "
@@ -98,8 +100,8 @@ def over_budget(plan: BudgetPlan) -> str:
 
 def _start_line(cfg: TrainConfig, data, device: torch.device, started: float, plan) -> str:
     """How long the whole run will take, said before it starts: the budget's plan, else an
-    estimate from a few timed steps (engine.budget.estimate_seconds)."""
-    from cifarlab.engine.budget import duration, estimate_seconds
+    estimate from a few timed steps (training.budget.estimate_seconds)."""
+    from cifarlab.training.budget import duration, estimate_seconds
     what = f"{cfg.model}, {_plural(cfg.epochs, 'epoch')}"
     if plan is not None:
         return (f"training {what}: about {duration(plan.planned_s)} in all, planned inside the "
@@ -110,7 +112,7 @@ def _start_line(cfg: TrainConfig, data, device: torch.device, started: float, pl
         test_loader = _test_loader(cfg, data, device, norm) if len(data.test) else None
         total = estimate_seconds(cfg, model, build_loss(cfg.loss, data.num_classes, cfg.label_smoothing),
                                  train_loader, test_loader, val_loader, device,
-                                 cfg.amp and bf16_native(device), started)
+                                 bf16_in_use(cfg.amp, device), started)
     return f"training {what}: about {duration(total)} in all (estimated from a few timed steps)"
 
 
@@ -118,11 +120,22 @@ def _plural(n: int, word: str) -> str:
     return f"{n:,} {word}" + ("" if n == 1 else "s")
 
 
-def _plan_budget(cfg: TrainConfig, data, device: torch.device, started: float):
-    """Time this run's steps on a throwaway copy of its model and set ``cfg.epochs`` to fit
-    ``cfg.time_budget`` (engine.budget); the random streams are left as they were. Where the
+def _plan_of(cfg: TrainConfig, budget: BudgetPlan | None) -> Plan:
+    """The run's plan: the config's values, or what the time budget planned."""
+    if budget is None:
+        return Plan.of(cfg)
+    from cifarlab.data.loader import format_resolutions
+    return Plan(model=budget.model, epochs=budget.epochs, last_epoch_steps=budget.last_epoch_steps,
+                resolutions=format_resolutions(budget.stages[:-1]),  # a trade may have given some up
+                muon_lr=budget.muon_lr or cfg.muon_lr, budget=budget.to_dict())
+
+
+def _plan_budget(cfg: TrainConfig, data, device: torch.device, started: float) -> BudgetPlan:
+    """Time this run's steps on a throwaway copy of its model and plan the epochs that fit
+    ``cfg.time_budget`` (training.budget); the random streams are left as they were. Where the
     model would train fewer than MIN_FULL_EPOCHS full-resolution epochs, the next model of
-    ``cfg.budget_fallback`` is timed instead, and ``cfg.model`` becomes the one planned."""
+    ``cfg.budget_fallback`` is timed instead, and the plan trains the one planned for.
+    ``cfg`` is not changed."""
     from cifarlab.data.loader import format_resolutions
     from cifarlab.models import model_info
     names = [cfg.model] + [n.strip() for n in cfg.budget_fallback.split(",") if n.strip()]
@@ -130,27 +143,26 @@ def _plan_budget(cfg: TrainConfig, data, device: torch.device, started: float):
         model_info(name)  # an unknown name: one ModelError naming the close ones, before any timing
     passed_over = []
     for name in names:
-        cfg.model = name
+        trial = TrainConfig.from_dict({"model": name}, base=cfg)
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-            model = _create_model(cfg, data, device)
-            train_loader, val_loader, norm = _loaders(cfg, data, device, distributed.Dist())
-            test_loader = _test_loader(cfg, data, device, norm) if len(data.test) else None
-            plan = plan_run(cfg, model, build_loss(cfg.loss, data.num_classes, cfg.label_smoothing), train_loader,
-                            test_loader, val_loader, device, cfg.amp and bf16_native(device), started)
+            model = _create_model(trial, data, device)
+            train_loader, val_loader, norm = _loaders(trial, data, device, distributed.Dist())
+            test_loader = _test_loader(trial, data, device, norm) if len(data.test) else None
+            plan = plan_run(trial, model, build_loss(trial.loss, data.num_classes, trial.label_smoothing),
+                            train_loader, test_loader, val_loader, device, bf16_in_use(trial.amp, device), started)
         if plan.untraded_full_epochs >= MIN_FULL_EPOCHS or name == names[-1]:
             break
         passed_over.append({"model": name, "full_epochs": plan.untraded_full_epochs, "step_s": plan.step_s})
-    plan.model, plan.passed_over = cfg.model, passed_over
-    cfg.epochs, cfg.last_epoch_steps = plan.epochs, plan.last_epoch_steps
-    short_run_lr(cfg, plan)
-    cfg.resolutions = format_resolutions(plan.stages[:-1])  # a trade may have given some up
+    plan.model, plan.passed_over = name, passed_over
+    plan.muon_lr = short_run_muon_lr(cfg, plan)
     return plan
 
 
-def _new_run(cfg: TrainConfig, run_dir: Path | None = None, callbacks=()) -> Path:
-    run_dir = run_dir or new_run_dir(cfg)
+def _new_run(cfg: TrainConfig, run_cfg: TrainConfig, run_dir: Path | None = None, callbacks=()) -> Path:
+    """The run folder with the request in its config.json (``run_cfg``: the planned config)."""
+    run_dir = run_dir or new_run_dir(run_cfg)
     for cb in callbacks:  # recorders list the run before its config.json exists: a kill from here on is seen
-        cb.run_folder_made(run_dir, cfg.to_dict())
+        cb.run_folder_made(run_dir, run_cfg.to_dict())
     write_json(run_dir / "config.json", cfg.to_dict())
     return run_dir
 
@@ -168,17 +180,19 @@ def resume(run_dir: str | Path, epochs: int | None = None, callbacks: Iterable[c
     ckpt = load_resumable(run_dir)  # a folder that cannot be resumed is refused here, untouched
     if ckpt is None:
         return _restart(run_dir, epochs, callbacks, data, progress, bool(sync_bn))
-    cfg = TrainConfig.from_dict(fill_from_recipe(ckpt["config"]))
+    cfg = TrainConfig.from_dict(ckpt["config"])
+    plan = Plan.saved(ckpt, cfg)
     remove_leftovers(run_dir)  # temporaries of a writer killed mid-checkpoint
-    if epochs is not None:  # the epochs asked for replace a time budget's plan
+    if epochs is not None:  # the epochs asked for: a new request, and a plan of them without a budget
         cfg.override(_fixed_epochs(epochs))
+        plan.epochs, plan.last_epoch_steps, plan.budget = epochs, 0, None
     if progress is not None:
         cfg.progress = progress
     if sync_bn is None:
         sync_bn = bool((ckpt.get("distributed") or {}).get("sync_bn", False))
     with distributed.session(cfg.device) as (dist, rank_device):
         device, data = _prepare_rank(cfg, data, dist, rank_device)
-        learner = _build(cfg, data, device, run_dir, callbacks, dist, sync_bn)
+        learner = _build(cfg, plan, data, device, run_dir, callbacks, dist, sync_bn)
         try:
             _restore(learner, ckpt)
         except (KeyError, IndexError, TypeError, ValueError, RuntimeError) as exc:  # before any file is written
@@ -187,7 +201,7 @@ def resume(run_dir: str | Path, epochs: int | None = None, callbacks: Iterable[c
                                 f"describes ({why}); train a new run to go on") from None
         if dist.is_main:
             write_json(run_dir / "config.json", cfg.to_dict())
-        return _fit_and_report(learner, cfg, data, run_dir, started)
+        return _fit_and_report(learner, plan.apply(cfg), data, run_dir, started)
 
 
 def _fixed_epochs(epochs: int) -> dict:
@@ -260,9 +274,11 @@ def _load_data(cfg: TrainConfig, data):
 
 
 # ---------------------------------------------------------------- building a learner
-def _build(cfg: TrainConfig, data, device: torch.device, run_dir: Path, extra,
+def _build(request: TrainConfig, plan: Plan, data, device: torch.device, run_dir: Path, extra,
            dist: distributed.Dist | None = None, sync_bn: bool = False) -> Learner:
+    """The learner of ``plan.apply(request)``; its meta records the request and the plan apart."""
     dist = dist or distributed.Dist()
+    cfg = plan.apply(request)
     if device.type == "cuda":  # fixed input shapes: let cuDNN time its conv algorithms once
         torch.backends.cudnn.benchmark = True
     train_loader, val_loader, norm = _loaders(cfg, data, device, dist)
@@ -270,7 +286,7 @@ def _build(cfg: TrainConfig, data, device: torch.device, run_dir: Path, extra,
     optimizer = build_optimizer(model, cfg)
     schedule = build_schedule(cfg, len(train_loader))
     meta = {"model": {"name": cfg.model, "kwargs": _model_kwargs(cfg), "num_classes": data.num_classes},
-            "config": cfg.to_dict(), "classes": list(data.classes),
+            "config": request.to_dict(), "plan": plan.to_dict(), "classes": list(data.classes),
             "normalize": norm,
             "distributed": {**dist.to_dict(), "sync_bn": bool(sync_bn and dist.active)},
             "data": {"source": data.info.source, "format": data.info.format, "checksum": data.info.checksum,
@@ -280,9 +296,10 @@ def _build(cfg: TrainConfig, data, device: torch.device, run_dir: Path, extra,
     fit_model = torch.compile(fit_model) if cfg.compile else fit_model
     learner = Learner(fit_model, build_loss(cfg.loss, data.num_classes, cfg.label_smoothing), optimizer,
                       schedule, train_loader, val_loader, cfg.epochs, device,
-                      amp=cfg.amp and bf16_native(device), binary=cfg.loss == "bce", meta=meta, dist=dist,
+                      amp=bf16_in_use(cfg.amp, device), binary=cfg.loss == "bce", meta=meta, dist=dist,
                       amp_eval=cfg.amp_eval, last_epoch_steps=cfg.last_epoch_steps)
     learner.run_dir = run_dir
+    learner.plan = plan
     if dist.rank:  # dropout masks differ per rank (rank 0 keeps the single-process stream)
         torch.manual_seed(cfg.seed + 7919 * dist.rank)
     for cb in [*callbacks_for(cfg, run_dir, device), *extra]:
@@ -309,9 +326,7 @@ def _loaders(cfg: TrainConfig, data, device: torch.device, dist: distributed.Dis
 
 def _test_loader(cfg: TrainConfig, data, device: torch.device, norm: dict):
     """The final test's loader: batches of 500, normalized as ``norm`` says."""
-    from cifarlab.data import DeviceLoader
-    return DeviceLoader(data.test, 500, device, norm["mean"], norm["std"], shuffle=False,
-                        grayscale=norm["grayscale"], channels_last=cfg.channels_last)
+    return saved_norm_loader(data.test, norm, device, 500, cfg.channels_last)
 
 
 def _model_kwargs(cfg: TrainConfig) -> dict:
@@ -354,9 +369,8 @@ def callbacks_for(cfg: TrainConfig, run_dir: Path, device: torch.device) -> list
 
 def _restore(learner: Learner, ckpt: dict) -> None:
     unwrap(learner.model).load_state_dict(ckpt["state_dict"])
-    learner.optimizer.load_state_dict(_optimizer_state(ckpt["optimizer"], learner.optimizer))
-    # before the plateau kept its own lr, its lr lived only in the optimizer
-    learner.schedule.load_state_dict({"lr": ckpt["optimizer"]["param_groups"][0]["lr"], **ckpt["scheduler"]})
+    learner.optimizer.load_state_dict(_optimizer_state(ckpt["optimizer"]))
+    learner.schedule.load_state_dict(ckpt["scheduler"])
     learner.epoch, learner.step = ckpt["epoch"], ckpt["step"]
     learner.history = list(ckpt["metrics"])
     learner.load_callback_states(ckpt.get("callbacks", {}))
@@ -364,17 +378,13 @@ def _restore(learner: Learner, ckpt: dict) -> None:
     restore_rng(ckpt["rng"])  # last: nothing between here and the first batch draws numbers
 
 
-def _optimizer_state(state: dict, optimizer: torch.optim.Optimizer) -> dict:
+def _optimizer_state(state: dict) -> dict:
     """A checkpoint's optimizer state; one saved before param groups carried ``lr_scale``
-    gets today's scales, unless its groups differ (BN biases in a group of their own)."""
-    saved = state["param_groups"]
-    if all("lr_scale" in g for g in saved):
-        return state
-    if len(saved) != len(optimizer.param_groups):
+    (before the first release) is refused in one line."""
+    if not all("lr_scale" in g for g in state["param_groups"]):
         raise ConfigError("this checkpoint predates the BatchNorm-bias parameter group (bias_lr_scale) and "
                           "cannot be resumed; evaluate it as it is, or train the run again")
-    groups = [{**g, "lr_scale": now["lr_scale"]} for g, now in zip(saved, optimizer.param_groups)]
-    return {**state, "param_groups": groups}
+    return state
 
 
 # ---------------------------------------------------------------- fit, test once, report
@@ -386,8 +396,9 @@ def _fit_and_report(learner: Learner, cfg: TrainConfig, data, run_dir: Path, sta
         procs = f" | {learner.dist.world_size} processes" if learner.dist.active else ""
         _say(f"{describe(hw)}{procs}\nrun folder {run_dir} | {cfg.model} | train {len(data.train)} "
              f"val {len(data.val)} test {len(data.test)} | {_plural(cfg.epochs, 'epoch')}")
-        if "time_budget" in learner.meta:
-            _say(BudgetPlan(**learner.meta["time_budget"]).describe())
+        budget = learner.plan.budget
+        if budget and not learner.resumed:
+            _say(BudgetPlan(**budget).describe())
     start = time.perf_counter()
     try:
         learner.fit()
@@ -397,14 +408,15 @@ def _fit_and_report(learner: Learner, cfg: TrainConfig, data, run_dir: Path, sta
     if not learner.is_main:  # rank 0 tests and reports; the others are done
         return RunResult(run_dir, {}, unwrap(learner.model))
     summary = _test_and_summarize(learner, cfg, data, run_dir, hw, fit_seconds)
-    if "time_budget" in learner.meta:  # the budget counted the test, not a second pass over the splits
+    budget = learner.plan.budget
+    if budget:  # the budget counted the test, not a second pass over the splits
         summary["calibration"] = {"skipped": f"a time-budgeted run; measure it with: cifarlab evaluate "
                                              f"{run_dir} --calibrate"}
     else:
         _calibrate(learner, cfg, data, run_dir, summary)
     summary["wall_time_s"] = round(time.perf_counter() - started, 2)  # from the train/resume call
-    if "time_budget" in learner.meta:  # the plan beside what it came to
-        summary["time_budget"] = {**learner.meta["time_budget"], "wall_s": summary["wall_time_s"]}
+    if budget:  # the plan beside what it came to
+        summary["time_budget"] = {**budget, "wall_s": summary["wall_time_s"]}
     write_json(run_dir / "summary.json", summary)
     from cifarlab.modelcard import write_run_card
     write_run_card(run_dir, summary)
@@ -419,7 +431,7 @@ def _calibrate(learner: Learner, cfg, data, run_dir: Path, summary: dict) -> Non
     """ECE/MCE of the test split; temperature fitted on val and stored in the checkpoints."""
     if not len(data.test):
         return
-    from cifarlab.engine.calibrate import calibrate_run
+    from cifarlab.training.calibrate import calibrate_run
     try:
         summary["calibration"] = calibrate_run(unwrap(learner.model), cfg, data, run_dir, learner.device,
                                                learner.meta["normalize"])
@@ -437,10 +449,10 @@ def _interrupted(learner: Learner, run_dir: Path) -> TrainingInterrupted:
 
 
 def _test_and_summarize(learner: Learner, cfg, data, run_dir: Path, hw: dict, seconds: float) -> dict:
-    ckpt_name = "best.pt" if (run_dir / "best.pt").exists() else "last.pt"
     model = unwrap(learner.model)
-    if (run_dir / ckpt_name).exists():
-        model.load_state_dict(load_checkpoint(run_dir / ckpt_name)["state_dict"])
+    ckpt = load_checkpoint(run_dir)  # best.pt, else last.pt
+    model.load_state_dict(ckpt["state_dict"])
+    ckpt_name = Path(ckpt["path"]).name
     test = {}
     if len(data.test):
         loader = _test_loader(cfg, data, learner.device, learner.meta["normalize"])
@@ -460,8 +472,9 @@ def _summary(learner: Learner, cfg, run_dir: Path, hw: dict, seconds: float, tes
     params = count_params(unwrap(learner.model))
     out = {
         "run_dir": str(run_dir), "model": cfg.model, "recipe": cfg.recipe,
-        "epochs_run": learner.epoch, "epochs_planned": cfg.epochs, "stopped": learner.stop_reason or None,
-        "steps_run": learner.step, "last_epoch_steps": cfg.last_epoch_steps,
+        "epochs_run": learner.epoch, "epochs_planned": learner.epochs, "stopped": learner.stop_reason or None,
+        "steps_run": learner.step, "last_epoch_steps": learner.last_epoch_steps,
+        "plan": {k: v for k, v in learner.plan.to_dict().items() if k != "budget"},
         "selection": {"checkpoint": ckpt, "metric": saver.used if saver else None,
                       "epoch": best.get("epoch"),
                       "note": None if has_val else "val=0: no validation split, the last epoch is used"},

@@ -1,0 +1,29 @@
+"""Inference: checkpoint files, the Predictor, batch prediction, export, picture loading.
+
+What the web page, the desktop app and the catalogue use; it imports nothing of
+``cifarlab.training`` (tests/test_import_graph.py). Names are imported on first use.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+# public name -> module that defines it
+_API = {
+    "predict_folder": "batch_predict",
+    "convert_checkpoint": "checkpoint", "load_checkpoint": "checkpoint", "load_model": "checkpoint",
+    "Prediction": "predict", "Predictor": "predict", "load_image": "predict",
+    "OnnxModel": "export",
+}
+
+__all__ = sorted(_API)
+
+
+def __getattr__(name: str):
+    if name in _API:
+        return getattr(importlib.import_module(f"cifarlab.inference.{_API[name]}"), name)
+    raise AttributeError(f"module 'cifarlab.inference' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(__all__)
