@@ -65,16 +65,23 @@ def evaluate_extras(args: argparse.Namespace, result: dict, out_dir: Path | None
         extras["corruptions"] = corr
         if out_dir is not None:
             extras["written"] += [str(p) for p in write_corruptions(corr, out_dir)]
-    if out_dir is not None and result.get("split") == "test":
-        extras["written"] += [str(p) for p in _card(result, extras, Path(out_dir))]
+    if result.get("split") == "test":
+        from cifarlab.shipped import looks_like_path
+        ref = getattr(args, "checkpoint", None)
+        extras["model_card"], written = _card(result, extras, Path(out_dir) if out_dir is not None else None,
+                                              ref if ref and not looks_like_path(ref) else None)
+        extras["written"] += [str(p) for p in written]
     return extras
 
 
-def _card(result: dict, extras: dict, out_dir: Path) -> list[Path]:
-    """A run folder's card rebuilt from its files; any other folder gets one from this evaluation."""
+def _card(result: dict, extras: dict, out_dir: Path | None, name: str | None = None) -> tuple[dict, list[Path]]:
+    """The model card and the files written: a run folder's card rebuilt from its files; any
+    other model gets one from this evaluation (the robustness, when not measured now, from
+    results/ rows naming the file), written to ``out_dir`` when there is one."""
     from cifarlab import modelcard
-    if (out_dir / "summary.json").is_file():
-        return modelcard.write_run_card(out_dir)
+    if out_dir is not None and (out_dir / "summary.json").is_file():
+        written = modelcard.write_run_card(out_dir)
+        return modelcard.run_card(out_dir) or modelcard.unavailable(out_dir.name, "no model_card.json"), written
     from cifarlab.inference.checkpoint import load_checkpoint
     ckpt = load_checkpoint(result["checkpoint"])
     prov, cfg = ckpt.get("provenance") or {}, ckpt.get("config") or {}
@@ -85,8 +92,30 @@ def _card(result: dict, extras: dict, out_dir: Path) -> list[Path]:
                "hardware": prov.get("hardware"), "versions": ckpt.get("versions")}
     conf = result.get("confusion")
     card = modelcard.build_card(summary, conf, result.get("classes"), calibration=result.get("calibration"),
-                                corruptions=extras.get("corruptions"), name=Path(result["checkpoint"]).stem)
-    return modelcard.write_card(out_dir, card)
+                                corruptions=extras.get("corruptions"), name=name or Path(result["checkpoint"]).stem)
+    card.update(kind="checkpoint", weights=ckpt.get("weights_dtype"), measure_with=card["name"],
+                sources={"accuracy": "this evaluation", "calibration": "this evaluation"})
+    if card["robustness"] is None:  # measured before, on this very file?
+        from cifarlab import results
+        from cifarlab.calibration import file_sha256, read_sidecar
+        known = modelcard.card_for(result["checkpoint"], card["name"], load_meta=lambda _: ckpt,
+                                   read_sidecar=read_sidecar, sha256=file_sha256, read_rows=results.read_rows)
+        if known.get("robustness"):
+            card["robustness"], card["sources"]["robustness"] = known["robustness"], known["sources"]["robustness"]
+    card["sources"]["training"] = "the checkpoint's provenance" if prov else "the checkpoint's config"
+    return card, (modelcard.write_card(out_dir, card) if out_dir is not None else [])
+
+
+def print_card(card: dict) -> None:
+    """The model card in a few lines (the accuracy table is printed above it)."""
+    from cifarlab.modelcard import sections
+    print(f"model card: {card.get('name')}")
+    for sec in sections(card):
+        if sec["key"] in ("intro", "accuracy"):
+            continue
+        rows = "; ".join(f"{r[0]} {r[1]} ({r[2]} + {r[3]})" for r in sec.get("rows") or [])
+        text = " ".join(t.replace("`", "") for t in sec.get("text") or [])
+        print(f"  {sec['title'] or ''}: {' '.join(x for x in (rows, text) if x)}".rstrip())
 
 
 def print_extras(extras: dict) -> None:
@@ -113,6 +142,8 @@ def print_extras(extras: dict) -> None:
         console.print(f"clean {corr['clean_accuracy']:.2%} | mean corruption accuracy "
                       f"{corr['mean_corruption_accuracy']:.2%} | relative drop {corr['relative_drop']:.1%} | "
                       f"{corr['total_seconds']:.0f} s in all", highlight=False)
+    if extras.get("model_card"):
+        print_card(extras["model_card"])
     if extras.get("written"):
         console.print("written: " + ", ".join(extras["written"]), highlight=False)
 

@@ -16,8 +16,8 @@ import numpy as np
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QImage, QPixmap
 from PySide6.QtWidgets import (
-    QApplication, QCheckBox, QComboBox, QFileDialog, QGridLayout, QHBoxLayout, QLabel, QMainWindow, QMessageBox,
-    QProgressBar, QPushButton, QVBoxLayout, QWidget,
+    QApplication, QCheckBox, QComboBox, QDialog, QDialogButtonBox, QFileDialog, QGridLayout, QHBoxLayout, QLabel,
+    QMainWindow, QMessageBox, QProgressBar, QPushButton, QTextBrowser, QVBoxLayout, QWidget,
 )
 
 from cifarlab.errors import CifarlabError
@@ -35,6 +35,7 @@ class ClassifierWindow(QMainWindow):
         self._shown: QPixmap | None = None
         self._shown_image = None  # the open picture (PIL, shrunk for the screen), for the heat-map overlay
         self.last_dialog: QMessageBox | None = None
+        self.details: ModelDetails | None = None  # the model card's window, once opened
         self.setWindowTitle("cifarlab: classify a picture")
         self.setAcceptDrops(True)
         self._build()
@@ -78,6 +79,9 @@ class ClassifierWindow(QMainWindow):
         self.model_info = QLabel("")
         self.model_info.setWordWrap(True)
         self.model_info.setStyleSheet("color: #6b7280;")
+        self.details_button = QPushButton("Model details…")
+        self.details_button.setToolTip("The model card: accuracy per class, calibration, robustness, training")
+        self.details_button.clicked.connect(self.show_details)
         self.open_button = QPushButton("Open picture…")
         self.open_button.clicked.connect(self.open_dialog)
         self.classify_button = QPushButton("Classify")
@@ -97,7 +101,10 @@ class ClassifierWindow(QMainWindow):
         col = QVBoxLayout()
         col.addWidget(QLabel("Model"))
         col.addWidget(self.models)
-        col.addWidget(self.model_info)
+        info = QHBoxLayout()
+        info.addWidget(self.model_info, 1)
+        info.addWidget(self.details_button, 0, Qt.AlignmentFlag.AlignTop)
+        col.addLayout(info)
         col.addLayout(buttons)
         col.addWidget(self.explain_box)
         col.addWidget(self.raw_box)
@@ -196,6 +203,23 @@ class ClassifierWindow(QMainWindow):
         self._shown = _pixmap(np.asarray(shown))
         self._show_picture()
 
+    def model_card(self, name: str | None = None) -> dict:
+        """The card of model ``name`` (default: the selected one); never raises."""
+        from cifarlab import modelcard
+        name = name or self.models.currentData()
+        entry = next((e for e in self.catalog.entries() if e.name == name), None)
+        if entry is None:
+            return modelcard.unavailable(str(name), "no model is selected")
+        return _model_card(entry.path, entry.name)
+
+    def show_details(self) -> "ModelDetails":
+        """The selected model's card in its own window (opened, not run: the app goes on)."""
+        if self.details is None:
+            self.details = ModelDetails(self)
+        self.details.show_card(self.model_card())
+        self.details.open()
+        return self.details
+
     def show_error(self, title: str, text: str) -> QMessageBox:
         box = QMessageBox(QMessageBox.Icon.Warning, title, text, QMessageBox.StandardButton.Ok, self)
         box.setWindowModality(Qt.WindowModality.WindowModal)
@@ -220,6 +244,8 @@ class ClassifierWindow(QMainWindow):
         if entry is not None:
             params = "?" if entry.parameters is None else f"{entry.parameters:,}"
             self.model_info.setText(f"{entry.source} model, {params} parameters. {entry.description}")
+            if self.details is not None and self.details.isVisible():  # an open card follows the menu
+                self.details.show_card(self.model_card(entry.name))
         if self.array is not None:
             self.classify()
 
@@ -243,6 +269,39 @@ class ClassifierWindow(QMainWindow):
         if files:
             self.open_file(files[0])
             event.acceptProposedAction()
+
+
+class ModelDetails(QDialog):
+    """The model card of the selected model (``cifarlab.modelcard``), rendered from its markdown."""
+
+    def __init__(self, parent):
+        super().__init__(parent)
+        self.setWindowModality(Qt.WindowModality.NonModal)
+        self.text = QTextBrowser()
+        self.text.setOpenLinks(False)
+        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Close)
+        buttons.rejected.connect(self.close)
+        layout = QVBoxLayout()
+        layout.addWidget(self.text)
+        layout.addWidget(buttons)
+        self.setLayout(layout)
+        self.resize(620, 640)
+        self.card: dict | None = None
+
+    def show_card(self, card: dict) -> None:
+        from cifarlab.modelcard import render_markdown
+        self.card = card
+        self.setWindowTitle(f"Model card: {card.get('name', '?')}")
+        self.text.setMarkdown(render_markdown(card))
+
+
+def _model_card(path: str, name: str) -> dict:
+    """``modelcard.card_for`` with the readers it needs from the layers above it."""
+    from cifarlab import modelcard, results
+    from cifarlab.calibration import file_sha256, read_sidecar
+    from cifarlab.inference.checkpoint import load_checkpoint
+    return modelcard.card_for(path, name, load_meta=load_checkpoint, read_sidecar=read_sidecar, sha256=file_sha256,
+                              read_rows=results.read_rows)
 
 
 def _pixmap(rgb: np.ndarray) -> QPixmap:

@@ -42,6 +42,7 @@ from cifarlab.web.limits import ServeLimits
 _INLINE_BYTES = 64 * 1024
 _INLINE_COST = 4 * 2**20  # estimated decode bytes of the whole request
 _INLINE_WORK = 200_000  # pixels x scans of the whole request: a 400x500 baseline JPEG
+_CARD_TTL_S = 30.0  # a model card is read again at most this often (results/ rows may have been added)
 
 
 def create_app(catalog: Catalog | None = None, limits: ServeLimits | None = None, preload: bool = True,
@@ -94,6 +95,7 @@ class _Service:
                                         initializer=_lower_priority)
         self._batchers: dict[str, MicroBatcher] = {}
         self._ready: dict[str, tuple[MicroBatcher, list[str], float | None]] = {}  # + classes, temperature
+        self._cards: dict[str, tuple] = {}  # name and path -> (file stamps, time read, card)
         self._lock = threading.Lock()
 
     def lifespan(self, preload: bool):
@@ -126,6 +128,20 @@ class _Service:
                                                    self.limits.max_wait_ms / 1000, entry.name)
                 self._ready[key] = (self._batchers[key], predictor.classes, getattr(predictor, "temperature", None))
         return self._ready[key]
+
+    def card(self, entry) -> dict:
+        """The model card of a catalogue entry as the API shows it (no server path in it): the
+        run folder's card, or the checkpoint's own (``modelcard.card_for``); read again when its
+        files change, else at most every ``_CARD_TTL_S``. Never raises: a bad card is one sentence."""
+        from cifarlab import modelcard
+        key = f"{entry.name}\0{entry.path}"
+        stamp = (_stamp(entry.path), _stamp(Path(entry.path).parent / modelcard.CARD_JSON))
+        found = self._cards.get(key)
+        if found is None or found[0] != stamp or time.monotonic() - found[1] > _CARD_TTL_S:
+            card = modelcard.public(_model_card(entry.path, entry.name))
+            found = self._cards[key] = (stamp, time.monotonic(), {"card": card,
+                                                                  "card_sections": modelcard.sections(card)})
+        return found[2]
 
     async def examples(self) -> list:
         """Test pictures of the cached data whose classes are the default model's; [] without a cache."""
@@ -255,6 +271,24 @@ class _Service:
                 "timing_ms": {"decode": round((decoded - start) * 1000, 2),
                               "inference": round(result.compute_s * 1000, 2),
                               "total": round((done - start) * 1000, 2)}}
+
+
+def _model_card(path: str, name: str) -> dict:
+    """``modelcard.card_for`` with the readers it needs from the layers above it."""
+    from cifarlab import modelcard, results
+    from cifarlab.calibration import file_sha256, read_sidecar
+    from cifarlab.inference.checkpoint import load_checkpoint
+    return modelcard.card_for(path, name, load_meta=load_checkpoint, read_sidecar=read_sidecar, sha256=file_sha256,
+                              read_rows=results.read_rows)
+
+
+def _stamp(path) -> tuple | None:
+    """Size and modification time of ``path`` (None when it is missing): changes with the file."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_size, st.st_mtime_ns
 
 
 def _lower_priority(steps: int = 10) -> None:

@@ -23,10 +23,15 @@ def add_routes(app, service) -> None:
     def health() -> dict:
         return {"status": "ok", "version": __version__, "models": len(service.catalog.entries())}
 
-    @app.get("/api/models", summary="the models a client may name, with their test accuracy")
+    @app.get("/api/models", summary="the models a client may name, with their test accuracy and model card",
+             description="Each model has `card` (accuracy, per class, calibration error before and after its "
+                         "temperature, mean corruption accuracy, confused pairs, training data and budget; a "
+                         "figure never measured is null) and `card_sections` (the same in sentences and tables, "
+                         "as the page shows it). A card that cannot be read is `{\"error\": \"...\"}`.")
     def models() -> dict:
         entries = service.catalog.entries()
-        return {"default": entries[0].name if entries else None, "models": [e.public() for e in entries],
+        return {"default": entries[0].name if entries else None,
+                "models": [{**e.public(), **service.card(e)} for e in entries],
                 "limits": {"max_upload_bytes": service.limits.max_upload_bytes,
                            "max_pixels": service.limits.max_pixels, "max_files": service.limits.max_files,
                            "max_request_pixels": service.limits.max_request_pixels}}

@@ -10,6 +10,7 @@ const auth = token ? { Authorization: `Bearer ${token}` } : {};
 const CONCURRENT = 3;  // requests at once; the server batches them (and caps one address at 8)
 let limits = null;
 let examples = [];
+let models = {};  // name -> the /api/models entry (with its card)
 const cards = [];  // {file, el, truth, generation}
 let waiting = [];
 let running = 0;
@@ -55,11 +56,13 @@ async function loadModels() {
     limits = body.limits;
     const select = $("model");
     select.innerHTML = "";
+    models = {};
     for (const m of body.models) {
       const acc = m.accuracy == null ? "accuracy not measured" : (100 * m.accuracy).toFixed(2) + "% test accuracy";
-      const option = new Option(`${m.name} (${m.model}, ${acc})`, m.name);
+      const option = new Option(m.label || `${m.name} (${m.model}, ${acc})`, m.name);
       option.dataset.info = `${m.source} model, ${m.parameters == null ? "?" : m.parameters.toLocaleString()} parameters. ${m.description || ""}`;
       select.add(option);
+      models[m.name] = m;
     }
     if (!body.models.length) showError("No models: the shipped model is missing and no run has finished.");
     showModelInfo();
@@ -82,6 +85,54 @@ async function loadExamples() {
 function showModelInfo() {
   const option = $("model").selectedOptions[0];
   $("model-info").textContent = option ? option.dataset.info : "";
+  showModelCard(option ? models[option.value] : null);
+}
+
+// ------------------------------------------------------------------ the model card
+function withCode(el, text) {
+  // the card's sentences mark commands as `code`
+  text.split("`").forEach((part, i) => {
+    if (!part) return;
+    if (i % 2) {
+      const code = document.createElement("code");
+      code.textContent = part;
+      el.appendChild(code);
+    } else {
+      el.appendChild(document.createTextNode(part));
+    }
+  });
+  return el;
+}
+
+function showModelCard(m) {
+  const box = $("model-card");
+  box.innerHTML = "";
+  $("model-details").hidden = !m;
+  if (!m) return;
+  const sections = m.card_sections || [{ title: null, text: ["No model card: the server sent none."] }];
+  for (const sec of sections) {
+    if (sec.title) {
+      const h = document.createElement("h3");
+      h.textContent = sec.title;
+      box.appendChild(h);
+    }
+    for (const para of sec.text || []) box.appendChild(withCode(document.createElement("p"), para));
+    if (sec.rows && sec.rows.length) {
+      const table = document.createElement("table");
+      const head = table.createTHead().insertRow();
+      for (const name of sec.header) {
+        const th = document.createElement("th");
+        th.textContent = name;
+        head.appendChild(th);
+      }
+      const tbody = table.createTBody();
+      for (const row of sec.rows) {
+        const tr = tbody.insertRow();
+        row.forEach((cell) => { tr.insertCell().textContent = cell; });
+      }
+      box.appendChild(table);
+    }
+  }
 }
 
 // ------------------------------------------------------------------ cards
