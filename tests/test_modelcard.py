@@ -68,3 +68,231 @@ def test_card_without_measurements_says_so():
     card = build_card({"model": "vgg11", "test": {}})
     md = render_markdown(card)
     assert card["calibration"] is None and "## Calibration (test split)\n\nnot measured." in md
+
+
+# ---------------------------------------------------------------- checkpoint files (the shipped models)
+import csv  # noqa: E402
+import hashlib  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from conftest import need  # noqa: E402
+
+from cifarlab import modelcard, results  # noqa: E402
+from cifarlab.calibration import file_sha256, read_sidecar, write_sidecar  # noqa: E402
+from cifarlab.inference.checkpoint import load_checkpoint  # noqa: E402
+from cifarlab.shipped import shipped_models  # noqa: E402
+
+from _checkpoints import write_checkpoint  # noqa: E402
+
+CHECKOUT_RESULTS = Path(__file__).resolve().parents[1] / "results"
+
+
+def _card(path, name, folder=None):
+    return modelcard.card_for(path, name, load_meta=load_checkpoint, read_sidecar=read_sidecar, sha256=file_sha256,
+                              read_rows=lambda kind: results.read_rows(kind, folder))
+
+
+def _csv_rows(path: Path, sha: str) -> list[dict]:
+    """The rows of a results CSV naming the file ``sha`` (read with csv, not cifarlab.results)."""
+    if not path.is_file():
+        return []
+    with path.open(newline="") as f:
+        return [r for r in csv.DictReader(f) if r.get("checkpoint_sha256") and sha.startswith(r["checkpoint_sha256"])]
+
+
+@pytest.mark.parametrize("name", sorted(shipped_models()) or ["default"])
+def test_a_shipped_models_card_holds_the_figures_of_its_sources(name):
+    """Every figure on a shipped model's card, against its source read another way: the file
+    itself with torch.load, its sidecar as JSON tied by hashlib's SHA-256, the results/ rows
+    with the csv module."""
+    need(name in shipped_models(), "no model file in src/cifarlab/assets (a checkout that never packaged one)")
+    path = shipped_models()[name]
+    card = _card(path, name, CHECKOUT_RESULTS)
+    md = modelcard.render_markdown(card)
+    raw = torch.load(path, map_location="cpu", weights_only=True)
+    sha = hashlib.sha256(path.read_bytes()).hexdigest()
+    assert card["name"] == name and card["model"] == raw["model"]["name"] and card["kind"] == "checkpoint"
+    test = raw.get("test") or {}
+    assert card["accuracy"]["top1"] == test.get("top1") and card["accuracy"]["top5"] == test.get("top5")
+    assert card["accuracy"]["n"] == test.get("n")
+    if test.get("top1") is not None:
+        assert f"top-1 {test['top1']:.2%}" in md
+    if not test.get("per_class"):
+        assert card["per_class"] is None and "Per-class accuracy: not measured for this file" in md
+    prov = raw.get("provenance") or {}
+    assert card["training"]["training_time_s"] == prov.get("training_time_s")
+    assert card["training"]["epochs_run"] == raw.get("epoch")
+    side_file = path.with_name(path.stem + ".calibration.json")
+    side = json.loads(side_file.read_text()) if side_file.is_file() else {}
+    temperature = (raw.get("calibration") or {}).get("temperature") or (
+        side.get("temperature") if side.get("checkpoint_sha256") == sha else None)
+    cal = card["calibration"] or {}
+    assert cal.get("temperature") == temperature
+    rows = _csv_rows(CHECKOUT_RESULTS / "calibration.csv", sha)
+    if rows:
+        row = rows[-1]
+        assert cal["ece_before"] == pytest.approx(float(row["ece_raw_pct"]) / 100, abs=1e-9)
+        assert cal["mce_before"] == pytest.approx(float(row["mce_raw_pct"]) / 100, abs=1e-9)
+        if temperature is not None and abs(float(row["temperature"]) - temperature) < 1e-3:
+            assert cal["ece_after"] == pytest.approx(float(row["ece_after_pct"]) / 100, abs=1e-9)
+            assert f"{float(row['ece_after_pct']):.2f}% after temperature scaling" in md
+        assert f"{float(row['ece_raw_pct']):.2f}% raw" in md
+    else:
+        assert cal.get("ece_before") is None
+        assert "calibration error was not measured" in md or "## Calibration (test split)\n\nnot measured." in md
+    corr = _csv_rows(CHECKOUT_RESULTS / "corruptions.csv", sha)
+    if corr:
+        mean = float(corr[-1]["mean_corruption_pct"]) / 100
+        assert card["robustness"]["mean_corruption_accuracy"] == pytest.approx(mean, abs=1e-9)
+        assert f"Mean corruption accuracy {mean:.2%}" in md
+    else:
+        assert card["robustness"] is None and f"not measured yet: run `cifarlab evaluate {name} --data PATH " \
+                                                 f"--corruptions`" in md
+
+
+def _packaged(tmp_path, name="mine", calibration=None):
+    """A checkpoint as package_run writes one: a test record and provenance, no per-class figures."""
+    path = write_checkpoint(tmp_path / f"{name}.pt", model="lenet5_modern", top1=0.6123)
+    ckpt = torch.load(path, weights_only=True)
+    ckpt.update(epoch=7, parameters=123456, weights_dtype="int8", config={"recipe": "cpu-2min", "epochs": 9},
+                provenance={"run": "cpu-2min-s0", "packaged": "2026-12-01T10:00:00+00:00", "training_time_s": 99.0,
+                            "data": {"source": "/secret/server/path/cifar10.tar.gz", "train": 45000, "val": 5000,
+                                     "test": 10000}, "hardware": {"device": "cpu", "device_name": "Some CPU"}},
+                plan={"epochs": 7, "budget": {"budget_s": 120.0}})
+    if calibration:
+        ckpt["calibration"] = calibration
+    torch.save(ckpt, path)
+    return path
+
+
+def _hand_ece(probs: np.ndarray, labels: np.ndarray, n_bins: int = 15) -> float:
+    """ECE by hand: each prediction's bin by ceil(conf * n_bins) - 1, |accuracy - confidence| weighted."""
+    conf, right = probs.max(1), probs.argmax(1) == labels
+    which = np.clip(np.ceil(conf * n_bins).astype(int) - 1, 0, n_bins - 1)
+    return sum(abs(right[which == b].mean() - conf[which == b].mean()) * (which == b).mean()
+               for b in range(n_bins) if (which == b).any())
+
+
+def test_a_checkpoint_card_takes_the_latest_row_of_its_own_file(tmp_path):
+    path = _packaged(tmp_path)
+    write_sidecar(path, {"temperature": 0.8, "fitted_on": "val"})
+    sha = hashlib.sha256(path.read_bytes()).hexdigest()
+    rng = np.random.default_rng(0)
+    logits, labels = rng.normal(size=(400, 10)) * 3, rng.integers(0, 10, 400)
+
+    def probs(t):
+        e = np.exp(logits / t - (logits / t).max(1, keepdims=True))
+        return e / e.sum(1, keepdims=True)
+    raw, scaled = _hand_ece(probs(1.0), labels), _hand_ece(probs(0.8), labels)
+    folder = tmp_path / "results"
+    results.append_row("calibration", {"checkpoint_sha256": sha[:16], "temperature": 0.8, "ece_raw_pct": 99.0,
+                                       "ece_after_pct": 99.0, "mce_raw_pct": 99.0, "mce_after_pct": 99.0}, folder)
+    results.append_row("calibration", {"checkpoint_sha256": "0" * 16, "temperature": 0.8, "ece_raw_pct": 50.0,
+                                       "ece_after_pct": 50.0, "mce_raw_pct": 50.0, "mce_after_pct": 50.0}, folder)
+    results.append_row("calibration", {"checkpoint_sha256": sha[:16], "temperature": 0.8,
+                                       "ece_raw_pct": round(100 * raw, 4), "ece_after_pct": round(100 * scaled, 4),
+                                       "mce_raw_pct": 30.0, "mce_after_pct": 20.0, "fitted_on": "val"}, folder)
+    results.append_row("corruptions", {"checkpoint_sha256": sha, "n": 500, "clean_top1_pct": 80.0,
+                                       "mean_corruption_pct": 60.0, "kinds": "fog contrast",
+                                       "severities": "1 3 5"}, folder)
+    card = _card(path, "mine", folder)
+    cal = card["calibration"]
+    assert cal["temperature"] == 0.8 and cal["fitted_on"] == "val" and cal["n_bins"] == 15
+    assert cal["ece_before"] == pytest.approx(raw, abs=1e-6) and cal["ece_after"] == pytest.approx(scaled, abs=1e-6)
+    assert cal["mce_before"] == 0.3 and cal["mce_after"] == 0.2
+    rob = card["robustness"]
+    assert rob["mean_corruption_accuracy"] == 0.6 and rob["relative_drop"] == pytest.approx(0.25)
+    assert rob["kinds"] == ["fog", "contrast"] and rob["severities"] == [1, 3, 5] and rob["n"] == 500
+    assert card["accuracy"]["top1"] == 0.6123 and card["weights"] == "int8" and card["params"]["trainable"] == 123456
+    md = modelcard.render_markdown(card)
+    assert f"{raw:.2%} raw, {scaled:.2%} after temperature scaling (T = 0.800" in md
+    assert "Mean corruption accuracy 60.00% over 2 kinds x 3 severities, against 80.00% clean (relative drop " \
+           "25.00%), on 500 test images." in md
+    assert "Budget: 7 of 7 epochs, 99 s of training, within a 2 min time budget on Some CPU." in md
+    assert "Per-class accuracy: not measured for this file" in md and "results/calibration.csv, row of" in md
+
+
+def test_a_row_measured_with_another_temperature_or_for_other_bytes(tmp_path):
+    path = _packaged(tmp_path)
+    folder = tmp_path / "results"
+    sha = hashlib.sha256(path.read_bytes()).hexdigest()
+    results.append_row("calibration", {"checkpoint_sha256": sha[:16], "temperature": 1.5, "ece_raw_pct": 12.0,
+                                       "ece_after_pct": 2.0, "mce_raw_pct": 30.0, "mce_after_pct": 9.0}, folder)
+    # no temperature with the file: the raw figures hold, the scaled ones are not what the apps show
+    cal = _card(path, "mine", folder)["calibration"]
+    assert cal["ece_before"] == 0.12 and cal["ece_after"] is None and "raw probabilities" in cal["note"]
+    # a sidecar written for other bytes is not this file's
+    side = write_sidecar(path, {"temperature": 1.5})
+    side.write_text(side.read_text().replace(sha, "f" * 64))
+    assert _card(path, "mine", folder)["calibration"]["temperature"] is None
+    # the file's own temperature differs from the measured one: its effect was not measured
+    other = _packaged(tmp_path, "other", calibration={"temperature": 0.9, "fitted_on": "val"})
+    sha2 = hashlib.sha256(other.read_bytes()).hexdigest()
+    results.append_row("calibration", {"checkpoint_sha256": sha2[:16], "temperature": 1.5, "ece_raw_pct": 12.0,
+                                       "ece_after_pct": 2.0, "mce_raw_pct": 30.0, "mce_after_pct": 9.0}, folder)
+    card = _card(other, "other", folder)
+    assert card["calibration"]["temperature"] == 0.9 and card["calibration"]["ece_after"] is None
+    assert "is not the one this file now carries" in modelcard.render_markdown(card)
+
+
+def test_nothing_measured_is_said_in_words(tmp_path):
+    path = _packaged(tmp_path)
+    card = _card(path, "mine", tmp_path / "no-results")
+    md = modelcard.render_markdown(card)
+    assert card["calibration"] is None and card["robustness"] is None and card["confused_pairs"] is None
+    assert "## Calibration (test split)\n\nnot measured." in md
+    assert "not measured yet: run `cifarlab evaluate mine --data PATH --corruptions`." in md
+    assert "## Most confused pairs\n\nnot measured" in md
+    write_sidecar(path, {"temperature": 0.7, "fitted_on": "val"})
+    md = modelcard.render_markdown(_card(path, "mine", tmp_path / "no-results"))
+    assert "Temperature T = 0.700 (fitted on: the validation split) is applied to the probabilities; the " \
+           "calibration error was not measured" in md
+
+
+def test_bad_or_missing_card_data_is_one_sentence(tmp_path, monkeypatch):
+    missing = _card(tmp_path / "gone.pt", "gone")
+    assert missing["kind"] == "unavailable" and missing["error"].startswith("No model card for gone: ")
+    assert "\n" not in missing["error"] and "does not exist" in missing["error"]
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"not a checkpoint at all")
+    bad = _card(junk, "junk")
+    assert bad["kind"] == "unavailable" and "\n" not in bad["error"]
+    assert modelcard.render_markdown(bad) == f"# Model card: junk\n\n{bad['error']}\n"
+    assert modelcard.sections(bad) == [{"key": "error", "title": None, "text": [bad["error"]]}]
+    # a results file that cannot be read: the card goes on without its rows
+    path = _packaged(tmp_path)
+
+    def broken(kind):
+        raise ValueError("damaged csv")
+    card = modelcard.card_for(path, "mine", load_meta=load_checkpoint, read_rows=broken)
+    assert card["accuracy"]["top1"] == 0.6123 and card["calibration"] is None
+    # whatever goes wrong inside, a sentence
+    monkeypatch.setattr(modelcard, "checkpoint_card", lambda *a, **k: 1 / 0)
+    assert "division by zero" in _card(path, "mine")["error"]
+
+
+def test_a_file_in_a_run_folder_gets_the_runs_card(tmp_path):
+    run = _run_folder(tmp_path)
+    write_checkpoint(run / "best.pt", model="lenet5_modern")
+    write_run_card(run)
+    card = _card(run / "best.pt", "resnet20-x-7")
+    assert card["kind"] == "run" and card["name"] == "resnet20-x-7" and card["per_class"]["ship"] == 0.9
+    # a damaged model_card.json: the card is built again from the run's files (nothing written)
+    (run / "model_card.json").write_text("{not json")
+    card = _card(run / "best.pt", "r")
+    assert card["accuracy"]["top1"] == 0.75 and card["confused_pairs"][0]["count"] == 11
+    assert (run / "model_card.json").read_text() == "{not json"
+    # a damaged summary.json as well: the checkpoint's own card
+    (run / "summary.json").write_text("[]")
+    card = _card(run / "best.pt", "r")
+    assert card["kind"] == "checkpoint" and card["accuracy"]["top1"] == 0.42
+
+
+def test_public_cards_name_no_server_path(tmp_path):
+    card = modelcard.public(_card(_packaged(tmp_path), "mine"))
+    assert card["training"]["data"]["source"] == "cifar10.tar.gz"
+    text = json.dumps(card) + json.dumps(modelcard.sections(card))
+    assert "/secret" not in text and str(tmp_path) not in text

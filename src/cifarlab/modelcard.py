@@ -125,9 +125,11 @@ def checkpoint_card(meta: dict, *, name: str, sidecar: dict | None = None,
     cfg = meta.get("config") if isinstance(meta.get("config"), dict) else {}
     data = prov.get("data") or ({"source": cfg["data"]} if isinstance(cfg.get("data"), str) else None)
     params = meta.get("parameters")
+    plan = meta.get("plan") if isinstance(meta.get("plan"), dict) else {}
     summary = {"model": (meta.get("model") or {}).get("name"), "recipe": cfg.get("recipe"),
                "params": {"trainable": params} if isinstance(params, int) else None, "test": test, "data": data,
-               "epochs_run": meta.get("epoch"), "epochs_planned": cfg.get("epochs"),
+               "epochs_run": meta.get("epoch"), "epochs_planned": plan.get("epochs") or cfg.get("epochs"),
+               "time_budget": plan.get("budget") if isinstance(plan.get("budget"), dict) else None,
                "training_time_s": prov.get("training_time_s"), "hardware": prov.get("hardware"),
                "versions": prov.get("trained_with") or meta.get("versions")}
     measured = measured or {}
@@ -378,6 +380,9 @@ def _training_words(tr: dict) -> list[str]:
     budget = [f"{tr['epochs_run']} of {tr['epochs_planned']} epochs" if tr.get("epochs_run") is not None else None,
               f"{tr['steps']} steps" if tr.get("steps") is not None else None,
               f"{_duration(secs)} of training" if isinstance(secs, (int, float)) else None]
+    limit = (tr.get("time_budget") or {}).get("budget_s")
+    if isinstance(limit, (int, float)):
+        budget.append(f"within a {_duration(limit)} time budget")
     hw = tr.get("hardware") or {}
     where = hw.get("device_name") or hw.get("device")
     return [f"Data: {data.get('source') or data.get('format') or 'not recorded'}" + (f" ({sizes})" if sizes else "")
