@@ -147,6 +147,45 @@ def test_a_hostile_run_gets_a_dialog_and_runs_no_code(qapp, tmp_path):
     assert not marker.exists()
 
 
+def test_model_details_show_the_selected_models_card(window, catalog, qapp):
+    """The card of the selected model in its own window, following the menu; its figures are
+    the checkpoint's own (read here with torch.load)."""
+    import torch
+    dialog = window.show_details()
+    qapp.processEvents()
+    assert dialog.isVisible() and dialog.windowTitle() == "Model card: first"
+    for name in ("first", "second"):
+        window.models.setCurrentIndex(window.models.findData(name))
+        qapp.processEvents()
+        test = torch.load(catalog.resolve(name).path, weights_only=True)["test"]
+        text = dialog.text.toPlainText()
+        assert dialog.card["name"] == name and dialog.card["accuracy"]["top1"] == test["top1"]
+        assert f"top-1 {test['top1']:.2%}, top-5 {test['top5']:.2%} on {test['n']} images." in text
+        assert "Calibration (test split)\nnot measured." in text  # no sidecar, no results row
+        assert "not measured yet: run cifarlab evaluate" in text
+    dialog.grab().save(str(ARTIFACTS / "desktop-model-card.png"))
+    dialog.close()
+
+
+def test_a_models_card_that_cannot_be_read_is_a_sentence(qapp, tmp_path):
+    """A hostile run's card: one sentence in the details window, and no code ran."""
+    marker = tmp_path / "code-ran"
+    registry = hostile_run(tmp_path / "runs", marker)
+    catalog = Catalog({"good": str(write_checkpoint(tmp_path / "good.pt"))}, runs=True, shipped=False,
+                      registry=registry)
+    w = ClassifierWindow(catalog)
+    try:
+        w.models.setCurrentIndex(w.models.findData("evil-run"))
+        dialog = w.show_details()
+        qapp.processEvents()
+        assert dialog.card["kind"] == "unavailable" and "asks to run code" in dialog.card["error"]
+        assert dialog.text.toPlainText().splitlines()[-1] == dialog.card["error"]
+        dialog.close()
+    finally:
+        w.close()
+    assert not marker.exists()
+
+
 def test_run_window_starts_and_quits(qapp, catalog, tmp_path):
     QTimer.singleShot(300, qapp.quit)
     assert run_window(catalog, str(_photo(tmp_path / "start.png"))) == 0
