@@ -32,7 +32,13 @@ def register(subparsers) -> None:
     p.add_argument("--test-subset", type=int, help="test on only this many images (a reduced comparison)")
     p.add_argument("--name", help="comparison name (default from the models, settings and budget)")
     p.add_argument("--out", help="output folder (default compare/NAME)")
-    p.add_argument("--report-only", action="store_true", help="rewrite the report of --out and exit")
+    p.add_argument("--report-only", action="store_true",
+                   help="measure the calibration and robustness of finished runs not measured yet (unless "
+                        "--no-trust), rewrite the report of --out and exit")
+    p.add_argument("--no-trust", action="store_true",
+                   help="measure no calibration or robustness after each run (the report says 'not measured')")
+    p.add_argument("--trust-images", type=int, default=1000, metavar="N",
+                   help="test images (seeded, the same for every run) corrupted to measure robustness")
     p.add_argument("--list-settings", action="store_true", help="print each model's settings and exit")
     p.add_argument("--quiet", action="store_true", help="one line per run instead of per-epoch progress")
     p.add_argument("--storage", help="database shared by several workers (postgresql://... across machines, "
@@ -51,12 +57,25 @@ def run_compare_cmd(args) -> int:
 
     from cifarlab.errors import ConfigError
     from cifarlab.studies.compare import build_compare_spec
-    from cifarlab.studies.compare_run import run_compare
+    from cifarlab.studies.compare_run import measure_missing, run_compare
+    from cifarlab.studies.compare_trust import trust_options
     from cifarlab.studies.report import write_report
+    from cifarlab.studies.study import load_spec
     console = Console(stderr=True, soft_wrap=True)
+    options = None if args.no_trust else trust_options(images=args.trust_images)
+    command = shlex.join(["cifarlab", *sys.argv[1:]]) if sys.argv[1:2] == ["compare"] else None
+
+    def said(name: str, text: str) -> None:
+        console.print(f"trust {name}: {text}", highlight=False)
     if args.report_only:
         if not args.out:
             raise ConfigError("--report-only needs --out COMPARISON_FOLDER")
+        spec = load_spec(args.out)
+        if options and spec.kind == "compare":
+            try:
+                measure_missing(args.out, spec, options=options, command=command, progress=said)
+            except KeyboardInterrupt:  # what was measured is kept; the report is still written
+                console.print("measuring interrupted; the report shows what was measured")
         print(write_report(args.out))
         return 0
     spec = build_compare_spec(args.models.split(","), time_budget=args.time_budget, seeds=args.seeds,
@@ -69,17 +88,18 @@ def run_compare_cmd(args) -> int:
     runs = len(spec.factors[0][1]) * len(spec.seeds)
     budget = spec.base.get("time_budget") or 0
     if budget:
-        console.print(f"{runs} runs of {budget:g} s each: about {runs * budget / 3600:.1f} h in all "
-                      f"(rerun the same command to continue after a stop)", highlight=False)
+        console.print(f"{runs} runs of {budget:g} s each: about {runs * budget / 3600:.1f} h in all"
+                      + ("" if args.no_trust else ", plus the calibration and robustness of each after it "
+                                                  "(--no-trust: none)")
+                      + " (rerun the same command to continue after a stop)", highlight=False)
 
     def note(i: int, n: int, run, state: str) -> None:
         said = {"skip": "already done", "resume": "resumed", "start": "trained", "diverged": "DIVERGED (recorded)",
                 "elsewhere": "taken by another worker"}
         console.print(f"[{i + 1}/{n}] {run.name}: {said.get(state, state)}", highlight=False)
-    command = shlex.join(["cifarlab", *sys.argv[1:]]) if sys.argv[1:2] == ["compare"] else None
     try:
         result = run_compare(spec, out, progress=not args.quiet, on_run=note, storage=args.storage,
-                             heartbeat=args.heartbeat, command=command)
+                             heartbeat=args.heartbeat, command=command, trust=options or False, on_trust=said)
     except KeyboardInterrupt:
         console.print(f"comparison interrupted; run the same command again to continue ({out})")
         return 130

@@ -10,8 +10,9 @@ the five-classic-cnns settings for every model (the ``reference`` recipe: Adam 1
 no augmentation, constant lr), with the same budget, so the two can be set side by side.
 
 The report (``compare_report``) puts the write-up's accuracy beside ours; each run that
-finishes appends a row to ``results/compare.csv`` (``record_run``); ``compare_run.run_compare``
-trains it.
+finishes appends a row to ``results/compare.csv`` (``record_run``), with its calibration and
+robustness (``compare_trust``) where they were measured before the row was written;
+``compare_run.run_compare`` trains it.
 """
 
 from __future__ import annotations
@@ -183,7 +184,9 @@ def _set_text(value) -> str:
 
 # ---------------------------------------------------------------- results rows
 def results_row(out: Path, spec: StudySpec, run: PlannedRun, command: str | None = None) -> dict | None:
-    """The results/compare.csv row of a finished run (None while it is not finished)."""
+    """The results/compare.csv row of a finished run (None while it is not finished), with
+    the trust columns (``compare_trust.trust_columns``) empty where trust.json is missing."""
+    from cifarlab.studies.compare_trust import read_trust, trust_columns
     from cifarlab.studies.reading import read_history, run_record
     rec = run_record(out / "runs" / run.name)
     if rec is None:
@@ -206,8 +209,26 @@ def results_row(out: Path, spec: StudySpec, run: PlannedRun, command: str | None
         "params": (params.get("trainable") or 0) + (params.get("non_trainable") or 0) or None,
         "train_images": data.get("train") if isinstance(data.get("train"), int) else None,
         "train_subset": cfg.get("train_subset"), "test_subset": cfg.get("test_subset"),
-        "run": f"{out}/runs/{run.name}",
+        "run": f"{out}/runs/{run.name}", **trust_columns(read_trust(out / "runs" / run.name)),
     }
+
+
+# the columns a trust row repeats from its run's row: which run it measured, nothing it did not measure
+_TRUST_ROW_KEYS = ("seed", "series", "model", "recipe", "budget_s", "train_images", "train_subset", "test_subset",
+                   "run")
+
+
+def trust_row(out: Path, spec: StudySpec, run: PlannedRun, command: str | None = None) -> dict | None:
+    """The results/compare.csv row of a trust measurement made after the run's own row was
+    written (``cifarlab compare --report-only``): the run's identity and the trust columns,
+    no ``test_top1_pct`` (so no reader counts the run's accuracy twice), ``machine`` the
+    machine that measured it. None when the run is not finished or trust.json is missing."""
+    from cifarlab.studies.compare_trust import read_trust, trust_columns
+    trust = read_trust(out / "runs" / run.name)
+    row = results_row(out, spec, run, command) if trust else None
+    if row is None:
+        return None
+    return {"command": command, **{k: row[k] for k in _TRUST_ROW_KEYS}, **trust_columns(trust)}
 
 
 def _spec_digest(spec: StudySpec) -> str:
@@ -227,6 +248,18 @@ def record_run(out: Path, spec: StudySpec, run: PlannedRun, command: str | None 
     if row is None:
         return None
     return results.append_row(RESULTS_KIND, row)
+
+
+def record_trust(out: Path, spec: StudySpec, run: PlannedRun, command: str | None = None) -> Path | None:
+    """Append ``run``'s trust row (``trust_row``) to results/compare.csv, where ``record_run``
+    would write (a checkout's ``results/`` or ``$CIFARLAB_RESULTS``)."""
+    import os
+
+    from cifarlab import results
+    if not (os.environ.get("CIFARLAB_RESULTS") or results.results_dir().is_dir()):
+        return None
+    row = trust_row(out, spec, run, command)
+    return None if row is None else results.append_row(RESULTS_KIND, row)
 
 
 def epochs_done(summary: dict, history: list[dict]) -> float:

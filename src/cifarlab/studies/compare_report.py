@@ -1,11 +1,16 @@
 """The report of a comparison folder (``cifarlab compare``): what the write-up shows, and more.
 
 ``tables/compare.csv`` and ``.md`` (one row per model: parameters, MACs, epochs done, test
-top-1 mean ± std over seeds, the write-up's figure, seconds), ``figures/accuracy.png`` (ours
-beside the write-up's, error bars over seeds), ``figures/curves.png`` (validation accuracy
-and loss of every model against wall-clock seconds, overlaid), the settings each model
-trained with, the runs' states and the command that reproduces it; ``report.md`` and
-``report.html``. A folder still running gets the same report of what has finished.
+top-1 mean ± std over seeds, the write-up's figure, seconds, and how far to trust it: the
+ECE before and after temperature scaling, the mean corruption accuracy and its relative
+drop), ``figures/accuracy.png`` (ours beside the write-up's, error bars over seeds),
+``figures/curves.png`` (validation accuracy and loss of every model against wall-clock
+seconds, overlaid), ``figures/trust.png`` (clean against corrupted accuracy, ECE raw and
+scaled), the settings each model trained with, the runs' states and the command that
+reproduces it; ``report.md`` and ``report.html``. A folder still running gets the same
+report of what has finished. Calibration and robustness are read from each run's
+``trust.json`` (``studies.compare_trust``, measured after training); a run without one is
+"not measured", never an error.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from pathlib import Path
 
 from cifarlab.studies.compare import (CPU_MODEL_SETTINGS, WRITEUP_MODELS, compare_settings_name, epochs_done,
                                       reproduce_command)
+from cifarlab.studies.compare_trust import read_trust
 from cifarlab.studies.reading import _mean_std, read_history, run_record, run_states
 from cifarlab.studies.render import _finish, _md_table, _pm, _pyplot, _save, _setting_text, _write_text, render_html, render_md
 from cifarlab.studies.study import StudySpec, load_spec, plan
@@ -64,30 +70,82 @@ def model_rows(out: Path, spec: StudySpec) -> list[dict]:
         row["epochs_mean"], _ = _mean_std(epochs)
         row["seconds_mean"], row["seconds_std"] = _mean_std(wall)
         row["best_val_mean"], _ = _mean_std([(rec["summary"].get("val_best") or {}).get("val_acc") for _, rec in recs])
+        row.update(trust_summary([t for r, _ in recs if (t := read_trust(out / "runs" / r.name))]))
         rows.append(row)
     return rows
+
+
+# (column, where in trust.json) of the numbers averaged over a model's measured seeds
+_TRUST_FIELDS = {
+    "ece_raw": ("calibration", "before", "ece"), "ece_scaled": ("calibration", "after", "ece"),
+    "mce_raw": ("calibration", "before", "mce"), "mce_scaled": ("calibration", "after", "mce"),
+    "nll_raw": ("calibration", "before", "nll"), "nll_scaled": ("calibration", "after", "nll"),
+    "temperature": ("calibration", "temperature"),
+    "clean_sub": ("robustness", "clean_accuracy"), "corrupt": ("robustness", "mean_corruption_accuracy"),
+    "drop": ("robustness", "relative_drop"), "trust_seconds": ("seconds", "total"),
+}
+
+
+def _dig(d, path):
+    for k in path:
+        d = d.get(k) if isinstance(d, dict) else None
+    return d if isinstance(d, (int, float)) and not isinstance(d, bool) else None
+
+
+def trust_summary(trusts: list[dict]) -> dict:
+    """A model's trust numbers over its measured seeds: ``<field>_mean``/``_std`` for each
+    of ``_TRUST_FIELDS``, ``trust_n``, what T was fitted on, the images, the device and each
+    corruption kind's accuracy (mean over severities, then over seeds)."""
+    out = {"trust_n": len(trusts)}
+    for name, path in _TRUST_FIELDS.items():
+        out[f"{name}_mean"], out[f"{name}_std"] = _mean_std([_dig(t, path) for t in trusts])
+    out["fitted_on"] = sorted({str(t["calibration"].get("fitted_on")) for t in trusts})
+    out["trust_images"] = sorted({t["robustness"].get("n") for t in trusts})
+    out["trust_test_n"] = sorted({t["calibration"]["before"].get("n") for t in trusts})
+    out["trust_device"] = sorted({str(t.get("device")) for t in trusts})
+    kinds = list(dict.fromkeys(k for t in trusts for k in t["robustness"].get("kinds", [])))
+    out["per_kind"] = {k: statistics.fmean(statistics.fmean(t["robustness"]["accuracy"][k]) for t in trusts
+                                           if k in t["robustness"].get("accuracy", {})) for k in kinds}
+    return out
 
 
 def _csv(rows: list[dict]) -> str:
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     keys = ["model", "params", "macs", "n", "epochs_mean", "top1_mean", "top1_std", "best_val_mean", "writeup",
-            "seconds_mean", "seconds_std"]
+            "seconds_mean", "seconds_std", "trust_n"]
+    keys += [f"{name}_{stat}" for name in _TRUST_FIELDS for stat in ("mean", "std")]
     w.writerow(keys)
     for r in rows:
         w.writerow(["" if r[k] is None else (round(r[k], 6) if isinstance(r[k], float) else r[k]) for k in keys])
     return buf.getvalue()
 
 
-def _pct(mean, std) -> str:
+def _pct(mean, std, digits: int = 2) -> str:
     if mean is None:
         return "—"
-    return f"{100 * mean:.2f}" + (f" ± {100 * std:.2f}" if std is not None else "") + "%"
+    return f"{100 * mean:.{digits}f}" + (f" ± {100 * std:.{digits}f}" if std is not None else "") + "%"
+
+
+def _measured(r: dict, cell: str) -> str:
+    """A trust cell: "not measured" where a finished run has no trust.json, the count where
+    only some seeds have one."""
+    if not r["n"]:
+        return "—"
+    if not r["trust_n"]:
+        return "not measured"
+    return cell + (f" ({r['trust_n']} of {r['n']} seeds)" if r["trust_n"] < r["n"] else "")
+
+
+def _trust_cells(r: dict) -> list[str]:
+    ece = _pct(r["ece_raw_mean"], r["ece_raw_std"]) + " → " + _pct(r["ece_scaled_mean"], r["ece_scaled_std"])
+    return [_measured(r, ece), _measured(r, _pct(r["corrupt_mean"], r["corrupt_std"], 1)),
+            _measured(r, _pct(r["drop_mean"], r["drop_std"], 1))]
 
 
 def _table(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
     head = ["model", "parameters", "MACs", "epochs done", "test top-1 (ours)", "write-up", "difference",
-            "seconds", "seeds"]
+            "seconds", "seeds", "ECE raw → scaled", "corrupted accuracy", "relative drop"]
     body = []
     for r in rows:
         diff = "—"
@@ -98,7 +156,7 @@ def _table(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
                      "—" if r["epochs_mean"] is None else f"{r['epochs_mean']:.1f}",
                      _pct(r["top1_mean"], r["top1_std"]),
                      f"≈{100 * r['writeup']:.0f}%" if r["writeup"] else "—", diff,
-                     _pm(r["seconds_mean"], r["seconds_std"], 0), f"{r['n']} of {r['planned']}"])
+                     _pm(r["seconds_mean"], r["seconds_std"], 0), f"{r['n']} of {r['planned']}", *_trust_cells(r)])
     return head, body
 
 
@@ -210,6 +268,7 @@ def write_compare_report(out: str | Path) -> Path:
             blocks.append(("img", "figures/curves.png", "validation curves of every model"))
     else:
         blocks.append(("p", "figures skipped: matplotlib is not installed (pip install 'cifarlab[plots]')"))
+    blocks += _trust_blocks(out, rows, plots.available())
     blocks += _settings_blocks(spec, settings)
     env = next((rec["summary"].get("hardware") for rec in records.values()), None)
     if env:
@@ -222,6 +281,92 @@ def write_compare_report(out: str | Path) -> Path:
     _write_text(out / "report.md", md)
     _write_text(out / "report.html", render_html(md, f"Comparison {spec.name}"))
     return out / "report.md"
+
+
+def _trust_blocks(out: Path, rows: list[dict], figures: bool) -> list:
+    """How far to trust each model: the method, a table of every trust number, per-kind
+    accuracy under corruption, the figure; or how to measure it where nothing is measured."""
+    blocks: list = [("h2", "Calibration and robustness")]
+    measured = [r for r in rows if r["trust_n"]]
+    later = [r["model"] for r in rows if r["n"] and r["trust_n"] < r["n"]]
+    todo = (f"`cifarlab compare --report-only --out {out}` measures each finished run once (a few minutes "
+            f"per run on a CPU, cached in its folder as trust.json) and rewrites this report.")
+    if not measured:
+        return blocks + [("p", ("Not measured yet. " if any(r["n"] for r in rows) else "No run has finished yet. ")
+                          + todo)]
+    images = sorted({n for r in measured for n in r["trust_images"]})
+    test_n = sorted({n for r in measured for n in r["trust_test_n"]})
+    fitted = sorted({f for r in measured for f in r["fitted_on"]})
+    devices = sorted({d for r in measured for d in r["trust_device"]})
+    kinds = list(dict.fromkeys(k for r in measured for k in r["per_kind"]))
+    where = ("the validation split the run held out of training (never the test set)" if fitted == ["val"]
+             else "; ".join(fitted))
+    blocks.append(("p", f"Measured after training (never inside a run's time budget) on each run's tested "
+                        f"checkpoint, in float32 with one view, as the apps predict (the top-1 above used the "
+                        f"runs' test-time views). **Calibration**: expected calibration error over 15 "
+                        f"equal-width confidence bins (ECE), the worst bin's gap (MCE) and the negative "
+                        f"log-likelihood (NLL) of the test split ({_list(test_n)} images), raw and after "
+                        f"temperature scaling, with T fitted on {where}. **Robustness**: accuracy on "
+                        f"{len(kinds)} corruption kinds × 5 severities (CIFAR-10-C's definitions, as "
+                        f"`cifarlab evaluate --corruptions`) of the same seeded {_list(images)} test images for "
+                        f"every run; the mean over those {5 * len(kinds)} sets, and its drop relative to the "
+                        f"clean accuracy of the same images. Mean ± sample std over the measured seeds. "
+                        f"Seconds: the measurement's own ({_list(devices)})."))
+    if later:
+        blocks.append(("p", f"Not measured yet for every seed of {', '.join(later)}: {todo}"))
+    head = ["model", "seeds", "T", "ECE raw", "ECE scaled", "MCE raw", "MCE scaled", "NLL raw", "NLL scaled",
+            "clean", "corrupted", "relative drop", "seconds"]
+    body = [[r["model"], f"{r['trust_n']} of {r['n']}", _pm(r["temperature_mean"], r["temperature_std"], 3),
+             _pct(r["ece_raw_mean"], r["ece_raw_std"]), _pct(r["ece_scaled_mean"], r["ece_scaled_std"]),
+             _pct(r["mce_raw_mean"], r["mce_raw_std"], 1), _pct(r["mce_scaled_mean"], r["mce_scaled_std"], 1),
+             _pm(r["nll_raw_mean"], r["nll_raw_std"], 3), _pm(r["nll_scaled_mean"], r["nll_scaled_std"], 3),
+             _pct(r["clean_sub_mean"], r["clean_sub_std"], 1), _pct(r["corrupt_mean"], r["corrupt_std"], 1),
+             _pct(r["drop_mean"], r["drop_std"], 1), _pm(r["trust_seconds_mean"], r["trust_seconds_std"], 0)]
+            for r in measured]
+    blocks.append(("table", head, body))
+    blocks.append(("p", "Accuracy under each corruption (mean over its 5 severities):"))
+    blocks.append(("table", ["model", *[k.replace("_", " ") for k in kinds]],
+                   [[r["model"], *[_pct(r["per_kind"].get(k), None, 1) for k in kinds]] for r in measured]))
+    if figures and trust_figure(measured, out / "figures" / "trust.png"):
+        blocks.append(("img", "figures/trust.png", "clean against corrupted accuracy, and ECE raw and scaled"))
+    return blocks
+
+
+def _list(values: list) -> str:
+    return " and ".join(f"{v:,}" if isinstance(v, int) else str(v) for v in values) or "—"
+
+
+def trust_figure(rows: list[dict], path: Path) -> bool:
+    """Left: each model's clean accuracy on the corruption subset against its mean corrupted
+    accuracy (error bars over seeds; the diagonal is no drop). Right: ECE raw and scaled."""
+    plt = _pyplot()
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for i, r in enumerate(rows):
+        x, y = 100 * r["clean_sub_mean"], 100 * r["corrupt_mean"]
+        left.errorbar(x, y, xerr=100 * (r["clean_sub_std"] or 0), yerr=100 * (r["corrupt_std"] or 0), fmt="o",
+                      capsize=3, color=colors[i % len(colors)], label=r["model"])
+        left.annotate(r["model"], (x, y), xytext=(4, 4), textcoords="offset points", fontsize=8)
+    lo = min(100 * min(r["corrupt_mean"] for r in rows), 100 * min(r["clean_sub_mean"] for r in rows))
+    lo = max(0.0, 10 * (lo // 10) - 5)
+    left.plot([lo, 100], [lo, 100], "k--", lw=0.8, label="no drop")
+    left.set_xlim(lo, 100)
+    left.set_ylim(lo, 100)
+    left.set_xlabel("clean accuracy, same pictures (%)")
+    left.set_ylabel("mean corrupted accuracy (%)")
+    left.set_title("robustness")
+    xs = range(len(rows))
+    width = 0.38
+    for shift, key, label, color in ((-width / 2, "ece_raw", "raw", "#c44e52"),
+                                     (width / 2, "ece_scaled", "temperature-scaled", "#3b75af")):
+        right.bar([x + shift for x in xs], [100 * (r[f"{key}_mean"] or 0) for r in rows], width,
+                  yerr=[100 * (r[f"{key}_std"] or 0) for r in rows], capsize=3, label=label, color=color)
+    right.set_xticks(list(xs))
+    right.set_xticklabels([r["model"] for r in rows], fontsize=8, rotation=20 if len(rows) > 5 else 0)
+    right.set_ylabel("ECE, 15 bins (%)")
+    right.set_title("calibration error on the test split")
+    _finish(fig, (left, right), path)
+    return True
 
 
 def _settings_blocks(spec: StudySpec, settings: str) -> list:
