@@ -41,6 +41,55 @@ def halves(labels: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return np.concatenate(a), np.concatenate(b)
 
 
+def measure(checkpoint, data, seed: int = 0, device: str = "cpu") -> dict:
+    """The calibration report of ``checkpoint`` (single view, as the apps give probabilities):
+    the temperature fitted on its run's validation split when the data has one (``data``: a
+    CifarData split as the run split it, or a path loaded so), else the cross-fitted fallback
+    on the test split; ECE, MCE and NLL of the test split before and after it."""
+    from cifarlab.calibration import calibration_bins, fit_temperature, nll, softmax
+    from cifarlab.training.calibrate import collect_logits
+    from cifarlab.data import DeviceLoader
+    from cifarlab.inference.checkpoint import load_checkpoint, load_model
+    from cifarlab.training.config import TrainConfig
+    from cifarlab.training.dataset import data_for
+    ckpt = load_checkpoint(checkpoint)
+    model, meta = load_model(ckpt, device)
+    if data is None or isinstance(data, (str, Path)):
+        cfg = TrainConfig.from_dict(meta["config"]).override({"data": str(data)} if data else {})
+        data = data_for(cfg, progress=False)
+    norm = meta["normalize"]
+
+    def logits(split):
+        return collect_logits(model, DeviceLoader(split, 500, device, norm["mean"], norm["std"],
+                                                  shuffle=False, grayscale=norm.get("grayscale")))
+
+    z, y = logits(data.test)
+    report = {"checkpoint": str(ckpt["path"]), "n_test": int(len(y)), "accuracy": float((z.argmax(1) == y).mean()),
+              "raw": {**{k: v for k, v in calibration_bins(softmax(z), y).items() if k != "bins"}, "nll": nll(z, y)},
+              "max_probability_p99_raw": float(np.quantile(softmax(z).max(1), 0.99))}
+    if len(data.val):
+        zv, yv = logits(data.val)
+        t = fit_temperature(zv, yv)
+        report.update(fitted_on="val", n_fit=int(len(yv)), val_nll_before=nll(zv, yv), val_nll_after=nll(zv, yv, t))
+        report["after"] = {k: v for k, v in calibration_bins(softmax(z, t), y).items() if k != "bins"}
+        report["after"]["nll"] = nll(z, y, t)
+    else:  # val=0: 2-fold cross-fitting on the test split
+        a, b = halves(y, seed)
+        ta, tb = fit_temperature(z[a], y[a]), fit_temperature(z[b], y[b])
+        p = np.empty_like(softmax(z))
+        p[b], p[a] = softmax(z[b], ta), softmax(z[a], tb)  # each half scaled by the other half's T
+        t = fit_temperature(z, y)
+        report.update(fitted_on="test (val=0 run): 2-fold cross-fitted for the 'after' numbers",
+                      fold_temperatures=[ta, tb], n_fit=int(len(y)))
+        report["after"] = {k: v for k, v in calibration_bins(p, y).items() if k != "bins"}
+        report["after"]["nll"] = float(-np.log(np.clip(p[np.arange(len(y)), y], 1e-300, None)).mean())
+        report["after_full_test_T_same_data"] = {
+            k: v for k, v in calibration_bins(softmax(z, t), y).items() if k in ("ece", "mce")}
+    report["temperature"] = t
+    report["max_probability_p99_scaled"] = float(np.quantile(softmax(z, t).max(1), 0.99))
+    return report
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("checkpoint", nargs="?", default=str(ASSET))
@@ -55,54 +104,19 @@ def main() -> int:
         print("calibrate_shipped: set CIFARLAB_DATA (or --data) to the CIFAR-10 copy the model was tested on",
               file=sys.stderr)
         return 2
-    from cifarlab.calibration import calibration_bins, fit_temperature, nll, softmax, write_sidecar
-    from cifarlab.training.calibrate import collect_logits
-    from cifarlab.data import DeviceLoader
-    from cifarlab.inference.checkpoint import load_checkpoint, load_model
-    from cifarlab.training.config import TrainConfig
-    from cifarlab.training.dataset import data_for
+    from cifarlab.calibration import write_sidecar
+    from cifarlab.inference.checkpoint import load_checkpoint
     ckpt = load_checkpoint(args.checkpoint)
-    model, meta = load_model(ckpt, args.device)
-    cfg = TrainConfig.from_dict(meta["config"]).override({"data": args.data})
-    data = data_for(cfg, progress=False)
-    norm = meta["normalize"]
-
-    def logits(split):
-        return collect_logits(model, DeviceLoader(split, 500, args.device, norm["mean"], norm["std"],
-                                                  shuffle=False, grayscale=norm.get("grayscale")))
-
-    z, y = logits(data.test)
-    report = {"checkpoint": str(ckpt["path"]), "n_test": int(len(y)), "accuracy": float((z.argmax(1) == y).mean()),
-              "raw": {**{k: v for k, v in calibration_bins(softmax(z), y).items() if k != "bins"}, "nll": nll(z, y)},
-              "max_probability_p99_raw": float(np.quantile(softmax(z).max(1), 0.99))}
-    if len(data.val):
-        zv, yv = logits(data.val)
-        t = fit_temperature(zv, yv)
-        report.update(fitted_on="val", n_fit=int(len(yv)), val_nll_before=nll(zv, yv), val_nll_after=nll(zv, yv, t))
-        report["after"] = {k: v for k, v in calibration_bins(softmax(z, t), y).items() if k != "bins"}
-    else:  # val=0: 2-fold cross-fitting on the test split
-        a, b = halves(y, args.seed)
-        ta, tb = fit_temperature(z[a], y[a]), fit_temperature(z[b], y[b])
-        p = np.empty_like(softmax(z))
-        p[b], p[a] = softmax(z[b], ta), softmax(z[a], tb)  # each half scaled by the other half's T
-        t = fit_temperature(z, y)
-        report.update(fitted_on="test (val=0 run): 2-fold cross-fitted for the 'after' numbers",
-                      fold_temperatures=[ta, tb], n_fit=int(len(y)))
-        report["after"] = {k: v for k, v in calibration_bins(p, y).items() if k != "bins"}
-        report["after"]["nll"] = float(-np.log(np.clip(p[np.arange(len(y)), y], 1e-300, None)).mean())
-        report["after_full_test_T_same_data"] = {
-            k: v for k, v in calibration_bins(softmax(z, t), y).items() if k in ("ece", "mce")}
-    report["temperature"] = t
-    report["max_probability_p99_scaled"] = float(np.quantile(softmax(z, t).max(1), 0.99))
+    report = measure(args.checkpoint, args.data, seed=args.seed, device=args.device)
     print(json.dumps(report, indent=2))
     if args.out:
         Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
     if args.write:
-        side = write_sidecar(ckpt["path"], {"temperature": t, "fitted_on": report["fitted_on"],
+        side = write_sidecar(ckpt["path"], {"temperature": report["temperature"], "fitted_on": report["fitted_on"],
                                             "n": report["n_fit"], "seed": args.seed})
         print(f"wrote {side}", file=sys.stderr)
     if not args.no_results:
-        print(f"row appended to {record(report, ckpt, meta)}", file=sys.stderr)
+        print(f"row appended to {record(report, ckpt)}", file=sys.stderr)
     return 0
 
 
@@ -118,12 +132,13 @@ def row(report: dict, sha256: str, model: str) -> dict:
             "max_prob_p99_after": round(report["max_probability_p99_scaled"], 4)}
 
 
-def record(report: dict, ckpt: dict, meta: dict) -> Path:
+def record(report: dict, ckpt: dict, command: str | None = None) -> Path:
+    """Append the report's row to results/calibration.csv (``command``: default this process's)."""
     from cifarlab import results
     from cifarlab.calibration import file_sha256
     import shlex
-    return results.append_row("calibration", {"command": shlex.join(["python", *sys.argv]),
-                                              **row(report, file_sha256(ckpt["path"]), meta["model"]["name"])})
+    return results.append_row("calibration", {"command": command or shlex.join(["python", *sys.argv]),
+                                              **row(report, file_sha256(ckpt["path"]), ckpt["model"]["name"])})
 
 
 if __name__ == "__main__":

@@ -163,7 +163,7 @@ def test_an_onnx_export_can_be_offered(tiny_run, tmp_path):
 
 def _shipped_or_skip():
     path = default_checkpoint()
-    need(path.is_file(), f"no shipped model at {path}: run scripts/package_default_model.py RUN_DIR to make one")
+    need(path.is_file(), f"no shipped model at {path}: run scripts/package_model.py RUN_DIR to make one")
     return path
 
 

@@ -2,8 +2,9 @@
 
 Three sources, listed in this order:
 
-- ``shipped``: the small trained model inside the package (``cifarlab/assets/default.pt``),
-  so ``serve``, ``app`` and ``predict default`` work right after installation;
+- ``shipped``: the small trained models inside the package (``cifarlab/assets/NAME.pt``,
+  ``default`` first, then the others under their names, each labelled "shipped" in the
+  menus), so ``serve``, ``app`` and ``predict default`` work right after installation;
 - ``operator``: checkpoints named at start-up (``cifarlab serve --checkpoint NAME=PATH``);
 - ``run``: finished runs in the run registry (their ``best.pt``), newest first. Runs of a
   study, a search or a training subset are left out unless asked for (``all_runs=True``,
@@ -52,14 +53,19 @@ class CatalogEntry:
         """What the API shows: everything but the server-side path."""
         out = asdict(self)
         out.pop("path")
+        out["label"] = self.label()  # the menus' line, the same in the web page and the desktop app
         return out
 
     def label(self) -> str:
-        """One line for menus: name, architecture, accuracy."""
+        """One line for menus: name, architecture (a shipped model says so), accuracy. Names are
+        unique in a catalogue, so labels are too."""
         acc = "accuracy not measured" if self.accuracy is None else f"{self.accuracy:.2%} test accuracy"
         if self.train_images and self.accuracy is not None:
             acc += f", trained on only {self.train_images:,} images"
-        return f"{self.name} ({self.model}, {acc})"
+        what = self.model
+        if self.source == "shipped":
+            what = "shipped" if self.name == self.model else f"shipped {self.model}"
+        return f"{self.name} ({what}, {acc})"
 
 
 def parse_named(items: list[str] | None) -> dict[str, str]:
@@ -272,14 +278,14 @@ def _count(ckpt: dict) -> int:
 
 
 # ---------------------------------------------------------------- packaging
-MAX_SHIPPED_BYTES = 5 * 1024 * 1024
+MAX_SHIPPED_BYTES = 2 * 1024 * 1024  # the repository's limit on a tracked file
 
 
 WEIGHT_FORMATS = ("float32", "float16", "int8")
 
 
 def package_run(run_dir, out, half: bool = False, data_file=None, test: dict | None = None,
-                weights: str = "float32") -> dict:
+                weights: str = "float32", keep_calibration: bool = True) -> dict:
     """Write a run's selected checkpoint as a slim, self-describing file to ship; returns its metadata.
 
     Keeps what inference and evaluation need (model spec, weights, classes, normalization,
@@ -287,9 +293,12 @@ def package_run(run_dir, out, half: bool = False, data_file=None, test: dict | N
     drops optimizer, scheduler, RNG and callback state. ``weights``: "float16" halves the size,
     "int8" quarters it (conv and linear weights as int8 with a scale per output channel,
     inference.checkpoint.quantize_state; the loader restores float32); ``half`` means "float16".
-    The caller should re-measure accuracy then (scripts/package_default_model.py does).
+    The caller should re-measure accuracy then (scripts/package_model.py does).
     ``test`` replaces the summary's test metrics, e.g. with the single-view accuracy the apps
-    give when the run itself was tested with test-time augmentation.
+    give when the run itself was tested with test-time augmentation. The run's ``plan`` (what
+    it trained: epochs, stages, the time budget's plan) is kept beside its ``config``.
+    ``keep_calibration=False`` leaves out the run's own temperature (fitted on the float32
+    weights), for a caller that fits one on the written file and keeps it in a sidecar.
     """
     import datetime
     import hashlib
@@ -315,11 +324,9 @@ def package_run(run_dir, out, half: bool = False, data_file=None, test: dict | N
     test = {k: (test or summary["test"])[k] for k in ("n", "top1", "top5", "loss") if k in (test or summary["test"])}
     slim = {
         "format": FORMAT, "model": ckpt["model"], "state_dict": state, "classes": ckpt["classes"],
-        "normalize": ckpt["normalize"], "config": ckpt["config"], "epoch": ckpt.get("epoch"),
-        "metrics": ckpt.get("metrics", []), "test": test, "parameters": _count(ckpt),
-        "weights_dtype": weights,
-        "description": (f"{ckpt['model']['name']} trained {plural(summary.get('epochs_run'), 'epoch')} on CIFAR-10 "
-                        f"(test top-1 {test['top1']:.2%} on {test.get('n')} images)"),
+        "normalize": ckpt["normalize"], "config": ckpt["config"], "plan": ckpt.get("plan"),
+        "epoch": ckpt.get("epoch"), "metrics": ckpt.get("metrics", []), "test": test, "parameters": _count(ckpt),
+        "weights_dtype": weights, "description": _package_description(ckpt, summary, test),
         "provenance": {"run": run_dir.name, "selection": summary.get("selection"), "data": data,
                        "training_time_s": summary.get("training_time_s"), "hardware": summary.get("hardware"),
                        "trained_with": ckpt.get("versions"),
@@ -328,15 +335,43 @@ def package_run(run_dir, out, half: bool = False, data_file=None, test: dict | N
     }
     if scales is not None:
         slim["weight_scales"] = scales
-    if ckpt.get("calibration"):  # the run's fitted temperature: the probabilities the run's own checkpoint gives
+    if keep_calibration and ckpt.get("calibration"):  # the run's temperature: the probabilities its checkpoint gives
         slim["calibration"] = ckpt["calibration"]
     save_checkpoint(slim, out)
     size = Path(out).stat().st_size
     if size > MAX_SHIPPED_BYTES:
         Path(out).unlink()
-        raise ConfigError(f"{out} would be {size / 2**20:.1f} MiB, over the 5 MiB limit; pick a smaller "
-                          f"model or store its weights as float16 or int8")
+        raise ConfigError(f"{out} would be {size / 2**20:.2f} MiB, over the {MAX_SHIPPED_BYTES / 2**20:g} MiB "
+                          f"limit on a shipped file; pick a smaller model or store its weights as float16 or int8")
     return {k: v for k, v in slim.items() if k not in ("state_dict", "weight_scales")} | {"bytes": size}
+
+
+def _package_description(ckpt: dict, summary: dict, test: dict) -> str:
+    """What a packaged model is, in plain words: architecture, epochs, the time budget it was
+    trained in (when it had one), its test accuracy and, for a model from a write-up or a
+    paper, where it comes from."""
+    from cifarlab.words import plain_words
+    name = ckpt["model"]["name"]
+    budget = (summary.get("time_budget") or {}).get("budget_s")
+    within = f" within a {budget / 60:g}-minute time budget" if budget else ""
+    hw = summary.get("hardware") or {}
+    if within and hw.get("device") == "cpu" and hw.get("cores"):
+        within += f" on a {hw['cores']}-core CPU"
+    elif within and hw.get("device_name"):
+        within += f" on {hw['device_name']}"
+    text = (f"{name} trained {plural(summary.get('epochs_run'), 'epoch')} on CIFAR-10{within} "
+            f"(test top-1 {test['top1']:.2%} on {test.get('n')} images)")
+    try:
+        from cifarlab.models import model_info
+        origin = plain_words(model_info(name).reproduces or "")
+    except Exception:  # an architecture the registry no longer knows: the plain description
+        origin = ""
+    source, sep, what = origin.partition(": ")  # "the Keras tutorial ...: LeNet-5 (...)"
+    if sep:
+        origin = f"{what}, as in {source}"
+    if origin:
+        text += f". {origin[0].upper()}{origin[1:]}"
+    return text
 
 
 __all__ = ["Catalog", "CatalogEntry", "DEFAULT_NAME", "MAX_SHIPPED_BYTES", "default_checkpoint", "package_run", "parse_named"]
