@@ -349,3 +349,75 @@ def test_a_card_shows_where_the_model_looked_on_demand(server, page, tmp_path, a
     page.screenshot(path=str(artifacts / "web-heat.png"), full_page=True)
     button.click()
     assert not heat.is_visible() and button.inner_text() == "Show where it looked"
+
+
+# ---------------------------------------------------------------- the model card
+@pytest.fixture(scope="module")
+def card_server(tmp_path_factory):
+    """A server whose one model is a run with a full card: per-class table, confused pairs,
+    calibration and robustness (the widest card there is)."""
+    import json
+    from cifarlab.modelcard import write_run_card
+    run = tmp_path_factory.mktemp("runs") / "resnet20-with-a-rather-long-run-name-2026-12-07"
+    run.mkdir()
+    write_checkpoint(run / "best.pt", top1=0.5)
+    per_class = {c: 0.5 + i / 40 for i, c in enumerate(CIFAR10_CLASSES)}
+    (run / "summary.json").write_text(json.dumps({
+        "run_dir": str(run), "model": "resnet20", "recipe": "cpu-2min", "epochs_run": 7, "epochs_planned": 7,
+        "steps_run": 1400, "training_time_s": 101.5, "params": {"trainable": 272474},
+        "test": {"n": 10000, "top1": 0.5, "top5": 0.9, "tta": "none", "per_class": per_class},
+        "data": {"source": "/srv/data/cifar10-jpeg75.tar.gz", "train": 45000, "val": 5000, "test": 10000},
+        "hardware": {"device": "cpu", "device_name": "AMD EPYC"}}))
+    conf = np.full((10, 10), 3) + np.diag(np.full(10, 500))
+    conf[3, 5], conf[5, 3] = 140, 120
+    (run / "confusion.csv").write_text("\n".join(
+        ["true\\predicted," + ",".join(CIFAR10_CLASSES)]
+        + [c + "," + ",".join(str(v) for v in row) for c, row in zip(CIFAR10_CLASSES, conf)]) + "\n")
+    (run / "calibration.json").write_text(json.dumps({
+        "n_bins": 15, "temperature": 1.31, "fitted_on": "val", "before": {"ece": 0.0712, "mce": 0.21},
+        "after": {"ece": 0.0143, "mce": 0.08}}))
+    (run / "corruptions.json").write_text(json.dumps({
+        "clean_accuracy": 0.5, "mean_corruption_accuracy": 0.37, "relative_drop": 0.26, "n": 10000,
+        "kinds": ["gaussian_noise", "fog", "contrast"], "severities": [1, 2, 3, 4, 5]}))
+    write_run_card(run)
+    app = create_app(Catalog({"resnet20-with-a-rather-long-run-name": str(run / "best.pt")}, runs=False,
+                             shipped=False), token=TOKEN, examples_home=tmp_path_factory.mktemp("no-home"))
+    srv, thread, url = _serve(app)
+    yield url
+    srv.should_exit = True
+    thread.join(10)
+
+
+def _api_card(url: str) -> list[dict]:
+    import json
+    import urllib.request
+    req = urllib.request.Request(url + "/api/models", headers={"Authorization": f"Bearer {TOKEN}"})
+    with urllib.request.urlopen(req) as r:
+        return json.loads(r.read())["models"][0]["card_sections"]
+
+
+@pytest.mark.parametrize("width", [1280, 360, 390, 430])
+def test_model_details_show_the_card_without_sideways_scrolling(card_server, browser, artifacts, width):
+    pg = browser.new_page(viewport={"width": width, "height": 900}, is_mobile=width < 600, has_touch=width < 600)
+    pg.set_default_timeout(30_000)
+    try:
+        _open(pg, card_server)
+        details = pg.locator("#model-details")
+        assert details.is_visible() and not pg.locator("#model-card").is_visible()  # closed at first
+        details.locator("summary").click()
+        assert pg.locator("#model-card").is_visible()
+        sections = _api_card(card_server)
+        shown = pg.inner_text("#model-card")
+        for sec in sections:  # every sentence and every table cell the API gives, in the page
+            for para in sec.get("text") or []:
+                assert para.replace("`", "") in shown.replace("\n", " ")
+            for row in sec.get("rows") or []:
+                assert all(cell in shown for cell in row)
+        assert "cat / dog" in shown and "7.12% raw, 1.43% after temperature scaling" in shown
+        assert pg.locator("#model-card table").count() == 2  # per class, confused pairs
+        assert pg.evaluate("document.documentElement.scrollWidth") <= width
+        assert pg.evaluate("document.body.scrollWidth") <= width
+        if width in (1280, 390):
+            pg.screenshot(path=str(artifacts / f"web-model-card-{width}.png"), full_page=True)
+    finally:
+        pg.close()
