@@ -157,7 +157,7 @@ def _packaged(tmp_path, name="mine", calibration=None):
     """A checkpoint as package_run writes one: a test record and provenance, no per-class figures."""
     path = write_checkpoint(tmp_path / f"{name}.pt", model="lenet5_modern", top1=0.6123)
     ckpt = torch.load(path, weights_only=True)
-    ckpt.update(epoch=7, parameters=123456, weights_dtype="int8", config={"recipe": "cpu-2min", "epochs": 9},
+    ckpt.update(epoch=7, parameters=123456, weights_dtype="int8", config={"recipe": "cpu-2min", "epochs": 9, "val": 0},
                 provenance={"run": "cpu-2min-s0", "packaged": "2026-12-01T10:00:00+00:00", "training_time_s": 99.0,
                             "data": {"source": "/secret/server/path/cifar10.tar.gz", "train": 45000, "val": 5000,
                                      "test": 10000}, "hardware": {"device": "cpu", "device_name": "Some CPU"}},
@@ -296,3 +296,37 @@ def test_public_cards_name_no_server_path(tmp_path):
     assert card["training"]["data"]["source"] == "cifar10.tar.gz"
     text = json.dumps(card) + json.dumps(modelcard.sections(card))
     assert "/secret" not in text and str(tmp_path) not in text
+
+
+@pytest.mark.slow  # two evaluations through the CLI: ~8 s here under load
+def test_evaluate_prints_the_card_of_what_it_measured(tmp_path, capsys, monkeypatch):
+    """`cifarlab evaluate FILE`: the card's calibration is this evaluation's (recomputed here
+    from the printed JSON's confusion-free figures), the robustness a results/ row of the
+    file; the card printed is the one written."""
+    from cifarlab.cli import main
+    from cifarlab.data.synthetic import write_cifar10_python
+    data = write_cifar10_python(tmp_path / "data", per_batch=10, n_test=30).path
+    path = _packaged(tmp_path)
+    write_sidecar(path, {"temperature": 0.9, "fitted_on": "val"})
+    sha = hashlib.sha256(path.read_bytes()).hexdigest()
+    monkeypatch.setenv("CIFARLAB_RESULTS", str(tmp_path / "results"))
+    results.append_row("corruptions", {"checkpoint_sha256": sha[:16], "n": 500, "clean_top1_pct": 80.0,
+                                       "mean_corruption_pct": 55.5, "kinds": "fog", "severities": "1 5"})
+    assert main(["evaluate", str(path), "--data", str(data), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    card = out["model_card"]
+    assert card["accuracy"]["top1"] == out["top1"] and card["per_class"] == out["per_class"]
+    assert card["calibration"]["temperature"] == 0.9
+    assert card["calibration"]["ece_before"] == out["calibration"]["before"]["ece"]
+    assert card["calibration"]["ece_after"] == out["calibration"]["after"]["ece"]
+    assert card["robustness"]["mean_corruption_accuracy"] == 0.555 and "corruptions.csv" in card["sources"]["robustness"]
+    assert json.loads((tmp_path / "model_card.json").read_text()) == card  # beside the file, as its confusion
+    assert main(["evaluate", str(path), "--data", str(data), "--out", str(tmp_path / "out")]) == 0
+    printed = capsys.readouterr().out
+    lines = printed[printed.index("model card: "):].splitlines()
+    assert lines[0] == "model card: mine"
+    cal = json.loads((tmp_path / "out" / "model_card.json").read_text())["calibration"]
+    assert f"  Calibration (test split): Expected calibration error (15 bins): {cal['ece_before']:.2%} raw, " \
+           f"{cal['ece_after']:.2%} after temperature scaling (T = 0.900" in printed
+    assert "  Robustness (corrupted test sets): Mean corruption accuracy 55.50% over 1 kinds x 2 severities" in printed
+    assert any(line.startswith("  Most confused pairs: ") for line in lines)
