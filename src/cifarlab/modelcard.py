@@ -377,7 +377,9 @@ def _training_words(tr: dict) -> list[str]:
     counts = data.get("counts") if isinstance(data.get("counts"), dict) else data
     sizes = ", ".join(f"{k} {counts[k]:,}" for k in ("train", "val", "test") if isinstance(counts.get(k), int))
     secs = tr.get("training_time_s")
-    budget = [f"{tr['epochs_run']} of {tr['epochs_planned']} epochs" if tr.get("epochs_run") is not None else None,
+    run, planned = tr.get("epochs_run"), tr.get("epochs_planned")
+    budget = [(f"{run} of {planned} epochs" if planned is not None else f"{run} epoch{'' if run == 1 else 's'}")
+              if run is not None else None,
               f"{_count(tr['steps'])} steps" if tr.get("steps") is not None else None,
               f"{_duration(secs)} of training" if isinstance(secs, (int, float)) else None]
     limit = (tr.get("time_budget") or {}).get("budget_s")

@@ -69,12 +69,13 @@ def evaluate_extras(args: argparse.Namespace, result: dict, out_dir: Path | None
         from cifarlab.shipped import looks_like_path
         ref = getattr(args, "checkpoint", None)
         extras["model_card"], written = _card(result, extras, Path(out_dir) if out_dir is not None else None,
-                                              ref if ref and not looks_like_path(ref) else None)
+                                              ref if ref and not looks_like_path(ref) else None, ref)
         extras["written"] += [str(p) for p in written]
     return extras
 
 
-def _card(result: dict, extras: dict, out_dir: Path | None, name: str | None = None) -> tuple[dict, list[Path]]:
+def _card(result: dict, extras: dict, out_dir: Path | None, name: str | None = None,
+          ref: str | None = None) -> tuple[dict, list[Path]]:
     """The model card and the files written: a run folder's card rebuilt from its files; any
     other model gets one from this evaluation (the robustness, when not measured now, from
     results/ rows naming the file), written to ``out_dir`` when there is one."""
@@ -93,8 +94,10 @@ def _card(result: dict, extras: dict, out_dir: Path | None, name: str | None = N
     conf = result.get("confusion")
     card = modelcard.build_card(summary, conf, result.get("classes"), calibration=result.get("calibration"),
                                 corruptions=extras.get("corruptions"), name=name or Path(result["checkpoint"]).stem)
-    card.update(kind="checkpoint", weights=ckpt.get("weights_dtype"), measure_with=card["name"],
+    card.update(kind="checkpoint", weights=ckpt.get("weights_dtype"), measure_with=ref or card["name"],
                 sources={"accuracy": "this evaluation", "calibration": "this evaluation"})
+    if card["calibration"] and not card["calibration"].get("temperature"):
+        card["calibration"]["note"] = "no temperature travels with this file: the apps show its raw probabilities"
     if card["robustness"] is None:  # measured before, on this very file?
         from cifarlab import results
         from cifarlab.calibration import file_sha256, read_sidecar
