@@ -9,6 +9,7 @@ import shlex
 import statistics
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from cifarlab.cli import build_parser, main
@@ -175,8 +176,19 @@ def test_cli_compare_report_only_and_errors(tmp_path, results_dir, capsys):
     report = (out / "report.md").read_text()
     assert "REDUCED comparison" in report and "train_subset=60" in report
     assert [p.name for p in (out / "runs").iterdir()] == ["lenet5-s0"]
+    trust = out / "runs" / "lenet5-s0" / "trust.json"
+    assert json.loads(trust.read_text())["robustness"]["n"] == 20  # measured after training: all 20 < 1000
     (out / "report.md").unlink()
     assert main(["compare", "--report-only", "--out", str(out)]) == 0 and (out / "report.md").exists()
+    trust.unlink()
+    assert main(["compare", "--report-only", "--no-trust", "--out", str(out)]) == 0 and not trust.exists()
+    assert "| not measured | not measured | not measured |" in (out / "report.md").read_text()
+    assert main(["compare", "--report-only", "--trust-images", "8", "--out", str(out)]) == 0
+    assert json.loads(trust.read_text())["robustness"]["n"] == 8
+    assert "not measured" not in (out / "report.md").read_text()
+    capsys.readouterr()
+    assert main(["compare", "--report-only", "--trust-images", "0", "--out", str(out)]) == 1
+    assert "cifarlab: error: --trust-images 0 must be at least 1" in capsys.readouterr().err
     assert main(["study", "--report-only", "--out", str(out)]) == 0  # the study command knows it too
     capsys.readouterr()
     assert main(["compare", "--models", "lenet5,nosuchnet"]) == 1
@@ -203,3 +215,197 @@ def test_two_workers_share_a_comparison_over_storage(tmp_path, results_dir):
     rows = list(csv.DictReader((results_dir / "compare.csv").open()))
     assert sorted(r["model"] for r in rows) == ["lenet5", "lenet5_modern"]
     assert first.waiting == [] and (out / "report.html").exists()
+
+
+# ---------------------------------------------------------------- calibration and robustness (trust)
+def _normalized(images, norm) -> "torch.Tensor":
+    """uint8 NHWC -> float32 NCHW normalized as the checkpoint says, with numpy (not the loader)."""
+    import torch
+    x = images.astype(np.float64) / 255.0
+    x = (x - np.array(norm["mean"])) / np.array(norm["std"])
+    return torch.from_numpy(x.transpose(0, 3, 1, 2).astype(np.float32))
+
+
+def _logits(model, images, norm) -> np.ndarray:
+    import torch
+    with torch.no_grad():
+        return model(_normalized(images, norm)).double().numpy()
+
+
+def _np_softmax(z, t=1.0):
+    z = z / t
+    e = np.exp(z - z.max(1, keepdims=True))
+    return e / e.sum(1, keepdims=True)
+
+
+def _np_ece_mce(p, y, bins=15):
+    """ECE and MCE over 15 equal-width bins (lo, hi], written out with numpy."""
+    conf, right = p.max(1), (p.argmax(1) == y)
+    ece, mce = 0.0, 0.0
+    for b in range(bins):
+        lo, hi = b / bins, (b + 1) / bins
+        inside = (conf > lo) & (conf <= hi) if b else (conf <= hi)
+        if inside.any():
+            gap = abs(right[inside].mean() - conf[inside].mean())
+            ece += inside.mean() * gap
+            mce = max(mce, gap)
+    return ece, mce
+
+
+def _np_nll(z, y, t=1.0):
+    return float(-np.log(_np_softmax(z, t)[np.arange(len(y)), y]).mean())
+
+
+@pytest.mark.slow
+def test_trust_numbers_match_a_numpy_reference_and_are_cached(tmp_path, results_dir):
+    """trust.json against numbers recomputed here: logits by a plain forward pass on numpy-normalized
+    pictures, ECE/MCE/NLL with numpy, T a minimum of the validation NLL, the contrast corruption
+    written out with numpy; then the cache: reused, kept across a copy (new mtime, same bytes),
+    measured again for other options or other weights."""
+    import os
+
+    from cifarlab.inference.checkpoint import load_model
+    from cifarlab.studies.compare_trust import TRUST_FILE, ensure_trust, read_trust, trust_options
+    from cifarlab.training.calibrate import store_in_checkpoint
+    data = random_cifar(n_train=96, n_test=60, val=40, seed=4)
+    spec = build_compare_spec(["lenet5"], time_budget=0, sets={**TINY, "epochs": 1})
+    out = tmp_path / "cmp"
+    options = trust_options(images=24, seed=3)
+    heard = []
+    run_compare(spec, out, data=data, trust=options, on_trust=lambda name, text: heard.append((name, text)))
+    run_dir = out / "runs" / "lenet5-s0"
+    trust = json.loads((run_dir / TRUST_FILE).read_text())
+    assert heard and heard[-1][0] == "lenet5-s0" and "ECE" in heard[-1][1]
+
+    model, meta = load_model(run_dir / "best.pt")
+    norm = meta["normalize"]
+    z, y = _logits(model, data.test.images, norm), np.asarray(data.test.labels)
+    cal = trust["calibration"]
+    assert cal["fitted_on"] == "val" and cal["before"]["n"] == len(y) == 60
+    ece, mce = _np_ece_mce(_np_softmax(z), y)
+    assert cal["before"]["ece"] == pytest.approx(ece, abs=1e-5) and cal["before"]["mce"] == pytest.approx(mce, abs=1e-5)
+    assert cal["before"]["nll"] == pytest.approx(_np_nll(z, y), abs=1e-5)
+    t = cal["temperature"]
+    ece_t, mce_t = _np_ece_mce(_np_softmax(z, t), y)
+    assert cal["after"]["ece"] == pytest.approx(ece_t, abs=1e-5) and cal["after"]["mce"] == pytest.approx(mce_t, abs=1e-5)
+    assert cal["after"]["nll"] == pytest.approx(_np_nll(z, y, t), abs=1e-5)
+    zv, yv = _logits(model, data.val.images, norm), np.asarray(data.val.labels)
+    if 0.05 < t < 20:  # inside fit_temperature's clamp: a minimum of the validation NLL
+        assert _np_nll(zv, yv, t) <= min(_np_nll(zv, yv, t * 1.05), _np_nll(zv, yv, t / 1.05)) + 1e-9
+
+    rob = trust["robustness"]
+    assert rob["n"] == 24 and rob["kinds"] == options["kinds"] and rob["severities"] == [1, 2, 3, 4, 5]
+    keep = np.sort(np.random.default_rng(3).choice(60, size=24, replace=False))  # the seeded subset
+    imgs, labels = data.test.images[keep], y[keep]
+    assert rob["clean_accuracy"] == pytest.approx((_logits(model, imgs, norm).argmax(1) == labels).mean())
+    for severity, c in zip((1, 3, 5), (0.75, 0.4, 0.15)):  # CIFAR-10-C's contrast: (x - mean) * c + mean
+        x = imgs.astype(np.float64) / 255
+        m = x.mean(axis=(1, 2), keepdims=True)
+        corrupted = np.clip(np.round(255 * np.clip((x - m) * c + m, 0, 1)), 0, 255).astype(np.uint8)
+        acc = (_logits(model, corrupted, norm).argmax(1) == labels).mean()
+        assert abs(rob["accuracy"]["contrast"][severity - 1] - acc) <= 1 / 24 + 1e-9  # a pixel's rounding at most
+    every = [a for k in rob["kinds"] for a in rob["accuracy"][k]]
+    assert len(every) == 50 and rob["mean_corruption_accuracy"] == pytest.approx(statistics.fmean(every))
+    assert rob["relative_drop"] == pytest.approx((rob["clean_accuracy"] - statistics.fmean(every)) / rob["clean_accuracy"])
+    assert trust["seconds"]["total"] >= trust["seconds"]["calibration"] > 0
+
+    # the row: the trust columns of this measurement
+    row = next(csv.DictReader((results_dir / "compare.csv").open()))
+    assert float(row["ece_raw_pct"]) == pytest.approx(100 * ece, abs=0.006)
+    assert float(row["corrupt_mean_pct"]) == pytest.approx(100 * rob["mean_corruption_accuracy"], abs=0.006)
+
+    # the cache: reused; a copied checkpoint (new mtime, same bytes) keeps it; other options or weights do not
+    stamp = (run_dir / TRUST_FILE).stat().st_mtime_ns
+    assert ensure_trust(out, spec, data=data, options=options) == {"lenet5-s0": "cached"}
+    os.utime(run_dir / "best.pt", ns=(stamp + 10**9, stamp + 10**9))
+    assert read_trust(run_dir) is not None and ensure_trust(out, spec, data=data, options=options) == {
+        "lenet5-s0": "cached"}
+    assert (run_dir / TRUST_FILE).stat().st_mtime_ns == stamp
+    assert ensure_trust(out, spec, data=data, options=trust_options(images=12, seed=3)) == {"lenet5-s0": "measured"}
+    assert json.loads((run_dir / TRUST_FILE).read_text())["robustness"]["n"] == 12
+    store_in_checkpoint(run_dir / "best.pt", {"temperature": 2.0})  # other bytes: the measurement is stale
+    assert read_trust(run_dir) is None
+    write_report(out)
+    assert "| lenet5 |" in (out / "report.md").read_text() and "not measured" in (out / "report.md").read_text()
+
+
+def _fake_run(out: Path, name: str, top1: float, trust: dict | None = None) -> None:
+    """A finished run folder as the report reads it: summary.json, a checkpoint's bytes and,
+    with ``trust``, a trust.json keyed to those bytes."""
+    from cifarlab.studies.compare_trust import TRUST_FILE, TRUST_VERSION
+    run_dir = out / "runs" / name
+    run_dir.mkdir(parents=True)
+    (run_dir / "summary.json").write_text(json.dumps({"test": {"top1": top1}, "epochs_run": 2, "wall_time_s": 60.0}))
+    (run_dir / "best.pt").write_bytes(name.encode() * 10)
+    if trust is None:
+        return
+    st = (run_dir / "best.pt").stat()
+    kinds = ["contrast", "fog"]
+    full = {"version": TRUST_VERSION, "device": "cpu, 2 threads",
+            "key": {"checkpoint": "best.pt", "size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": "-"},
+            "calibration": {"temperature": trust["t"], "fitted_on": "val",
+                            "before": {"ece": trust["ece"][0], "mce": 0.2, "nll": 1.5, "n": 100},
+                            "after": {"ece": trust["ece"][1], "mce": 0.1, "nll": 1.2, "n": 100}},
+            "robustness": {"n": 50, "kinds": kinds, "severities": [1, 2, 3, 4, 5],
+                           "accuracy": {k: [trust["corrupt"]] * 5 for k in kinds},
+                           "clean_accuracy": trust["clean"], "mean_corruption_accuracy": trust["corrupt"],
+                           "relative_drop": (trust["clean"] - trust["corrupt"]) / trust["clean"]},
+            "seconds": {"calibration": 1.0, "corruptions": 9.0, "total": 10.0}}
+    (run_dir / TRUST_FILE).write_text(json.dumps(full))
+
+
+@pytest.mark.slow
+def test_report_shows_trust_beside_accuracy_and_says_not_measured(tmp_path, results_dir):
+    """The table's trust columns are each model's mean ± std over the seeds measured (recomputed
+    here); a seed without trust.json is counted, a model without any says "not measured"; the
+    rows of results/compare.csv gain the columns and an older row stays readable."""
+    from cifarlab import results
+    from cifarlab.studies.compare import record_run, record_trust
+    from cifarlab.studies.study import open_study
+    spec = build_compare_spec(["lenet5", "alexnet"], time_budget=0, seeds=3, sets=TINY)
+    out = tmp_path / "c"
+    open_study(out, spec)
+    write_report(out)  # nothing finished: no trust section numbers, no crash
+    assert "No run has finished yet" in (out / "report.md").read_text()
+    trusts = [{"t": 1.4, "ece": (0.08, 0.02), "clean": 0.60, "corrupt": 0.45},
+              {"t": 1.6, "ece": (0.10, 0.03), "clean": 0.62, "corrupt": 0.50}]
+    _fake_run(out, "lenet5-s0", 0.55, trusts[0])
+    _fake_run(out, "lenet5-s1", 0.57, trusts[1])
+    _fake_run(out, "lenet5-s2", 0.56)  # finished, not measured
+    _fake_run(out, "alexnet-s0", 0.70)
+    write_report(out)
+    report = (out / "report.md").read_text()
+    table = report.split("## Results", 1)[1].split("\n\n", 2)[1]
+    head = [c.strip() for c in table.splitlines()[0].strip("|").split("|")]
+    cells = {line.split("|")[1].strip(): [c.strip() for c in line.strip().strip("|").split("|")]
+             for line in table.splitlines()[2:]}
+    assert head[-3:] == ["ECE raw → scaled", "corrupted accuracy", "relative drop"]
+
+    def pm(xs, digits):
+        return f"{100 * statistics.fmean(xs):.{digits}f} ± {100 * statistics.stdev(xs):.{digits}f}%"
+    ece = pm([0.08, 0.10], 2) + " → " + pm([0.02, 0.03], 2)
+    drops = [(t["clean"] - t["corrupt"]) / t["clean"] for t in trusts]
+    assert cells["lenet5"][-3:] == [f"{ece} (2 of 3 seeds)", pm([0.45, 0.50], 1) + " (2 of 3 seeds)",
+                                    pm(drops, 1) + " (2 of 3 seeds)"]
+    assert cells["alexnet"][-3:] == ["not measured"] * 3
+    assert "Not measured yet for every seed of lenet5, alexnet" in report and "--report-only --out" in report
+    assert "| lenet5 | 2 of 3 | 1.500 ± 0.141 |" in report  # the detail table: T's mean ± std
+    png = out / "figures" / "trust.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size <= 200_000
+    assert '<img src="figures/trust.png"' in (out / "report.html").read_text()
+    rows = {r["model"]: r for r in csv.DictReader((out / "tables" / "compare.csv").open())}
+    assert float(rows["lenet5"]["corrupt_mean"]) == pytest.approx(0.475)
+    assert float(rows["lenet5"]["ece_scaled_std"]) == pytest.approx(statistics.stdev([0.02, 0.03]), abs=1e-6)
+    assert rows["alexnet"]["trust_n"] == "0" and rows["alexnet"]["ece_raw_mean"] == ""
+
+    # results/compare.csv: an older row (no trust columns) stays readable when the header grows
+    results.append_row("compare", {"machine": "old", "seed": 9, "model": "lenet5", "test_top1_pct": 50.0})
+    runs = {r.name: r for r in plan(spec)}
+    record_run(out, spec, runs["lenet5-s0"])
+    record_trust(out, spec, runs["lenet5-s1"])
+    old, full, trust_only = results.read_rows("compare")
+    assert old["machine"] == "old" and old["test_top1_pct"] == 50.0 and old["ece_raw_pct"] is None
+    assert full["test_top1_pct"] == 55.0 and full["ece_raw_pct"] == 8.0 and full["corrupt_mean_pct"] == 45.0
+    assert trust_only["test_top1_pct"] is None and trust_only["ece_scaled_pct"] == 3.0 and trust_only["seed"] == 1
+    assert results.measured_accuracy("lenet5")["n"] == 1  # the trust row adds no accuracy to any reader
+    assert record_trust(out, spec, runs["lenet5-s2"]) is None  # nothing measured: no row

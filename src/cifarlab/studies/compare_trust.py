@@ -183,12 +183,14 @@ def ensure_trust(out: Path, spec, *, data=None, load_data: Callable[[], object] 
 def trust_line(trust: dict) -> str:
     """One line: ECE raw -> scaled, mean corruption accuracy and drop, seconds."""
     cal, rob = trust["calibration"], trust["robustness"]
-    after = (cal.get("after") or {}).get("ece")
-    return (f"ECE {100 * cal['before']['ece']:.2f}% -> "
-            + ("—" if after is None else f"{100 * after:.2f}%")
-            + f" (T {cal['temperature']:.3f}, {cal['fitted_on']}), corrupted "
-              f"{100 * rob['mean_corruption_accuracy']:.2f}% vs clean {100 * rob['clean_accuracy']:.2f}% "
-              f"(drop {100 * rob['relative_drop']:.1f}%), {trust['seconds']['total']:.0f} s")
+
+    def pct(v, digits=2):
+        return "—" if v is None else f"{100 * v:.{digits}f}%"
+    t = cal.get("temperature")
+    return (f"ECE {pct(cal['before']['ece'])} -> {pct((cal.get('after') or {}).get('ece'))} "
+            f"(T {'—' if t is None else f'{t:.3f}'}, {cal.get('fitted_on')}), corrupted "
+            f"{pct(rob.get('mean_corruption_accuracy'))} vs clean {pct(rob.get('clean_accuracy'))} "
+            f"(drop {pct(rob.get('relative_drop'), 1)}), {trust['seconds']['total']:.0f} s")
 
 
 def trust_columns(trust: dict | None) -> dict:
