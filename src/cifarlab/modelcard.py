@@ -410,7 +410,7 @@ def render_markdown(card: dict) -> str:
         for para in sec.get("text") or []:
             lines += [para, ""]
         if sec.get("rows"):
-            lines += ["| " + " | ".join(sec["header"]) + " |", "|" + "---|" * len(sec["header"])]
+            lines += ["| " + " | ".join(sec["header"]) + " |", "|---|" + "---:|" * (len(sec["header"]) - 1)]
             lines += ["| " + " | ".join(r) + " |" for r in sec["rows"]] + [""]
     return "\n".join(lines)
 

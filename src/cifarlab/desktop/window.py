@@ -285,7 +285,7 @@ class ModelDetails(QDialog):
         layout.addWidget(self.text)
         layout.addWidget(buttons)
         self.setLayout(layout)
-        self.resize(620, 640)
+        self.resize(640, 720)
         self.card: dict | None = None
 
     def show_card(self, card: dict) -> None:

@@ -42,7 +42,7 @@ from cifarlab.web.limits import ServeLimits
 _INLINE_BYTES = 64 * 1024
 _INLINE_COST = 4 * 2**20  # estimated decode bytes of the whole request
 _INLINE_WORK = 200_000  # pixels x scans of the whole request: a 400x500 baseline JPEG
-_CARD_TTL_S = 30.0  # a model card is read again at most this often (results/ rows may have been added)
+_CARD_TTL_S = 300.0  # an unchanged file's card is read again after this long (results/ may have new rows)
 
 
 def create_app(catalog: Catalog | None = None, limits: ServeLimits | None = None, preload: bool = True,
