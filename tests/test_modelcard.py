@@ -125,6 +125,9 @@ def test_a_shipped_models_card_holds_the_figures_of_its_sources(name):
     prov = raw.get("provenance") or {}
     assert card["training"]["training_time_s"] == prov.get("training_time_s")
     assert card["training"]["epochs_run"] == raw.get("epoch")
+    limit = ((raw.get("plan") or {}).get("budget") or {}).get("budget_s") or (raw.get("config") or {}).get("time_budget")
+    assert (card["training"]["time_budget"] or {}).get("budget_s") == limit
+    assert ("time budget" in md) == bool(limit)
     side_file = path.with_name(path.stem + ".calibration.json")
     side = json.loads(side_file.read_text()) if side_file.is_file() else {}
     temperature = (raw.get("calibration") or {}).get("temperature") or (

@@ -129,7 +129,8 @@ def checkpoint_card(meta: dict, *, name: str, sidecar: dict | None = None,
     summary = {"model": (meta.get("model") or {}).get("name"), "recipe": cfg.get("recipe"),
                "params": {"trainable": params} if isinstance(params, int) else None, "test": test, "data": data,
                "epochs_run": meta.get("epoch"), "epochs_planned": plan.get("epochs") or cfg.get("epochs"),
-               "time_budget": plan.get("budget") if isinstance(plan.get("budget"), dict) else None,
+               "time_budget": plan.get("budget") if isinstance(plan.get("budget"), dict) else (
+                   {"budget_s": cfg["time_budget"]} if isinstance(cfg.get("time_budget"), (int, float)) else None),
                "training_time_s": prov.get("training_time_s"), "hardware": prov.get("hardware"),
                "versions": prov.get("trained_with") or meta.get("versions")}
     measured = measured or {}
