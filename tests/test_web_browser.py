@@ -380,8 +380,9 @@ def card_server(tmp_path_factory):
         "clean_accuracy": 0.5, "mean_corruption_accuracy": 0.37, "relative_drop": 0.26, "n": 10000,
         "kinds": ["gaussian_noise", "fog", "contrast"], "severities": [1, 2, 3, 4, 5]}))
     write_run_card(run)
-    app = create_app(Catalog({"resnet20-with-a-rather-long-run-name": str(run / "best.pt")}, runs=False,
-                             shipped=False), token=TOKEN, examples_home=tmp_path_factory.mktemp("no-home"))
+    plain = write_checkpoint(tmp_path_factory.mktemp("plain") / "plain.pt", top1=0.42)
+    app = create_app(Catalog({"resnet20-with-a-rather-long-run-name": str(run / "best.pt"), "plain": str(plain)},
+                             runs=False, shipped=False), token=TOKEN, examples_home=tmp_path_factory.mktemp("no-home"))
     srv, thread, url = _serve(app)
     yield url
     srv.should_exit = True
@@ -419,5 +420,10 @@ def test_model_details_show_the_card_without_sideways_scrolling(card_server, bro
         assert pg.evaluate("document.body.scrollWidth") <= width
         if width in (1280, 390):
             pg.screenshot(path=str(artifacts / f"web-model-card-{width}.png"), full_page=True)
+        if width == 1280:  # the card follows the menu
+            pg.select_option("#model", "plain")
+            shown = pg.inner_text("#model-card")
+            assert "top-1 42.00%, top-5 90.00% on 100 images." in shown and "cat / dog" not in shown
+            assert "Per-class accuracy: not measured for this file" in shown
     finally:
         pg.close()
