@@ -125,7 +125,8 @@ def test_a_shipped_models_card_holds_the_figures_of_its_sources(name):
     prov = raw.get("provenance") or {}
     assert card["training"]["training_time_s"] == prov.get("training_time_s")
     assert card["training"]["epochs_run"] == raw.get("epoch")
-    limit = ((raw.get("plan") or {}).get("budget") or {}).get("budget_s") or (raw.get("config") or {}).get("time_budget")
+    limit = (((raw.get("plan") or {}).get("budget") or {}).get("budget_s")
+             or (raw.get("config") or {}).get("time_budget"))
     assert (card["training"]["time_budget"] or {}).get("budget_s") == limit
     assert ("time budget" in md) == bool(limit)
     side_file = path.with_name(path.stem + ".calibration.json")
@@ -322,7 +323,8 @@ def test_evaluate_prints_the_card_of_what_it_measured(tmp_path, capsys, monkeypa
     assert card["calibration"]["temperature"] == 0.9
     assert card["calibration"]["ece_before"] == out["calibration"]["before"]["ece"]
     assert card["calibration"]["ece_after"] == out["calibration"]["after"]["ece"]
-    assert card["robustness"]["mean_corruption_accuracy"] == 0.555 and "corruptions.csv" in card["sources"]["robustness"]
+    assert card["robustness"]["mean_corruption_accuracy"] == 0.555
+    assert "corruptions.csv" in card["sources"]["robustness"]
     assert json.loads((tmp_path / "model_card.json").read_text()) == card  # beside the file, as its confusion
     assert main(["evaluate", str(path), "--data", str(data), "--out", str(tmp_path / "out")]) == 0
     printed = capsys.readouterr().out

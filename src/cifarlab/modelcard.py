@@ -187,7 +187,8 @@ def _calibration_from(meta: dict, sidecar: dict | None, row: dict | None, source
         same_t = t is not None and isinstance(row_t, (int, float)) and abs(row_t - t) <= 1e-3 * max(1.0, t)
         sources["calibration"] = _measured_on("calibration", row)
         out = {"n_bins": row.get("n_bins") or N_BINS, "temperature": t, "fitted_on": row.get("fitted_on"),
-               "before": {"ece": _fraction(row, "ece_raw_pct"), "mce": _fraction(row, "mce_raw_pct")}, "n": row.get("n")}
+               "before": {"ece": _fraction(row, "ece_raw_pct"), "mce": _fraction(row, "mce_raw_pct")},
+               "n": row.get("n")}
         if same_t:
             out["after"] = {"ece": _fraction(row, "ece_after_pct"), "mce": _fraction(row, "mce_after_pct")}
         elif t is None:
@@ -332,9 +333,10 @@ def sections(card: dict) -> list[dict]:
                     "rows": [[f"{p['a']} / {p['b']}", str(p["count"]), str(p["a_as_b"]), str(p["b_as_a"])]
                              for p in pairs]})
     else:
-        out.append({"key": "pairs", "title": "Most confused pairs", "text": ["not measured (no confusion matrix for this "
-                                                             "model)."]})
-    out.append({"key": "calibration", "title": "Calibration (test split)", "text": [_calibration_words(card.get("calibration"))]})
+        out.append({"key": "pairs", "title": "Most confused pairs",
+                    "text": ["not measured (no confusion matrix for this model)."]})
+    out.append({"key": "calibration", "title": "Calibration (test split)",
+                "text": [_calibration_words(card.get("calibration"))]})
     rob = card.get("robustness")
     if rob and rob.get("mean_corruption_accuracy") is not None:
         words = (f"Mean corruption accuracy {_pct(rob['mean_corruption_accuracy'])} over "
