@@ -18,6 +18,7 @@ from fastapi.testclient import TestClient  # noqa: E402
 from cifarlab import modelcard, results  # noqa: E402
 from cifarlab.calibration import write_sidecar  # noqa: E402
 from cifarlab.catalog import Catalog  # noqa: E402
+from cifarlab.errors import CifarlabError  # noqa: E402
 from cifarlab.web import create_app  # noqa: E402
 
 from _checkpoints import write_checkpoint  # noqa: E402
@@ -79,6 +80,13 @@ def test_a_card_that_cannot_be_built_is_a_sentence_not_a_500(tmp_path, monkeypat
     (m,) = listing["models"]
     assert m["card"] == {"name": "mine", "kind": "unavailable", "error": "No model card for mine: 'missing'."}
     assert m["card_sections"] == [{"key": "error", "title": None, "text": [m["card"]["error"]]}]
+    # a reason naming the file names it without the server's folder
+
+    def broken(meta, **kw):
+        raise CifarlabError(f"{meta['path']} is damaged; train it again")
+    monkeypatch.setattr(modelcard, "checkpoint_card", broken)
+    (m,) = _listing(Catalog({"mine": str(path)}, runs=False, shipped=False))["models"]
+    assert m["card"]["error"] == "No model card for mine: mine.pt is damaged; train it again."
 
 
 def test_the_card_follows_its_files(tmp_path):

@@ -139,6 +139,8 @@ class _Service:
         found = self._cards.get(key)
         if found is None or found[0] != stamp or time.monotonic() - found[1] > _CARD_TTL_S:
             card = modelcard.public(_model_card(entry.path, entry.name))
+            if card.get("error"):  # e.g. "/srv/runs/x/best.pt asks to run code": the file, not the folder
+                card["error"] = card["error"].replace(str(Path(entry.path).parent) + os.sep, "")
             found = self._cards[key] = (stamp, time.monotonic(), {"card": card,
                                                                   "card_sections": modelcard.sections(card)})
         return found[2]
