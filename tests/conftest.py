@@ -90,6 +90,9 @@ def pytest_configure(config):
 def _isolated_home(tmp_path_factory, monkeypatch):
     home = tmp_path_factory.mktemp("cifarlab-home")
     monkeypatch.setenv("CIFARLAB_HOME", str(home))
+    # rows a test's runs append (studies, comparisons, benchmarks) go to a folder of its own,
+    # never to the checkout's results/; a test that reads the checkout's rows names it
+    monkeypatch.setenv("CIFARLAB_RESULTS", str(tmp_path_factory.mktemp("cifarlab-results")))
     return home
 
 

@@ -279,16 +279,24 @@ def test_evaluate_averages_the_logits_of_the_views(ckpt, lenet, mode):
     assert result["confusion"] == confusion.tolist()
 
 
-# ---------------------------------------------------------------- the shipped model, real data
+# ---------------------------------------------------------------- the shipped models, real data
+def _shipped_names() -> list[str]:
+    from cifarlab.shipped import shipped_models
+    return list(shipped_models()) or ["default"]  # none at all: the default's test says it is missing
+
+
 @pytest.mark.slow
 @pytest.mark.realdata
-def test_shipped_model_states_what_the_predictor_measures(real_data):
-    """The accuracy the model lists show for the shipped model (its checkpoint's ``test``), re-measured
-    on the 10,000 test pictures through the Predictor, the path the apps and `predict` use."""
-    from cifarlab.catalog import Catalog, default_checkpoint
-    path = default_checkpoint()
-    need(path.is_file(), f"no shipped model at {path}: run scripts/package_default_model.py RUN_DIR to make one")
-    stated = Catalog(runs=False).resolve("default").accuracy
+@pytest.mark.parametrize("name", _shipped_names())
+def test_shipped_model_states_what_the_predictor_measures(real_data, name):
+    """The accuracy the model lists show for each shipped model (its checkpoint's ``test``), re-measured
+    on the 10,000 test pictures through the Predictor, the path the apps and `predict` use, single view."""
+    from cifarlab.catalog import Catalog
+    from cifarlab.shipped import shipped_models
+    path = shipped_models().get(name)
+    need(path is not None and path.is_file(),
+         f"no shipped model {name!r}: run scripts/package_model.py RUN_DIR --name {name} to make one")
+    stated = Catalog(runs=False).resolve(name).accuracy
     assert stated == torch.load(path, weights_only=True)["test"]["top1"]
     pred = Predictor(path, device="cpu")
     assert pred.classes == list(real_data.classes)
@@ -299,5 +307,5 @@ def test_shipped_model_states_what_the_predictor_measures(real_data):
         batch = list(images[start:start + 500])
         hits += int((pred.probabilities(batch).argmax(1) == labels[start:start + 500]).sum())
     measured = hits / len(labels)
-    print(f"shipped model: stated {stated:.4f}, measured through the Predictor {measured:.4f}")
+    print(f"shipped model {name}: stated {stated:.4f}, measured through the Predictor {measured:.4f}")
     assert math.isclose(measured, stated, abs_tol=0.003), (measured, stated)

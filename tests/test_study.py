@@ -259,6 +259,39 @@ def test_a_diverging_run_is_recorded_and_the_study_goes_on(tmp_path, data):
     assert set(again.values()) == {"skip"}
 
 
+def test_a_run_its_budget_cannot_hold_is_recorded_and_the_study_goes_on(tmp_path, data):
+    from cifarlab.studies.reading import run_states
+    spec = build_spec(model="lenet5_modern", vary=["time_budget=0.01,0"], sets={**TINY, "epochs": 1})
+    states = {}
+    result = run_study(spec, tmp_path / "s", data=data, on_run=lambda i, n, run, state: states.update({run.name: state}))
+    assert states == {"time_budget=0.01-s0": "too slow", "base-s0": "start"}  # the refusal did not stop the study
+    assert result.too_slow == ["time_budget=0.01-s0"] and result.trained == ["base-s0"]
+    refused = json.loads((tmp_path / "s" / "runs" / "time_budget=0.01-s0" / "too_slow.json").read_text())["error"]
+    assert "time budget cannot hold" in refused and "\n" not in refused
+    runs = plan(spec)
+    assert run_states(tmp_path / "s", runs, {})["time_budget=0.01-s0"] == "does not fit its time budget here"
+    again = {}
+    run_study(spec, tmp_path / "s", data=data, on_run=lambda i, n, run, state: again.update({run.name: state}))
+    assert again == {"time_budget=0.01-s0": "too slow", "base-s0": "skip"}  # tried again, the finished one kept
+
+
+def test_each_run_a_study_trains_is_a_row_of_results_study_csv(tmp_path, data):
+    from cifarlab import results
+    spec = build_spec(model="lenet5_modern", vary=["lr=1e-3,1e-2"], sets={**TINY, "epochs": 1})
+    run_study(spec, tmp_path / "s", data=data)
+    rows = {r["run"]: r for r in results.read_rows("study")}  # CIFARLAB_RESULTS: this test's own folder
+    assert sorted(rows) == ["base-s0", "lr=0.001-s0"]
+    for name, row in rows.items():
+        summary = json.loads((tmp_path / "s" / "runs" / name / "summary.json").read_text())
+        assert row["test_top1_pct"] == pytest.approx(100 * summary["test"]["top1"], abs=0.005)
+        assert row["epochs"] == 1 and row["seed"] == 0 and row["model"] == "lenet5_modern"
+        assert row["command"].startswith("cifarlab study") and row["series"].startswith(spec.name + "@")
+    assert json.loads(rows["lr=0.001-s0"]["factors"]) == {"lr": 0.001}
+    assert results.measured_accuracy("lenet5_modern") is None  # a study's variants are not the model's figure
+    run_study(spec, tmp_path / "s", data=data)  # nothing trained again: no new row
+    assert len(results.read_rows("study")) == 2
+
+
 def test_grid_study_has_one_row_per_combination(tmp_path, data):
     spec = build_spec(model="lenet5_modern", vary=["lr=1e-3,1e-2", "act=relu,tanh"], sets={**TINY, "epochs": 1},
                       grid=True)

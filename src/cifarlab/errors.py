@@ -36,6 +36,10 @@ class TrainingInterrupted(CifarlabError):
         self.run_dir, self.epoch = run_dir, epoch
 
 
+class BudgetTooShort(ConfigError):
+    """A time budget that cannot hold even the shortest run of the model on this machine."""
+
+
 class TrainingDiverged(CifarlabError):
     """The loss became non-finite or exploded."""
 

@@ -270,9 +270,13 @@ def _range(rows: list[dict], key: str) -> tuple | None:
     return (min(values), max(values)) if values else None
 
 
+# kinds whose rows vary a model's settings on purpose (a study's factors): not a model's measured accuracy
+NOT_MODEL_MEASUREMENTS = ("study",)
+
+
 def _accuracy_rows(folder: str | Path | None = None) -> list[dict]:
     rows = []
-    for kind in kinds(folder):
+    for kind in (k for k in kinds(folder) if k not in NOT_MODEL_MEASUREMENTS):
         for r in read_rows(kind, folder):
             if r.get("model") and r.get("test_top1_pct") is not None:
                 rows.append({**r, "kind": kind})

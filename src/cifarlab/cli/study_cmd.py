@@ -87,7 +87,8 @@ def run_study_cmd(args) -> int:
 
     def note(i: int, n: int, run, state: str) -> None:
         said = {"skip": "already done", "resume": "resumed", "start": "trained", "diverged": "DIVERGED (recorded)",
-                "elsewhere": "taken by another worker"}
+                "elsewhere": "taken by another worker",
+                "too slow": "its time budget cannot hold this model here (recorded; tried again next time)"}
         console.print(f"[{i + 1}/{n}] {run.name}: {said.get(state, state)}", highlight=False)
     try:
         result = run_study(spec, out, progress=not args.quiet, on_run=note, storage=args.storage,

@@ -6,7 +6,7 @@ import json
 import statistics
 from pathlib import Path
 
-from cifarlab.studies.study import DIVERGED, PlannedRun
+from cifarlab.studies.study import DIVERGED, TOO_SLOW, PlannedRun
 
 
 def run_record(run_dir: Path) -> dict | None:
@@ -50,6 +50,8 @@ def run_states(out: Path, runs: list[PlannedRun], records: dict) -> dict[str, st
             states[r.name] = "finished"
         elif (folder / DIVERGED).exists():
             states[r.name] = "diverged"
+        elif (folder / TOO_SLOW).exists():
+            states[r.name] = "does not fit its time budget here"
         elif folder.exists():
             n = len(read_history(folder))
             states[r.name] = f"started ({n} epoch{'' if n == 1 else 's'} done; running or stopped)"

@@ -30,6 +30,9 @@ _NOT_IDENTITY = ("runs_dir", "name", "progress", "plots", "tensorboard", "device
 _NOT_FACTORS = ("model_kwargs", "runs_dir", "name", "progress", "recipe", "tensorboard", "plots")
 # written in a run folder whose loss diverged: the run counts as done (rerunning repeats it)
 DIVERGED = "diverged.json"
+# a run whose time budget cannot hold its model's shortest run here: a result of the study,
+# retried by the next call (a quieter or faster machine may fit it)
+TOO_SLOW = "too_slow.json"
 # factors that change the loaded data itself: the study cannot share one copy across runs
 _DATA_FACTORS = ("data", "val")
 # fields added after study folders existed, with their defaults: left out of study.json (and so
@@ -276,6 +279,7 @@ class StudyResult:
     trained: list = field(default_factory=list)  # names trained (or resumed) by this call
     skipped: list = field(default_factory=list)  # names already finished before this call
     elsewhere: list = field(default_factory=list)  # names another worker holds or has done
+    too_slow: list = field(default_factory=list)  # names whose time budget cannot hold their model here
     waiting: list = field(default_factory=list)  # names not done when this call ended (no report yet)
 
 

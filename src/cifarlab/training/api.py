@@ -39,7 +39,7 @@ from cifarlab.training.optim import build_optimizer, build_schedule
 from cifarlab.training.plan import Plan
 from cifarlab.inference.runfolder import write_json
 from cifarlab.training.runs import RunResult, new_run_dir
-from cifarlab.errors import CifarlabError, ConfigError, TrainingInterrupted
+from cifarlab.errors import BudgetTooShort, CifarlabError, ConfigError, TrainingInterrupted
 
 
 def train(config: TrainConfig | dict | None = None, callbacks: Iterable[cbs.Callback] = (),
@@ -74,7 +74,7 @@ def _train_in(cfg: TrainConfig, callbacks, data, sync_bn: bool, run_dir: Path | 
         budget = _plan_budget(cfg, data, device, started) if cfg.time_budget else None
         if budget is not None and not budget.fits:
             if not allow_over_budget:
-                raise ConfigError(over_budget(budget))
+                raise BudgetTooShort(over_budget(budget))
             print(f"cifarlab: warning: {budget.describe()}", file=sys.stderr)
         plan = _plan_of(cfg, budget)
         run_cfg = plan.apply(cfg)
