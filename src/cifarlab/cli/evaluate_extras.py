@@ -118,7 +118,8 @@ def print_card(card: dict) -> None:
             continue
         rows = "; ".join(f"{r[0]} {r[1]} ({r[2]} + {r[3]})" for r in sec.get("rows") or [])
         text = " ".join(t.replace("`", "") for t in sec.get("text") or [])
-        print(f"  {sec['title'] or ''}: {' '.join(x for x in (rows, text) if x)}".rstrip())
+        body = " ".join(x for x in (rows, text) if x)
+        print(f"  {sec['title']}: {body}" if sec["title"] else f"  {body}")
 
 
 def print_extras(extras: dict) -> None:
