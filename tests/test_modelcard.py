@@ -215,7 +215,7 @@ def test_a_checkpoint_card_takes_the_latest_row_of_its_own_file(tmp_path):
     assert f"{raw:.2%} raw, {scaled:.2%} after temperature scaling (T = 0.800" in md
     assert "Mean corruption accuracy 60.00% over 2 kinds x 3 severities, against 80.00% clean (relative drop " \
            "25.00%), on 500 test images." in md
-    assert "Budget: 7 of 7 epochs, 99 s of training, within a 2 min time budget on Some CPU." in md
+    assert "Budget: 7 of 7 epochs, 99 s of training, within a time budget of 2 min on Some CPU." in md
     assert "Per-class accuracy: not measured for this file" in md and "results/calibration.csv, row of" in md
 
 

@@ -387,7 +387,7 @@ def _training_words(tr: dict) -> list[str]:
               f"{_duration(secs)} of training" if isinstance(secs, (int, float)) else None]
     limit = (tr.get("time_budget") or {}).get("budget_s")
     if isinstance(limit, (int, float)):
-        budget.append(f"within a {_duration(limit)} time budget")
+        budget.append(f"within a time budget of {_duration(limit)}")
     hw = tr.get("hardware") or {}
     where = hw.get("device_name") or hw.get("device")
     return [f"Data: {data.get('source') or data.get('format') or 'not recorded'}" + (f" ({sizes})" if sizes else "")
