@@ -275,6 +275,25 @@ def test_a_run_its_budget_cannot_hold_is_recorded_and_the_study_goes_on(tmp_path
     assert again == {"time_budget=0.01-s0": "too slow", "base-s0": "skip"}  # tried again, the finished one kept
 
 
+def test_a_timed_run_stopped_half_way_trains_again_and_an_untimed_one_resumes(tmp_path, monkeypatch):
+    import cifarlab.training as training
+    from cifarlab.studies import run as study_run
+    from cifarlab.studies.study import PlannedRun
+    calls = []
+    monkeypatch.setattr(training, "train", lambda config, **kw: calls.append(("train", config["name"])))
+    monkeypatch.setattr(training, "resume", lambda run_dir, **kw: calls.append(("resume", Path(run_dir).name)))
+    for name, budget in (("timed", 600.0), ("untimed", 0.0)):
+        folder = tmp_path / "runs" / name
+        folder.mkdir(parents=True)
+        (folder / "last.pt").write_bytes(b"an epoch's checkpoint")
+        run = PlannedRun(name, 0, {}, [], {"time_budget": budget, "model": "lenet5"})
+        state = study_run._run_one(run, tmp_path, None, [], False)
+        assert state == ("start" if budget else "resume")
+    assert calls == [("train", "timed"), ("resume", "untimed")]
+    assert not (tmp_path / "runs" / "timed").exists()  # its half-run was removed before training again
+    assert (tmp_path / "runs" / "untimed" / "last.pt").exists()
+
+
 def test_each_run_a_study_trains_is_a_row_of_results_study_csv(tmp_path, data):
     from cifarlab import results
     spec = build_spec(model="lenet5_modern", vary=["lr=1e-3,1e-2"], sets={**TINY, "epochs": 1})

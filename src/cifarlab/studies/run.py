@@ -98,12 +98,15 @@ def _run_one(run: PlannedRun, out: Path, data, callbacks: list, progress: bool) 
     run_dir = out / "runs" / run.name
     if (run_dir / "summary.json").exists() or (run_dir / DIVERGED).exists():
         return "skip"
-    state = "resume" if (run_dir / "last.pt").exists() else "start"
+    # a time-budgeted run stopped half-way trains again from the start: resumed, it would train
+    # longer than its budget in all, and the runs of the study would no longer have equal time
+    timed = bool(run.config.get("time_budget"))
+    state = "resume" if (run_dir / "last.pt").exists() and not timed else "start"
     try:
         if state == "resume":
             resume(run_dir, callbacks=callbacks, data=data, progress=progress)
         else:
-            if run_dir.exists():  # stopped before its first epoch ended: nothing worth keeping
+            if run_dir.exists():  # stopped before its first epoch ended, or timed: nothing worth keeping
                 shutil.rmtree(run_dir)
             config = {**run.config, "runs_dir": str(out / "runs"), "name": run.name, "progress": progress}
             train(config, callbacks=callbacks, data=data)

@@ -105,7 +105,7 @@ def evaluate(run_or_checkpoint, data=None, tta: str | bool = False, split: str =
     loader = saved_norm_loader(part, norm, dev, batch_size, cfg.channels_last)
     recorder = _LogitRecorder(model)
     out = evaluate_model(recorder, loader, meta["classes"], dev, cfg.loss, tta, cfg.amp, cfg.amp_eval)
-    out.update(checkpoint=ckpt["path"], split=split, epoch=meta["epoch"], model=meta["model"]["name"])
+    out.update(checkpoint=ckpt["path"], split=split, epoch=meta.get("epoch"), model=meta["model"]["name"])
     out["calibration"] = _calibration(recorder.logits(len(tta_views(torch.zeros(1, 1, 4, 4), out["tta"]))),
                                       np.asarray(part.labels), meta)
     return out
