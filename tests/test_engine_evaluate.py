@@ -54,3 +54,9 @@ def test_evaluate_a_run_with_tta(tmp_path):
     other = random_cifar(n_train=50, n_test=10, num_classes=5)
     with pytest.raises(DataError, match="classes"):
         evaluate(r.run_dir, data=other)
+    # a slim file without an epoch entry (as a packaged model may be) is evaluated alike
+    from cifarlab.inference.checkpoint import load_checkpoint, save_checkpoint
+    slim = {k: v for k, v in load_checkpoint(r.run_dir).items() if k not in ("epoch", "path")}
+    save_checkpoint(slim, tmp_path / "slim.pt")
+    again = evaluate(tmp_path / "slim.pt", data=data)
+    assert again["top1"] == plain["top1"] and again["epoch"] is None
