@@ -64,7 +64,9 @@ def measure(checkpoint, data, seed: int = 0, device: str = "cpu") -> dict:
                                                   shuffle=False, grayscale=norm.get("grayscale")))
 
     z, y = logits(data.test)
+    top5 = np.argsort(-z, axis=1, kind="stable")[:, :5]
     report = {"checkpoint": str(ckpt["path"]), "n_test": int(len(y)), "accuracy": float((z.argmax(1) == y).mean()),
+              "top5": float((top5 == y[:, None]).any(1).mean()),
               "raw": {**{k: v for k, v in calibration_bins(softmax(z), y).items() if k != "bins"}, "nll": nll(z, y)},
               "max_probability_p99_raw": float(np.quantile(softmax(z).max(1), 0.99))}
     if len(data.val):

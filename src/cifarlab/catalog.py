@@ -366,9 +366,14 @@ def _package_description(ckpt: dict, summary: dict, test: dict) -> str:
         origin = plain_words(model_info(name).reproduces or "")
     except Exception:  # an architecture the registry no longer knows: the plain description
         origin = ""
-    source, sep, what = origin.partition(": ")  # "the Keras tutorial ...: LeNet-5 (...)"
-    if sep:
+    source, sep, what = origin.partition(": ")  # "[modern form of ]the Keras tutorial ...: LeNet-5 (...)"
+    sep = sep if source.startswith(("the ", "modern form of the ")) else ""  # a write-up named, then the net
+    if sep and source.startswith("modern form of "):
+        origin = f"a modern form of {what}, as in {source.removeprefix('modern form of ')}"
+    elif sep:
         origin = f"{what}, as in {source}"
+    elif origin.startswith("modern form of "):
+        origin = "a " + origin
     if origin:
         text += f". {origin[0].upper()}{origin[1:]}"
     return text
