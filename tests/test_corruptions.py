@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import colorsys
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -154,3 +155,14 @@ def test_evaluate_corruptions_on_a_tiny_run(tmp_path):
     written = write_corruptions(r, tmp_path / "out", png=False)
     assert json.loads(written[0].read_text())["accuracy"] == r["accuracy"]
     assert written[1].read_text().splitlines()[0].startswith("kind,s1,s5,mean")
+    # cifarlab evaluate --corruptions keeps it as a row of results/corruptions.csv, keyed by the file
+    import hashlib
+
+    from cifarlab import results
+    from cifarlab.cli.evaluate_extras import _record_corruptions
+    _record_corruptions(r, r["checkpoint"])
+    row, = results.read_rows("corruptions")  # CIFARLAB_RESULTS: this test's own folder
+    assert row["checkpoint_sha256"] == hashlib.sha256(Path(r["checkpoint"]).read_bytes()).hexdigest()
+    assert row["mean_corruption_pct"] == pytest.approx(100 * np.mean(acc), abs=0.005)
+    assert row["clean_top1_pct"] == pytest.approx(100 * r["clean_accuracy"], abs=0.005)
+    assert (row["n"], row["kinds"], str(row["severities"])) == (100, "contrast gaussian_noise", "1 5")

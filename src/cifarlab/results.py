@@ -156,6 +156,14 @@ def append_row(kind: str, row: dict, folder: str | Path | None = None) -> Path:
         return _append(path, kind, row, folder)
 
 
+def record(kind: str, row: dict) -> Path | None:
+    """``append_row`` where a results folder is kept (``$CIFARLAB_RESULTS``, or ``results/`` of
+    the checkout the code runs from); None, and nothing written, for an installed package."""
+    if not (os.environ.get("CIFARLAB_RESULTS") or results_dir().is_dir()):
+        return None
+    return append_row(kind, row)
+
+
 @contextlib.contextmanager
 def _locked(path: Path):
     """An exclusive lock on ``.<name>.lock`` beside ``path`` (POSIX; elsewhere none)."""

@@ -63,6 +63,7 @@ def evaluate_extras(args: argparse.Namespace, result: dict, out_dir: Path | None
         corr = evaluate_corruptions(ckpt, data=args.data, kinds=kinds, severities=sevs, seed=args.seed,
                                     device=args.device, limit=args.limit, progress=say)
         extras["corruptions"] = corr
+        _record_corruptions(corr, ckpt)
         if out_dir is not None:
             extras["written"] += [str(p) for p in write_corruptions(corr, out_dir)]
     if result.get("split") == "test":
@@ -176,3 +177,19 @@ def write_explanations(predictor, results, folder: str | Path, method: str = "gr
         written.append(folder / name)
     print(f"{len(written)} saliency overlay(s) written to {folder}", file=sys.stderr)
     return written
+
+
+def _record_corruptions(corr: dict, checkpoint) -> None:
+    """The robustness of this file as a row of results/corruptions.csv (where a results folder is
+    kept): what its model card reads, keyed by the file's SHA-256."""
+    import hashlib
+
+    from cifarlab import results
+    path = Path(corr["checkpoint"])
+    pct = (lambda v: None if v is None else round(100 * v, 2))
+    results.record("corruptions", {
+        "model": corr["model"], "checkpoint": path.name,
+        "checkpoint_sha256": hashlib.sha256(path.read_bytes()).hexdigest(), "seed": corr["seed"], "n": corr["n"],
+        "clean_top1_pct": pct(corr["clean_accuracy"]), "mean_corruption_pct": pct(corr["mean_corruption_accuracy"]),
+        "relative_drop_pct": pct(corr["relative_drop"]), "kinds": " ".join(corr["kinds"]),
+        "severities": " ".join(str(s) for s in corr["severities"]), "total_s": corr["total_seconds"]})

@@ -56,20 +56,17 @@ def record_study_run(out: Path, spec: StudySpec, run: PlannedRun) -> Path | None
     """Append ``run``'s row to results/study.csv where a results folder exists (a checkout's
     ``results/``, or ``$CIFARLAB_RESULTS``); an installed package gets no folder made for it."""
     import json
-    import os
 
     from cifarlab import results
     from cifarlab.inference.runfolder import read_summary
     from cifarlab.studies.claims import study_key
     from cifarlab.studies.report import study_command
-    if not (os.environ.get("CIFARLAB_RESULTS") or results.results_dir().is_dir()):
-        return None
     s = read_summary(out / "runs" / run.name)
     if not s:
         return None
     hw, test, best = s.get("hardware") or {}, s.get("test") or {}, s.get("val_best") or {}
     pct = (lambda v: None if v is None else round(100 * v, 2))
-    return results.append_row("study", {
+    return results.record("study", {
         "machine": hw.get("device_name"), "cores": hw.get("cores"), "bf16": hw.get("bf16_native"),
         "command": study_command(spec, out), "seed": run.seed,
         "series": f"{spec.name}@{study_key(spec).rpartition(':')[2]}", "preset": spec.preset,
