@@ -182,10 +182,10 @@ def test_cli_compare_report_only_and_errors(tmp_path, results_dir, capsys):
     assert main(["compare", "--report-only", "--out", str(out)]) == 0 and (out / "report.md").exists()
     trust.unlink()
     assert main(["compare", "--report-only", "--no-trust", "--out", str(out)]) == 0 and not trust.exists()
-    assert "| not measured | not measured | not measured |" in (out / "report.md").read_text()
+    assert "| not\u00a0measured | not\u00a0measured | not\u00a0measured |" in (out / "report.md").read_text()
     assert main(["compare", "--report-only", "--trust-images", "8", "--out", str(out)]) == 0
     assert json.loads(trust.read_text())["robustness"]["n"] == 8
-    assert "not measured" not in (out / "report.md").read_text()
+    assert "not\u00a0measured" not in (out / "report.md").read_text()
     capsys.readouterr()
     assert main(["compare", "--report-only", "--trust-images", "0", "--out", str(out)]) == 1
     assert "cifarlab: error: --trust-images 0 must be at least 1" in capsys.readouterr().err
@@ -326,7 +326,7 @@ def test_trust_numbers_match_a_numpy_reference_and_are_cached(tmp_path, results_
     store_in_checkpoint(run_dir / "best.pt", {"temperature": 2.0})  # other bytes: the measurement is stale
     assert read_trust(run_dir) is None
     write_report(out)
-    assert "| lenet5 |" in (out / "report.md").read_text() and "not measured" in (out / "report.md").read_text()
+    assert "| lenet5 |" in (out / "report.md").read_text() and "not\u00a0measured" in (out / "report.md").read_text()
 
 
 def _fake_run(out: Path, name: str, top1: float, trust: dict | None = None) -> None:
@@ -374,7 +374,7 @@ def test_report_shows_trust_beside_accuracy_and_says_not_measured(tmp_path, resu
     _fake_run(out, "lenet5-s2", 0.56)  # finished, not measured
     _fake_run(out, "alexnet-s0", 0.70)
     write_report(out)
-    report = (out / "report.md").read_text()
+    report = (out / "report.md").read_text().replace("\u00a0", " ")  # cells keep "9.00 ± 1.41%" on one line
     table = report.split("## Results", 1)[1].split("\n\n", 2)[1]
     head = [c.strip() for c in table.splitlines()[0].strip("|").split("|")]
     cells = {line.split("|")[1].strip(): [c.strip() for c in line.strip().strip("|").split("|")]

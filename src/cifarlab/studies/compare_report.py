@@ -121,10 +121,13 @@ def _csv(rows: list[dict]) -> str:
     return buf.getvalue()
 
 
+NB = "\u00a0"  # a space a table cell does not break at: "9.23 ± 0.50%" stays on one line
+
+
 def _pct(mean, std, digits: int = 2) -> str:
     if mean is None:
         return "—"
-    return f"{100 * mean:.{digits}f}" + (f" ± {100 * std:.{digits}f}" if std is not None else "") + "%"
+    return f"{100 * mean:.{digits}f}" + (f"{NB}±{NB}{100 * std:.{digits}f}" if std is not None else "") + "%"
 
 
 def _measured(r: dict, cell: str) -> str:
@@ -133,7 +136,7 @@ def _measured(r: dict, cell: str) -> str:
     if not r["n"]:
         return "—"
     if not r["trust_n"]:
-        return "not measured"
+        return f"not{NB}measured"
     return cell + (f" ({r['trust_n']} of {r['n']} seeds)" if r["trust_n"] < r["n"] else "")
 
 
@@ -152,7 +155,7 @@ def _table(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
         if r["top1_mean"] is not None and r["writeup"]:
             diff = f"{100 * (r['top1_mean'] - r['writeup']):+.2f} points"
         body.append([r["model"], f"{r['params']:,}" if r["params"] else "—",
-                     f"{r['macs'] / 1e6:,.1f} M" if r["macs"] else "—",
+                     f"{r['macs'] / 1e6:,.1f}{NB}M" if r["macs"] else "—",
                      "—" if r["epochs_mean"] is None else f"{r['epochs_mean']:.1f}",
                      _pct(r["top1_mean"], r["top1_std"]),
                      f"≈{100 * r['writeup']:.0f}%" if r["writeup"] else "—", diff,
