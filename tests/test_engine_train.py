@@ -255,11 +255,13 @@ def test_run_folder_is_complete(tmp_path, tiny):
         assert 0 < value["train_loss"] < 2 * math.log(10)  # a per-image mean of CE over 10 classes
         assert value["images_per_s"] == pytest.approx(n_train / value["train_time"], rel=1e-6)
         assert 0 < value["train_time"] <= value["epoch_time"]
+        assert value["load_1m"] >= 0  # the machine's load as the epoch ended
     assert float(rows[1]["val_loss"]) == pytest.approx(smoothed_ce, rel=1e-5)
     assert float(rows[1]["val_acc"]) == pytest.approx(np.mean(logits.argmax(1) == y), abs=1e-12)
     assert [json.loads(line)["lr"] for line in (run / "metrics.jsonl").read_text().splitlines()] == \
         [float(r["lr"]) for r in rows]
     summary = json.loads((run / "summary.json").read_text())
+    assert summary["load_1m_max"] == max(float(r["load_1m"]) for r in rows)
     assert set(summary["test"]["per_class"]) == set(tiny.classes)
     assert summary["selection"]["metric"] == "val_acc" and summary["val_best"]["epoch"] in (1, 2)
     assert summary["hardware"]["cores"] >= 1 and summary["hardware"]["cpu"]

@@ -482,6 +482,8 @@ def _summary(learner: Learner, cfg, run_dir: Path, hw: dict, seconds: float, tes
         "test": {k: test[k] for k in ("n", "top1", "top5", "loss", "binary_accuracy", "tta", "per_class") if k in test},
         "training_time_s": round(seconds, 2),
         "images_per_s": round(statistics.median(rates), 1) if rates else None,
+        # the highest 1-minute load average at an epoch's end: over the cores, other work shared them
+        "load_1m_max": max((h["load_1m"] for h in history if "load_1m" in h), default=None),
         "params": {"trainable": params.trainable, "non_trainable": params.non_trainable},
         "hardware": hw, "data": learner.meta["data"], "versions": versions(),
     }

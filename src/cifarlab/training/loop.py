@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import os
 import time
 from typing import Any, Callable, Iterable
 
@@ -289,6 +290,8 @@ class Learner:
         m["lr"] = self.lr
         m["train_time"] = seconds
         m["images_per_s"] = train.n * self.dist.world_size / max(seconds, 1e-9)
+        if hasattr(os, "getloadavg"):  # the machine's load as the epoch ended: a timing taken under load says so
+            m["load_1m"] = round(os.getloadavg()[0], 2)
         return m
 
     def validate(self) -> dict:
