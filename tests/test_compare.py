@@ -189,6 +189,12 @@ def test_cli_compare_report_only_and_errors(tmp_path, results_dir, capsys):
     capsys.readouterr()
     assert main(["compare", "--report-only", "--trust-images", "0", "--out", str(out)]) == 1
     assert "cifarlab: error: --trust-images 0 must be at least 1" in capsys.readouterr().err
+    trust.unlink()  # the data gone: each run says why it is not measured, the report is still written
+    Path(data_dir).rename(tmp_path / "moved")
+    assert main(["compare", "--report-only", "--out", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert "trust lenet5-s0: not measured:" in err and "does not exist" in err and "Traceback" not in err
+    assert "| not\u00a0measured | not\u00a0measured | not\u00a0measured |" in (out / "report.md").read_text()
     assert main(["study", "--report-only", "--out", str(out)]) == 0  # the study command knows it too
     capsys.readouterr()
     assert main(["compare", "--models", "lenet5,nosuchnet"]) == 1
