@@ -74,3 +74,19 @@ mutation: setup
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info .pytest_cache
+
+# The Keras 3 side of benchmarks/keras_throughput.py, in a virtualenv of its own: keras and
+# tensorflow-cpu are no cifarlab dependencies (nothing in src/ imports them). Set-up only:
+# `make keras-throughput` then times cifarlab against Keras (docs/keras-throughput.md).
+KERAS_VENV ?= .venv-keras
+KERAS_PKGS ?= tensorflow-cpu==2.21.0 keras==3.15.1
+.PHONY: keras-env keras-throughput
+keras-env: $(KERAS_VENV)/.installed
+
+$(KERAS_VENV)/.installed: Makefile
+	$(PYTHON) -m venv $(KERAS_VENV)
+	$(KERAS_VENV)/bin/python -m pip install --quiet $(KERAS_PKGS)
+	touch $@
+
+keras-throughput: setup-core keras-env
+	$(PY) benchmarks/keras_throughput.py --keras-python $(KERAS_VENV)/bin/python $(KERAS_ARGS)
