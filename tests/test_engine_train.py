@@ -16,7 +16,7 @@ from cifarlab.training import Callback, TrainingInterrupted, evaluate, resume, t
 from _callbacks import StopAfter
 from cifarlab.inference.checkpoint import FORMAT
 from cifarlab.training.optim import OneCycle, Plateau, Step
-from cifarlab.errors import TrainingDiverged
+from cifarlab.errors import CifarlabError, TrainingDiverged
 
 from conftest import need_module
 
@@ -110,23 +110,27 @@ def test_plateau_schedule_in_a_run(tmp_path, tiny):
 
 
 @pytest.mark.slow  # several epochs of training: 5-20 CPU-s
-@pytest.mark.parametrize("old", [False, True], ids=["today", "older-checkpoint"])
-def test_plateau_resumes_with_its_reduced_lr(tmp_path, tiny, old):
+def test_plateau_resumes_with_its_reduced_lr(tmp_path, tiny):
     base = cfg(tmp_path, schedule="plateau", optimizer="sgd", lr=1e-6, epochs=4, plateau_patience=1,
                plateau_min_delta=1.0, plateau_factor=0.5)
     full = train({**base, "name": "full"}, data=tiny)
     with pytest.raises(TrainingInterrupted):
         train({**base, "name": "cut"}, callbacks=[StopAfter(3)], data=tiny)
     last = tmp_path / "runs" / "cut" / "last.pt"
-    if old:  # as main wrote it before issue 13: the plateau's lr in the optimizer, no new fields
-        ckpt = torch.load(last, weights_only=True)
-        lr = ckpt["scheduler"].pop("lr")
-        for group in ckpt["optimizer"]["param_groups"]:
-            group["lr"] = lr
-            del group["lr_scale"]
-        for key in ("bias_lr_scale", "average", "average_decay", "whiten", "whiten_images"):
-            del ckpt["config"][key]
-        torch.save(ckpt, last)
+    good = last.read_bytes()
+    # as main wrote it before the first release (the plateau's lr in the optimizer, no lr_scale):
+    # refused in one line, the folder untouched (no migration path)
+    ckpt = torch.load(last, weights_only=True)
+    lr = ckpt["scheduler"].pop("lr")
+    for group in ckpt["optimizer"]["param_groups"]:
+        group["lr"] = lr
+        del group["lr_scale"]
+    torch.save(ckpt, last)
+    old = last.read_bytes()
+    with pytest.raises(CifarlabError, match="predates the BatchNorm-bias parameter group") as info:
+        resume(last.parent, data=tiny)
+    assert "\n" not in str(info.value) and last.read_bytes() == old
+    last.write_bytes(good)
     resumed = resume(last.parent, data=tiny)
 
     def lrs(r):

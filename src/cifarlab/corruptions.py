@@ -321,23 +321,11 @@ def evaluate_corruptions(checkpoint, data=None, kinds=DEFAULT_KINDS, severities=
     called after each copy.
     """
     from cifarlab.training.calibrate import collect_logits
-    from cifarlab.training.evaluation import saved_norm_loader
     from cifarlab.data.types import Split
-    from cifarlab.inference.checkpoint import load_checkpoint, load_model
-    from cifarlab.training.config import TrainConfig
-    from cifarlab.training.dataset import data_for
-    from cifarlab.inference.hardware import pick_device
+    from cifarlab.training.evaluation import checkpoint_with_data, saved_norm_loader
     for s in severities:
         params(kinds[0] if kinds else "contrast", s)
-    ckpt = load_checkpoint(checkpoint)
-    dev = pick_device(device or "auto")
-    model, meta = load_model(ckpt, dev)
-    if data is None or isinstance(data, (str, Path)):
-        cfg = TrainConfig.from_dict(meta["config"])
-        data = data_for(cfg.override({"data": str(data)} if data else {}), progress=False)
-    if list(data.classes) != list(meta["classes"]):
-        raise CifarlabError(f"the data's classes {data.classes[:3]}... differ from the checkpoint's "
-                            f"{meta['classes'][:3]}...; evaluate on the data set it was trained on")
+    ckpt, model, meta, _, data, dev = checkpoint_with_data(checkpoint, data, device)
     test = data.test
     images, labels = np.asarray(test.images), np.asarray(test.labels)
     if limit and limit < len(labels):

@@ -118,15 +118,8 @@ def calibrate_checkpoint(checkpoint, data=None, device: str | None = None, store
     ``cross_fit``: where the data has no validation split, measure the test split by 2-fold
     cross-fitting (``cross_fitted_report``) instead of refusing; nothing is stored then.
     """
-    from cifarlab.training.config import TrainConfig
-    from cifarlab.training.dataset import data_for
-    from cifarlab.inference.hardware import pick_device
-    ckpt = load_checkpoint(checkpoint)
-    dev = pick_device(device or "auto")
-    model, meta = load_model(ckpt, dev)
-    cfg = TrainConfig.from_dict(meta["config"])
-    if data is None or isinstance(data, (str, Path)):
-        data = data_for(cfg.override({"data": str(data)} if data else {}), progress=False)
+    from cifarlab.training.evaluation import checkpoint_with_data
+    ckpt, model, meta, _, data, dev = checkpoint_with_data(checkpoint, data, device)
     if len(data.val) == 0 and cross_fit:
         return cross_fitted_report(collect_logits(model, saved_norm_loader(data.test, meta["normalize"], dev)))
     if len(data.val) == 0:

@@ -141,6 +141,30 @@ def improved(value: float, best: float | None, mode: str, min_delta: float = 0.0
     return value < best - min_delta if mode == "min" else value > best + min_delta
 
 
+class Patience:
+    """The best value of a metric so far and the epochs since it last improved by more than
+    ``min_delta``: what early stopping and the plateau lr count (best.pt needs ``improved`` only)."""
+
+    def __init__(self, patience: int, mode: str, min_delta: float = 0.0):
+        self.patience, self.mode, self.min_delta = patience, mode, abs(min_delta)
+        self.best: float | None = None
+        self.wait = 0
+
+    def ran_out(self, value: float) -> bool:
+        """Count this epoch's ``value``; True when ``patience`` epochs in a row did not improve."""
+        if improved(value, self.best, self.mode, self.min_delta):
+            self.best, self.wait = value, 0
+            return False
+        self.wait += 1
+        return self.wait >= self.patience
+
+    def state_dict(self) -> dict:
+        return {"best": self.best, "wait": self.wait}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.best, self.wait = state.get("best"), state.get("wait", 0)
+
+
 class EarlyStopping(Callback):
     """Keras EarlyStopping: stop after ``patience`` epochs without an improvement > min_delta."""
 
@@ -148,29 +172,21 @@ class EarlyStopping(Callback):
 
     def __init__(self, monitor: str = "val_loss", patience: int = 10, min_delta: float = 0.0,
                  mode: str = "auto"):
-        self.monitor, self.patience, self.min_delta = monitor, patience, abs(min_delta)
-        self.mode = metric_mode(monitor, mode)
-        self.best: float | None = None
-        self.wait = 0
+        self.monitor = monitor
+        self.count = Patience(patience, metric_mode(monitor, mode), min_delta)
 
     def after_epoch(self, learn) -> None:
         name, value = monitored(learn.metrics, self.monitor)
-        if value is None:
-            return
-        if improved(value, self.best, self.mode, self.min_delta):
-            self.best, self.wait = value, 0
-            return
-        self.wait += 1
-        if self.wait >= self.patience:
+        if value is not None and self.count.ran_out(value):
             learn.stop = True
-            learn.stop_reason = (f"early stopping: {name} did not improve for {self.patience} "
-                                 f"epochs (best {self.best:.4f})")
+            learn.stop_reason = (f"early stopping: {name} did not improve for {self.count.patience} "
+                                 f"epochs (best {self.count.best:.4f})")
 
     def state_dict(self) -> dict:
-        return {"best": self.best, "wait": self.wait}
+        return self.count.state_dict()
 
     def load_state_dict(self, state: dict) -> None:
-        self.best, self.wait = state.get("best"), state.get("wait", 0)
+        self.count.load_state_dict(state)
 
 
 # ---------------------------------------------------------------- saving

@@ -78,13 +78,11 @@ def saved_norm_loader(split, norm: dict, device: torch.device, batch_size: int =
                         grayscale=norm.get("grayscale"), channels_last=channels_last)
 
 
-def evaluate(run_or_checkpoint, data=None, tta: str | bool = False, split: str = "test",
-             batch_size: int = 500, device: str | None = None) -> dict:
-    """Evaluate a run folder (its best.pt) or a checkpoint file on the test (or val) split.
-
-    ``data`` is a CifarData, a path, or None for the source the run was trained on
-    (the same val size and seed, so ``split="val"`` is the same validation set).
-    """
+def checkpoint_with_data(run_or_checkpoint, data=None, device: str | None = None):
+    """(checkpoint, model on the device, its meta, its config, the data, the device): a checkpoint
+    and the data it is measured on -- ``data`` a CifarData, a path, or None for the source the run
+    was trained on (the same val size and seed) -- whose classes must be the checkpoint's.
+    What evaluate, calibrate and the corruption suite start from."""
     ckpt = load_checkpoint(run_or_checkpoint)
     dev = pick_device(device or "auto")
     model, meta = load_model(ckpt, dev)
@@ -94,6 +92,17 @@ def evaluate(run_or_checkpoint, data=None, tta: str | bool = False, split: str =
     if list(data.classes) != list(meta["classes"]):
         raise DataError(f"the data's classes {data.classes[:3]}... differ from the checkpoint's "
                         f"{meta['classes'][:3]}...; evaluate on the data set it was trained on")
+    return ckpt, model, meta, cfg, data, dev
+
+
+def evaluate(run_or_checkpoint, data=None, tta: str | bool = False, split: str = "test",
+             batch_size: int = 500, device: str | None = None) -> dict:
+    """Evaluate a run folder (its best.pt) or a checkpoint file on the test (or val) split.
+
+    ``data`` is a CifarData, a path, or None for the source the run was trained on
+    (the same val size and seed, so ``split="val"`` is the same validation set).
+    """
+    ckpt, model, meta, cfg, data, dev = checkpoint_with_data(run_or_checkpoint, data, device)
     if split not in ("test", "val"):
         raise ConfigError(f"split={split!r} must be test or val")
     part = getattr(data, split)

@@ -15,7 +15,7 @@ import math
 import torch
 from torch import nn
 
-from cifarlab.training.callbacks import improved, metric_mode, monitored
+from cifarlab.training.callbacks import Patience, metric_mode, monitored
 from cifarlab.training.config import TrainConfig
 from cifarlab.errors import ConfigError
 
@@ -144,8 +144,8 @@ class Step(Schedule):
         return self.base_lr * self.gamma ** passed
 
 
-class Cosine(Schedule):
-    """Linear warm-up over ``warmup`` of the steps, then half a cosine down to zero."""
+class _WarmUp(Schedule):
+    """A schedule whose first ``warmup`` share of the steps (``self.warm`` of them) warms up."""
 
     def __init__(self, base_lr, total_steps, steps_per_epoch, warmup):
         self.warmup = warmup
@@ -154,6 +154,10 @@ class Cosine(Schedule):
     def _plan(self, total_steps: int) -> None:
         super()._plan(total_steps)
         self.warm = int(self.warmup * self.total_steps)
+
+
+class Cosine(_WarmUp):
+    """Linear warm-up over ``warmup`` of the steps, then half a cosine down to zero."""
 
     def lr_of(self, step: float) -> float:
         if step < self.warm:
@@ -162,18 +166,10 @@ class Cosine(Schedule):
         return self.base_lr * 0.5 * (1 + math.cos(math.pi * min(t, 1.0)))
 
 
-class OneCycle(Schedule):
+class OneCycle(_WarmUp):
     """Linear from lr/10 up to lr over ``warmup`` of the steps, then linear down to zero."""
 
     start_fraction = 0.1  # warm-up starts at lr/10: large enough to move, small enough to be stable
-
-    def __init__(self, base_lr, total_steps, steps_per_epoch, warmup):
-        self.warmup = warmup
-        super().__init__(base_lr, total_steps, steps_per_epoch)
-
-    def _plan(self, total_steps: int) -> None:
-        super()._plan(total_steps)
-        self.warm = int(self.warmup * self.total_steps)
 
     def lr_of(self, step: float) -> float:
         if step < self.warm:
@@ -190,33 +186,25 @@ class Plateau(Schedule):
     def __init__(self, base_lr, total_steps, steps_per_epoch, factor, patience, min_delta,
                  monitor, min_lr):
         super().__init__(base_lr, total_steps, steps_per_epoch)
-        self.factor, self.patience, self.min_delta = factor, patience, min_delta
-        self.monitor, self.mode, self.min_lr = monitor, metric_mode(monitor), min_lr
+        self.factor, self.monitor, self.min_lr = factor, monitor, min_lr
+        self.count = Patience(patience, metric_mode(monitor), min_delta)
         self.lr = base_lr  # the current lr: the state a resumed run needs
-        self.best: float | None = None
-        self.wait = 0
 
     def lr_of(self, step: float) -> float:
         return self.lr
 
     def observe(self, metrics: dict) -> None:
         _, value = monitored(metrics, self.monitor)
-        if value is None:
-            return
-        if improved(value, self.best, self.mode, self.min_delta):
-            self.best, self.wait = value, 0
-            return
-        self.wait += 1
-        if self.wait >= self.patience:
-            self.wait = 0
+        if value is not None and self.count.ran_out(value):
+            self.count.wait = 0
             self.lr = max(self.lr * self.factor, self.min_lr)
 
     def state_dict(self) -> dict:
-        return {**super().state_dict(), "best": self.best, "wait": self.wait, "lr": self.lr}
+        return {**super().state_dict(), **self.count.state_dict(), "lr": self.lr}
 
     def load_state_dict(self, state: dict) -> None:
         super().load_state_dict(state)
-        self.best, self.wait = state.get("best"), state.get("wait", 0)
+        self.count.load_state_dict(state)
         self.lr = state.get("lr", self.lr)
 
 
