@@ -347,11 +347,12 @@ def _fake_run(out: Path, name: str, top1: float, trust: dict | None = None) -> N
         return
     st = (run_dir / "best.pt").stat()
     kinds = ["contrast", "fog"]
+    bins = [{"lo": 0.6, "hi": 2 / 3, "count": 40, "confidence": 0.63, "accuracy": 0.5}]
     full = {"version": TRUST_VERSION, "device": "cpu, 2 threads",
             "key": {"checkpoint": "best.pt", "size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": "-"},
             "calibration": {"temperature": trust["t"], "fitted_on": "val",
-                            "before": {"ece": trust["ece"][0], "mce": 0.2, "nll": 1.5, "n": 100},
-                            "after": {"ece": trust["ece"][1], "mce": 0.1, "nll": 1.2, "n": 100}},
+                            "before": {"ece": trust["ece"][0], "mce": 0.2, "nll": 1.5, "n": 100, "bins": bins},
+                            "after": {"ece": trust["ece"][1], "mce": 0.1, "nll": 1.2, "n": 100, "bins": bins}},
             "robustness": {"n": 50, "kinds": kinds, "severities": [1, 2, 3, 4, 5],
                            "accuracy": {k: [trust["corrupt"]] * 5 for k in kinds},
                            "clean_accuracy": trust["clean"], "mean_corruption_accuracy": trust["corrupt"],
@@ -396,9 +397,10 @@ def test_report_shows_trust_beside_accuracy_and_says_not_measured(tmp_path, resu
     assert cells["alexnet"][-3:] == ["not measured"] * 3
     assert "Not measured yet for every seed of lenet5, alexnet" in report and "--report-only --out" in report
     assert "| lenet5 | 2 of 3 | 1.500 ± 0.141 |" in report  # the detail table: T's mean ± std
-    png = out / "figures" / "trust.png"
-    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size <= 200_000
-    assert '<img src="figures/trust.png"' in (out / "report.html").read_text()
+    for fig in ("trust", "reliability"):
+        png = out / "figures" / f"{fig}.png"
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size <= 200_000
+        assert f'<img src="figures/{fig}.png"' in (out / "report.html").read_text()
     rows = {r["model"]: r for r in csv.DictReader((out / "tables" / "compare.csv").open())}
     assert float(rows["lenet5"]["corrupt_mean"]) == pytest.approx(0.475)
     assert float(rows["lenet5"]["ece_scaled_std"]) == pytest.approx(statistics.stdev([0.02, 0.03]), abs=1e-6)

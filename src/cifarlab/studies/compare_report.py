@@ -100,6 +100,7 @@ def trust_summary(trusts: list[dict]) -> dict:
     for name, path in _TRUST_FIELDS.items():
         out[f"{name}_mean"], out[f"{name}_std"] = _mean_std([_dig(t, path) for t in trusts])
     out["fitted_on"] = sorted({str(t["calibration"].get("fitted_on")) for t in trusts})
+    out["bins"] = [{k: (t["calibration"].get(k) or {}).get("bins") for k in ("before", "after")} for t in trusts]
     out["trust_images"] = sorted({t["robustness"].get("n") for t in trusts})
     out["trust_test_n"] = sorted({t["calibration"]["before"].get("n") for t in trusts})
     out["trust_device"] = sorted({str(t.get("device")) for t in trusts})
@@ -263,7 +264,9 @@ def write_compare_report(out: str | Path) -> Path:
                      f"training images held out for validation), tested once on the test set, which is never "
                      f"used for selection; mean ± sample std over seeds. Epochs done: a cut last epoch counts "
                      f"as its share. Seconds: the whole run, from the start of training to the end of the "
-                     f"test. CSV: [tables/compare.csv](tables/compare.csv)")]
+                     f"test. ECE raw → scaled, corrupted accuracy and its relative drop: measured after "
+                     f"training, as told under Calibration and robustness. "
+                     f"CSV: [tables/compare.csv](tables/compare.csv)")]
     if plots.available():
         if accuracy_figure(rows, out / "figures" / "accuracy.png", settings + " settings"):
             blocks.append(("img", "figures/accuracy.png", "test accuracy, ours beside the write-up's"))
@@ -334,7 +337,46 @@ def _trust_blocks(out: Path, rows: list[dict], figures: bool) -> list:
                    [[r["model"], *[_pct(r["per_kind"].get(k), None, 1) for k in kinds]] for r in measured]))
     if figures and trust_figure(measured, out / "figures" / "trust.png"):
         blocks.append(("img", "figures/trust.png", "clean against corrupted accuracy, and ECE raw and scaled"))
+    if figures and reliability_figure(measured, out / "figures" / "reliability.png"):
+        blocks.append(("img", "figures/reliability.png", "reliability diagrams, raw and temperature-scaled"))
     return blocks
+
+
+def reliability_figure(rows: list[dict], path: Path) -> bool:
+    """One reliability diagram per model: accuracy against mean confidence in each non-empty
+    bin of the test split, raw and temperature-scaled, one line per measured seed."""
+    drawn = [r for r in rows if any(b.get("before") for b in r.get("bins", []))]
+    if not drawn:
+        return False
+    plt = _pyplot()
+    cols = min(len(drawn), 5)
+    nrows = -(-len(drawn) // cols)
+    fig, axes = plt.subplots(nrows, cols, figsize=(max(2.6 * cols + 0.6, 5.5), 2.6 * nrows + 0.5), squeeze=False,
+                             sharex=True, sharey=True)
+    for ax, r in zip(axes.flat, drawn):
+        ax.plot([0, 1], [0, 1], "k--", lw=0.8)
+        for i, seed_bins in enumerate(r["bins"]):
+            for key, color, label in (("before", "#c44e52", "raw"), ("after", "#3b75af", "scaled")):
+                full = [b for b in seed_bins.get(key) or [] if b.get("count")]
+                ax.plot([b["confidence"] for b in full], [b["accuracy"] for b in full], marker="o", markersize=2.5,
+                        lw=1, color=color, alpha=0.85, label=label if i == 0 else None)
+        ax.set_title(r["model"], fontsize=9)
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1)
+    for ax in axes.flat[len(drawn):]:
+        ax.set_visible(False)
+    for ax in axes[:, 0]:
+        ax.set_ylabel("accuracy")
+    for ax in axes[-1, :]:
+        ax.set_xlabel("confidence")
+    fig.suptitle("reliability on the test split (dashed: calibrated)", fontsize=10)
+    for ax in axes.flat:
+        ax.grid(alpha=0.3)
+    axes.flat[0].legend(fontsize=7, loc="upper left")
+    fig.tight_layout()
+    _save(fig, path)
+    plt.close(fig)
+    return True
 
 
 def _list(values: list) -> str:
