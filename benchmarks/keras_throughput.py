@@ -11,7 +11,8 @@ Every measurement runs in a fresh process of its own (TensorFlow's and PyTorch's
 pools never share one), one after the other, interleaved: per round and model, cifarlab
 float32, Keras float32, cifarlab bf16, Keras mixed_bfloat16 (A B A B ...), so a change of
 machine load hits both sides alike. Both sides get the same threads (``--threads``, default
-each library's own: every core).
+each library's own: every core). The bf16 pair runs by default only where the CPU computes
+bf16 natively (elsewhere cifarlab's autocast stays off and Keras emulates bf16, very slowly).
 
 - cifarlab: ``benchmarks/train_throughput.py``'s ``measure`` (the real training step: the
   engine's optimizer, loss and channels-last layout), float32 = ``--no-amp``, bf16 = its
@@ -49,6 +50,7 @@ RESULT = "RESULT "  # a worker's last line: RESULT {json}
 PRECISIONS = ("float32", "bf16")
 KERAS_POLICY = {"float32": "float32", "bf16": "mixed_bfloat16"}
 DEFAULT_MODELS = "googlenet_small:32,resnet18:128"
+CHUNK_IMAGES = 256  # default chunk: this many images (8 batches of 32, 2 of 128)
 
 
 # --------------------------------------------------------------------------- Keras models
@@ -143,6 +145,7 @@ def keras_worker(args: argparse.Namespace) -> dict:
 
     class Clock(keras.callbacks.Callback):
         def on_train_batch_end(self, batch, logs=None):
+            float(logs["loss"])  # the step's result exists: nothing still runs behind the clock
             ends.append(time.perf_counter())
 
     model.fit(data, epochs=1, verbose=0, shuffle=False, callbacks=[Clock()])
@@ -215,11 +218,14 @@ def parse(argv=None) -> argparse.Namespace:
     p.add_argument("--models", default=DEFAULT_MODELS,
                    help=f"MODEL:BATCH, comma separated (default {DEFAULT_MODELS}); models: "
                         f"{', '.join(KERAS_MODELS)}")
-    p.add_argument("--precisions", default=",".join(PRECISIONS),
+    p.add_argument("--precisions", default="auto",
                    help="float32 (cifarlab --no-amp, Keras 'float32') and/or bf16 (cifarlab's bf16 "
-                        "autocast, Keras 'mixed_bfloat16'); default both")
+                        "autocast, Keras 'mixed_bfloat16'), comma separated; default auto: both where "
+                        "the CPU computes bf16 natively, else float32 (Keras emulates bf16 there, "
+                        "tens of times slower: ask for it by name)")
     p.add_argument("--rounds", type=int, default=3, help="interleaved rounds (the figure: median over rounds)")
-    p.add_argument("--batches", type=int, default=8, help="batches per timed chunk")
+    p.add_argument("--batches", type=int, default=None,
+                   help=f"batches per timed chunk (default: {CHUNK_IMAGES} images' worth, at least 1)")
     p.add_argument("--chunks", type=int, default=5, help="timed chunks per measurement (its median is one figure)")
     p.add_argument("--warmup", type=int, default=3, help="untimed batches first (at least 1)")
     p.add_argument("--threads", type=int, default=None,
@@ -241,7 +247,7 @@ def parse(argv=None) -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, help=argparse.SUPPRESS)
     p.add_argument("--precision", choices=PRECISIONS, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
-    if args.warmup < 1 or args.chunks < 1 or args.batches < 1 or args.rounds < 1:
+    if args.warmup < 1 or args.chunks < 1 or (args.batches is not None and args.batches < 1) or args.rounds < 1:
         p.error("--warmup, --chunks, --batches and --rounds must each be at least 1")
     if args.worker:
         return args
@@ -255,6 +261,8 @@ def parse(argv=None) -> argparse.Namespace:
         args.pairs.append((name, int(batch)))
     args.precision_list = [x.strip() for x in args.precisions.split(",") if x.strip()]
     bad = [x for x in args.precision_list if x not in PRECISIONS]
+    if args.precision_list == ["auto"]:  # decided by main(), which knows the CPU
+        bad = []
     if bad or not args.precision_list:
         p.error(f"--precisions: choose from {', '.join(PRECISIONS)}, got {args.precisions!r}")
     if not Path(args.keras_python).exists():
@@ -263,11 +271,15 @@ def parse(argv=None) -> argparse.Namespace:
     return args
 
 
+def chunk_batches(batch: int, args: argparse.Namespace) -> int:
+    return args.batches or max(1, CHUNK_IMAGES // batch)
+
+
 def run_worker(side: str, model: str, batch: int, precision: str, args: argparse.Namespace) -> dict:
     """Start one measurement in a fresh process and return its RESULT; exits on failure."""
     python = args.keras_python if side == "keras" else sys.executable
     cmd = [python, str(Path(__file__).resolve()), "--worker", side, "--model", model,
-           "--batch-size", str(batch), "--precision", precision, "--batches", str(args.batches),
+           "--batch-size", str(batch), "--precision", precision, "--batches", str(chunk_batches(batch, args)),
            "--chunks", str(args.chunks), "--warmup", str(args.warmup),
            "--keras-optimizer", args.keras_optimizer, "--keras-python", args.keras_python]
     cmd += ["--keras-jit"] if args.keras_jit else []
@@ -307,9 +319,16 @@ def main(argv=None) -> None:
     import torch
 
     from _env import environment, record, series_name
+    from cifarlab.inference.hardware import bf16_native
     print(environment(torch.device("cpu"), packages=("torch",)), flush=True)
+    if args.precision_list == ["auto"]:
+        args.precision_list = list(PRECISIONS) if bf16_native(torch.device("cpu")) else ["float32"]
+        if len(args.precision_list) == 1:
+            print("precisions: float32 only: this CPU computes no bf16 natively, so cifarlab would run "
+                  "float32 and Keras' mixed_bfloat16 emulated (--precisions float32,bf16 runs it anyway)")
+    chunking = ", ".join(f"{m} {chunk_batches(b, args)} x {b}" for m, b in args.pairs)
     print(f"cifarlab {sys.executable} | Keras {args.keras_python} | rounds {args.rounds}, "
-          f"{args.chunks} chunks of {args.batches} batches after {args.warmup} warm-up batches | "
+          f"{args.chunks} chunks of {chunking} images after {args.warmup} warm-up batches | "
           f"Keras optimizer {args.keras_optimizer}, jit_compile {'True' if args.keras_jit else 'auto'}", flush=True)
     series = series_name("keras_throughput")
     figures: dict[tuple[str, str, str], list[float]] = {}
@@ -341,7 +360,7 @@ def main(argv=None) -> None:
                         "keras_jit": res.get("jit_compile") if side == "keras" else None,
                         "images_per_s": round(rate), "images_per_s_min": round(min(res["rates"])),
                         "images_per_s_max": round(max(res["rates"])), "chunks": args.chunks,
-                        "batches": args.batches, "warmup": args.warmup, "threads": res["threads"],
+                        "batches": chunk_batches(batch, args), "warmup": args.warmup, "threads": res["threads"],
                         "params": res["params"], "conv_macs": describe(res)[3], "versions": res["versions"],
                         "load_avg": round(os.getloadavg()[0], 2),
                     }, device=torch.device("cpu"), args=args)
