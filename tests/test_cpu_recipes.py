@@ -87,6 +87,7 @@ def test_cpu_recipes_are_fast_recipes_with_existing_models(name):
     assert cfg.amp_eval is (name in ("cpu-2min", "cpu-5min"))
 
 
+@pytest.mark.slow  # two 3-epoch trainings on 5,000 real images: minutes on a float32-only CPU
 def test_cpu_recipe_learns_a_real_subset(real_data, tmp_path):
     """cpu-2min's pieces on 5,000 real images, 3 epochs (2 at low resolution), with its Muon
     filters and with plain SGD instead; ~15 s each. A broken resize or whitening lands near
