@@ -92,7 +92,7 @@ def test_unknown_names_and_untrained_architectures_are_one_line_errors(tmp_path,
     with pytest.raises(ModelError, match="no model called 'nosuch'"):
         resolve("nosuch", reg)
     with pytest.raises(ModelError, match="untrained architecture"):
-        resolve("resnet20", reg)
+        resolve("vgg11", reg)  # an architecture no shipped model is named after (resnet20 is one)
     with pytest.raises(ModelError, match="does not exist"):
         resolve(str(tmp_path / "missing.pt"), reg)
     with pytest.raises(ModelError, match="no best.pt or last.pt"):
@@ -120,9 +120,9 @@ def test_menus_hide_study_and_subset_runs_and_name_each_run_once(tmp_path, reg):
     d1 = _run(tmp_path, reg, "twin", folder="a/twin")
     d2 = _run(tmp_path, reg, "twin", folder="b/twin")
     _run(tmp_path, reg, "broken", status="failed")
-    names = Catalog(registry=reg).names()
-    assert names[0] == "default"
-    assert set(names[1:]) == {"mine", f"twin-{d1['id']}", f"twin-{d2['id']}"}
+    entries = Catalog(registry=reg).entries()
+    assert entries[0].name == "default"
+    assert {e.name for e in entries if e.source == "run"} == {"mine", f"twin-{d1['id']}", f"twin-{d2['id']}"}
     every = Catalog(registry=reg, all_runs=True)
     assert {"act=sigmoid-s0", "small"} <= set(every.names())
     small = every.resolve("small")

@@ -386,7 +386,7 @@ def _training_words(tr: dict) -> list[str]:
               f"{_count(tr['steps'])} steps" if tr.get("steps") is not None else None,
               f"{_duration(secs)} of training" if isinstance(secs, (int, float)) else None]
     limit = (tr.get("time_budget") or {}).get("budget_s")
-    if isinstance(limit, (int, float)):
+    if isinstance(limit, (int, float)) and limit > 0:  # 0: no time budget
         budget.append(f"within a time budget of {_duration(limit)}")
     hw = tr.get("hardware") or {}
     where = hw.get("device_name") or hw.get("device")
