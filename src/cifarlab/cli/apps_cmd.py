@@ -146,6 +146,9 @@ def run_serve(args: argparse.Namespace) -> int:
     if token:
         print(f"cifarlab: API token required: clients send 'Authorization: Bearer <token>'; "
               f"the page: http://{args.host}:{args.port}/#token=<token>", file=sys.stderr)
+    # a decode or forward pass holding the GIL gives it back to the event loop within 1 ms, not
+    # Python's 5: /health and small requests answer while big ones are being worked on
+    sys.setswitchinterval(0.001)
     # on Ctrl-C or SIGTERM, requests still running (a slow upload, say) get at most _GRACE_S
     uvicorn.run(create_app(catalog, limits, token=token), host=args.host, port=args.port, log_level="warning",
                 access_log=False, timeout_graceful_shutdown=_GRACE_S)

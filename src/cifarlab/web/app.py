@@ -30,7 +30,7 @@ import numpy as np
 from cifarlab import __version__
 from cifarlab.catalog import Catalog
 from cifarlab.errors import CifarlabError, ImageError
-from cifarlab.web.batcher import MicroBatcher
+from cifarlab.web.batcher import MicroBatcher, lower_priority
 from cifarlab.web.decode import Budget, Header, Refused, decode_upload, read_header
 from cifarlab.web.gate import Gate
 from cifarlab.web.limits import ServeLimits
@@ -92,11 +92,20 @@ class _Service:
         self._examples: dict[tuple[str, ...], list] = {}
         self.budget = Budget(limits.decode_budget_bytes)
         self._pool = ThreadPoolExecutor(max(1, limits.decode_threads), thread_name_prefix="decode",
-                                        initializer=_lower_priority)
+                                        initializer=lower_priority)
         self._batchers: dict[str, MicroBatcher] = {}
         self._ready: dict[str, tuple[MicroBatcher, list[str], float | None]] = {}  # + classes, temperature
         self._cards: dict[str, tuple] = {}  # name and path -> (file stamps, time read, card)
         self._lock = threading.Lock()
+        self._count: tuple[float, int] | None = None  # (when, how many models) for /health
+
+    async def model_count(self) -> int:
+        """How many models the catalogue lists, counted off the event loop (the catalogue may read
+        the run registry) at most once a second."""
+        now = time.monotonic()
+        if self._count is None or now - self._count[0] > 1.0:
+            self._count = (now, len(await asyncio.to_thread(self.catalog.entries)))
+        return self._count[1]
 
     def lifespan(self, preload: bool):
         import contextlib
@@ -291,17 +300,6 @@ def _stamp(path) -> tuple | None:
     except OSError:
         return None
     return st.st_size, st.st_mtime_ns
-
-
-def _lower_priority(steps: int = 10) -> None:
-    """Make the calling thread yield the CPU to the rest of the server (Linux: threads have
-    their own nice value). Decoding a large picture takes every core it is given; the event
-    loop (and /health) should not wait behind it."""
-    try:
-        tid = threading.get_native_id()
-        os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + steps))
-    except (AttributeError, OSError):  # not Linux-like: the decode threads share the CPU evenly
-        pass
 
 
 def _small(blobs: list[tuple[str, bytes]], headers: list) -> bool:

@@ -10,6 +10,7 @@ which on 2 cores only makes every request slower.
 
 from __future__ import annotations
 
+import os
 import queue
 import threading
 import time
@@ -32,6 +33,19 @@ class _Job:
     arrays: list[np.ndarray]
     future: Future
     call: Callable[[], object] | None = None  # other work on the model, run alone in this thread
+
+
+def lower_priority(steps: int = 10) -> None:
+    """Make the calling thread yield the CPU to the rest of the server (Linux: threads have
+    their own nice value). Decoding a large picture takes every core it is given; the event
+    loop (and /health) should not wait behind it. (The batcher's thread keeps its priority:
+    lowered, it slowed the valid requests under the hostile load and did not help /health;
+    results/serve_load.csv.)"""
+    try:
+        tid = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + steps))
+    except (AttributeError, OSError):  # not Linux-like: the threads share the CPU evenly
+        pass
 
 
 class MicroBatcher:

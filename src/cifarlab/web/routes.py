@@ -20,8 +20,8 @@ STATIC = Path(__file__).parent / "static"
 
 def add_routes(app, service) -> None:
     @app.get("/health", summary="liveness and the number of models")
-    def health() -> dict:
-        return {"status": "ok", "version": __version__, "models": len(service.catalog.entries())}
+    async def health() -> dict:  # on the event loop itself: no thread hop, so it answers while the server is busy
+        return {"status": "ok", "version": __version__, "models": await service.model_count()}
 
     @app.get("/api/models", summary="the models a client may name, with their test accuracy and model card",
              description="Each model has `card` (accuracy, per class, calibration error before and after its "
