@@ -17,7 +17,8 @@ export CIFARLAB_DATA ?= $(SHARED_DATA)
 
 .PHONY: setup setup-core sysdeps train test test-fast mutation clean
 
-# setup-core: torch, numpy, pillow and cifarlab itself (all `make train` needs);
+# setup-core: torch, numpy, pillow and cifarlab itself (all `make train` needs), with the web
+# extra, so that the README's quickstart (predict, serve, train) runs in the venv make train made;
 # setup: that plus every optional extra (what the tests exercise)
 setup-core: $(VENV)/.core
 setup: $(VENV)/.installed
@@ -30,7 +31,7 @@ else
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet "$(TORCH)"
 endif
-	$(PY) -m pip install --quiet -e .
+	$(PY) -m pip install --quiet -e ".[web]"
 	touch $@
 
 $(VENV)/.installed: $(VENV)/.core
