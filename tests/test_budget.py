@@ -188,6 +188,16 @@ def test_a_budget_run_trains_the_planned_epochs_records_the_plan_and_differs_in_
         assert torch.equal(value, planned.model.state_dict()[name]), name
 
 
+def test_a_plan_of_one_cut_epoch_has_no_whole_full_resolution_epoch_not_minus_one():
+    # make train on a slow CPU: the stages traded away and the one 32-px epoch cut short; the
+    # fallback line said "airnet_medium would train only -1 at full resolution here"
+    plan = budget.BudgetPlan(234, 1, [[32, 1]], {"32": 0.4}, 200, 33.0, 0.0, 57.0, 171.0, True,
+                             traded=[[16, 2], [24, 2]], last_epoch_steps=199)
+    assert plan.untraded_full_epochs == 0
+    plan.passed_over = [{"model": "airnet_medium", "full_epochs": plan.untraded_full_epochs}]
+    assert "airnet_medium would train only 0 at full resolution here" in plan.describe()
+
+
 def test_the_time_left_after_whole_epochs_buys_a_cut_one_of_at_least_min_part():
     assert budget.part_steps(9.0, 0.1, 200) == 90
     assert budget.part_steps(30.0, 0.1, 200) == 199  # never a whole epoch: the plan counts those

@@ -85,7 +85,7 @@ class BudgetPlan:
     @property
     def untraded_full_epochs(self) -> int:
         """Whole full-resolution epochs before any trade: what decides a fallback to a smaller model."""
-        return self.full_epochs - (1 if self.traded else 0) - (1 if self.last_epoch_steps else 0)
+        return max(0, self.full_epochs - (1 if self.traded else 0) - (1 if self.last_epoch_steps else 0))
 
     def to_dict(self) -> dict:
         return asdict(self)
