@@ -380,3 +380,13 @@ def _package_description(ckpt: dict, summary: dict, test: dict) -> str:
 
 
 __all__ = ["Catalog", "CatalogEntry", "DEFAULT_NAME", "MAX_SHIPPED_BYTES", "default_checkpoint", "package_run", "parse_named"]
+
+
+def model_card(path: str, name: str) -> dict:
+    """The model card of a checkpoint the catalogue lists (``modelcard.card_for``, given the
+    readers it needs from the layers above it): what the web page and the desktop app show."""
+    from cifarlab import modelcard, results
+    from cifarlab.calibration import file_sha256, read_sidecar
+    from cifarlab.inference.checkpoint import load_checkpoint
+    return modelcard.card_for(path, name, load_meta=load_checkpoint, read_sidecar=read_sidecar, sha256=file_sha256,
+                              read_rows=results.read_rows)

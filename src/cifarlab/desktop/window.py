@@ -206,11 +206,12 @@ class ClassifierWindow(QMainWindow):
     def model_card(self, name: str | None = None) -> dict:
         """The card of model ``name`` (default: the selected one); never raises."""
         from cifarlab import modelcard
+        from cifarlab.catalog import model_card
         name = name or self.models.currentData()
         entry = next((e for e in self.catalog.entries() if e.name == name), None)
         if entry is None:
             return modelcard.unavailable(str(name), "no model is selected")
-        return _model_card(entry.path, entry.name)
+        return model_card(entry.path, entry.name)
 
     def show_details(self) -> "ModelDetails":
         """The selected model's card in its own window (opened, not run: the app goes on)."""
@@ -293,15 +294,6 @@ class ModelDetails(QDialog):
         self.card = card
         self.setWindowTitle(f"Model card: {card.get('name', '?')}")
         self.text.setMarkdown(render_markdown(card))
-
-
-def _model_card(path: str, name: str) -> dict:
-    """``modelcard.card_for`` with the readers it needs from the layers above it."""
-    from cifarlab import modelcard, results
-    from cifarlab.calibration import file_sha256, read_sidecar
-    from cifarlab.inference.checkpoint import load_checkpoint
-    return modelcard.card_for(path, name, load_meta=load_checkpoint, read_sidecar=read_sidecar, sha256=file_sha256,
-                              read_rows=results.read_rows)
 
 
 def _pixmap(rgb: np.ndarray) -> QPixmap:

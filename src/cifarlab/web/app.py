@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from cifarlab import __version__
-from cifarlab.catalog import Catalog
+from cifarlab.catalog import Catalog, model_card
 from cifarlab.errors import CifarlabError, ImageError
 from cifarlab.web.batcher import MicroBatcher, lower_priority
 from cifarlab.web.decode import Budget, Header, Refused, decode_upload, read_header
@@ -147,7 +147,7 @@ class _Service:
         stamp = (_stamp(entry.path), _stamp(Path(entry.path).parent / modelcard.CARD_JSON))
         found = self._cards.get(key)
         if found is None or found[0] != stamp or time.monotonic() - found[1] > _CARD_TTL_S:
-            card = modelcard.public(_model_card(entry.path, entry.name))
+            card = modelcard.public(model_card(entry.path, entry.name))
             if card.get("error"):  # e.g. "/srv/runs/x/best.pt asks to run code": the file, not the folder
                 card["error"] = card["error"].replace(str(Path(entry.path).parent) + os.sep, "")
             found = self._cards[key] = (stamp, time.monotonic(), {"card": card,
@@ -282,15 +282,6 @@ class _Service:
                 "timing_ms": {"decode": round((decoded - start) * 1000, 2),
                               "inference": round(result.compute_s * 1000, 2),
                               "total": round((done - start) * 1000, 2)}}
-
-
-def _model_card(path: str, name: str) -> dict:
-    """``modelcard.card_for`` with the readers it needs from the layers above it."""
-    from cifarlab import modelcard, results
-    from cifarlab.calibration import file_sha256, read_sidecar
-    from cifarlab.inference.checkpoint import load_checkpoint
-    return modelcard.card_for(path, name, load_meta=load_checkpoint, read_sidecar=read_sidecar, sha256=file_sha256,
-                              read_rows=results.read_rows)
 
 
 def _stamp(path) -> tuple | None:
