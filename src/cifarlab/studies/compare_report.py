@@ -122,7 +122,7 @@ def _csv(rows: list[dict]) -> str:
     return buf.getvalue()
 
 
-NB = "\u00a0"  # a space a table cell does not break at: "9.23 ± 0.50%" stays on one line
+NB = "\u00a0"  # a space a table cell does not break at: a "mean ± std" cell stays on one line
 
 
 def _pct(mean, std, digits: int = 2) -> str:
