@@ -417,3 +417,23 @@ def test_report_shows_trust_beside_accuracy_and_says_not_measured(tmp_path, resu
     assert trust_only["test_top1_pct"] is None and trust_only["ece_scaled_pct"] == 3.0 and trust_only["seed"] == 1
     assert results.measured_accuracy("lenet5")["n"] == 1  # the trust row adds no accuracy to any reader
     assert record_trust(out, spec, runs["lenet5-s2"]) is None  # nothing measured: no row
+
+
+def test_cross_fitted_calibration_for_a_run_without_a_validation_split():
+    """A run with val=0: each test half scaled by the other half's T. On overconfident logits
+    (right 70% of the time, sure of nearly every answer) both folds find T > 1 and the ECE falls;
+    the raw ECE is the numpy reference's."""
+    from cifarlab.errors import CifarlabError
+    from cifarlab.training.calibrate import cross_fitted_report
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 10, 2000)
+    said = np.where(rng.random(2000) < 0.7, y, rng.integers(0, 10, 2000))
+    z = 8.0 * np.eye(10)[said] + rng.normal(0, 1, (2000, 10))
+    rep = cross_fitted_report((z, y), seed=1)
+    assert "cross-fitted" in rep["fitted_on"] and rep["before"]["n"] == rep["after"]["n"] == 2000
+    assert rep["before"]["ece"] == pytest.approx(_np_ece_mce(_np_softmax(z), y)[0], abs=1e-9)
+    assert all(t > 1.5 for t in rep["fold_temperatures"])
+    assert rep["temperature"] == pytest.approx(statistics.fmean(rep["fold_temperatures"]))
+    assert rep["after"]["ece"] < rep["before"]["ece"] / 3 and rep["after"]["nll"] < rep["before"]["nll"]
+    with pytest.raises(CifarlabError, match="at least two test pictures"):
+        cross_fitted_report((z[:1], y[:1]))
