@@ -127,13 +127,19 @@ def test_dropping_a_file_opens_it(window, qapp, tmp_path):
     assert window.path == str(picture) and window.result.text()
 
 
-def test_a_hostile_run_gets_a_dialog_and_runs_no_code(qapp, tmp_path):
-    """A finished run whose best.pt would run code when unpickled (see test_untrusted_checkpoint)."""
+def _beside_a_hostile_run(tmp_path):
+    """A window listing a good model and a finished run whose best.pt would run code when
+    unpickled (see test_untrusted_checkpoint); and the file that code would create."""
     marker = tmp_path / "code-ran"
     registry = hostile_run(tmp_path / "runs", marker)
     catalog = Catalog({"good": str(write_checkpoint(tmp_path / "good.pt"))}, runs=True, shipped=False,
                       registry=registry)
-    w = ClassifierWindow(catalog)
+    return ClassifierWindow(catalog), marker
+
+
+def test_a_hostile_run_gets_a_dialog_and_runs_no_code(qapp, tmp_path):
+    """A finished run whose best.pt would run code when unpickled (see test_untrusted_checkpoint)."""
+    w, marker = _beside_a_hostile_run(tmp_path)
     try:
         assert w.open_file(_photo(tmp_path / "pic.png")) and w.result.text()  # "good" classifies it
         w.models.setCurrentIndex(w.models.findData("evil-run"))  # reclassifies with the hostile run
@@ -169,11 +175,7 @@ def test_model_details_show_the_selected_models_card(window, catalog, qapp):
 
 def test_a_models_card_that_cannot_be_read_is_a_sentence(qapp, tmp_path):
     """A hostile run's card: one sentence in the details window, and no code ran."""
-    marker = tmp_path / "code-ran"
-    registry = hostile_run(tmp_path / "runs", marker)
-    catalog = Catalog({"good": str(write_checkpoint(tmp_path / "good.pt"))}, runs=True, shipped=False,
-                      registry=registry)
-    w = ClassifierWindow(catalog)
+    w, marker = _beside_a_hostile_run(tmp_path)
     try:
         w.models.setCurrentIndex(w.models.findData("evil-run"))
         dialog = w.show_details()
