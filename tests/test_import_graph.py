@@ -21,7 +21,7 @@ ROOT = Path(cifarlab.__file__).resolve().parent
 # different packages on the same layer know nothing of each other. The package root holds
 # only __version__ and a lazy name table, so it sits at the bottom.
 LAYERS = {
-    "cifarlab": 0, "errors": 0, "words": 0, "shipped": 0,  # root, errors, write-ups in words, shipped files
+    "cifarlab": 0, "errors": 0, "words": 0, "shipped": 0, "lazy": 0,  # root, errors, write-ups in words, shipped files
     "atomic": 1,                                      # atomic file writes (their errors in one line)
     "sqldb": 2,                                       # SQLite or PostgreSQL for the registry and claims
     "models": 2, "data": 2, "explain": 2,             # models | data | Grad-CAM on any model

@@ -6,7 +6,7 @@ What the web page, the desktop app and the catalogue use; it imports nothing of
 
 from __future__ import annotations
 
-import importlib
+from cifarlab.lazy import exports
 
 # public name -> module that defines it
 _API = {
@@ -17,13 +17,4 @@ _API = {
 }
 
 __all__ = sorted(_API)
-
-
-def __getattr__(name: str):
-    if name in _API:
-        return getattr(importlib.import_module(f"cifarlab.inference.{_API[name]}"), name)
-    raise AttributeError(f"module 'cifarlab.inference' has no attribute {name!r}")
-
-
-def __dir__():
-    return sorted(__all__)
+__getattr__, __dir__ = exports(__name__, _API)
