@@ -30,38 +30,18 @@ import numpy as np
 ASSET = Path(__file__).resolve().parents[1] / "src" / "cifarlab" / "assets" / "default.pt"
 
 
-def halves(labels: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Two stratified halves of the indices, seeded."""
-    rng = np.random.default_rng(seed)
-    a, b = [], []
-    for c in np.unique(labels):
-        idx = rng.permutation(np.flatnonzero(labels == c))
-        a.append(idx[: len(idx) // 2])
-        b.append(idx[len(idx) // 2:])
-    return np.concatenate(a), np.concatenate(b)
-
-
 def measure(checkpoint, data, seed: int = 0, device: str = "cpu") -> dict:
     """The calibration report of ``checkpoint`` (single view, as the apps give probabilities):
     the temperature fitted on its run's validation split when the data has one (``data``: a
     CifarData split as the run split it, or a path loaded so), else the cross-fitted fallback
     on the test split; ECE, MCE and NLL of the test split before and after it."""
     from cifarlab.calibration import calibration_bins, fit_temperature, nll, softmax
-    from cifarlab.training.calibrate import collect_logits
-    from cifarlab.data import DeviceLoader
-    from cifarlab.inference.checkpoint import load_checkpoint, load_model
-    from cifarlab.training.config import TrainConfig
-    from cifarlab.training.dataset import data_for
-    ckpt = load_checkpoint(checkpoint)
-    model, meta = load_model(ckpt, device)
-    if data is None or isinstance(data, (str, Path)):
-        cfg = TrainConfig.from_dict(meta["config"]).override({"data": str(data)} if data else {})
-        data = data_for(cfg, progress=False)
-    norm = meta["normalize"]
+    from cifarlab.training.calibrate import collect_logits, cross_fitted_report
+    from cifarlab.training.evaluation import checkpoint_with_data, saved_norm_loader
+    ckpt, model, meta, _, data, device = checkpoint_with_data(checkpoint, data, device)
 
     def logits(split):
-        return collect_logits(model, DeviceLoader(split, 500, device, norm["mean"], norm["std"],
-                                                  shuffle=False, grayscale=norm.get("grayscale")))
+        return collect_logits(model, saved_norm_loader(split, meta["normalize"], device))
 
     z, y = logits(data.test)
     top5 = np.argsort(-z, axis=1, kind="stable")[:, :5]
@@ -76,15 +56,11 @@ def measure(checkpoint, data, seed: int = 0, device: str = "cpu") -> dict:
         report["after"] = {k: v for k, v in calibration_bins(softmax(z, t), y).items() if k != "bins"}
         report["after"]["nll"] = nll(z, y, t)
     else:  # val=0: 2-fold cross-fitting on the test split
-        a, b = halves(y, seed)
-        ta, tb = fit_temperature(z[a], y[a]), fit_temperature(z[b], y[b])
-        p = np.empty_like(softmax(z))
-        p[b], p[a] = softmax(z[b], ta), softmax(z[a], tb)  # each half scaled by the other half's T
-        t = fit_temperature(z, y)
+        crossed = cross_fitted_report((z, y), seed)  # each half scaled by the other half's T
+        t = fit_temperature(z, y)  # the shipped T: fitted on the whole test split
         report.update(fitted_on="test (val=0 run): 2-fold cross-fitted for the 'after' numbers",
-                      fold_temperatures=[ta, tb], n_fit=int(len(y)))
-        report["after"] = {k: v for k, v in calibration_bins(p, y).items() if k != "bins"}
-        report["after"]["nll"] = float(-np.log(np.clip(p[np.arange(len(y)), y], 1e-300, None)).mean())
+                      fold_temperatures=crossed["fold_temperatures"], n_fit=int(len(y)))
+        report["after"] = {k: v for k, v in crossed["after"].items() if k != "bins"}
         report["after_full_test_T_same_data"] = {
             k: v for k, v in calibration_bins(softmax(z, t), y).items() if k in ("ece", "mce")}
     report["temperature"] = t
