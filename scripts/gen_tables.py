@@ -146,8 +146,34 @@ def shipped_models(folder=None) -> str:
                   out)
 
 
+_WRITE_UP_ORDER = ["lenet5", "alexnet", "vgg16_faithful", "googlenet_small", "resnet18"]  # then the others
+
+
+def compare(folder=None) -> str:
+    """Each model of each equal-time comparison (results/compare.csv; full data, whole test set):
+    mean ± std over its seeds beside the write-up's figure. A run trained again keeps its last row."""
+    from cifarlab.zoo import facts
+    known = {f["name"]: f for f in facts()}
+    latest: dict[str, dict] = {}
+    for r in results.read_rows("compare", folder):
+        if not r.get("train_subset") and not r.get("test_subset") and r.get("run"):
+            latest[r["run"]] = r
+    out = []
+    for g in sorted(results.seed_groups(list(latest.values()), ("model", "recipe", "budget_s", "machine")),
+                    key=lambda g: (_WRITE_UP_ORDER.index(g["model"]) if g["model"] in _WRITE_UP_ORDER else 9,
+                                   -g["test_top1_pct"])):
+        members = [r for r in latest.values() if r["model"] == g["model"] and r["series"] == g["series"]]
+        ref = (known.get(g["model"]) or {}).get("ref_accuracy")
+        epochs = sorted(r["epochs"] for r in members if r.get("epochs") is not None)
+        span = "-" if not epochs else f"{epochs[0]:g}" if epochs[0] == epochs[-1] else f"{epochs[0]:g}-{epochs[-1]:g}"
+        out.append([g["model"], f"{g['budget_s'] / 60:g} min" if g.get("budget_s") else "planned epochs",
+                    f"**{_pct(g)}**", "-" if ref is None else f"{100 * ref:.1f}%" if ref <= 1 else f"{ref:.1f}%",
+                    span, _machine(g), _when(g)])
+    return _table(["model", "budget", "test top-1 (ours)", "write-up", "epochs done", "machine", "date, commit"], out)
+
+
 TABLES = {"cpu-recipes": cpu_recipes, "cpu-goals": cpu_goals, "cpu-probes": cpu_probes, "make-train": make_train,
-          "shipped-models": shipped_models}
+          "shipped-models": shipped_models, "compare": compare}
 
 
 def render(text: str, folder=None) -> str:

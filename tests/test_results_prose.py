@@ -12,11 +12,13 @@ from __future__ import annotations
 import importlib.util
 import io
 import re
+import statistics
 import sys
 import tokenize
 from pathlib import Path
 
 import cifarlab
+from cifarlab import results
 
 SRC = Path(cifarlab.__file__).resolve().parent
 ROOT = SRC.parents[1]
@@ -104,3 +106,41 @@ def test_a_stale_table_is_caught_and_rewritten(tmp_path, capsys):
     assert text.startswith("intro\n<!-- results:cpu-probes -->\n| date | recipe |") and text.endswith(
         "<!-- /results -->\noutro\n")
     assert gen.main(["--check", "--results", results_dir, str(page)]) == 0
+
+
+def test_the_comparison_table_gives_mean_and_sd_over_seeds_and_the_write_ups_figure(tmp_path):
+    """results/compare.csv rows -> the README's comparison table; a run trained again keeps its last row."""
+    gen = _gen_tables()
+    accs = [70.0, 72.0, 77.0]
+    row = {"machine": "Test CPU 9000", "cores": 2, "bf16": False, "series": "compare-5models-600s@abc",
+           "model": "lenet5", "recipe": "compare:cpu", "budget_s": 600, "train_images": 45000}
+    for seed, acc in enumerate(accs):
+        results.append_row("compare", {**row, "seed": seed, "test_top1_pct": acc, "epochs": 60 + seed,
+                                       "command": "cifarlab compare", "run": f"c/runs/lenet5-s{seed}"}, tmp_path)
+    # seed 2 trained again (the first try was on a busy machine): only its last row counts
+    results.append_row("compare", {**row, "seed": 2, "test_top1_pct": 74.0, "epochs": 62,
+                                   "command": "cifarlab compare", "run": "c/runs/lenet5-s2"}, tmp_path)
+    results.append_row("compare", {**row, "seed": 0, "test_top1_pct": 99.0, "epochs": 1, "train_subset": 500,
+                                   "command": "cifarlab compare", "run": "r/runs/lenet5-s0"}, tmp_path)  # reduced
+    table = gen.compare(tmp_path)
+    lines = [ln for ln in table.splitlines() if ln.startswith("| lenet5")]
+    mean, sd = statistics.mean([70.0, 72.0, 74.0]), statistics.stdev([70.0, 72.0, 74.0])
+    assert len(lines) == 1 and f"**{mean:.2f} ± {sd:.2f}% (3 seeds)**" in lines[0], table
+    assert "| 52.0% |" in lines[0] and "| 60-62 |" in lines[0] and "| 10 min |" in lines[0]
+
+
+def test_each_published_report_states_the_runs_its_folder_holds():
+    """docs/reports/NAME/report.md names its source folder and its finished runs: a run finished
+    after publishing makes it stale (python scripts/publish_report.py FOLDER docs/reports/NAME)."""
+    reports = sorted((ROOT / "docs" / "reports").glob("*/report.md"))
+    for report in reports:
+        head = report.read_text().splitlines()[0]
+        m = re.match(r"> Published from `([^`]+)` at commit \w+ by .*?\. (\d+) finished runs", head)
+        assert m, f"{report}: no provenance line"
+        folder = ROOT / m.group(1)
+        finished = len(list(folder.glob("runs/*/summary.json")))
+        assert finished == int(m.group(2)), (f"{report.relative_to(ROOT)} shows {m.group(2)} runs, {m.group(1)} "
+                                             f"has {finished}: python scripts/publish_report.py {m.group(1)} "
+                                             f"{report.parent.relative_to(ROOT)}")
+        for figure in report.parent.glob("figures/*.png"):
+            assert figure.stat().st_size <= 200 * 1024, figure
