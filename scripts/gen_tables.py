@@ -149,6 +149,10 @@ def shipped_models(folder=None) -> str:
 _WRITE_UP_ORDER = ["lenet5", "alexnet", "vgg16_faithful", "googlenet_small", "resnet18"]  # then the others
 
 
+def _ref(fraction: float | None) -> str:
+    return "-" if fraction is None else f"{100 * fraction:.1f}%"
+
+
 def compare(folder=None) -> str:
     """Each model of each equal-time comparison (results/compare.csv; full data, whole test set):
     mean ± std over its seeds beside the write-up's figure. A run trained again keeps its last row."""
@@ -167,8 +171,18 @@ def compare(folder=None) -> str:
         epochs = sorted(r["epochs"] for r in members if r.get("epochs") is not None)
         span = "-" if not epochs else f"{epochs[0]:g}" if epochs[0] == epochs[-1] else f"{epochs[0]:g}-{epochs[-1]:g}"
         out.append([g["model"], f"{g['budget_s'] / 60:g} min" if g.get("budget_s") else "planned epochs",
-                    f"**{_pct(g)}**", "-" if ref is None else f"{100 * ref:.1f}%" if ref <= 1 else f"{ref:.1f}%",
+                    f"**{_pct(g)}**", _ref(ref),
                     span, _machine(g), _when(g)])
+    measured = {(r["model"], r["series"]) for r in latest.values() if r.get("test_top1_pct") is not None}
+    refused: dict[tuple, dict] = {}
+    for r in latest.values():  # a model its budget cannot hold here: what it would need
+        if r.get("needs_s") is not None and (r["model"], r["series"]) not in measured:
+            refused.setdefault((r["model"], r["series"]), r)
+    for r in refused.values():
+        ref = (known.get(r["model"]) or {}).get("ref_accuracy")
+        out.append([r["model"], f"{r['budget_s'] / 60:g} min" if r.get("budget_s") else "planned epochs",
+                    f"does not fit: needs {r['needs_s'] / 60:.0f} min here", _ref(ref),
+                    "0", _machine(r), f"{str(r.get('date'))[:10]}, {r.get('commit')}"])
     return _table(["model", "budget", "test top-1 (ours)", "write-up", "epochs done", "machine", "date, commit"], out)
 
 

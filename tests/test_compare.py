@@ -166,6 +166,23 @@ def test_compare_killed_resumed_table_results_and_report(tmp_path, results_dir):
 
 
 @pytest.mark.slow
+def test_a_model_its_budget_cannot_hold_gets_a_row_saying_what_budget_it_needs(tmp_path, results_dir):
+    """A 0.01-s budget holds no model: the comparison goes on, and results/compare.csv gets a row
+    without an accuracy whose needs_s is the budget the refusal names (--time-budget N or more)."""
+    import re
+    data = random_cifar(n_train=64, n_test=32, val=32, seed=1)
+    spec = build_compare_spec(["lenet5"], time_budget=0.01, seeds=1, sets=TINY)
+    states = {}
+    run_compare(spec, tmp_path / "cmp", data=data, trust=False, on_run=lambda i, n, r, s: states.update({r.name: s}))
+    assert states == {"lenet5-s0": "too slow"}
+    refused = json.loads((tmp_path / "cmp" / "runs" / "lenet5-s0" / "too_slow.json").read_text())
+    named = int(re.search(r"give --time-budget (\d+) or more", refused["error"]).group(1))
+    rows = list(csv.DictReader((results_dir / "compare.csv").open()))
+    assert len(rows) == 1 and rows[0]["model"] == "lenet5" and rows[0]["test_top1_pct"] == ""
+    assert float(rows[0]["needs_s"]) == refused["needs_s"] == named > 0.01
+    assert rows[0]["machine"] and rows[0]["series"].startswith(spec.name + "@")
+
+
 def test_cli_compare_report_only_and_errors(tmp_path, results_dir, capsys):
     data_dir = write_cifar10_python(tmp_path / "data", per_batch=20, n_test=20).path
     out = tmp_path / "c"

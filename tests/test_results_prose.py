@@ -127,6 +127,12 @@ def test_the_comparison_table_gives_mean_and_sd_over_seeds_and_the_write_ups_fig
     mean, sd = statistics.mean([70.0, 72.0, 74.0]), statistics.stdev([70.0, 72.0, 74.0])
     assert len(lines) == 1 and f"**{mean:.2f} ± {sd:.2f}% (3 seeds)**" in lines[0], table
     assert "| 52.0% |" in lines[0] and "| 60-62 |" in lines[0] and "| 10 min |" in lines[0]
+    # a model its budget cannot hold on that machine: what it would need, no accuracy
+    results.append_row("compare", {**row, "model": "resnet18", "seed": 0, "test_top1_pct": None, "epochs": 0,
+                                   "needs_s": 3930, "command": "cifarlab compare", "run": "c/runs/resnet18-s0"},
+                       tmp_path)
+    refused = [ln for ln in gen.compare(tmp_path).splitlines() if ln.startswith("| resnet18")]
+    assert len(refused) == 1 and "does not fit: needs 66 min here" in refused[0] and "| 80.0% |" in refused[0]
 
 
 def test_each_published_report_states_the_runs_its_folder_holds():

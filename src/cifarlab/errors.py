@@ -37,7 +37,12 @@ class TrainingInterrupted(CifarlabError):
 
 
 class BudgetTooShort(ConfigError):
-    """A time budget that cannot hold even the shortest run of the model on this machine."""
+    """A time budget that cannot hold even the shortest run of the model on this machine;
+    ``needs_s``: the budget that would hold it here (None where not planned)."""
+
+    def __init__(self, message: str, needs_s: float | None = None):
+        super().__init__(message)
+        self.needs_s = needs_s
 
 
 class TrainingDiverged(CifarlabError):

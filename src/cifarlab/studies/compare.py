@@ -250,6 +250,31 @@ def record_run(out: Path, spec: StudySpec, run: PlannedRun, command: str | None 
     return results.append_row(RESULTS_KIND, row)
 
 
+def record_too_slow(out: Path, spec: StudySpec, run: PlannedRun, command: str | None = None) -> Path | None:
+    """A row of results/compare.csv for a run its budget cannot hold on this machine: no
+    accuracy, and ``needs_s``, the budget that would hold it here (from too_slow.json). The
+    machine columns are this one's: the refusal was measured here."""
+    import json
+    import os
+
+    from cifarlab import results
+    from cifarlab.studies.study import TOO_SLOW
+    if not (os.environ.get("CIFARLAB_RESULTS") or results.results_dir().is_dir()):
+        return None
+    try:
+        refused = json.loads((out / "runs" / run.name / TOO_SLOW).read_text())
+    except (OSError, ValueError):
+        return None
+    cfg = run.config
+    return results.append_row(RESULTS_KIND, {
+        "command": command or reproduce_command(spec, out), "seed": run.seed,
+        "series": f"{spec.name}@{_spec_digest(spec)}", "model": cfg["model"],
+        "recipe": f"compare:{compare_settings_name(spec)}", "budget_s": cfg.get("time_budget") or None,
+        "epochs": 0, "test_top1_pct": None, "train_subset": cfg.get("train_subset"),
+        "test_subset": cfg.get("test_subset"), "run": f"{out}/runs/{run.name}", "needs_s": refused.get("needs_s")})
+
+
+
 def record_trust(out: Path, spec: StudySpec, run: PlannedRun, command: str | None = None) -> Path | None:
     """Append ``run``'s trust row (``trust_row``) to results/compare.csv, where ``record_run``
     would write (a checkout's ``results/`` or ``$CIFARLAB_RESULTS``)."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable, Iterable
 
-from cifarlab.studies.compare import record_run, record_trust
+from cifarlab.studies.compare import record_run, record_too_slow, record_trust
 from cifarlab.studies.compare_trust import ensure_trust, trust_options
 from cifarlab.studies.report import write_report
 from cifarlab.studies.run import _shared_data, run_study
@@ -41,6 +41,8 @@ def run_compare(spec: StudySpec, out: str | Path, *, data=None, callbacks: Itera
                 ensure_trust(out, spec, data=data, options=options, names=[run.name], progress=on_trust)
             if record:
                 record_run(out, spec, run, command)
+        elif state == "too slow" and record:
+            record_too_slow(out, spec, run, command)
         if on_run:
             on_run(i, n, run, state)
     result = run_study(spec, out, data=data, callbacks=callbacks, progress=progress, on_run=note, storage=storage,

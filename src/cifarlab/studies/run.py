@@ -112,7 +112,7 @@ def _run_one(run: PlannedRun, out: Path, data, callbacks: list, progress: bool) 
         return "diverged"
     except BudgetTooShort as exc:  # refused before its run folder was made: this model does not fit here
         run_dir.mkdir(parents=True, exist_ok=True)
-        write_json(run_dir / TOO_SLOW, {"error": str(exc)})
+        write_json(run_dir / TOO_SLOW, {"error": str(exc), "needs_s": exc.needs_s})
         return "too slow"
     return state
 

@@ -74,7 +74,7 @@ def _train_in(cfg: TrainConfig, callbacks, data, sync_bn: bool, run_dir: Path | 
         budget = _plan_budget(cfg, data, device, started) if cfg.time_budget else None
         if budget is not None and not budget.fits:
             if not allow_over_budget:
-                raise BudgetTooShort(over_budget(budget))
+                raise BudgetTooShort(over_budget(budget), needs_s=budget_that_fits(budget))
             print(f"cifarlab: warning: {budget.describe()}", file=sys.stderr)
         plan = _plan_of(cfg, budget)
         run_cfg = plan.apply(cfg)
@@ -88,11 +88,16 @@ def _train_in(cfg: TrainConfig, callbacks, data, sync_bn: bool, run_dir: Path | 
         return _fit_and_report(learner, run_cfg, data, run_dir, started)
 
 
-def over_budget(plan: BudgetPlan) -> str:
-    """One line: the budget cannot hold the shortest run, and what would fit."""
+def budget_that_fits(plan: BudgetPlan) -> int:
+    """The budget (s, rounded up to 10) that would hold ``plan``'s shortest run here."""
     import math
     from cifarlab.training.budget import SAFETY
-    fits = 10 * math.ceil(plan.planned_s / (1 - SAFETY) / 10)
+    return 10 * math.ceil(plan.planned_s / (1 - SAFETY) / 10)
+
+
+def over_budget(plan: BudgetPlan) -> str:
+    """One line: the budget cannot hold the shortest run, and what would fit."""
+    fits = budget_that_fits(plan)
     return (f"a {plan.budget_s:.0f}-s time budget cannot hold even the shortest run of {plan.model} here "
             f"({_plural(plan.epochs, 'epoch')}, about {plan.planned_s:.0f} s): give --time-budget {fits} or more, a "
             f"smaller model or recipe, or --allow-over-budget to train past the budget")
