@@ -77,6 +77,18 @@ def test_menus_list_every_shipped_model_with_a_unique_label_that_says_shipped():
         assert e.public()["label"] == label  # what the web page shows
 
 
+# the write-up's trained models that fit 2 MiB as int8 (issue 30): the apps offer each of them
+WRITE_UP_SMALL = ("lenet5", "googlenet_small", "resnet20", "deepcnn15", "inception_colab")
+
+
+@pytest.mark.parametrize("model", WRITE_UP_SMALL)
+def test_each_small_write_up_model_ships_trained_under_its_own_name(model):
+    assert model in SHIPPED, f"{model} is not shipped: scripts/package_model.py RUN --name {model}"
+    raw = torch.load(SHIPPED[model], map_location="cpu", weights_only=True)
+    assert raw["model"]["name"] == model and raw["test"]["n"] == 10_000
+    assert raw["test"]["top1"] > 0.2, "chance is 10%: a model barely trained is not one to offer"
+
+
 # ---------------------------------------------------------------- package_model on tiny runs
 def _fake_run(folder: Path, model: str, summary: bool = True) -> Path:
     """A run folder around a randomly initialised checkpoint (no training)."""
