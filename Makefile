@@ -63,7 +63,7 @@ sysdeps:
 	@bash scripts/sysdeps.sh
 
 test: setup sysdeps
-	$(PY) -m pytest -q $(PYTEST_ARGS)
+	$(PY) -m pytest -q --durations=25 $(PYTEST_ARGS)
 
 # the fast lane: every test but those marked slow (the goal: under 2 minutes on 2 quiet cores)
 test-fast: setup sysdeps

@@ -13,6 +13,11 @@ quiet machine.
     python benchmarks/corruptions_time.py [--n 10000] [--kinds default|all|fog,contrast]
                                           [--severities 1,2,3,4,5] [--threads N]
     python benchmarks/corruptions_time.py --n 200 --severities 1 --no-results   # smoke
+    python benchmarks/corruptions_time.py --classify-sets 5   # every copy made, 5 classified
+
+Classifying a copy takes the same time whatever its corruption (the same model on the
+same number of pictures), so ``--classify-sets K`` classifies only the first K copies
+and counts the others at their mean: the suite's total is then an estimate, and says so.
 """
 
 from __future__ import annotations
@@ -37,6 +42,8 @@ def main() -> int:
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--data", default=os.environ.get("CIFARLAB_DATA"))
     p.add_argument("--batch-size", type=int, default=500)
+    p.add_argument("--classify-sets", type=int, default=None,
+                   help="classify only the first K corrupted copies; the rest count at their mean time")
     add_results_args(p)
     args = p.parse_args()
     if args.threads:
@@ -74,27 +81,34 @@ def main() -> int:
     clean_s = time.perf_counter() - t0
     print(f"clean test set classified in {clean_s:.2f} s")
     print(f"{'kind':18s} {'corrupt s':>10s} {'classify s':>10s} {'s / set':>8s}  (means over severities {sevs})")
-    total = 0.0
+    budget = len(kinds) * len(sevs) if args.classify_sets is None else max(1, args.classify_sets)
+    made, measured = {}, []  # kind -> seconds per copy made; seconds per copy classified
     for kind in kinds:
         make, run = [], []
         for s in sevs:
             t = time.perf_counter()
             copy = corrupt(images, kind, s, seed=0)
             t1 = time.perf_counter()
-            classify(copy)
             make.append(t1 - t)
-            run.append(time.perf_counter() - t1)
-        per_set = float(np.mean(make) + np.mean(run))
-        total += sum(make) + sum(run)
-        print(f"{kind:18s} {np.mean(make):10.2f} {np.mean(run):10.2f} {per_set:8.2f}")
+            if len(measured) < budget:
+                classify(copy)
+                run.append(time.perf_counter() - t1)
+                measured.append(run[-1])
+        made[kind] = make
+        classify_s = float(np.mean(run)) if run else None
+        shown = f"{classify_s:10.2f}" if run else f"{'(mean)':>10s}"
+        per_set = float(np.mean(make)) + (classify_s if run else float(np.mean(measured)))
+        print(f"{kind:18s} {np.mean(make):10.2f} {shown} {per_set:8.2f}")
         record("corruptions_time", {"model": meta["model"]["name"], "kind": kind, "n": len(images),
                                     "severities": len(sevs), "corrupt_s_mean": round(float(np.mean(make)), 3),
-                                    "classify_s_mean": round(float(np.mean(run)), 3),
-                                    "threads": torch.get_num_threads()}, args=args)
+                                    "classify_s_mean": None if classify_s is None else round(classify_s, 3),
+                                    "classified_sets": len(run), "threads": torch.get_num_threads()}, args=args)
     sets = len(kinds) * len(sevs)
+    total = sum(map(sum, made.values())) + float(np.mean(measured)) * sets
+    how = "measured" if len(measured) == sets else f"estimated: {len(measured)} of {sets} copies classified"
     scale = 10_000 / len(images) * 50 / sets
-    print(f"suite: {sets} test sets of {len(images)} pictures in {total:.1f} s; scaled to 50 sets of 10,000: "
-          f"{total * scale:.0f} s (goal {GOAL_S:.0f} s: {'met' if total * scale <= GOAL_S else 'NOT met'})")
+    print(f"suite: {sets} test sets of {len(images)} pictures in {total:.1f} s ({how}); scaled to 50 sets of "
+          f"10,000: {total * scale:.0f} s (goal {GOAL_S:.0f} s: {'met' if total * scale <= GOAL_S else 'NOT met'})")
     return 0
 
 

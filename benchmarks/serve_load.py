@@ -396,6 +396,13 @@ async def load(args) -> None:
     report(args, url, entry, len(body), out)
 
 
+def server_stack() -> str:
+    """uvicorn's HTTP parser and event loop as it picks them here (C ones when importable)."""
+    from importlib.util import find_spec
+    http = "httptools" if find_spec("httptools") else "h11"
+    return f"{http}+{'uvloop' if find_spec('uvloop') else 'asyncio'}"
+
+
 def report(args, url: str, entry: dict, nbytes: int, out: dict) -> None:
     import torch
     lat = sorted(out["latency"])
@@ -404,7 +411,7 @@ def report(args, url: str, entry: dict, nbytes: int, out: dict) -> None:
     print(f"python {platform.python_version()} | torch {torch.__version__} | CPU {cpu_name()} | "
           f"{os.cpu_count()} cores | load avg {load1:.2f} at end | commit {commit()}")
     acc = "not measured" if entry["accuracy"] is None else f"{entry['accuracy']:.2%}"
-    print(f"server {url} ({'external' if args.url else 'started here'}) | model {entry['name']} "
+    print(f"server {url} ({'external' if args.url else 'started here'}, {server_stack()}) | model {entry['name']} "
           f"({entry['model']}, {entry['parameters']} params, test acc {acc}) | picture {args.size[0]}x{args.size[1]} "
           f"JPEG {nbytes} B | max_wait {args.max_wait_ms} ms | {'HOSTILE mix' if args.hostile else 'valid requests only'}")
     print(f"{args.clients} clients, {args.duration:.0f} s measured after {args.warmup:.0f} s warm-up")
@@ -432,7 +439,7 @@ def report(args, url: str, entry: dict, nbytes: int, out: dict) -> None:
            "p90_ms": round(q(0.9), 1), "p99_ms": round(q(0.99), 1), "errors": out["errors"],
            "mean_batch": round(mean_batch, 2), "health_p99_ms": round(hq(0.99), 1),
            "rss_peak_gib": None if out["rss_peak"] is None else round(out["rss_peak"] / 2**30, 3),
-           "load_avg_end": round(load1, 2)}
+           "load_avg_end": round(load1, 2), "server_stack": server_stack()}
     if args.hostile:
         report_hostile(out)
         rss_ok = out["rss_peak"] is not None and out["rss_peak"] <= 1.5 * 2**30
