@@ -160,7 +160,8 @@ def compare(folder=None) -> str:
     known = {f["name"]: f for f in facts()}
     latest: dict[str, dict] = {}
     for r in results.read_rows("compare", folder):
-        if not r.get("train_subset") and not r.get("test_subset") and r.get("run"):
+        trained = r.get("test_top1_pct") is not None or r.get("needs_s") is not None  # not a trust row
+        if trained and not r.get("train_subset") and not r.get("test_subset") and r.get("run"):
             latest[r["run"]] = r
     out = []
     for g in sorted(results.seed_groups(list(latest.values()), ("model", "recipe", "budget_s", "machine")),

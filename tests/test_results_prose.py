@@ -120,6 +120,9 @@ def test_the_comparison_table_gives_mean_and_sd_over_seeds_and_the_write_ups_fig
     # seed 2 trained again (the first try was on a busy machine): only its last row counts
     results.append_row("compare", {**row, "seed": 2, "test_top1_pct": 74.0, "epochs": 62,
                                    "command": "cifarlab compare", "run": "c/runs/lenet5-s2"}, tmp_path)
+    # a trust row measured later (--report-only) carries no accuracy: the run keeps its own row
+    results.append_row("compare", {**row, "seed": 1, "command": "cifarlab compare --report-only",
+                                   "run": "c/runs/lenet5-s1", "ece_raw_pct": 3.0}, tmp_path)
     results.append_row("compare", {**row, "seed": 0, "test_top1_pct": 99.0, "epochs": 1, "train_subset": 500,
                                    "command": "cifarlab compare", "run": "r/runs/lenet5-s0"}, tmp_path)  # reduced
     table = gen.compare(tmp_path)
