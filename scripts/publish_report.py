@@ -13,6 +13,7 @@ the commit the report was published at. A figure over 200 KB is refused: docs st
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import subprocess
 import sys
@@ -38,7 +39,7 @@ def provenance(folder: Path) -> list[str]:
     machines = sorted({f"{r['machine']} ({r['cores']} cores, bf16 {r['bf16']})" for r in latest.values()})
     commands = sorted({r["command"] for r in latest.values()})
     head = _git("rev-parse", "--short", "HEAD")
-    lines = [f"> Published from `{folder.relative_to(ROOT) if folder.is_relative_to(ROOT) else folder}` at "
+    lines = [f"> Published from `{folder}` at "
              f"commit {head} by `python scripts/publish_report.py`. {len(latest)} finished runs, "
              f"rows in `results/{kind}.csv`.", ">"]
     lines += [f"> Trained by: `{c}`" for c in commands] or ["> Trained by: (no rows in results/)"]
@@ -82,12 +83,16 @@ def main() -> int:
     p.add_argument("dest", type=Path, help="the docs folder to write, e.g. docs/reports/NAME")
     args = p.parse_args()
     folder = args.folder.resolve()
+    if folder.is_relative_to(ROOT):  # the report's commands name it as the checkout does
+        os.chdir(ROOT)
+        folder = folder.relative_to(ROOT)
     if not (folder / "study.json").exists():
         print(f"publish_report: {args.folder} has no study.json: give a study's or comparison's --out folder",
               file=sys.stderr)
         return 2
-    files = publish(folder, args.dest.resolve())
-    print(f"{len(files)} files in {args.dest}: " + ", ".join(str(f.relative_to(args.dest.resolve())) for f in files))
+    dest = args.dest.resolve()
+    files = publish(folder, dest)
+    print(f"{len(files)} files in {args.dest}: " + ", ".join(str(f.relative_to(dest)) for f in files))
     return 0
 
 
