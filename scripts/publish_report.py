@@ -30,8 +30,9 @@ def provenance(folder: Path) -> list[str]:
     spec = load_spec(folder)
     kind = "compare" if spec.kind == "compare" else "study"
     runs = {p.name for p in (folder / "runs").glob("*") if (p / "summary.json").exists()}
-    mine = [r for r in results.read_rows(kind)
-            if (r.get("series") or "").split("@")[0] == spec.name and _run_name(r) in runs]
+    mine = [r for r in results.read_rows(kind)  # the runs' own rows: not the trust rows measured later
+            if (r.get("series") or "").split("@")[0] == spec.name and _run_name(r) in runs
+            and r.get("test_top1_pct") is not None]
     latest = {}
     for r in mine:  # a run trained again (after a stop) keeps its last row
         latest[_run_name(r)] = r
@@ -71,9 +72,11 @@ def publish(folder: Path, dest: Path) -> list[Path]:
     for sub in ("figures", "tables"):
         if (folder / sub).is_dir():
             shutil.copytree(folder / sub, dest / sub)
-    md = (folder / "report.md").read_text()
+    runs = os.path.relpath(Path(folder).resolve() / "runs", dest)  # the run folders stay where they are
+    md = (folder / "report.md").read_text().replace("](runs/", f"]({runs}/")
     (dest / "report.md").write_text("\n".join(provenance(folder)) + "\n" + md)
-    shutil.copy2(folder / "report.html", dest / "report.html")
+    html = (folder / "report.html").read_text().replace('href="runs/', f'href="{runs}/')
+    (dest / "report.html").write_text(html)
     return sorted(p for p in dest.rglob("*") if p.is_file())
 
 

@@ -155,3 +155,12 @@ def test_json_examples_match_the_server(tmp_path, monkeypatch):
                 real = client.post(path, files=[("file", (picture.name, picture.read_bytes(), "image/jpeg"))],
                                    data=form).json()
             _same(json.loads(body), real, spec)
+
+
+def test_every_relative_link_of_the_readme_leads_to_a_file():
+    """A README link into docs/ (a published report, a page) that leads nowhere is caught here."""
+    links = re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", README)
+    local = [link for link in links if not re.match(r"[a-z]+:", link)]
+    assert local, "the README links no file of the checkout"
+    missing = [link for link in local if not (ROOT / link).exists()]
+    assert not missing, f"README links to missing files: {missing}"

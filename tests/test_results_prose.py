@@ -153,3 +153,9 @@ def test_each_published_report_states_the_runs_its_folder_holds():
                                              f"{report.parent.relative_to(ROOT)}")
         for figure in report.parent.glob("figures/*.png"):
             assert figure.stat().st_size <= 200 * 1024, figure
+        text = report.read_text()
+        shown = re.findall(r"\]\(((?:figures|tables)/[^)]+)\)", text)
+        assert shown and all((report.parent / f).is_file() for f in shown), report
+        for run in re.findall(r"\]\((\.\./[^)]+/runs/[^)]+)\)", text):  # a finished run's folder is committed
+            if (report.parent / run / "summary.json").is_file():
+                assert (report.parent / run / "config.json").is_file(), run

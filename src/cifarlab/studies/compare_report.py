@@ -25,7 +25,7 @@ from cifarlab.studies.compare import (CPU_MODEL_SETTINGS, WRITEUP_MODELS, compar
 from cifarlab.studies.compare_trust import read_trust
 from cifarlab.studies.reading import _mean_std, read_history, run_record, run_states
 from cifarlab.studies.render import _finish, _md_table, _pm, _pyplot, _save, _setting_text, _write_text, render_html, render_md
-from cifarlab.studies.study import StudySpec, load_spec, plan
+from cifarlab.studies.study import TOO_SLOW, StudySpec, load_spec, plan
 
 WRITEUP = "five-classic-cnns (Keras, 10 epochs, batch 32, one seed, test set used as validation)"
 
@@ -65,7 +65,8 @@ def model_rows(out: Path, spec: StudySpec) -> list[dict]:
         wall = [rec["summary"].get("wall_time_s") or rec["summary"].get("training_time_s") for _, rec in recs]
         ref = facts[m].get("ref_accuracy")
         row = {"model": m, "params": facts[m].get("params"), "macs": facts[m].get("macs"), "n": len(recs),
-               "planned": len(mine), "writeup": ref, "runs": [r.name for r in mine]}
+               "planned": len(mine), "writeup": ref, "runs": [r.name for r in mine],
+               "too_slow": not recs and any((out / "runs" / r.name / TOO_SLOW).exists() for r in mine)}
         row["top1_mean"], row["top1_std"] = _mean_std(top1)
         row["epochs_mean"], _ = _mean_std(epochs)
         row["seconds_mean"], row["seconds_std"] = _mean_std(wall)
@@ -157,7 +158,8 @@ def _table(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
             diff = f"{100 * (r['top1_mean'] - r['writeup']):+.2f} points"
         body.append([r["model"], f"{r['params']:,}" if r["params"] else "—",
                      f"{r['macs'] / 1e6:,.1f}{NB}M" if r["macs"] else "—",
-                     "—" if r["epochs_mean"] is None else f"{r['epochs_mean']:.1f}",
+                     ("does not fit" if r["too_slow"] else "—") if r["epochs_mean"] is None
+                     else f"{r['epochs_mean']:.1f}",
                      _pct(r["top1_mean"], r["top1_std"]),
                      f"≈{100 * r['writeup']:.0f}%" if r["writeup"] else "—", diff,
                      _pm(r["seconds_mean"], r["seconds_std"], 0), f"{r['n']} of {r['planned']}", *_trust_cells(r)])
@@ -183,7 +185,7 @@ def accuracy_figure(rows: list[dict], path: Path, label: str) -> bool:
             ax.annotate(f"{100 * r['top1_mean']:.1f}", (bar.get_x() + bar.get_width() / 2, bar.get_height()),
                         xytext=(0, 3), textcoords="offset points", ha="center", fontsize=8)
         else:
-            ax.annotate("pending", (bar.get_x() + bar.get_width() / 2, 1), ha="center", fontsize=7, rotation=90,
+            ax.annotate("does not fit" if r["too_slow"] else "pending", (bar.get_x() + bar.get_width() / 2, 1), ha="center", fontsize=7, rotation=90,
                         va="bottom")
     for bar, r in zip(ref_bars, rows):
         if r["writeup"]:
