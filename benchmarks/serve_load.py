@@ -124,6 +124,8 @@ def start_server(args) -> tuple[subprocess.Popen, str]:
         cmd += ["--checkpoint", f"{args.model}={args.checkpoint}"]
     if args.threads:
         cmd += ["--threads", str(args.threads)]
+    if args.max_inflight:
+        cmd += ["--max-inflight", str(args.max_inflight)]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     return proc, f"http://127.0.0.1:{port}"
 
@@ -159,14 +161,17 @@ def multipart_request(host: str, port: int, model: str, picture_bytes: bytes | l
     return head + body
 
 
-async def exchange(reader, writer, request: bytes) -> tuple[int, bytes]:
-    """Send one request on a kept-alive connection; (status, body) of the answer."""
+async def exchange(reader, writer, request: bytes, closing: list | None = None) -> tuple[int, bytes]:
+    """Send one request on a kept-alive connection; (status, body) of the answer. ``closing``
+    (a list) gets True appended when the server said it closes the connection after it."""
     writer.write(request)
     head = await reader.readuntil(b"\r\n\r\n")
     lines = head.decode("latin-1").split("\r\n")
     status = int(lines[0].split()[1])
-    length = next(int(v) for k, _, v in (ln.partition(":") for ln in lines[1:]) if k.lower() == "content-length")
-    return status, await reader.readexactly(length)
+    fields = {k.strip().lower(): v.strip() for k, _, v in (ln.partition(":") for ln in lines[1:])}
+    if closing is not None and fields.get("connection", "").lower() == "close":
+        closing.append(True)
+    return status, await reader.readexactly(int(fields["content-length"]))
 
 
 _OWN_ADDRESSES = [True]  # False once the system refused a loopback address other than 127.0.0.1
@@ -188,13 +193,18 @@ async def one_client(host: str, port: int, request: bytes, stop_at: float, recor
     reader, writer = await connect(host, port, source)
     try:
         while (start := time.perf_counter()) < stop_at:
+            closing: list = []
             try:
-                status, body = await exchange(reader, writer, request)
+                status, body = await exchange(reader, writer, request, closing)
                 ok = status == 200
                 batch = json.loads(body).get("batch_size") if ok else None
+                if not ok:
+                    out["messages"].append(f"HTTP {status}")
             except (OSError, asyncio.IncompleteReadError, ValueError) as exc:
                 ok, batch = False, None
                 out["messages"].append(type(exc).__name__)
+                closing.append(True)
+            if closing:  # as a browser does: a connection the server closes is not used again
                 writer.close()
                 reader, writer = await connect(host, port, source)
             end = time.perf_counter()
@@ -422,7 +432,8 @@ def report(args, url: str, entry: dict, nbytes: int, out: dict) -> None:
     mean_batch = statistics.mean(out["batches"]) if out["batches"] else float("nan")
     print(f"requests {len(lat)} | {rate:.1f} requests/s | latency p50 {q(0.50):.1f} ms  p90 {q(0.90):.1f} ms  "
           f"p99 {q(0.99):.1f} ms  max {lat[-1] * 1000:.1f} ms | mean server batch {mean_batch:.1f} | "
-          f"errors {out['errors']}" + (f" ({', '.join(sorted(set(out['messages'])))})" if out["messages"] else ""))
+          f"errors {out['errors']}" + (f" ({', '.join(f'{k}: {n}' for k, n in Counter(out['messages']).most_common())}; warm-up "
+                                     f"included)" if out["messages"] else ""))
     per = lambda sec: "n/a" if sec is None else f"{1000 * sec / max(out['all'], 1):.2f} ms"  # noqa: E731
     extra = ", the hostile requests' work included" if args.hostile else ""
     print(f"CPU per valid request (warm-up{extra}): server {per(out['server_cpu'])}, "
@@ -479,6 +490,7 @@ def main() -> None:
                    help="test picture WxH (default 160x120)")
     p.add_argument("--max-wait-ms", type=float, default=2.0, help="server batching wait (when started here)")
     p.add_argument("--threads", type=int, default=None, help="server torch threads (when started here)")
+    p.add_argument("--max-inflight", type=int, default=None, help="server's --max-inflight (when started here)")
     p.add_argument("--hostile", action="store_true", help="add bombs, scan bombs, truncated files, oversize and "
                                                           "never-sent bodies, slow senders and non-images")
     p.add_argument("--hostile-max", type=int, default=500, help="most requests each attacker sends")
