@@ -97,7 +97,7 @@ class Zygote:
 
     def run(self, argv: list[str], log: Path, kill_after: float | None = None) -> tuple[int, float]:
         """(exit code, seconds): -9 when SIGKILL ended it after ``kill_after`` seconds."""
-        job = {"argv": argv, "log": str(log), "env": {"CIFARLAB_HOME": os.environ["CIFARLAB_HOME"]}}
+        job = {"argv": argv, "log": str(log), "env": {k: os.environ[k] for k in ("CIFARLAB_HOME", "CIFARLAB_RESULTS")}}
         self.proc.stdin.write((json.dumps(job) + "\n").encode())
         self.proc.stdin.flush()
         pid = int(self._line(120))
