@@ -149,6 +149,10 @@ def shipped_models(folder=None) -> str:
 _WRITE_UP_ORDER = ["lenet5", "alexnet", "vgg16_faithful", "googlenet_small", "resnet18"]  # then the others
 
 
+def _budget(row: dict) -> str:
+    return f"{row['budget_s'] / 60:g} min" if row.get("budget_s") else "planned epochs"
+
+
 def _ref(fraction: float | None) -> str:
     return "-" if fraction is None else f"{100 * fraction:.1f}%"
 
@@ -171,7 +175,7 @@ def compare(folder=None) -> str:
         ref = (known.get(g["model"]) or {}).get("ref_accuracy")
         epochs = sorted(r["epochs"] for r in members if r.get("epochs") is not None)
         span = "-" if not epochs else f"{epochs[0]:g}" if epochs[0] == epochs[-1] else f"{epochs[0]:g}-{epochs[-1]:g}"
-        out.append([g["model"], f"{g['budget_s'] / 60:g} min" if g.get("budget_s") else "planned epochs",
+        out.append([g["model"], _budget(g),
                     f"**{_pct(g)}**", _ref(ref),
                     span, _machine(g), _when(g)])
     measured = {(r["model"], r["series"]) for r in latest.values() if r.get("test_top1_pct") is not None}
@@ -181,7 +185,7 @@ def compare(folder=None) -> str:
             refused.setdefault((r["model"], r["series"]), r)
     for r in refused.values():
         ref = (known.get(r["model"]) or {}).get("ref_accuracy")
-        out.append([r["model"], f"{r['budget_s'] / 60:g} min" if r.get("budget_s") else "planned epochs",
+        out.append([r["model"], _budget(r),
                     f"does not fit: needs {r['needs_s'] / 60:.0f} min here", _ref(ref),
                     "0", _machine(r), f"{str(r.get('date'))[:10]}, {r.get('commit')}"])
     return _table(["model", "budget", "test top-1 (ours)", "write-up", "epochs done", "machine", "date, commit"], out)

@@ -142,6 +142,7 @@ def test_each_published_report_states_the_runs_its_folder_holds():
     """docs/reports/NAME/report.md names its source folder and its finished runs: a run finished
     after publishing makes it stale (python scripts/publish_report.py FOLDER docs/reports/NAME)."""
     reports = sorted((ROOT / "docs" / "reports").glob("*/report.md"))
+    assert reports, "no published report under docs/reports (the README links them)"
     for report in reports:
         head = report.read_text().splitlines()[0]
         m = re.match(r"> Published from `([^`]+)` at commit \w+ by .*?\. (\d+) finished runs", head)

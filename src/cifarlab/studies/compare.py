@@ -239,15 +239,9 @@ def _spec_digest(spec: StudySpec) -> str:
 def record_run(out: Path, spec: StudySpec, run: PlannedRun, command: str | None = None) -> Path | None:
     """Append ``run``'s row to results/compare.csv where a results folder exists (a checkout's
     ``results/``, or ``$CIFARLAB_RESULTS``): an installed package gets no folder made for it."""
-    import os
-
     from cifarlab import results
-    if not (os.environ.get("CIFARLAB_RESULTS") or results.results_dir().is_dir()):
-        return None
     row = results_row(out, spec, run, command)
-    if row is None:
-        return None
-    return results.append_row(RESULTS_KIND, row)
+    return None if row is None else results.record(RESULTS_KIND, row)
 
 
 def record_too_slow(out: Path, spec: StudySpec, run: PlannedRun, command: str | None = None) -> Path | None:
@@ -255,18 +249,15 @@ def record_too_slow(out: Path, spec: StudySpec, run: PlannedRun, command: str | 
     accuracy, and ``needs_s``, the budget that would hold it here (from too_slow.json). The
     machine columns are this one's: the refusal was measured here."""
     import json
-    import os
 
     from cifarlab import results
     from cifarlab.studies.study import TOO_SLOW
-    if not (os.environ.get("CIFARLAB_RESULTS") or results.results_dir().is_dir()):
-        return None
     try:
         refused = json.loads((out / "runs" / run.name / TOO_SLOW).read_text())
     except (OSError, ValueError):
         return None
     cfg = run.config
-    return results.append_row(RESULTS_KIND, {
+    return results.record(RESULTS_KIND, {
         "command": command or reproduce_command(spec, out), "seed": run.seed,
         "series": f"{spec.name}@{_spec_digest(spec)}", "model": cfg["model"],
         "recipe": f"compare:{compare_settings_name(spec)}", "budget_s": cfg.get("time_budget") or None,
@@ -278,13 +269,9 @@ def record_too_slow(out: Path, spec: StudySpec, run: PlannedRun, command: str | 
 def record_trust(out: Path, spec: StudySpec, run: PlannedRun, command: str | None = None) -> Path | None:
     """Append ``run``'s trust row (``trust_row``) to results/compare.csv, where ``record_run``
     would write (a checkout's ``results/`` or ``$CIFARLAB_RESULTS``)."""
-    import os
-
     from cifarlab import results
-    if not (os.environ.get("CIFARLAB_RESULTS") or results.results_dir().is_dir()):
-        return None
     row = trust_row(out, spec, run, command)
-    return None if row is None else results.append_row(RESULTS_KIND, row)
+    return None if row is None else results.record(RESULTS_KIND, row)
 
 
 def epochs_done(summary: dict, history: list[dict]) -> float:
