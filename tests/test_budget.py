@@ -16,8 +16,15 @@ from cifarlab.training import budget
 from cifarlab.inference.checkpoint import load_checkpoint
 from cifarlab.training.optim import Constant, Cosine, OneCycle, Plateau, Step, planned_steps
 from cifarlab.errors import ConfigError
+from cifarlab.training.loop import Learner
 
 STEPS = {16: 0.06, 24: 0.13, 32: 0.24}  # seconds per step, about airnet_medium's at batch 250 here
+
+
+def _plan_as_timed(monkeypatch) -> None:
+    """The keeper off (its re-plans after epochs and its clock in the last one): the plan as timed."""
+    monkeypatch.setattr(budget.BudgetKeeper, "after_epoch", lambda self, learn: None)
+    monkeypatch.setattr(budget.BudgetKeeper, "after_batch", lambda self, learn: None)
 
 
 def _epochs(*args, **kwargs) -> int:
@@ -136,7 +143,7 @@ def _small(tmp_path, **over):
 def test_a_budget_shorter_than_one_epoch_trains_one_epoch_cut_to_fit(tmp_path, monkeypatch):
     # fixed step times: a 32-px epoch of 20 steps is 100 s, more than the whole 75-s budget; the
     # plan drops the low-resolution stages and cuts its one epoch to the steps that fit
-    monkeypatch.setattr(budget.BudgetKeeper, "after_epoch", lambda self, learn: None)
+    _plan_as_timed(monkeypatch)
     monkeypatch.setattr(budget, "_step_seconds",
                         lambda model, loss, opt, loader, side, *a: {16: .25, 24: .5}.get(side, 5.0))
     monkeypatch.setattr(budget, "_eval_seconds", lambda *a: 0.0)
@@ -155,7 +162,7 @@ def test_a_budget_run_trains_the_planned_epochs_records_the_plan_and_differs_in_
     # room for 2 at 32 px after the 16- and 24-px ones, ending at ~56 s, and for a third in place
     # of the 24-px one, ending at ~66 s; the 4-6 s left buy a fourth cut to 4-6 steps (the
     # real epochs take a fraction of a second: the keeper, tested below, would re-plan them)
-    monkeypatch.setattr(budget.BudgetKeeper, "after_epoch", lambda self, learn: None)
+    _plan_as_timed(monkeypatch)
     monkeypatch.setattr(budget, "_step_seconds",
                         lambda model, loss, opt, loader, side, *a: {16: .25, 24: .5}.get(side, 1.0))
     monkeypatch.setattr(budget, "_eval_seconds", lambda *a: 0.0)
@@ -333,6 +340,7 @@ class _Loader(list):
 
 class _FakeLearner(SimpleNamespace):
     total_steps = property(lambda self: planned_steps(self.epochs, len(self.train_loader), self.last_epoch_steps))
+    steps_in_epoch = Learner.steps_in_epoch
 
 
 def _keeper_case(monkeypatch, epoch_s, *, budget_s=300.0, planned=9, staged=4, spent_before=100.0, done=5,
@@ -417,6 +425,81 @@ def test_the_keeper_always_leaves_some_steps_and_ignores_staged_and_last_epochs(
     assert learn.epochs == 5 and plan.replans == []
 
 
+def _last_epoch(monkeypatch, real_step_s, *, planned_step_s=0.45, cut=190, steps=200, spent=10.0, epochs=1,
+                say=False, first=False):
+    """A one-epoch plan of ``cut`` of ``steps`` steps (0: whole) at ``planned_step_s`` a step, in
+    a 120-s budget with 3 s of validation and 5 s of test, whose steps really take
+    ``real_step_s``: the loop's steps run on a fake clock, and the epoch ends where the
+    learner's ``steps_in_epoch`` says (as ``Learner._one_epoch`` does); the last of ``epochs``
+    runs, or with ``first`` the first of them. Returns (learner, plan, the clock when the
+    epoch's last step ended)."""
+    plan = budget.BudgetPlan(120.0, epochs, [[32, epochs]], {"32": planned_step_s}, steps, 5.0, 3.0, spent,
+                             100.0, True, last_epoch_steps=cut)
+    from cifarlab.training.plan import Plan
+    run_plan = Plan("airnet_tiny", epochs, resolutions="", last_epoch_steps=cut, budget=plan.to_dict())
+    at = 0 if first else epochs - 1
+    learn = _FakeLearner(epoch=at, epochs=epochs, stop=False, step=at * steps,
+                         train_loader=_Loader(range(steps)), last_epoch_steps=cut, meta={}, batch_idx=0,
+                         schedule=OneCycle(1.0, planned_steps(epochs, steps, cut), steps, 0.23))
+    clock = [0.0]
+    monkeypatch.setattr(budget.time, "perf_counter", lambda: clock[0])
+    keeper = budget.BudgetKeeper(plan, run_plan, started=-spent, say=say)
+    keeper.before_fit(learn)
+    for learn.batch_idx in range(steps):
+        clock[0] += real_step_s
+        learn.step += 1
+        keeper.after_batch(learn)
+        if learn.batch_idx + 1 >= learn.steps_in_epoch(learn.epoch):
+            break
+    return learn, plan, clock[0]
+
+
+def test_the_last_epoch_ends_by_the_clock_when_its_steps_run_slower_than_timed(monkeypatch, capsys):
+    # cpu-2min on a float32 CPU: one cut epoch planned at 0.45 s a step, really 0.6 s (the runs
+    # of results/budget_keep.csv ended 6-19% late). The validation and test run a third slower
+    # too: 10.67 s. 114 s (95% of 120) - 10 s before training - 10.67 s: 93.3 s of steps, 155 of them
+    learn, plan, ended = _last_epoch(monkeypatch, 0.6, say=True)
+    assert learn.batch_idx + 1 == learn.last_epoch_steps == plan.last_epoch_steps == 155
+    assert learn.meta["plan"]["last_epoch_steps"] == 155 and learn.meta["plan"]["budget"] == plan.to_dict()
+    assert 10 + ended + 8 * 0.6 / 0.45 <= 120 * (1 - budget.SAFETY)  # the promise, with the slower tail
+    assert 120 * (1 - budget.SAFETY) - (10 + ended + 8 * 0.6 / 0.45) < 0.6  # and no step left unused
+    assert learn.schedule.lr_at(155) == 0.0 and learn.schedule.lr_at(154) > 0  # the lr still comes down
+    entry, = plan.replans  # one entry for the epoch, however often its end moved
+    assert (entry["in_epoch"], entry["was"], entry["last_epoch_steps"], entry["step_s"]) == (1, 190, 155, 0.6)
+    line = capsys.readouterr().err.strip()
+    assert line == ("time budget: 1 epoch (the last 190 of 200 steps) -> 1 epoch (the last 155 of 200 steps), "
+                    "ended by the clock (a step takes 600 ms, planned 450; now planned to end at 114 s of 120)")
+
+
+def test_the_last_epoch_stops_at_once_when_the_clock_has_run_out(monkeypatch):
+    learn, plan, _ = _last_epoch(monkeypatch, 0.6, spent=200.0)  # the budget was spent before training
+    assert learn.batch_idx + 1 == learn.last_epoch_steps == 2  # the first step is not timed: the second ends it
+    assert learn.step == learn.total_steps == 2
+
+
+def test_the_last_epoch_grows_to_a_whole_one_when_its_steps_run_faster_and_holds_near_its_aim(monkeypatch):
+    learn, plan, ended = _last_epoch(monkeypatch, 0.3, cut=150)  # 0.3 s, not 0.45: all 200 fit
+    assert learn.batch_idx + 1 == 200 and learn.last_epoch_steps == 0 and plan.replans[0]["last_epoch_steps"] == 200
+    # as timed, 197 of 200 fit: 3 steps off is within 2% of an epoch, so the end stays put (the
+    # lr is not re-mapped for noise) until the clock runs out at step 197
+    learn, plan, _ = _last_epoch(monkeypatch, 0.45, cut=0, planned_step_s=0.45, spent=17.0)
+    assert learn.batch_idx + 1 == 197 and [(r["at_step"], r["was"]) for r in plan.replans] == [(197, 200)]
+    learn, plan, _ = _last_epoch(monkeypatch, 0.6, cut=190, epochs=3)  # the last of 3 epochs is watched too
+    assert (learn.last_epoch_steps, learn.step) == (155, 2 * 200 + 155)
+
+
+def test_an_earlier_epoch_that_cannot_end_in_time_becomes_the_last_and_one_that_can_is_left_alone(monkeypatch):
+    # 3 whole epochs of 200 steps planned at 0.1 s a step; the first runs at 0.6 s: it cannot end
+    # by the budget, so it becomes the last, ended by the clock as a last one is: the tail at 1.5x
+    # (TAIL_SLOWDOWN) is 12 s, so (114 - 10 - 12) / 0.6: 153 steps
+    learn, plan, _ = _last_epoch(monkeypatch, 0.6, planned_step_s=0.1, cut=0, epochs=3, first=True)
+    assert (learn.epochs, learn.last_epoch_steps, learn.step, learn.total_steps) == (1, 153, 153, 153)
+    assert plan.stages == [[32, 1]] and plan.replans[0]["was"] == 200 and plan.replans[0]["epochs"] == 1
+    # at 0.4 s the first of 3 epochs ends by 95 s (room for the test): the re-plan after it decides
+    learn, plan, _ = _last_epoch(monkeypatch, 0.4, planned_step_s=0.1, cut=0, epochs=3, first=True)
+    assert (learn.epochs, learn.step, plan.replans) == (3, 200, [])
+
+
 @pytest.mark.slow  # real step timing or several trainings
 def test_a_budget_run_re_plans_from_its_real_epochs_and_records_it(tmp_path, monkeypatch):
     # the timing says a step is 50x faster than it is: the plan is far too long for 12 s, the keeper cuts it
@@ -473,7 +556,7 @@ def _by_size(slow_params: int, slow: float, fast: float):
 
 @pytest.mark.slow  # real step timing or several trainings
 def test_a_budget_falls_back_to_a_smaller_model_where_its_own_fits_too_few_full_epochs(tmp_path, monkeypatch):
-    monkeypatch.setattr(budget.BudgetKeeper, "after_epoch", lambda self, learn: None)  # the plan as timed
+    _plan_as_timed(monkeypatch)
     monkeypatch.setattr(budget, "_eval_seconds", lambda *a: 0.0)
     # 20 steps an epoch: airnet_small at 1 s a step gets 1 + 1 + 1 epochs in 75 s, airnet_tiny at 0.2 s 14
     monkeypatch.setattr(budget, "_step_seconds", _by_size(100_000, 1.0, 0.2))

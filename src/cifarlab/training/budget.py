@@ -17,7 +17,11 @@ Single steps timed before training are an estimate: over a long run the machine'
 drifts by more than the margin. So ``BudgetKeeper``
 re-plans after every full-resolution epoch from the real epoch times, to the step, and the
 lr schedule and the weight average stretch or shrink what is left of them
-(``Schedule.retarget``).
+(``Schedule.retarget``). The last epoch has no epoch after it to re-plan at (a short budget's
+whole plan may be that one epoch), so there the keeper watches the clock at every step: from
+the real step time so far it sets the step the epoch ends at, so that its validation and the
+final test end inside the budget, and the epoch ends at once if the clock has run out. An
+earlier full-resolution epoch that cannot end in time becomes the last one, ended so too.
 
 The plan is the run's ``Plan`` (training/plan.py: ``budget``), which the checkpoints record and
 summary.json shows (``plan``, and ``time_budget``: the timings, the estimate, each re-plan and
@@ -53,6 +57,13 @@ MIN_FULL_EPOCHS = 3
 # a cut last epoch shorter than this share of a whole one is left out: its validation,
 # checkpoint and log cost what a whole epoch's do
 MIN_PART = 0.1
+# the last epoch's steps are re-timed from this many of its own (its first one not counted):
+# fewer are noise; the in-epoch plan moves only when its end moves by IN_EPOCH_SLACK of an
+# epoch's steps or more (or the clock has run out)
+IN_EPOCH_TIMED, IN_EPOCH_SLACK = 4, 0.02
+# the validation and test after the last step are assumed this much slower than timed at most
+# (the cpu-2min runs of results/budget_keep.csv stepped 1.3x slower than their timing)
+TAIL_SLOWDOWN = 1.5
 # a plan of this many steps or fewer gives the Muon filters ``muon_lr_short`` (where the config
 # sets one): the larger filter lr paid in short plans and not in longer ones (results/cpu_probes.csv)
 SHORT_RUN_STEPS = 1000
@@ -333,6 +344,65 @@ class BudgetKeeper(Callback):
 
     def before_fit(self, learn) -> None:
         self.ends = [time.perf_counter()]
+        self.first_end = 0.0  # perf_counter at the end of the current epoch's first step
+
+    def after_batch(self, learn) -> None:
+        """In a full-resolution epoch: where the clock says the run must end (the module's docstring).
+
+        In the last epoch, the step it ends at follows the real step time. An earlier epoch
+        that cannot end in time becomes the last one, ended by the clock too: the re-plan
+        after it would come too late."""
+        if learn.epoch < self.staged:
+            return
+        now, done = time.perf_counter(), learn.batch_idx + 1
+        if done == 1:  # the first step of an epoch starts its loader: not a typical step
+            self.first_end = now
+            return
+        plan, per_epoch = self.plan, len(learn.train_loader)
+        planned_step = plan.step_s.get(str(plan.stages[-1][0])) or 0.0
+        step_s = (now - self.first_end) / (done - 1)
+        # what follows the last step (its validation and the test) runs as much slower than timed
+        # as the last validation did, or where there was none, as the steps do; by TAIL_SLOWDOWN
+        # at most: a step timing wrong for another reason says little of the test's time
+        history = getattr(learn, "history", None)
+        if history and plan.val_s > 0 and "epoch_time" in history[-1]:
+            ratio = (history[-1]["epoch_time"] - history[-1]["train_time"]) / plan.val_s
+        else:
+            ratio = step_s / planned_step if planned_step else 1.0
+        after = (plan.val_s + plan.test_s) * min(TAIL_SLOWDOWN, max(1.0, ratio))
+        room = plan.budget_s * (1 - SAFETY) - (now - self.started) - after
+        if room > 0 and done - 1 < IN_EPOCH_TIMED:
+            return
+        end = done if room <= 0 else min(per_epoch, done + math.floor(room / step_s))
+        last = learn.epoch == learn.epochs - 1
+        current = learn.steps_in_epoch(learn.epoch)
+        if not last and end == per_epoch:  # this epoch ends in time: the re-plan after it sees to the rest
+            return
+        if last and (end == current or (end > done and abs(end - current) < max(2, IN_EPOCH_SLACK * per_epoch))):
+            return
+        was = _length(learn.epochs, learn.last_epoch_steps, per_epoch)
+        learn.epochs = learn.epoch + 1
+        learn.last_epoch_steps = 0 if end == per_epoch else end
+        learn.schedule.retarget(learn.total_steps, learn.step)
+        plan.epochs, plan.last_epoch_steps = learn.epochs, learn.last_epoch_steps
+        plan.stages[-1][1] = learn.epochs - self.staged
+        plan.planned_s = round(now - self.started + (end - done) * step_s + after, 1)
+        entry = {"in_epoch": learn.epoch + 1, "at_step": done, "epochs": learn.epochs, "last_epoch_steps": end,
+                 "was": current, "step_s": round(step_s, 4), "spent_s": round(now - self.started, 1)}
+        first = not (plan.replans and plan.replans[-1].get("in_epoch") == learn.epoch + 1)
+        if first:
+            plan.replans.append(entry)
+        else:  # one entry per epoch: the latest end, and how many times it moved
+            entry["moves"] = plan.replans[-1].get("moves", 1) + 1
+            plan.replans[-1] = entry
+        run_plan = self.run_plan
+        run_plan.epochs, run_plan.last_epoch_steps, run_plan.budget = learn.epochs, learn.last_epoch_steps, plan.to_dict()
+        learn.meta["plan"] = run_plan.to_dict()
+        if self.say and first:
+            why = "the time is up" if end == done else f"a step takes {1000 * step_s:.0f} ms, planned {1000 * planned_step:.0f}"
+            print(f"time budget: {was} -> {_length(learn.epochs, learn.last_epoch_steps, per_epoch)}, ended by "
+                  f"the clock ({why}; now planned to end at {plan.planned_s:.0f} s of {plan.budget_s:.0f})",
+                  file=sys.stderr)
 
     def after_epoch(self, learn) -> None:
         self.ends.append(time.perf_counter())

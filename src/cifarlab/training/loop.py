@@ -18,7 +18,6 @@ callbacks marked ``main_only`` (checkpoints, logs, plots) are skipped.
 from __future__ import annotations
 
 import contextlib
-import itertools
 import os
 import time
 from typing import Any, Callable, Iterable
@@ -243,14 +242,17 @@ class Learner:
         self.totals = train = EpochTotals(self.device, self.binary)
         self.event("before_epoch")
         start = time.perf_counter()
-        batches = itertools.islice(self.train_loader, self.steps_in_epoch(self.epoch))
-        for self.batch_idx, (self.x, self.y) in enumerate(batches):
+        # the epoch's length is read after every step: a time budget may move the last one's end
+        # while it runs (training/budget.py: BudgetKeeper.after_batch)
+        for self.batch_idx, (self.x, self.y) in enumerate(self.train_loader):
             self._set_lr()
             self.event("before_batch")
             self._train_step()
             train.update(self.logits, self.y, self.loss)  # stays on the device: no wait here
             self.step += 1
             self.event("after_batch")
+            if self.batch_idx + 1 >= self.steps_in_epoch(self.epoch):
+                break
         self._sync()
         train_time = time.perf_counter() - start
         self.metrics = self._epoch_metrics(train, train_time)

@@ -110,7 +110,7 @@ class Schedule:
 
     def retarget(self, total_steps: int, at_step: int) -> None:
         """The run now ends after ``total_steps`` steps; ``at_step`` is the next step to train."""
-        self.anchor = (at_step, float(self.planned_step(at_step)), max(at_step + 1, total_steps))
+        self.anchor = (at_step, float(self.planned_step(at_step)), max(at_step, total_steps))  # total == at_step: none left
 
     def observe(self, metrics: dict) -> None:
         """After each epoch, with its metrics (plateau only: may lower the lr)."""
