@@ -156,6 +156,26 @@ def test_a_budget_shorter_than_one_epoch_trains_one_epoch_cut_to_fit(tmp_path, m
     assert 2 <= s["steps_run"] < 20 and plan["planned_s"] <= 75 * (1 - budget.SAFETY)
 
 
+def test_stages_that_overrun_with_one_full_epoch_give_way_to_full_resolution_epochs_not_one_cut_one(
+        tmp_path, monkeypatch):
+    # fixed step times: 20 steps an epoch of 5 / 10 / 50 s. The 16- and 24-px stages (30 s) and
+    # one 32-px epoch overrun 95% of 75 s; without the stages one whole 32-px epoch fits, and the
+    # time left buys a second cut short. (The plan was one epoch cut to 19 steps: cpu-5min on a
+    # float32 CPU ended at 205 s of 300, results/budget_keep.csv.)
+    _plan_as_timed(monkeypatch)
+    monkeypatch.setattr(budget, "_step_seconds",
+                        lambda model, loss, opt, loader, side, *a: {16: .25, 24: .5}.get(side, 2.5))
+    monkeypatch.setattr(budget, "_eval_seconds", lambda *a: 0.0)
+    data = random_cifar(n_train=1000, n_test=200, seed=1)
+    s = train(_small(tmp_path, time_budget=75.0, resolutions="16:2,24:2", name="full"), data=data).summary
+    plan = s["time_budget"]
+    cut = int((75 * (1 - budget.SAFETY) - plan["spent_s"] - 50) // 2.5)
+    assert plan["stages"] == [[32, 2]] and plan["traded"] == [[16, 2], [24, 2]] and plan["fits"]
+    assert plan["last_epoch_steps"] == s["last_epoch_steps"] == cut and 2 <= cut < 20
+    assert s["epochs_run"] == 2 and s["steps_run"] == 20 + cut
+    assert plan["planned_s"] == pytest.approx(plan["spent_s"] + 50 + 2.5 * cut, abs=0.1)
+
+
 @pytest.mark.slow  # real step timing or several trainings
 def test_a_budget_run_trains_the_planned_epochs_records_the_plan_and_differs_in_nothing_else(tmp_path, monkeypatch):
     # fixed step times: 20 steps an epoch of 5 / 10 / 20 s; 95% of a 75-s budget (71.25 s) leaves

@@ -181,6 +181,8 @@ def test_a_model_its_budget_cannot_hold_gets_a_row_saying_what_budget_it_needs(t
     assert len(rows) == 1 and rows[0]["model"] == "lenet5" and rows[0]["test_top1_pct"] == ""
     assert float(rows[0]["needs_s"]) == refused["needs_s"] == named > 0.01
     assert rows[0]["machine"] and rows[0]["series"].startswith(spec.name + "@")
+    report = (tmp_path / "cmp" / "report.md").read_text()  # refused, not pending: the comparison is done
+    assert "Not finished yet" not in report and "1 of 1 runs do not fit their time budget on this machine (lenet5)" in report
 
 
 def test_cli_compare_report_only_and_errors(tmp_path, results_dir, capsys):

@@ -256,9 +256,14 @@ def write_compare_report(out: str | Path) -> Path:
         shrink = ", ".join(f"{k}={v}" for k, v in spec.reduced.items())
         blocks.append(("p", f"**REDUCED comparison** ({shrink}): not the models' figures."))
     done = len(records)
-    if done < len(runs):
+    refused = [r for r in runs if r.name not in records and (out / "runs" / r.name / TOO_SLOW).exists()]
+    if done + len(refused) < len(runs):
         blocks.append(("p", f"**Not finished yet**: {done} of {len(runs)} runs finished; the others are listed "
                             f"under Runs."))
+    if refused:  # tried and refused: the comparison is not waiting for these
+        models = ", ".join(dict.fromkeys(r.config["model"] for r in refused))
+        blocks.append(("p", f"{len(refused)} of {len(runs)} runs do not fit their time budget on this machine "
+                            f"({models}): even their shortest run would end past it, so they were not trained."))
     blocks += [("p", "Reproduce (rerunning it continues where it stopped):"),
                ("code", reproduce_command(spec, out)),
                ("h2", "Results"), ("table", head, body),

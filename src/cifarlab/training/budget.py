@@ -195,6 +195,12 @@ def plan_run(cfg, model: torch.nn.Module, loss_fn, train_loader, test_loader, va
     asked = stages
     stages, full, total, fits = plan_epochs(cfg.time_budget, spent, stages, native, len(train_loader), step_s,
                                             test_s, val_s)
+    if not fits and stages:  # the low-resolution stages and one full epoch overrun: full resolution only,
+        # where whole epochs fit so (the fallback below, one epoch cut short, left a third of a 5-min
+        # budget unused on a float32 CPU)
+        plain = plan_epochs(cfg.time_budget, spent, [], native, len(train_loader), step_s, test_s, val_s)
+        if plain[3]:
+            stages, full, total, fits = plain
     part = 0
     if fits:  # the time left after the whole epochs: one more, cut short
         part = part_steps(cfg.time_budget * (1 - SAFETY) - total - val_s, step_s[native], len(train_loader))

@@ -135,6 +135,7 @@ class WeightAverage(Callback):
 
     def after_batch(self, learn) -> None:
         if learn.step % self.every == 0:
+            self._set_total(learn)  # a time budget may move the last epoch's end while it runs
             self.update(self.decay_at(learn.step))
 
     def before_validate(self, learn) -> None:
