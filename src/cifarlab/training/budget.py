@@ -387,11 +387,7 @@ class BudgetKeeper(Callback):
         if last and (end == current or (end > done and abs(end - current) < max(2, IN_EPOCH_SLACK * per_epoch))):
             return
         was = _length(learn.epochs, learn.last_epoch_steps, per_epoch)
-        learn.epochs = learn.epoch + 1
-        learn.last_epoch_steps = 0 if end == per_epoch else end
-        learn.schedule.retarget(learn.total_steps, learn.step)
-        plan.epochs, plan.last_epoch_steps = learn.epochs, learn.last_epoch_steps
-        plan.stages[-1][1] = learn.epochs - self.staged
+        self._set_length(learn, learn.epoch + 1, end)
         plan.planned_s = round(now - self.started + (end - done) * step_s + after, 1)
         entry = {"in_epoch": learn.epoch + 1, "at_step": done, "epochs": learn.epochs, "last_epoch_steps": end,
                  "was": current, "step_s": round(step_s, 4), "spent_s": round(now - self.started, 1)}
@@ -401,9 +397,7 @@ class BudgetKeeper(Callback):
         else:  # one entry per epoch: the latest end, and how many times it moved
             entry["moves"] = plan.replans[-1].get("moves", 1) + 1
             plan.replans[-1] = entry
-        run_plan = self.run_plan
-        run_plan.epochs, run_plan.last_epoch_steps, run_plan.budget = learn.epochs, learn.last_epoch_steps, plan.to_dict()
-        learn.meta["plan"] = run_plan.to_dict()
+        self._publish(learn)
         if self.say and first:
             why = "the time is up" if end == done else f"a step takes {1000 * step_s:.0f} ms, planned {1000 * planned_step:.0f}"
             print(f"time budget: {was} -> {_length(learn.epochs, learn.last_epoch_steps, per_epoch)}, ended by "
@@ -431,25 +425,36 @@ class BudgetKeeper(Callback):
         if new_left != left:
             self._replan(learn, new_left, epoch_s, spent)
 
+    def _set_length(self, learn, epochs: int, last_steps: int) -> None:
+        """The run now ends after ``epochs`` epochs, the last of ``last_steps`` steps: in the
+        learner's loop, its lr schedule (continuous from the next step) and the budget's plan."""
+        per_epoch = len(learn.train_loader)
+        learn.epochs, learn.last_epoch_steps = epochs, 0 if last_steps == per_epoch else last_steps
+        learn.schedule.retarget(learn.total_steps, learn.step)
+        plan = self.plan
+        plan.epochs, plan.last_epoch_steps = learn.epochs, learn.last_epoch_steps
+        plan.stages[-1][1] = learn.epochs - self.staged
+
+    def _publish(self, learn) -> None:
+        """The run's plan (what checkpoints and summary.json record) takes the budget's changes."""
+        run_plan = self.run_plan
+        run_plan.epochs, run_plan.last_epoch_steps = learn.epochs, learn.last_epoch_steps
+        run_plan.budget = self.plan.to_dict()
+        learn.meta["plan"] = run_plan.to_dict()
+
     def _replan(self, learn, new_left: int, epoch_s: float, spent: float) -> None:
         """The steps left become ``new_left``: in the learner's loop, its schedule and the run's plan."""
         before, per_epoch = learn.epochs, len(learn.train_loader)
         was = _length(learn.epochs, learn.last_epoch_steps, per_epoch)
         epochs_left = math.ceil(new_left / per_epoch)
         last = new_left - (epochs_left - 1) * per_epoch
-        learn.epochs = learn.epoch + epochs_left
-        learn.last_epoch_steps = 0 if last == per_epoch else last
-        learn.schedule.retarget(learn.total_steps, learn.step)
+        self._set_length(learn, learn.epoch + epochs_left, last)
         plan = self.plan
-        plan.epochs, plan.last_epoch_steps = learn.epochs, learn.last_epoch_steps
-        plan.stages[-1][1] = learn.epochs - self.staged
         plan.planned_s = round(spent + new_left * epoch_s / per_epoch + plan.test_s, 1)
         plan.replans.append({"after_epoch": learn.epoch, "epochs": learn.epochs, "was": before,
                              "last_epoch_steps": learn.last_epoch_steps,
                              "epoch_s": round(epoch_s, 2), "spent_s": round(spent, 1)})
-        run_plan = self.run_plan
-        run_plan.epochs, run_plan.last_epoch_steps, run_plan.budget = learn.epochs, learn.last_epoch_steps, plan.to_dict()
-        learn.meta["plan"] = run_plan.to_dict()
+        self._publish(learn)
         if self.say:
             print(f"time budget: {was} -> {_length(learn.epochs, learn.last_epoch_steps, per_epoch)} (a "
                   f"{learn.train_loader.images.shape[-1]}-px epoch takes {epoch_s:.1f} s here; {spent:.0f} s "
