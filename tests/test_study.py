@@ -324,3 +324,24 @@ def test_grid_study_has_one_row_per_combination(tmp_path, data):
         row = next(r for r in rows if f"{r['lr']}/{r['act']}" == key)
         assert float(row["test_acc_mean"]) == pytest.approx(_run_values(tmp_path / "g" / "runs" / folder)["test_acc"])
     assert "## grid (lr / act)" in (tmp_path / "g" / "report.md").read_text()
+
+
+def test_a_report_lists_each_machine_a_study_ran_on(tmp_path, data):
+    """A study continued on another machine (native bf16 there, float32 here) says which runs
+    ran where: its figures then differ by their machine's precision too."""
+    spec = build_spec(model="lenet5_modern", vary=["lr=1e-3,1e-2"], sets={**TINY, "epochs": 1})
+    out = tmp_path / "s"
+    run_study(spec, out, data=data)
+    one = (out / "report.md").read_text()
+    assert one.count("Hardware: ") == 1 and "kinds of machine" not in one
+    summary_path = out / "runs" / "lr=0.001-s0" / "summary.json"
+    summary = json.loads(summary_path.read_text())
+    summary["hardware"] = {**summary["hardware"], "cpu": "Other CPU", "bf16_native": True, "amp": True}
+    summary_path.write_text(json.dumps(summary))
+    text = write_report(out).read_text()
+    assert "the runs ran on 2 kinds of machine" in text
+    lines = [ln for ln in text.splitlines() if ln.startswith("- ") and "cpu " in ln]
+    assert len(lines) == 2
+    other = next(ln for ln in lines if "cpu Other CPU" in ln)
+    assert "bf16_native True" in other and other.endswith("1 run (lr=0.001-s0)")
+    assert next(ln for ln in lines if ln is not other).endswith("1 run (base-s0)")

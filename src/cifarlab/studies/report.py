@@ -299,10 +299,25 @@ def _header_blocks(out: Path, spec: StudySpec, runs: list[PlannedRun], records: 
               "once per run and never used for selection. The complete base settings are listed "
               "at the end."),
     ]
-    env = next((rec["summary"].get("hardware") for rec in records.values()), None)
-    if env:
-        blocks.append(("p", "Hardware: " + ", ".join(f"{k} {v}" for k, v in env.items())))
+    blocks += _hardware_blocks(records)
     return blocks
+
+
+def _hardware_blocks(records: dict) -> list:
+    """The machine of the runs; where they ran on more than one kind (a study resumed on
+    another machine), each kind with its runs: a CPU with native bf16 trains in bf16 autocast,
+    one without in float32, so a factor's rows may differ by their machine too."""
+    kinds: dict[str, list[str]] = {}
+    for name, rec in records.items():
+        env = rec["summary"].get("hardware")
+        if env:
+            kinds.setdefault(", ".join(f"{k} {v}" for k, v in env.items()), []).append(str(name))
+    if len(kinds) <= 1:
+        return [("p", f"Hardware: {text}") for text in kinds]
+    lines = [f"- {text}: {len(names)} run{'s' * (len(names) != 1)} ({', '.join(sorted(names))})"
+             for text, names in kinds.items()]
+    return [("p", f"Hardware: the runs ran on {len(kinds)} kinds of machine (a study continued on "
+                  f"another machine; each run's own is in its summary.json):\n\n" + "\n".join(lines))]
 
 
 def _base_blocks(spec: StudySpec) -> list:
