@@ -293,7 +293,8 @@ def _header_blocks(out: Path, spec: StudySpec, runs: list[PlannedRun], records: 
         ("p", "Reproduce (rerunning it continues the study where it stopped):"),
         ("code", study_command(spec, out)),
         ("p", "Columns: train/val = last epoch (as the reference reported); best val acc and test = "
-              "the checkpoint with the best validation accuracy; time = training seconds; mean ± "
+              "the checkpoint with the best validation accuracy; time = training seconds by the wall "
+              "clock (a run that shared the machine or was paused counts that time too); mean ± "
               "sample std over seeds. The validation split is carved from the training set (the "
               "same images for every run: the base seed chooses them); the test set is evaluated "
               "once per run and never used for selection. The complete base settings are listed "
