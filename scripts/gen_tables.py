@@ -191,8 +191,32 @@ def compare(folder=None) -> str:
     return _table(["model", "budget", "test top-1 (ours)", "write-up", "epochs done", "machine", "date, commit"], out)
 
 
+def robustness(folder=None) -> str:
+    """The shipped model files on corrupted copies of the test set (``cifarlab evaluate NAME
+    --corruptions``, rows of results/corruptions.csv): the newest row of each file shipped now,
+    matched by its SHA-256 (a row of a file since replaced is left out)."""
+    import hashlib
+    assets = sorted((ROOT / "src" / "cifarlab" / "assets").glob("*.pt"), key=lambda f: (f.stem != "default", f.stem))
+    shipped = {hashlib.sha256(f.read_bytes()).hexdigest(): f.stem for f in assets}
+    latest = {}
+    for r in results.read_rows("corruptions", folder):
+        if r.get("checkpoint_sha256") in shipped:
+            latest[r["checkpoint_sha256"]] = r
+    order = list(shipped)
+    out = []
+    for sha, r in sorted(latest.items(), key=lambda kv: order.index(kv[0])):
+        sets = len(str(r.get("kinds") or "").split()) * len(str(r.get("severities") or "").split())
+        out.append([f"`{shipped[sha]}`", r["model"], f"{r['clean_top1_pct']:.2f}%", f"{r['mean_corruption_pct']:.2f}%",
+                    f"{r['relative_drop_pct']:.1f}%", f"{sets} x {r['n']:,}", _machine(r),
+                    f"{str(r.get('date'))[:10]}, {r.get('commit')}"])
+    if not out:
+        return "No shipped model measured yet (`cifarlab evaluate default --corruptions`).\n"
+    return _table(["name", "model", "clean", "mean corrupted", "relative drop", "test sets x pictures", "machine",
+                   "date, commit"], out)
+
+
 TABLES = {"cpu-recipes": cpu_recipes, "cpu-goals": cpu_goals, "cpu-probes": cpu_probes, "make-train": make_train,
-          "shipped-models": shipped_models, "compare": compare}
+          "shipped-models": shipped_models, "compare": compare, "robustness": robustness}
 
 
 def render(text: str, folder=None) -> str:

@@ -138,6 +138,27 @@ def test_the_comparison_table_gives_mean_and_sd_over_seeds_and_the_write_ups_fig
     assert len(refused) == 1 and "does not fit: needs 66 min here" in refused[0] and "| 80.0% |" in refused[0]
 
 
+def test_the_robustness_table_shows_each_shipped_file_once_by_its_sha256(tmp_path):
+    """results/corruptions.csv rows -> the README's robustness table: the newest row of each file
+    shipped now; a row of a file since replaced (another SHA-256) is left out."""
+    import hashlib
+    gen = _gen_tables()
+    shipped = ROOT / "src" / "cifarlab" / "assets" / "lenet5.pt"
+    sha = hashlib.sha256(shipped.read_bytes()).hexdigest()
+    row = {"machine": "Test CPU 9000", "cores": 2, "bf16": True, "model": "lenet5", "checkpoint": "lenet5.pt",
+           "seed": 0, "n": 10000, "kinds": "fog contrast", "severities": "1 2 3", "command": "cifarlab evaluate"}
+    results.append_row("corruptions", {**row, "checkpoint_sha256": sha, "clean_top1_pct": 66.0,
+                                       "mean_corruption_pct": 50.0, "relative_drop_pct": 24.24}, tmp_path)
+    results.append_row("corruptions", {**row, "checkpoint_sha256": sha, "clean_top1_pct": 66.21,
+                                       "mean_corruption_pct": 52.5, "relative_drop_pct": 20.71}, tmp_path)
+    results.append_row("corruptions", {**row, "checkpoint_sha256": "0" * 64, "clean_top1_pct": 99.0,
+                                       "mean_corruption_pct": 98.0, "relative_drop_pct": 1.0}, tmp_path)
+    lines = [ln for ln in gen.robustness(tmp_path).splitlines() if ln.startswith("| `")]
+    assert lines == ["| `lenet5` | lenet5 | 66.21% | 52.50% | 20.7% | 6 x 10,000 | 2-core Test CPU 9000, bf16 | "
+                     f"{lines[0].split('| ')[-1]}"], lines
+    assert "No shipped model measured yet" in gen.robustness(tmp_path / "empty")
+
+
 def test_each_published_report_states_the_runs_its_folder_holds():
     """docs/reports/NAME/report.md names its source folder and its finished runs: a run finished
     after publishing makes it stale (python scripts/publish_report.py FOLDER docs/reports/NAME)."""
