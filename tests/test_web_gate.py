@@ -229,6 +229,25 @@ def test_serve_refuses_ports_it_cannot_listen_on_in_one_line(ckpt, monkeypatch, 
     assert main(base + ["--port", str(port)]) == 0 and served[-1]["port"] == port  # free again
 
 
+def test_serve_leaves_one_core_to_the_event_loop_unless_told(ckpt, monkeypatch):
+    """The model's forward passes get torch's thread count less one (at least 1); --threads N sets N."""
+    import torch
+    seen = []
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: seen.append(torch.get_num_threads()))
+    base = ["serve", "--no-runs", "--checkpoint", f"r20={ckpt}", "--port", "0"]
+    before = torch.get_num_threads()
+    try:
+        for start, extra, expected in [(4, [], 3), (1, [], 1), (4, ["--threads", "2"], 2)]:
+            torch.set_num_threads(start)
+            assert main(base + extra) == 0
+            assert seen[-1] == expected, (start, extra, seen)
+        for bad in ("0", "-1"):  # refused in one line before anything starts
+            assert main(base + ["--threads", bad]) == 1
+        assert len(seen) == 3
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_serve_on_a_privileged_port_without_the_right_says_so_in_one_line(ckpt, monkeypatch, capsys, tmp_path):
     """``serve --port 80`` as an ordinary user: one line, before the URL is printed."""
     import os

@@ -55,7 +55,9 @@ def _register_serve(subparsers) -> None:
     p.add_argument("--token", default=None,
                    help="API token clients must send (Authorization: Bearer TOKEN); required unless --host is "
                         "loopback; default: $CIFARLAB_TOKEN (safer: not shown in the process list)")
-    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own choice)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch threads for the model (default: torch's own choice less one, at least 1: "
+                        "the event loop and the picture decoders keep a core)")
     p.set_defaults(func=run_serve)
 
 
@@ -80,6 +82,8 @@ def _limits(args):
               args.decode_budget_mb, args.max_inflight, args.max_inflight_mb, args.body_timeout, args.work_timeout)
     if min(values) <= 0:
         raise ConfigError("--max-*, --decode-budget-mb and the timeouts must be positive")
+    if args.threads is not None and args.threads < 1:
+        raise ConfigError(f"--threads {args.threads} must be at least 1 (leave it out for all cores but one)")
     if args.max_inflight_mb < args.max_upload_mb:  # else every upload of the largest size gets 429
         raise ConfigError(f"--max-inflight-mb ({args.max_inflight_mb:g}) must be at least --max-upload-mb "
                           f"({args.max_upload_mb:g})")
@@ -133,9 +137,10 @@ def run_serve(args: argparse.Namespace) -> int:
     limits, token = _limits(args), _token(args)
     _check_listen(args.host, args.port)  # before any work, and before the URL is printed
     release_freed_memory()  # else decoded pictures' memory lingers past the decode budget
-    if args.threads:
-        import torch
-        torch.set_num_threads(args.threads)
+    import torch
+    # the forward passes get every core but one: the event loop (/health, the uploads) and the
+    # decoders keep one to themselves (the --threads 1 rows of results/serve_load.csv, on 2 cores)
+    torch.set_num_threads(args.threads or max(1, torch.get_num_threads() - 1))
     catalog = _catalog(args)
     if args.host not in LOOPBACK:
         print(f"cifarlab: warning: listening on {args.host}, reachable from other machines", file=sys.stderr)
