@@ -193,21 +193,26 @@ def compare(folder=None) -> str:
 
 def robustness(folder=None) -> str:
     """The shipped model files on corrupted copies of the test set (``cifarlab evaluate NAME
-    --corruptions``, rows of results/corruptions.csv): the newest row of each file shipped now,
-    matched by its SHA-256 (a row of a file since replaced is left out)."""
+    --corruptions``, rows of results/corruptions.csv): for each file shipped now, matched by its
+    SHA-256 (a row of a file since replaced is left out), the row of the most pictures
+    classified, the newest of those (a quick ``--limit`` or one-kind run does not replace it)."""
     import hashlib
     assets = sorted((ROOT / "src" / "cifarlab" / "assets").glob("*.pt"), key=lambda f: (f.stem != "default", f.stem))
     shipped = {hashlib.sha256(f.read_bytes()).hexdigest(): f.stem for f in assets}
+    def sets(r: dict) -> int:
+        return len(str(r.get("kinds") or "").split()) * len(str(r.get("severities") or "").split())
+
     latest = {}
     for r in results.read_rows("corruptions", folder):
-        if r.get("checkpoint_sha256") in shipped:
-            latest[r["checkpoint_sha256"]] = r
+        sha = r.get("checkpoint_sha256")
+        if sha in shipped and (sha not in latest or sets(r) * (r.get("n") or 0)
+                               >= sets(latest[sha]) * (latest[sha].get("n") or 0)):
+            latest[sha] = r
     order = list(shipped)
     out = []
     for sha, r in sorted(latest.items(), key=lambda kv: order.index(kv[0])):
-        sets = len(str(r.get("kinds") or "").split()) * len(str(r.get("severities") or "").split())
         out.append([f"`{shipped[sha]}`", r["model"], f"{r['clean_top1_pct']:.2f}%", f"{r['mean_corruption_pct']:.2f}%",
-                    f"{r['relative_drop_pct']:.1f}%", f"{sets} x {r['n']:,}", _machine(r),
+                    f"{r['relative_drop_pct']:.1f}%", f"{sets(r)} x {r['n']:,}", _machine(r),
                     f"{str(r.get('date'))[:10]}, {r.get('commit')}"])
     if not out:
         return "No shipped model measured yet (`cifarlab evaluate default --corruptions`).\n"
