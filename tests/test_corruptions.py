@@ -166,3 +166,22 @@ def test_evaluate_corruptions_on_a_tiny_run(tmp_path):
     assert row["mean_corruption_pct"] == pytest.approx(100 * np.mean(acc), abs=0.005)
     assert row["clean_top1_pct"] == pytest.approx(100 * r["clean_accuracy"], abs=0.005)
     assert (row["n"], row["kinds"], str(row["severities"])) == (100, "contrast gaussian_noise", "1 5")
+
+
+def test_a_checkpoints_card_counts_the_epochs_its_time_budget_planned():
+    """The shipped lenet5 was trained to a time budget that re-planned 40 configured epochs to
+    more: its card (``cifarlab evaluate lenet5``) states the planned epochs of the run, not the
+    config's starting figure."""
+    from pathlib import Path
+
+    import cifarlab
+    from cifarlab.cli.evaluate_extras import _card
+    from cifarlab.inference.checkpoint import load_checkpoint
+    path = Path(cifarlab.__file__).parent / "assets" / "lenet5.pt"
+    ckpt = load_checkpoint(path)
+    planned, configured = ckpt["plan"]["epochs"], ckpt["config"]["epochs"]
+    assert planned != configured  # else this file cannot tell the two apart
+    result = {"checkpoint": str(path), "model": "lenet5", "n": 10, "top1": 0.5, "top5": 0.9, "tta": "none",
+              "per_class": {}, "confusion": None, "classes": None, "calibration": None}
+    card, _ = _card(result, {}, None)
+    assert card["training"]["epochs_planned"] == planned and card["training"]["epochs_run"] == ckpt["epoch"]

@@ -87,10 +87,11 @@ def _card(result: dict, extras: dict, out_dir: Path | None, name: str | None = N
     from cifarlab.inference.checkpoint import load_checkpoint
     ckpt = load_checkpoint(result["checkpoint"])
     prov, cfg = ckpt.get("provenance") or {}, ckpt.get("config") or {}
+    plan = ckpt.get("plan") if isinstance(ckpt.get("plan"), dict) else {}  # a time budget's epochs, re-planned
     summary = {"model": result.get("model"), "recipe": cfg.get("recipe"),
                "test": {k: result.get(k) for k in ("n", "top1", "top5", "tta", "per_class")},
                "data": prov.get("data") or {"source": cfg.get("data")}, "epochs_run": ckpt.get("epoch"),
-               "epochs_planned": cfg.get("epochs"), "training_time_s": prov.get("training_time_s"),
+               "epochs_planned": plan.get("epochs") or cfg.get("epochs"), "training_time_s": prov.get("training_time_s"),
                "hardware": prov.get("hardware"), "versions": ckpt.get("versions")}
     conf = result.get("confusion")
     card = modelcard.build_card(summary, conf, result.get("classes"), calibration=result.get("calibration"),
