@@ -120,19 +120,9 @@ def checkpoint_card(meta: dict, *, name: str, sidecar: dict | None = None,
     ``checkpoint_sha256`` is this file's (``sha256``) and whose temperature is the one the
     apps apply; the mean corruption accuracy likewise from ``measured["corruptions"]``.
     """
-    test = meta.get("test") if isinstance(meta.get("test"), dict) else {}
+    summary = checkpoint_summary(meta)
+    test = summary["test"]
     prov = meta.get("provenance") if isinstance(meta.get("provenance"), dict) else {}
-    cfg = meta.get("config") if isinstance(meta.get("config"), dict) else {}
-    data = prov.get("data") or ({"source": cfg["data"]} if isinstance(cfg.get("data"), str) else None)
-    params = meta.get("parameters")
-    plan = meta.get("plan") if isinstance(meta.get("plan"), dict) else {}
-    summary = {"model": (meta.get("model") or {}).get("name"), "recipe": cfg.get("recipe"),
-               "params": {"trainable": params} if isinstance(params, int) else None, "test": test, "data": data,
-               "epochs_run": meta.get("epoch"), "epochs_planned": plan.get("epochs") or cfg.get("epochs"),
-               "time_budget": plan.get("budget") if isinstance(plan.get("budget"), dict) else (
-                   {"budget_s": cfg["time_budget"]} if isinstance(cfg.get("time_budget"), (int, float)) else None),
-               "training_time_s": prov.get("training_time_s"), "hardware": prov.get("hardware"),
-               "versions": prov.get("trained_with") or meta.get("versions")}
     measured = measured or {}
     sources: dict[str, str] = {}
     cal = _calibration_from(meta, sidecar, _row_for(measured.get("calibration"), sha256), sources)
@@ -171,6 +161,27 @@ def _fraction(row: dict, key: str) -> float | None:
 
 def _measured_on(kind: str, row: dict) -> str:
     return f"results/{kind}.csv, row of {str(row.get('date') or '?')[:10]} (commit {row.get('commit') or '?'})"
+
+
+
+def checkpoint_summary(meta: dict) -> dict:
+    """What a card reads of a run's summary.json, from a checkpoint file alone
+    (``load_checkpoint``'s dict): its test record, data, epochs (a time budget's re-planned
+    ones where it has a plan), training time, hardware and versions."""
+    test = meta.get("test") if isinstance(meta.get("test"), dict) else {}
+    prov = meta.get("provenance") if isinstance(meta.get("provenance"), dict) else {}
+    cfg = meta.get("config") if isinstance(meta.get("config"), dict) else {}
+    data = prov.get("data") or ({"source": cfg["data"]} if isinstance(cfg.get("data"), str) else None)
+    params = meta.get("parameters")
+    plan = meta.get("plan") if isinstance(meta.get("plan"), dict) else {}
+    summary = {"model": (meta.get("model") or {}).get("name"), "recipe": cfg.get("recipe"),
+               "params": {"trainable": params} if isinstance(params, int) else None, "test": test, "data": data,
+               "epochs_run": meta.get("epoch"), "epochs_planned": plan.get("epochs") or cfg.get("epochs"),
+               "time_budget": plan.get("budget") if isinstance(plan.get("budget"), dict) else (
+                   {"budget_s": cfg["time_budget"]} if isinstance(cfg.get("time_budget"), (int, float)) else None),
+               "training_time_s": prov.get("training_time_s"), "hardware": prov.get("hardware"),
+               "versions": prov.get("trained_with") or meta.get("versions")}
+    return summary
 
 
 def _calibration_from(meta: dict, sidecar: dict | None, row: dict | None, sources: dict) -> dict | None:

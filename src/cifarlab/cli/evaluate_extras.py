@@ -86,13 +86,8 @@ def _card(result: dict, extras: dict, out_dir: Path | None, name: str | None = N
         return modelcard.run_card(out_dir) or modelcard.unavailable(out_dir.name, "no model_card.json"), written
     from cifarlab.inference.checkpoint import load_checkpoint
     ckpt = load_checkpoint(result["checkpoint"])
-    prov, cfg = ckpt.get("provenance") or {}, ckpt.get("config") or {}
-    plan = ckpt.get("plan") if isinstance(ckpt.get("plan"), dict) else {}  # a time budget's epochs, re-planned
-    summary = {"model": result.get("model"), "recipe": cfg.get("recipe"),
-               "test": {k: result.get(k) for k in ("n", "top1", "top5", "tta", "per_class")},
-               "data": prov.get("data") or {"source": cfg.get("data")}, "epochs_run": ckpt.get("epoch"),
-               "epochs_planned": plan.get("epochs") or cfg.get("epochs"), "training_time_s": prov.get("training_time_s"),
-               "hardware": prov.get("hardware"), "versions": ckpt.get("versions")}
+    summary = {**modelcard.checkpoint_summary(ckpt), "model": result.get("model"),
+               "test": {k: result.get(k) for k in ("n", "top1", "top5", "tta", "per_class")}}
     conf = result.get("confusion")
     card = modelcard.build_card(summary, conf, result.get("classes"), calibration=result.get("calibration"),
                                 corruptions=extras.get("corruptions"), name=name or Path(result["checkpoint"]).stem)
@@ -107,7 +102,7 @@ def _card(result: dict, extras: dict, out_dir: Path | None, name: str | None = N
                                    read_sidecar=read_sidecar, sha256=file_sha256, read_rows=results.read_rows)
         if known.get("robustness"):
             card["robustness"], card["sources"]["robustness"] = known["robustness"], known["sources"]["robustness"]
-    card["sources"]["training"] = "the checkpoint's provenance" if prov else "the checkpoint's config"
+    card["sources"]["training"] = "the checkpoint's provenance" if ckpt.get("provenance") else "the checkpoint's config"
     return card, (modelcard.write_card(out_dir, card) if out_dir is not None else [])
 
 
