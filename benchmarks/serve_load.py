@@ -164,14 +164,18 @@ def multipart_request(host: str, port: int, model: str, picture_bytes: bytes | l
     return head + body
 
 
+def parse_head(head: bytes) -> tuple[int, dict[str, str]]:
+    """(status, header fields with lower-case names) of an HTTP/1.1 answer's head."""
+    lines = head.decode("latin-1").split("\r\n")
+    fields = {k.strip().lower(): v.strip() for k, _, v in (ln.partition(":") for ln in lines[1:])}
+    return int(lines[0].split()[1]), fields
+
+
 async def exchange(reader, writer, request: bytes, closing: list | None = None) -> tuple[int, bytes]:
     """Send one request on a kept-alive connection; (status, body) of the answer. ``closing``
     (a list) gets True appended when the server said it closes the connection after it."""
     writer.write(request)
-    head = await reader.readuntil(b"\r\n\r\n")
-    lines = head.decode("latin-1").split("\r\n")
-    status = int(lines[0].split()[1])
-    fields = {k.strip().lower(): v.strip() for k, _, v in (ln.partition(":") for ln in lines[1:])}
+    status, fields = parse_head(await reader.readuntil(b"\r\n\r\n"))
     if closing is not None and fields.get("connection", "").lower() == "close":
         closing.append(True)
     return status, await reader.readexactly(int(fields["content-length"]))
@@ -391,15 +395,14 @@ def health_process(host: str, port: int, record_from: float, stop_at: float, con
                 raise ConnectionResetError("closed")
             data += chunk
         head, _, body = data.partition(b"\r\n\r\n")
-        lines = head.decode("latin-1").split("\r\n")
-        fields = {k.strip().lower(): v.strip() for k, _, v in (ln.partition(":") for ln in lines[1:])}
+        status, fields = parse_head(head)
         need = int(fields.get("content-length", 0)) - len(body)
         while need > 0:
             chunk = s.recv(need)
             if not chunk:
                 raise ConnectionResetError("closed")
             need -= len(chunk)
-        return int(lines[0].split()[1])
+        return status
 
     out: list[float] = []
     s = dial()
