@@ -8,6 +8,7 @@ import statistics
 from pathlib import Path
 
 import pytest
+import torch
 
 from cifarlab.cli import main
 from cifarlab.data import random_cifar
@@ -93,6 +94,34 @@ def test_reference_preset_matches_section_6():
     small = build_spec(preset="reference", epoch_scale=0.2, train_subset=500)
     assert small.base["epochs"] == 2 and dict(small.factors)["epochs"] == [1, 2, 4, 10]
     assert small.reduced == {"train_subset": 500, "epoch_scale": 0.2}
+
+
+def test_reference_sgd_is_plain_sgd_as_in_section_6():
+    """Keras' SGD() has no momentum; the base's momentum 0.9 is Adam's beta1 and must not
+    become Nesterov momentum in the SGD row. Run names stay the factor's (not the settings')."""
+    from cifarlab.training import TrainConfig
+    from cifarlab.training.optim import build_optimizer
+    runs = {r.name: r for r in plan(build_spec(preset="reference"))}
+    sgd, adam = runs["optimizer=sgd-s0"], runs["base-s0"]
+    assert sgd.config["momentum"] == 0.0 and adam.config["momentum"] == 0.9
+    assert sgd.overrides == {"optimizer": "sgd", "momentum": 0.0}
+    opt = build_optimizer(torch.nn.Linear(2, 2), TrainConfig.from_dict(sgd.config))
+    assert isinstance(opt, torch.optim.SGD)
+    assert opt.param_groups[0]["momentum"] == 0.0 and opt.param_groups[0]["nesterov"] is False
+    # every other run is the base with its own factor alone
+    assert all(r.config["momentum"] == 0.9 for name, r in runs.items() if name != "optimizer=sgd-s0")
+    assert "lr=0.01-s0" in runs and "act=tanh-s0" in runs
+
+
+def test_reduced_reference_report_names_the_plain_sgd(tmp_path):
+    out = tmp_path / "st"
+    spec = build_spec(model="lenet5_modern", preset="reference", only=["optimizer"], vary=["optimizer=sgd"],
+                      train_subset=64, test_subset=32, epoch_scale=0.1)
+    spec.base["val"] = 16
+    run_study(spec, out, data=random_cifar(n_train=96, n_test=32, seed=0))
+    report = (out / "report.md").read_text()
+    assert "Settings that come with a value (and only with it): optimizer=sgd: momentum=0.0." in report
+    assert json.loads((out / "runs" / "optimizer=sgd-s0" / "config.json").read_text())["momentum"] == 0.0
 
 
 def test_bad_factor_and_value_are_one_line_errors():

@@ -7,6 +7,8 @@ by every factor, so the same study is 20 distinct configurations per seed.
 
 from __future__ import annotations
 
+import json
+
 from cifarlab.errors import ConfigError
 
 REFERENCE_LABEL = "reference (Keras, one seed, test set used as validation)"
@@ -19,6 +21,10 @@ _REFERENCE_BASE = {
     "loss": "ce", "label_smoothing": 0.0, "schedule": "constant",
     "batch_size": 32, "epochs": 10, "augment": "none", "model_kwargs": {"act": "relu"},
 }
+
+# settings that come with a factor's value: Keras' SGD() has no momentum, where the base's
+# momentum 0.9 (Adam's beta1) would otherwise make the SGD row Nesterov SGD
+_REFERENCE_VALUE_SETTINGS = {"optimizer": {"sgd": {"momentum": 0.0}}}
 
 _REFERENCE_FACTORS = [
     ("lr", [1e-4, 3e-4, 1e-3, 3e-3, 1e-2]),
@@ -53,7 +59,7 @@ REFERENCE_COLUMNS = ("train_acc", "val_acc", "train_loss", "val_loss", "time_s")
 
 _PRESETS = {
     "reference": {"base": _REFERENCE_BASE, "factors": _REFERENCE_FACTORS, "tables": REFERENCE_TABLES,
-                  "label": REFERENCE_LABEL,
+                  "label": REFERENCE_LABEL, "value_settings": _REFERENCE_VALUE_SETTINGS,
                   "description": "five-classic-cnns §6: googlenet_small around Adam 1e-3 / CE / ReLU / "
                                  "batch 32 / 10 epochs; lr, optimizer, loss, act, batch_size, epochs"},
 }
@@ -64,9 +70,11 @@ def list_presets() -> dict[str, str]:
 
 
 def get_preset(name: str) -> dict:
-    """{"base": config dict, "factors": [(name, values)], "tables": ..., "label": ...} (copies)."""
+    """{"base": config dict, "factors": [(name, values)], "tables": ..., "label": ...,
+    "value_settings": {factor: {value text: {field: value}}}} (copies)."""
     if name not in _PRESETS:
         raise ConfigError(f"unknown study preset {name!r}; known presets: {', '.join(sorted(_PRESETS))}")
     p = _PRESETS[name]
     return {"base": {**p["base"], "model_kwargs": dict(p["base"]["model_kwargs"])},
-            "factors": [(f, list(v)) for f, v in p["factors"]], "tables": p["tables"], "label": p["label"]}
+            "factors": [(f, list(v)) for f, v in p["factors"]], "tables": p["tables"], "label": p["label"],
+            "value_settings": json.loads(json.dumps(p.get("value_settings", {})))}

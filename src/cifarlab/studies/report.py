@@ -276,6 +276,10 @@ def _header_blocks(out: Path, spec: StudySpec, runs: list[PlannedRun], records: 
         changed = ", ".join(f"{k}={v}" for k, v in spec.base.items() if preset.get(k) != v and k not in quiet)
         if changed:
             blocks.append(("p", f"Changed from the {spec.preset} preset: {changed}."))
+    if spec.kind == "study" and spec.value_settings:
+        comes = "; ".join(f"{f}={v}: " + ", ".join(f"{k}={x}" for k, x in kv.items())
+                          for f, vals in spec.value_settings.items() for v, kv in vals.items())
+        blocks.append(("p", f"Settings that come with a value (and only with it): {comes}."))
     if spec.reduced:
         shrink = ", ".join(f"{k}={v}" for k, v in spec.reduced.items())
         blocks.append(("p", f"**REDUCED study** ({shrink}): numbers are not comparable with full-length runs."))

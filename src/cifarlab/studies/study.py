@@ -150,8 +150,10 @@ def build_spec(*, model: str | None = None, vary: Iterable[str] = (), base_file:
         _explicit_act(base)
     if seeds < 1:
         raise ConfigError(f"--seeds {seeds} must be at least 1")
+    settings = {f: v for f, v in (p["value_settings"] if p else {}).items() if f in {n for n, _ in factors}}
     return StudySpec(name=name or _default_name(base, preset, factors), base=base, factors=factors,
-                     seeds=[base["seed"] + i for i in range(seeds)], grid=grid, preset=preset, reduced=reduced)
+                     seeds=[base["seed"] + i for i in range(seeds)], grid=grid, preset=preset, reduced=reduced,
+                     value_settings=settings)
 
 
 def _shrink(cfg, train_subset, test_subset, epoch_scale) -> dict:
@@ -202,7 +204,7 @@ def plan(spec: StudySpec) -> list[PlannedRun]:
             key = json.dumps({k: v for k, v in config.items() if k not in _NOT_IDENTITY}, sort_keys=True)
             if key not in runs:
                 diff = _diff(spec.base, config)
-                name = _value_name(overrides, seed) if spec.value_settings else _run_name(overrides, diff, seed)
+                name = _value_name(overrides, seed) if spec.kind == "compare" else _run_name(overrides, diff, seed)
                 runs[key] = PlannedRun(name, seed, diff, [], config)
             runs[key].cells.append(cell)
     return list(runs.values())
