@@ -212,12 +212,13 @@ def robustness(folder=None) -> str:
     out = []
     for sha, r in sorted(latest.items(), key=lambda kv: order.index(kv[0])):
         out.append([f"`{shipped[sha]}`", r["model"], f"{r['clean_top1_pct']:.2f}%", f"{r['mean_corruption_pct']:.2f}%",
-                    f"{r['relative_drop_pct']:.1f}%", f"{sets(r)} x {r['n']:,}", _machine(r),
+                    f"{r['relative_drop_pct']:.1f}%", f"{sets(r)} x {r['n']:,}", r.get("precision") or "float32",
+                    _machine(r),
                     f"{str(r.get('date'))[:10]}, {r.get('commit')}"])
     if not out:
         return "No shipped model measured yet (`cifarlab evaluate default --corruptions`).\n"
-    return _table(["name", "model", "clean", "mean corrupted", "relative drop", "test sets x pictures", "machine",
-                   "date, commit"], out)
+    return _table(["name", "model", "clean", "mean corrupted", "relative drop", "test sets x pictures", "precision",
+                   "machine", "date, commit"], out)
 
 
 TABLES = {"cpu-recipes": cpu_recipes, "cpu-goals": cpu_goals, "cpu-probes": cpu_probes, "make-train": make_train,

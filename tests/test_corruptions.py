@@ -10,11 +10,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from cifarlab.corruptions import (DEFAULT_KINDS, KINDS, box_matrix, corrupt, disk_kernel, parse_kinds,
                                   plasma_fractal, write_corruptions)
 from cifarlab.data.synthetic import random_cifar
-from cifarlab.errors import CifarlabError
+from cifarlab.errors import CifarlabError, ConfigError
 
 
 @pytest.fixture(scope="module")
@@ -166,6 +167,26 @@ def test_evaluate_corruptions_on_a_tiny_run(tmp_path):
     assert row["mean_corruption_pct"] == pytest.approx(100 * np.mean(acc), abs=0.005)
     assert row["clean_top1_pct"] == pytest.approx(100 * r["clean_accuracy"], abs=0.005)
     assert (row["n"], row["kinds"], str(row["severities"])) == (100, "contrast gaussian_noise", "1 5")
+    # auto: bf16 exactly where the CPU computes it natively, and the row says which
+    from cifarlab.inference.hardware import bf16_native
+    assert r["precision"] == row["precision"] == ("bf16" if bf16_native(torch.device("cpu")) else "float32")
+    # float32 (channels-last, batches of 7) against the bare model on hand-normalized NCHW tensors
+    f32 = evaluate_corruptions(run, data=data, kinds=("contrast",), severities=(5,), precision="float32",
+                               batch_size=7)
+    from cifarlab.inference.checkpoint import load_model
+    model, meta = load_model(Path(r["checkpoint"]), "cpu")
+    mean, std = (torch.tensor(meta["normalize"][k]).view(1, 3, 1, 1) for k in ("mean", "std"))
+
+    def by_hand(images):
+        x = (torch.from_numpy(np.asarray(images)).permute(0, 3, 1, 2).float() / 255 - mean) / std
+        with torch.no_grad():
+            return float((model.eval()(x).argmax(1).numpy() == np.asarray(data.test.labels)).mean())
+    assert f32["precision"] == "float32"
+    assert f32["clean_accuracy"] == pytest.approx(by_hand(data.test.images), abs=0.011)  # one picture of 100
+    assert f32["accuracy"]["contrast"][0] == pytest.approx(by_hand(corrupt(data.test.images, "contrast", 5)),
+                                                           abs=0.011)
+    with pytest.raises(ConfigError, match="precision 'fp8' is not one of: auto, float32"):
+        evaluate_corruptions(run, data=data, precision="fp8")
 
 
 def test_a_checkpoints_card_counts_the_epochs_its_time_budget_planned():

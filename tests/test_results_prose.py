@@ -151,14 +151,20 @@ def test_the_robustness_table_shows_each_shipped_file_once_by_its_sha256(tmp_pat
     results.append_row("corruptions", {**row, "checkpoint_sha256": sha, "clean_top1_pct": 66.0,
                                        "mean_corruption_pct": 50.0, "relative_drop_pct": 24.24}, tmp_path)
     results.append_row("corruptions", {**row, "checkpoint_sha256": sha, "clean_top1_pct": 66.21,
-                                       "mean_corruption_pct": 52.5, "relative_drop_pct": 20.71}, tmp_path)
+                                       "mean_corruption_pct": 52.5, "relative_drop_pct": 20.71,
+                                       "precision": "bf16"}, tmp_path)
     results.append_row("corruptions", {**row, "checkpoint_sha256": sha, "n": 200, "clean_top1_pct": 70.0,
                                        "mean_corruption_pct": 60.0, "relative_drop_pct": 14.29}, tmp_path)  # a quick one
     results.append_row("corruptions", {**row, "checkpoint_sha256": "0" * 64, "clean_top1_pct": 99.0,
                                        "mean_corruption_pct": 98.0, "relative_drop_pct": 1.0}, tmp_path)
+    chosen = results.read_rows("corruptions", tmp_path)[1]
     lines = [ln for ln in gen.robustness(tmp_path).splitlines() if ln.startswith("| `")]
-    assert lines == ["| `lenet5` | lenet5 | 66.21% | 52.50% | 20.7% | 6 x 10,000 | 2-core Test CPU 9000, bf16 | "
-                     f"{lines[0].split('| ')[-1]}"], lines
+    assert lines == ["| `lenet5` | lenet5 | 66.21% | 52.50% | 20.7% | 6 x 10,000 | bf16 | 2-core Test CPU 9000, bf16 | "
+                     f"{str(chosen['date'])[:10]}, {chosen['commit']} |"], lines
+    # a row from before the precision column was measured in float32
+    results.append_row("corruptions", {**row, "checkpoint_sha256": sha, "clean_top1_pct": 66.3,
+                                       "mean_corruption_pct": 53.0, "relative_drop_pct": 20.06}, tmp_path)
+    assert "| 66.30% | 53.00% | 20.1% | 6 x 10,000 | float32 |" in gen.robustness(tmp_path)
     assert "No shipped model measured yet" in gen.robustness(tmp_path / "empty")
 
 

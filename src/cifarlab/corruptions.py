@@ -43,7 +43,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from cifarlab.errors import CifarlabError
+from cifarlab.errors import CifarlabError, ConfigError
 
 SEVERITIES = (1, 2, 3, 4, 5)
 
@@ -308,23 +308,55 @@ def parse_kinds(text: str | None) -> tuple[str, ...]:
     return kinds
 
 
+PRECISIONS = ("auto", "float32")
+
+
+def suite_classifier(model, norm: dict, labels: np.ndarray, device, precision: str = "auto",
+                     batch_size: int = 250):
+    """``(accuracy(images) -> float, precision used)``: ``model`` over uint8 NHWC copies of a
+    test set with the given ``labels``, normalized as its run saved it, channels-last.
+
+    ``precision``: "auto" computes in bf16 where the device does natively (AVX512-BF16 or
+    AMX CPUs, bf16 GPUs; about twice float32's speed there) and in float32 elsewhere;
+    "float32" always in float32 (the precision a run's stated test accuracy is measured in
+    on a CPU). The clean and the corrupted sets of one suite are classified alike, so the
+    drop compares like with like. Batches of 250 run faster than 500 on a 2-core CPU (the
+    activations stay in cache)."""
+    from cifarlab.data.types import Split
+    from cifarlab.inference.hardware import bf16_native
+    from cifarlab.training.calibrate import collect_logits
+    from cifarlab.training.evaluation import saved_norm_loader
+    if precision not in PRECISIONS:
+        raise ConfigError(f"precision {precision!r} is not one of: {', '.join(PRECISIONS)}")
+    if batch_size < 1:
+        raise ConfigError(f"batch size {batch_size} must be >= 1")
+    bf16 = precision == "auto" and bf16_native(torch.device(device))
+    model = model.to(memory_format=torch.channels_last)
+
+    def accuracy(imgs) -> float:
+        loader = saved_norm_loader(Split(imgs, labels), norm, device, batch_size, channels_last=True)
+        z, y = collect_logits(model, loader, amp=bf16, amp_eval=bf16)
+        return float((z.argmax(1) == y).mean())
+    return accuracy, "bf16" if bf16 else "float32"
+
+
 def evaluate_corruptions(checkpoint, data=None, kinds=DEFAULT_KINDS, severities=SEVERITIES, seed: int = 0,
-                         device: str | None = None, batch_size: int = 500, limit: int | None = None,
-                         progress=None) -> dict:
+                         device: str | None = None, batch_size: int = 250, limit: int | None = None,
+                         progress=None, precision: str = "auto") -> dict:
     """Accuracy of a checkpoint on every (kind, severity) copy of the test split.
 
     ``{"clean_accuracy", "kinds", "severities", "accuracy": {kind: [per severity]},
     "seconds": {kind: [per severity]}, "mean_corruption_accuracy", "relative_drop", "n",
-    "seed"}``; seconds count making the copy and classifying it. ``limit`` keeps N test
-    pictures drawn at random (seeded; test splits are often sorted by class, so the first N
-    could be one class): a quick look. ``progress(kind, severity, accuracy, seconds)`` is
-    called after each copy.
+    "seed", "precision"}``; seconds count making the copy and classifying it. ``limit`` keeps
+    N test pictures drawn at random (seeded; test splits are often sorted by class, so the
+    first N could be one class): a quick look. ``progress(kind, severity, accuracy, seconds)``
+    is called after each copy. ``precision``: see ``suite_classifier``.
     """
-    from cifarlab.training.calibrate import collect_logits
-    from cifarlab.data.types import Split
-    from cifarlab.training.evaluation import checkpoint_with_data, saved_norm_loader
+    from cifarlab.training.evaluation import checkpoint_with_data
     for s in severities:
         params(kinds[0] if kinds else "contrast", s)
+    if precision not in PRECISIONS:  # before the checkpoint and the data are loaded
+        raise ConfigError(f"precision {precision!r} is not one of: {', '.join(PRECISIONS)}")
     ckpt, model, meta, _, data, dev = checkpoint_with_data(checkpoint, data, device)
     test = data.test
     images, labels = np.asarray(test.images), np.asarray(test.labels)
@@ -333,13 +365,7 @@ def evaluate_corruptions(checkpoint, data=None, kinds=DEFAULT_KINDS, severities=
         images, labels = images[keep], labels[keep]
     if len(labels) == 0:
         raise CifarlabError("the test split is empty; nothing to corrupt")
-    norm = meta["normalize"]
-
-    def accuracy(imgs) -> float:
-        loader = saved_norm_loader(Split(imgs, labels), norm, dev, batch_size)
-        z, y = collect_logits(model, loader)
-        return float((z.argmax(1) == y).mean())
-
+    accuracy, used = suite_classifier(model, meta["normalize"], labels, dev, precision, batch_size)
     start = time.perf_counter()
     clean = accuracy(images)
     clean_s = time.perf_counter() - start
@@ -357,6 +383,7 @@ def evaluate_corruptions(checkpoint, data=None, kinds=DEFAULT_KINDS, severities=
                 progress(kind, s, a, dt)
     mca = float(np.mean([a for k in kinds for a in acc[k]])) if kinds else None
     return {"checkpoint": ckpt["path"], "model": meta["model"]["name"], "n": int(len(labels)), "seed": seed,
+            "precision": used,
             "clean_accuracy": clean, "clean_seconds": round(clean_s, 3), "kinds": list(kinds),
             "severities": list(severities), "accuracy": acc, "seconds": secs,
             "mean_corruption_accuracy": mca,

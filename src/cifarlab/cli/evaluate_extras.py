@@ -61,7 +61,8 @@ def evaluate_extras(args: argparse.Namespace, result: dict, out_dir: Path | None
             print(f"  {kind} severity {sev}: {acc:.2%} ({secs:.1f} s)", file=sys.stderr)
 
         corr = evaluate_corruptions(ckpt, data=args.data, kinds=kinds, severities=sevs, seed=args.seed,
-                                    device=args.device, limit=args.limit, progress=say)
+                                    device=args.device, limit=args.limit, progress=say,
+                                    precision=getattr(args, "precision", "auto"))
         extras["corruptions"] = corr
         _record_corruptions(corr, ckpt)
         if out_dir is not None:
@@ -188,4 +189,5 @@ def _record_corruptions(corr: dict, checkpoint) -> None:
         "checkpoint_sha256": hashlib.sha256(path.read_bytes()).hexdigest(), "seed": corr["seed"], "n": corr["n"],
         "clean_top1_pct": pct(corr["clean_accuracy"]), "mean_corruption_pct": pct(corr["mean_corruption_accuracy"]),
         "relative_drop_pct": pct(corr["relative_drop"]), "kinds": " ".join(corr["kinds"]),
-        "severities": " ".join(str(s) for s in corr["severities"]), "total_s": corr["total_seconds"]})
+        "severities": " ".join(str(s) for s in corr["severities"]), "total_s": corr["total_seconds"],
+        "precision": corr.get("precision")})
