@@ -320,6 +320,7 @@ def test_trust_numbers_match_a_numpy_reference_and_are_cached(tmp_path, results_
 
     rob = trust["robustness"]
     assert rob["n"] == 24 and rob["kinds"] == options["kinds"] and rob["severities"] == [1, 2, 3, 4, 5]
+    assert rob["precision"] == "float32"  # as the report says, on every CPU
     keep = np.sort(np.random.default_rng(3).choice(60, size=24, replace=False))  # the seeded subset
     imgs, labels = data.test.images[keep], y[keep]
     assert rob["clean_accuracy"] == pytest.approx((_logits(model, imgs, norm).argmax(1) == labels).mean())

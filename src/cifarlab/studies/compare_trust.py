@@ -114,7 +114,7 @@ def measure_trust(run_dir: Path, data, options: dict | None = None, device: str 
     cal_s = time.perf_counter() - start
     rob = evaluate_corruptions(ckpt_path, data=data, kinds=tuple(options["kinds"]),
                                severities=tuple(options["severities"]), seed=options["seed"], device=device,
-                               limit=options["images"])
+                               limit=options["images"], precision="float32")  # as the report states
     rob.pop("checkpoint", None)
     total = time.perf_counter() - start
     calibration = {k: v for k, v in cal.items() if k != "sidecar"}
