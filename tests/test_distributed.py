@@ -98,10 +98,15 @@ def test_sync_bn_is_refused_on_the_cpu_with_the_reason(tmp_path, tiny):
         launch(2, train, cfg(tmp_path, "bn", model="lenet5_modern"), data=tiny, sync_bn=True)
 
 
-def test_batch_that_does_not_divide_over_the_processes_is_refused(tmp_path, tiny):
+def test_batch_that_does_not_divide_over_the_processes_is_refused(tmp_path, tiny, monkeypatch):
+    import torch.multiprocessing as mp
+
     from cifarlab.errors import CifarlabError
+    spawned = []
+    monkeypatch.setattr(mp, "spawn", lambda *a, **k: spawned.append(a))
     with pytest.raises(CifarlabError, match="batch_size 33 .* 2 processes"):
         launch(2, train, cfg(tmp_path, "odd", batch_size=33), data=tiny)
+    assert spawned == [] and not (tmp_path / "runs").exists()  # refused before any process started
 
 
 @pytest.mark.slow  # starts several processes: 7-27 CPU-s

@@ -163,6 +163,7 @@ def launch(nproc: int, fn: Callable, *args, **kwargs):
         raise ConfigError(f"--nproc {nproc} must be >= 1")
     if env_world_size() > 1:
         raise ConfigError("--nproc inside a torchrun job: drop --nproc (torchrun already started the processes)")
+    _check_before_spawn(nproc, fn, args)
     ctx = mp.get_context("spawn")
     queue = ctx.SimpleQueue()
     port = free_port()
@@ -172,6 +173,15 @@ def launch(nproc: int, fn: Callable, *args, **kwargs):
         _raise_reported(queue)
         raise
     return _result(queue)
+
+
+def _check_before_spawn(nproc: int, fn: Callable, args: tuple) -> None:
+    """A new run's global batch that cannot divide over ``nproc`` is refused here, before any
+    process starts (each rank checks again, for torchrun, but only after the rendezvous)."""
+    from cifarlab.training.api import _as_config, train
+    from cifarlab.training.config import TrainConfig
+    if fn is train and args and isinstance(args[0], (dict, TrainConfig)):
+        check_batch(_as_config(args[0]).batch_size, Dist(world_size=nproc))
 
 
 def join_local_job(rank: int, nproc: int, port: int, threads: int | None = None) -> None:
