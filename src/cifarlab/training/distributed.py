@@ -178,10 +178,13 @@ def launch(nproc: int, fn: Callable, *args, **kwargs):
 def _check_before_spawn(nproc: int, fn: Callable, args: tuple) -> None:
     """A new run's global batch that cannot divide over ``nproc`` is refused here, before any
     process starts (each rank checks again, for torchrun, but only after the rendezvous)."""
-    from cifarlab.training.api import _as_config, train
     from cifarlab.training.config import TrainConfig
-    if fn is train and args and isinstance(args[0], (dict, TrainConfig)):
-        check_batch(_as_config(args[0]).batch_size, Dist(world_size=nproc))
+    if getattr(fn, "__name__", "") != "train" or not args:  # resume: the run folder's config, read in the ranks
+        return
+    cfg = args[0] if isinstance(args[0], TrainConfig) else TrainConfig.from_dict(args[0]) \
+        if isinstance(args[0], dict) else None
+    if cfg is not None:
+        check_batch(cfg.batch_size, Dist(world_size=nproc))
 
 
 def join_local_job(rank: int, nproc: int, port: int, threads: int | None = None) -> None:
