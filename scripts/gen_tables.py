@@ -6,11 +6,18 @@
 A block is the text between ``<!-- results:NAME -->`` and ``<!-- /results -->``; NAME picks
 the table (``TABLES`` below). Everything outside the markers is left as it is. The numbers
 come only from ``results/*.csv`` through ``cifarlab.results``.
+
+Run without file arguments it also writes ``src/cifarlab/assets/measured.json``: the rows that
+measured each shipped file now (calibration and corruptions, the last row per file, as the
+model cards pick them), so that an installed package, which has no results/ folder, still
+shows them on its model cards.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
 import re
 import sys
 from pathlib import Path
@@ -225,6 +232,26 @@ TABLES = {"cpu-recipes": cpu_recipes, "cpu-goals": cpu_goals, "cpu-probes": cpu_
           "shipped-models": shipped_models, "compare": compare, "robustness": robustness}
 
 
+ASSET = ROOT / "src" / "cifarlab" / "assets" / "measured.json"
+
+
+def measured_asset(folder=None) -> str:
+    """measured.json's text: for each kind a model card reads, the last row naming each shipped
+    file by (a prefix of at least 12 hex digits of) its SHA-256, in the order of the files."""
+    from cifarlab.modelcard import MEASURED_KINDS
+    shas = [hashlib.sha256(f.read_bytes()).hexdigest() for f in sorted(ASSET.parent.glob("*.pt"))]
+    out = {}
+    for kind in MEASURED_KINDS:
+        chosen: dict[str, dict] = {}
+        for row in results.read_rows(kind, folder):
+            tag = str(row.get("checkpoint_sha256") or "").lower()
+            for sha in shas:
+                if len(tag) >= 12 and sha.startswith(tag):
+                    chosen[sha] = row
+        out[kind] = [chosen[sha] for sha in shas if sha in chosen]
+    return json.dumps(out, indent=1, sort_keys=True) + "\n"
+
+
 def render(text: str, folder=None) -> str:
     def one(m: re.Match) -> str:
         name = m.group(2)
@@ -241,11 +268,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("files", nargs="*", type=Path, default=FILES)
     args = p.parse_args(argv)
     stale = []
-    for path in args.files:
-        if not path.exists():
-            continue
-        text = path.read_text()
-        new = render(text, args.results)
+    outputs = [(path, lambda text: render(text, args.results)) for path in args.files if path.exists()]
+    if args.files == FILES:
+        outputs.append((ASSET, lambda _: measured_asset(args.results)))
+    for path, make in outputs:
+        text = path.read_text() if path.exists() else ""
+        new = make(text)
         if new != text:
             stale.append(path)
             if not args.check:

@@ -157,6 +157,32 @@ def test_a_shipped_models_card_holds_the_figures_of_its_sources(name):
                                                  f"--corruptions`" in md
 
 
+@pytest.mark.parametrize("name", sorted(shipped_models()) or ["default"])
+def test_an_installed_package_without_results_still_shows_the_measured_figures(name):
+    """The card the apps show (``catalog.model_card``) where no results/ folder exists, as for an
+    installed wheel (CIFARLAB_RESULTS: this test's own empty folder): the calibration error and the
+    robustness of the shipped file come from the rows packaged beside it, and equal the last rows
+    naming the file in the checkout's results/, read with the csv module."""
+    need(name in shipped_models(), "no model file in src/cifarlab/assets (a checkout that never packaged one)")
+    from cifarlab.catalog import model_card
+    path = shipped_models()[name]
+    sha = hashlib.sha256(path.read_bytes()).hexdigest()
+    assert results.read_rows("calibration") == [] and results.read_rows("corruptions") == []
+    card = model_card(str(path), name)
+    cal, corr = (_csv_rows(CHECKOUT_RESULTS / f"{k}.csv", sha) for k in ("calibration", "corruptions"))
+    if name == "default":
+        assert cal and corr, "the shipped default was measured: its rows belong in results/"
+    if cal:
+        assert card["calibration"]["ece_before"] == pytest.approx(float(cal[-1]["ece_raw_pct"]) / 100, abs=1e-9)
+        assert card["calibration"]["ece_after"] == pytest.approx(float(cal[-1]["ece_after_pct"]) / 100, abs=1e-9)
+    if corr:
+        assert card["robustness"]["mean_corruption_accuracy"] == pytest.approx(
+            float(corr[-1]["mean_corruption_pct"]) / 100, abs=1e-9)
+        assert card["sources"]["robustness"].startswith(f"results/corruptions.csv, row of {corr[-1]['date'][:10]}")
+    else:
+        assert card["robustness"] is None
+
+
 def _packaged(tmp_path, name="mine", calibration=None):
     """A checkpoint as package_run writes one: a test record and provenance, no per-class figures."""
     path = write_checkpoint(tmp_path / f"{name}.pt", model="lenet5_modern", top1=0.6123)

@@ -385,8 +385,17 @@ __all__ = ["Catalog", "CatalogEntry", "DEFAULT_NAME", "MAX_SHIPPED_BYTES", "defa
 def model_card(path: str, name: str) -> dict:
     """The model card of a checkpoint the catalogue lists (``modelcard.card_for``, given the
     readers it needs from the layers above it): what the web page and the desktop app show."""
-    from cifarlab import modelcard, results
+    from cifarlab import modelcard
     from cifarlab.calibration import file_sha256, read_sidecar
     from cifarlab.inference.checkpoint import load_checkpoint
     return modelcard.card_for(path, name, load_meta=load_checkpoint, read_sidecar=read_sidecar, sha256=file_sha256,
-                              read_rows=results.read_rows)
+                              read_rows=card_rows)
+
+
+def card_rows(kind: str) -> list[dict]:
+    """The measurements a model card reads (``modelcard.MEASURED_KINDS``): the rows packaged with
+    the shipped files (``shipped.measured_rows``), then the rows of a results/ folder where there
+    is one (a checkout, ``$CIFARLAB_RESULTS``), which, coming later, win for the same file."""
+    from cifarlab import results
+    from cifarlab.shipped import measured_rows
+    return measured_rows(kind) + results.read_rows(kind)

@@ -11,7 +11,8 @@ Checkpoint files (the shipped models, an operator's ``--checkpoint NAME=PATH``):
 ``checkpoint_card`` builds the card from what travels with the file (its own test record
 and provenance, its calibration sidecar) and from the rows of ``results/`` that name the
 file by its SHA-256 (``calibration.csv``: ECE before and after the temperature;
-``corruptions.csv``: mean corruption accuracy). Nothing is trained or measured here: a
+``corruptions.csv``: mean corruption accuracy; an installed package, which has no results/,
+reads the copy of those rows packaged beside the files, ``catalog.card_rows``). Nothing is trained or measured here: a
 figure that was never measured is None, and the card says so in words.
 
 ``card_for(path, name, ...)`` is what the faces call: a run's card for a file in a run

@@ -97,10 +97,10 @@ def _card(result: dict, extras: dict, out_dir: Path | None, name: str | None = N
     if card["calibration"] and not card["calibration"].get("temperature"):
         card["calibration"]["note"] = "no temperature travels with this file: the apps show its raw probabilities"
     if card["robustness"] is None:  # measured before, on this very file?
-        from cifarlab import results
         from cifarlab.calibration import file_sha256, read_sidecar
+        from cifarlab.catalog import card_rows
         known = modelcard.card_for(result["checkpoint"], card["name"], load_meta=lambda _: ckpt,
-                                   read_sidecar=read_sidecar, sha256=file_sha256, read_rows=results.read_rows)
+                                   read_sidecar=read_sidecar, sha256=file_sha256, read_rows=card_rows)
         if known.get("robustness"):
             card["robustness"], card["sources"]["robustness"] = known["robustness"], known["sources"]["robustness"]
     card["sources"]["training"] = "the checkpoint's provenance" if ckpt.get("provenance") else "the checkpoint's config"
