@@ -74,6 +74,17 @@ def test_transparency_is_composited_on_white(tmp_path):
     assert load_image(half).getpixel((5, 5))[0] in (126, 127, 128)
 
 
+def test_transparency_matches_the_rounded_formula_for_every_value_and_alpha():
+    """Every (channel value, alpha) pair over white: round((c * a + 255 * (255 - a)) / 255), in
+    numpy integers, for RGBA and LA pictures."""
+    c, a = (m.astype(np.int64) for m in np.meshgrid(np.arange(256), np.arange(256)))
+    arr = np.stack([c, 255 - c, c // 3, a], -1).astype(np.uint8)
+    want = (2 * (arr[..., :3].astype(np.int64) * a[..., None] + 255 * (255 - a[..., None])) + 255) // 510
+    assert np.array_equal(np.asarray(load_image(Image.fromarray(arr, "RGBA"))), want)
+    la = np.asarray(load_image(Image.fromarray(arr[..., [0, 3]], "LA")))
+    assert np.array_equal(la[..., 0], want[..., 0]) and np.array_equal(la[..., 1], want[..., 0])
+
+
 def test_exif_rotation_and_16bit_scaling(tmp_path):
     paths = _images(tmp_path)
     assert load_image(paths["exif.jpg"]).size == (480, 640)  # portrait after EXIF transpose
