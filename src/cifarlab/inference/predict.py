@@ -103,13 +103,9 @@ def to_rgb(img: Image.Image, name: str = "<image>", max_pixels: int = MAX_PIXELS
     if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
         img = _deep_to_l(img)
     if img.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
-        # over white: round((c * a + 255 * (255 - a)) / 255), the pixels of Image.alpha_composite
-        # on white; paste releases the GIL while it works (alpha_composite holds it, about 0.2 s
-        # for a 20-Mpixel upload, and the server's event loop waits that long)
         rgba = img.convert("RGBA")
-        out = Image.new("RGB", rgba.size, (255, 255, 255))
-        out.paste(rgba.convert("RGB"), mask=rgba.getchannel("A"))
-        return out
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, rgba).convert("RGB")
     return img.convert("RGB")  # L, 1, CMYK, YCbCr, LAB, HSV, RGB
 
 
