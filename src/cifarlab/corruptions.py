@@ -311,6 +311,11 @@ def parse_kinds(text: str | None) -> tuple[str, ...]:
 PRECISIONS = ("auto", "float32")
 
 
+def check_precision(precision: str) -> None:
+    if precision not in PRECISIONS:
+        raise ConfigError(f"precision {precision!r} is not one of: {', '.join(PRECISIONS)}")
+
+
 def suite_classifier(model, norm: dict, labels: np.ndarray, device, precision: str = "auto",
                      batch_size: int = 250):
     """``(accuracy(images) -> float, precision used)``: ``model`` over uint8 NHWC copies of a
@@ -326,8 +331,7 @@ def suite_classifier(model, norm: dict, labels: np.ndarray, device, precision: s
     from cifarlab.inference.hardware import bf16_native
     from cifarlab.training.calibrate import collect_logits
     from cifarlab.training.evaluation import saved_norm_loader
-    if precision not in PRECISIONS:
-        raise ConfigError(f"precision {precision!r} is not one of: {', '.join(PRECISIONS)}")
+    check_precision(precision)
     if batch_size < 1:
         raise ConfigError(f"batch size {batch_size} must be >= 1")
     bf16 = precision == "auto" and bf16_native(torch.device(device))
@@ -355,8 +359,7 @@ def evaluate_corruptions(checkpoint, data=None, kinds=DEFAULT_KINDS, severities=
     from cifarlab.training.evaluation import checkpoint_with_data
     for s in severities:
         params(kinds[0] if kinds else "contrast", s)
-    if precision not in PRECISIONS:  # before the checkpoint and the data are loaded
-        raise ConfigError(f"precision {precision!r} is not one of: {', '.join(PRECISIONS)}")
+    check_precision(precision)  # before the checkpoint and the data are loaded
     ckpt, model, meta, _, data, dev = checkpoint_with_data(checkpoint, data, device)
     test = data.test
     images, labels = np.asarray(test.images), np.asarray(test.labels)
