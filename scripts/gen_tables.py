@@ -130,9 +130,15 @@ def cpu_probes(folder=None) -> str:
 
 
 def make_train(folder=None) -> str:
-    """`make train` from a fresh clone: the whole command's time and what it printed."""
-    out = []
+    """`make train` from a fresh clone: the whole command's time and what it printed, the
+    newest row of each kind of machine (cores, CPU, bf16), oldest kind first; the earlier
+    rows stay in results/make_train.csv."""
+    newest: dict[str, dict] = {}
     for r in results.read_rows("make_train", folder):
+        newest.pop(_machine(r), None)  # re-inserted: the kinds end up ordered by their newest row
+        newest[_machine(r)] = r
+    out = []
+    for r in newest.values():
         minutes, seconds = divmod(float(r["elapsed_s"]), 60)
         model = f" ({r['model']})" if r.get("model") else ""
         out.append([str(r["date"])[:10], str(r["commit"]), _machine(r), f"{minutes:.0f} min {seconds:.0f} s" if float(r["elapsed_s"]).is_integer() else f"{minutes:.0f} min {seconds:04.1f} s",

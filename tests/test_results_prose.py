@@ -138,6 +138,19 @@ def test_the_comparison_table_gives_mean_and_sd_over_seeds_and_the_write_ups_fig
     assert len(refused) == 1 and "does not fit: needs 66 min here" in refused[0] and "| 80.0% |" in refused[0]
 
 
+def test_the_make_train_table_shows_the_newest_run_of_each_kind_of_machine(tmp_path):
+    gen = _gen_tables()
+    row = {"machine": "Test CPU", "cores": 2, "bf16": True, "command": "make train", "recipe": "cpu-5min",
+           "budget_s": 300, "model": "airnet_small"}
+    for date, bf16, acc in (("2026-01-01", True, 80.0), ("2026-01-02", False, 70.0), ("2026-01-03", True, 85.5)):
+        results.append_row("make_train", {**row, "date": date, "bf16": bf16, "test_top1_pct": acc, "elapsed_s": 250.0,
+                                          "epochs": 9}, tmp_path)
+    lines = [ln for ln in gen.make_train(tmp_path).splitlines() if ln.startswith("| 2026")]
+    assert [ln.split(" | ")[0] for ln in lines] == ["| 2026-01-02", "| 2026-01-03"], lines
+    assert "2-core Test CPU, no bf16 | 4 min 10 s | 70.00% |" in lines[0]
+    assert "2-core Test CPU, bf16 | 4 min 10 s | 85.50% | 9 (airnet_small) |" in lines[1]
+
+
 def test_the_robustness_table_shows_each_shipped_file_once_by_its_sha256(tmp_path):
     """results/corruptions.csv rows -> the README's robustness table: for each file shipped now the
     newest of its rows with the most pictures classified (a later --limit 200 run does not replace
