@@ -148,11 +148,18 @@ def make_train(folder=None) -> str:
 
 
 def shipped_models(folder=None) -> str:
-    """The model files shipped in the package, with their measured test figures."""
-    out = []
+    """The model files shipped in the package now, each with the measured test figures of its
+    newest row (a file replaced or removed since keeps its rows in results/shipped_models.csv)."""
+    newest: dict[str, dict] = {}
     for r in results.read_rows("shipped_models", folder):
+        path = str(r["file"]).split(" (")[0]
+        if (ROOT / path).is_file():
+            newest[path] = r
+    out = []
+    for r in sorted(newest.values(), key=lambda r: (Path(str(r["file"]).split(" (")[0]).stem != "default",
+                                                     str(r["file"]))):
         top5 = f"{r['test_top5_pct']:.2f}%" if r.get("test_top5_pct") is not None else "-"
-        out.append([str(r["date"])[:10], f"`{r['file']}`", r["model"], r.get("weights") or "-",
+        out.append([str(r["date"])[:10], f"`{str(r['file']).split(' (')[0]}`", r["model"], r.get("weights") or "-",
                     f"{r['test_top1_pct']:.2f}%", top5, f"`{r['recipe']}`" if r.get("recipe") else "-",
                     _machine(r), str(r["commit"])])
     return _table(["date", "file", "model", "weights", "test top-1", "top-5", "recipe", "trained on", "commit"],

@@ -151,6 +151,20 @@ def test_the_make_train_table_shows_the_newest_run_of_each_kind_of_machine(tmp_p
     assert "2-core Test CPU, bf16 | 4 min 10 s | 85.50% | 9 (airnet_small) |" in lines[1]
 
 
+def test_the_shipped_models_table_shows_each_file_shipped_now_once(tmp_path):
+    gen = _gen_tables()
+    row = {"machine": "Test CPU", "cores": 2, "bf16": False, "model": "lenet5", "weights": "int8", "commit": "abc"}
+    results.append_row("shipped_models", {**row, "date": "2026-01-01", "file": "src/cifarlab/assets/lenet5.pt",
+                                          "test_top1_pct": 50.0}, tmp_path)
+    results.append_row("shipped_models", {**row, "date": "2026-01-02", "test_top1_pct": 60.0,
+                                          "file": "src/cifarlab/assets/gone.pt (removed again)"}, tmp_path)
+    results.append_row("shipped_models", {**row, "date": "2026-01-03", "file": "src/cifarlab/assets/lenet5.pt",
+                                          "test_top1_pct": 66.5}, tmp_path)
+    lines = [ln for ln in gen.shipped_models(tmp_path).splitlines() if ln.startswith("| 2026")]
+    assert lines == ["| 2026-01-03 | `src/cifarlab/assets/lenet5.pt` | lenet5 | int8 | 66.50% | - | - | "
+                     "2-core Test CPU, no bf16 | abc |"], lines
+
+
 def test_the_robustness_table_shows_each_shipped_file_once_by_its_sha256(tmp_path):
     """results/corruptions.csv rows -> the README's robustness table: for each file shipped now the
     newest of its rows with the most pictures classified (a later --limit 200 run does not replace
