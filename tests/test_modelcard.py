@@ -179,6 +179,9 @@ def test_an_installed_package_without_results_still_shows_the_measured_figures(n
         assert card["robustness"]["mean_corruption_accuracy"] == pytest.approx(
             float(corr[-1]["mean_corruption_pct"]) / 100, abs=1e-9)
         assert card["sources"]["robustness"].startswith(f"results/corruptions.csv, row of {corr[-1]['date'][:10]}")
+        precision = corr[-1].get("precision") or None  # rows from before the column: not said
+        assert card["robustness"]["precision"] == precision
+        assert (f" test images, in {precision}." in modelcard.render_markdown(card)) == bool(precision)
     else:
         assert card["robustness"] is None
 

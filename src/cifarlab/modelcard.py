@@ -100,7 +100,8 @@ def build_card(summary: dict, confusion=None, classes: list[str] | None = None,
                                "fitted_on": cal.get("fitted_on"), "note": cal.get("note")}
     if corruptions:
         card["robustness"] = {k: corruptions.get(k) for k in ("clean_accuracy", "mean_corruption_accuracy",
-                                                             "relative_drop", "severities", "kinds", "n")}
+                                                             "relative_drop", "severities", "kinds", "n",
+                                                             "precision")}
     return card
 
 
@@ -224,6 +225,7 @@ def _corruptions_from(row: dict | None, sources: dict) -> dict | None:
     if drop is None and clean:
         drop = (clean - mean) / clean
     return {"clean_accuracy": clean, "mean_corruption_accuracy": mean, "relative_drop": drop, "n": row.get("n"),
+            "precision": row.get("precision"),
             "kinds": str(row.get("kinds") or "").split() or None,
             "severities": [int(s) for s in str(row.get("severities") or "").split() if s.isdigit()] or None}
 
@@ -354,7 +356,8 @@ def sections(card: dict) -> list[dict]:
         words = (f"Mean corruption accuracy {_pct(rob['mean_corruption_accuracy'])} over "
                  f"{len(rob.get('kinds') or [])} kinds x {len(rob.get('severities') or [])} severities, against "
                  f"{_pct(rob.get('clean_accuracy'))} clean (relative drop {_pct(rob.get('relative_drop'))})"
-                 + (f", on {_count(rob['n'])} test images" if rob.get("n") else "") + ".")
+                 + (f", on {_count(rob['n'])} test images" if rob.get("n") else "")
+                 + (f", in {rob['precision']}" if rob.get("precision") else "") + ".")
     else:
         words = f"not measured yet: run `cifarlab evaluate {how} --corruptions`."
     out.append({"key": "robustness", "title": "Robustness (corrupted test sets)", "text": [words]})
