@@ -152,14 +152,13 @@ def shipped_models(folder=None) -> str:
     newest row (a file replaced or removed since keeps its rows in results/shipped_models.csv)."""
     newest: dict[str, dict] = {}
     for r in results.read_rows("shipped_models", folder):
-        path = str(r["file"]).split(" (")[0]
+        path = str(r["file"]).split(" (")[0]  # without a note such as "(replaced by ...)"
         if (ROOT / path).is_file():
             newest[path] = r
     out = []
-    for r in sorted(newest.values(), key=lambda r: (Path(str(r["file"]).split(" (")[0]).stem != "default",
-                                                     str(r["file"]))):
+    for path, r in sorted(newest.items(), key=lambda kv: (Path(kv[0]).stem != "default", kv[0])):
         top5 = f"{r['test_top5_pct']:.2f}%" if r.get("test_top5_pct") is not None else "-"
-        out.append([str(r["date"])[:10], f"`{str(r['file']).split(' (')[0]}`", r["model"], r.get("weights") or "-",
+        out.append([str(r["date"])[:10], f"`{path}`", r["model"], r.get("weights") or "-",
                     f"{r['test_top1_pct']:.2f}%", top5, f"`{r['recipe']}`" if r.get("recipe") else "-",
                     _machine(r), str(r["commit"])])
     return _table(["date", "file", "model", "weights", "test top-1", "top-5", "recipe", "trained on", "commit"],
@@ -251,17 +250,12 @@ ASSET = ROOT / "src" / "cifarlab" / "assets" / "measured.json"
 def measured_asset(folder=None) -> str:
     """measured.json's text: for each kind a model card reads, the last row naming each shipped
     file by (a prefix of at least 12 hex digits of) its SHA-256, in the order of the files."""
-    from cifarlab.modelcard import MEASURED_KINDS
+    from cifarlab.modelcard import MEASURED_KINDS, _row_for  # the cards' own choice of row
     shas = [hashlib.sha256(f.read_bytes()).hexdigest() for f in sorted(ASSET.parent.glob("*.pt"))]
     out = {}
     for kind in MEASURED_KINDS:
-        chosen: dict[str, dict] = {}
-        for row in results.read_rows(kind, folder):
-            tag = str(row.get("checkpoint_sha256") or "").lower()
-            for sha in shas:
-                if len(tag) >= 12 and sha.startswith(tag):
-                    chosen[sha] = row
-        out[kind] = [chosen[sha] for sha in shas if sha in chosen]
+        rows = results.read_rows(kind, folder)
+        out[kind] = [r for r in (_row_for(rows, sha) for sha in shas) if r is not None]
     return json.dumps(out, indent=1, sort_keys=True) + "\n"
 
 
